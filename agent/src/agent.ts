@@ -1,0 +1,113 @@
+/**
+ * One agent: identity, connection, leases, journal, package cache. A library class so that one process can hold
+ * several agents (the fleet benchmark), each with its own key, certificate and TLS connection.
+ */
+import { createWriteStream } from 'node:fs';
+import { request } from 'node:https';
+import { pipeline } from 'node:stream/promises';
+import { packageDownloadPath, PROTOCOL_VERSION } from '#shared/protocol/index.js';
+import { AgentConnection } from './connection/connection.js';
+import type { AgentHome, Identity } from './identity.js';
+import { Journal } from './journal/journal.js';
+import { LeaseManager } from './leases/lease-manager.js';
+import type { AgentLogger } from './logger.js';
+import { PackageStore } from './packages/package-store.js';
+import { AGENT_VERSION } from './registration/register.js';
+
+export class Agent {
+  readonly leases: LeaseManager;
+  private readonly conn: AgentConnection;
+  private heartbeat?: NodeJS.Timeout;
+  private fatalError?: Error;
+  private onFatal?: (e: Error) => void;
+
+  constructor(
+    private readonly home: AgentHome,
+    private readonly id: Identity,
+    private readonly log: AgentLogger,
+  ) {
+    home.prepare();
+    this.leases = new LeaseManager({
+      journal: new Journal(home.journalDir),
+      packages: new PackageStore(home.packageCacheDir),
+      workDir: home.workDir,
+      scriptDir: home.scriptDir,
+      machineId: id.machineId,
+      send: (m) => this.conn.send(m),
+      download: (sha, dest) => this.download(sha, dest),
+      logger: log,
+    });
+    this.conn = new AgentConnection(
+      id,
+      {
+        hello: () => ({ type: 'hello', protocolVersion: PROTOCOL_VERSION, agentVersion: AGENT_VERSION, leases: this.leases.helloLeases() }),
+        onWelcome: (w) => {
+          this.leases.onConnected();
+          if (this.heartbeat) clearInterval(this.heartbeat);
+          this.heartbeat = setInterval(() => this.conn.send({ type: 'heartbeat', leaseIds: this.leases.runningLeaseIds() }), w.heartbeatMs);
+        },
+        onMessage: (m) => {
+          switch (m.type) {
+            case 'lease.offer':
+              return this.leases.offer(m);
+            case 'lease.cancel':
+              return this.leases.cancel(m.leaseId, m.reason);
+            case 'log.ack':
+              return this.leases.logAck(m.leaseId, m.seq);
+            case 'result.ack':
+              return this.leases.resultAck(m.leaseId);
+          }
+        },
+        onDisconnected: () => {
+          if (this.heartbeat) clearInterval(this.heartbeat);
+          this.heartbeat = undefined;
+        },
+        onFatal: (e) => {
+          this.fatalError = e;
+          this.log.error(e.message);
+          this.onFatal?.(e);
+        },
+      },
+      log,
+    );
+  }
+
+  get connected() {
+    return this.conn.connected;
+  }
+
+  /** Starts; `onFatal` is called if the agent can never work (revoked, refused): the caller decides to exit. */
+  start(onFatal?: (e: Error) => void) {
+    this.onFatal = onFatal;
+    this.leases.restore();
+    this.conn.start();
+  }
+
+  async stop() {
+    if (this.heartbeat) clearInterval(this.heartbeat);
+    await this.leases.stop();
+    this.conn.stop();
+  }
+
+  get error() {
+    return this.fatalError;
+  }
+
+  /** GET /packages/<sha256> on the agent port, authenticated by our client certificate. */
+  private download(sha256: string, dest: string): Promise<void> {
+    const url = new URL(packageDownloadPath(sha256), this.id.agentUrl);
+    return new Promise((resolve, reject) => {
+      const req = request(url, { ca: this.id.caCertificate, cert: this.id.certificate, key: this.id.key, timeout: 60_000 }, (res) => {
+        if (res.statusCode !== 200) {
+          res.resume();
+          reject(new Error(`package download refused: HTTP ${res.statusCode}`));
+          return;
+        }
+        pipeline(res, createWriteStream(dest, { mode: 0o600 })).then(resolve, reject);
+      });
+      req.on('timeout', () => req.destroy(new Error('package download timed out')));
+      req.on('error', reject);
+      req.end();
+    });
+  }
+}

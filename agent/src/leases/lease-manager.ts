@@ -1,0 +1,242 @@
+/**
+ * Runs what leases ask, and keeps every promise the protocol makes on the agent's side (shared/src/protocol):
+ * a lease runs at most once (a repeated offer is answered with its current state), log lines carry per-lease
+ * sequence numbers and are kept until acknowledged, and a result is journaled before it is sent and kept until
+ * acknowledged.
+ */
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { clampLogText, type AgentMessage, type LeaseAction, type LeaseOffer, type LogLevel, type LogLine } from '#shared/protocol/index.js';
+import type { AgentLogger } from '../logger.js';
+import { Journal, type JournalRecord, type LeaseResult } from '../journal/journal.js';
+import { extractPackage, type PackageStore } from '../packages/package-store.js';
+import { runScript } from '../runner/process-group.js';
+
+const FLUSH_MS = 50;
+const MAX_LINES_PER_MESSAGE = 1_000;
+
+type ActionOutcome = { state: 'success' | 'failed' | 'cancelled'; exitCode: number | null; error?: string };
+
+interface ActiveLease {
+  record: JournalRecord;
+  offer?: LeaseOffer;
+  unsent: LogLine[];
+  unacked: LogLine[];
+  flushTimer?: NodeJS.Timeout;
+  abort: AbortController;
+  done?: Promise<void>;
+}
+
+export interface LeaseManagerDeps {
+  journal: Journal;
+  packages: PackageStore;
+  workDir: string;
+  scriptDir: string;
+  machineId: string;
+  send: (m: AgentMessage) => boolean;
+  download: (sha256: string, dest: string) => Promise<void>;
+  logger: AgentLogger;
+  /** Grace between SIGTERM and SIGKILL of a script's process group on cancel or timeout. */
+  killGraceMs?: number;
+}
+
+export class LeaseManager {
+  private leases = new Map<string, ActiveLease>();
+
+  constructor(private readonly d: LeaseManagerDeps) {}
+
+  /**
+   * After a restart: a lease journaled as running was interrupted with the agent, so its outcome is unknown. It is
+   * reported as failed ("unknown result"), never as success; finished ones are resent until acknowledged.
+   */
+  restore() {
+    for (const rec of this.d.journal.all()) {
+      if (rec.state === 'running') {
+        rec.state = 'finished';
+        rec.result = {
+          type: 'lease.result',
+          leaseId: rec.leaseId,
+          state: 'failed',
+          exitCode: null,
+          error: 'unknown result: the agent restarted while this target was running',
+          actions: rec.actionIndexes.map((index) => ({ index, state: 'failed' as const, exitCode: null })),
+          lastLogSeq: rec.lastLogSeq,
+          at: new Date().toISOString(),
+        };
+        this.d.journal.write(rec);
+        this.d.logger.warn('lease interrupted by an agent restart; reporting unknown result', { leaseId: rec.leaseId });
+      }
+      this.leases.set(rec.leaseId, { record: rec, unsent: [], unacked: [], abort: new AbortController() });
+    }
+  }
+
+  helloLeases() {
+    return [...this.leases.values()].map((l) => ({ leaseId: l.record.leaseId, state: l.record.state }));
+  }
+
+  runningLeaseIds() {
+    return [...this.leases.values()].filter((l) => l.record.state === 'running').map((l) => l.record.leaseId);
+  }
+
+  /** After (re)connecting: resend what the server may not have: unacknowledged log lines first, then results. */
+  onConnected() {
+    for (const l of this.leases.values()) {
+      l.unsent = [...l.unacked, ...l.unsent];
+      l.unacked = [];
+      this.flush(l);
+      if (l.record.state === 'finished' && l.record.result) this.d.send(l.record.result);
+    }
+  }
+
+  offer(o: LeaseOffer) {
+    const known = this.leases.get(o.leaseId);
+    if (known) {
+      // A repeated dispatch (lost accept, reconnect, another server node): answer with the state, never run twice.
+      if (known.record.state === 'running') this.d.send({ type: 'lease.accepted', leaseId: o.leaseId });
+      else if (known.record.result) this.d.send(known.record.result);
+      return;
+    }
+    const record: JournalRecord = {
+      leaseId: o.leaseId,
+      deploymentId: o.deploymentId,
+      state: 'running',
+      acceptedAt: new Date().toISOString(),
+      actionIndexes: o.actions.map((a) => a.index),
+      lastLogSeq: 0,
+    };
+    this.d.journal.write(record);
+    const lease: ActiveLease = { record, offer: o, unsent: [], unacked: [], abort: new AbortController() };
+    this.leases.set(o.leaseId, lease);
+    this.d.send({ type: 'lease.accepted', leaseId: o.leaseId });
+    this.d.logger.info('lease accepted', { leaseId: o.leaseId, step: o.stepName, actions: o.actions.map((a) => a.name) });
+    lease.done = this.run(lease, o).catch((e) => {
+      this.d.logger.error('lease run crashed', { leaseId: o.leaseId, error: (e as Error).stack });
+    });
+  }
+
+  cancel(leaseId: string, reason?: string) {
+    const l = this.leases.get(leaseId);
+    if (!l || l.record.state !== 'running' || l.abort.signal.aborted) return;
+    this.d.logger.warn('cancelling lease', { leaseId, reason });
+    this.line(l, 'warn', `Cancelling: ${reason ?? 'asked by the server'}`);
+    l.abort.abort();
+  }
+
+  logAck(leaseId: string, seq: number) {
+    const l = this.leases.get(leaseId);
+    if (!l) return;
+    l.unacked = l.unacked.filter((x) => x.seq > seq);
+  }
+
+  resultAck(leaseId: string) {
+    const l = this.leases.get(leaseId);
+    if (!l || l.record.state !== 'finished') return;
+    if (l.flushTimer) clearTimeout(l.flushTimer);
+    this.leases.delete(leaseId);
+    this.d.journal.remove(leaseId);
+  }
+
+  /** Stops every running script (process groups, grace, then SIGKILL) and waits for them. */
+  async stop() {
+    for (const l of this.leases.values()) l.abort.abort();
+    await Promise.all([...this.leases.values()].map((l) => l.done));
+  }
+
+  // ------------------------------------------------------------------ running
+
+  private line(l: ActiveLease, level: LogLevel, text: string, actionIndex?: number) {
+    l.record.lastLogSeq += 1;
+    l.unsent.push({ seq: l.record.lastLogSeq, at: new Date().toISOString(), level, text: clampLogText(text), ...(actionIndex !== undefined ? { actionIndex } : {}) });
+    if (l.unsent.length >= MAX_LINES_PER_MESSAGE) this.flush(l);
+    else l.flushTimer ??= setTimeout(() => this.flush(l), FLUSH_MS);
+  }
+
+  private flush(l: ActiveLease) {
+    if (l.flushTimer) clearTimeout(l.flushTimer);
+    l.flushTimer = undefined;
+    while (l.unsent.length) {
+      const batch = l.unsent.slice(0, MAX_LINES_PER_MESSAGE);
+      if (!this.d.send({ type: 'lease.log', leaseId: l.record.leaseId, lines: batch })) return; // offline: kept for the reconnect
+      l.unsent = l.unsent.slice(batch.length);
+      l.unacked.push(...batch);
+    }
+  }
+
+  private async run(l: ActiveLease, o: LeaseOffer) {
+    const results: LeaseResult['actions'] = [];
+    let outcome: ActionOutcome = { state: 'success', exitCode: 0 };
+    for (const action of o.actions) {
+      if (l.abort.signal.aborted) {
+        outcome = { state: 'cancelled', exitCode: null, error: 'cancelled' };
+        break;
+      }
+      this.d.send({ type: 'lease.action', leaseId: o.leaseId, actionIndex: action.index, state: 'running', at: new Date().toISOString() });
+      this.line(l, 'info', `Running ${action.type} action ${action.name}`, action.index);
+      const r = await this.runAction(l, o, action).catch((e): ActionOutcome => ({ state: 'failed', exitCode: null, error: (e as Error).message }));
+      if (r.error) this.line(l, r.state === 'cancelled' ? 'warn' : 'error', r.error, action.index);
+      this.line(l, r.state === 'success' ? 'info' : 'error', `Action ${action.name} ${r.state === 'success' ? 'succeeded' : r.state}${r.exitCode !== null ? ` (exit code ${r.exitCode})` : ''}`, action.index);
+      results.push({ index: action.index, state: r.state, exitCode: r.exitCode });
+      this.d.send({ type: 'lease.action', leaseId: o.leaseId, actionIndex: action.index, state: r.state, exitCode: r.exitCode, at: new Date().toISOString() });
+      outcome = r;
+      if (r.state !== 'success') break;
+    }
+    this.flush(l);
+    const result: LeaseResult = {
+      type: 'lease.result',
+      leaseId: o.leaseId,
+      state: outcome.state,
+      exitCode: outcome.exitCode,
+      ...(outcome.state !== 'success' && outcome.error ? { error: outcome.error } : {}),
+      actions: results,
+      lastLogSeq: l.record.lastLogSeq,
+      at: new Date().toISOString(),
+    };
+    l.record.state = 'finished';
+    l.record.result = result;
+    this.d.journal.write(l.record); // before sending: a crash after this point resends, never reruns
+    this.d.send(result);
+    this.d.logger.info('lease finished', { leaseId: o.leaseId, state: result.state, exitCode: result.exitCode });
+  }
+
+  private async runAction(l: ActiveLease, o: LeaseOffer, action: LeaseAction): Promise<ActionOutcome> {
+    const deadline = action.timeoutSeconds ? Date.now() + action.timeoutSeconds * 1000 : undefined;
+    const env: Record<string, string> = { ...o.env, CUTTLE_ACTION_NAME: action.name, CUTTLE_LEASE_ID: o.leaseId, CUTTLE_MACHINE_ID: this.d.machineId };
+    const script = async (text: string, cwd: string): Promise<ActionOutcome> => {
+      const remaining = deadline ? Math.max(1, Math.ceil((deadline - Date.now()) / 1000)) : undefined;
+      const r = await runScript({
+        script: text,
+        cwd,
+        env,
+        scriptDir: this.d.scriptDir,
+        timeoutSeconds: remaining,
+        graceMs: this.d.killGraceMs,
+        signal: l.abort.signal,
+        onLine: (stream, t) => this.line(l, stream === 'stderr' ? 'error' : 'info', t, action.index),
+      });
+      if (r.cancelled) return { state: 'cancelled', exitCode: r.exitCode, error: 'cancelled: the script was stopped' };
+      if (r.timedOut) return { state: 'failed', exitCode: r.exitCode, error: `timed out after ${action.timeoutSeconds} s` };
+      if (r.exitCode === 0) return { state: 'success', exitCode: 0 };
+      return { state: 'failed', exitCode: r.exitCode, error: r.signal ? `killed by ${r.signal}` : undefined };
+    };
+
+    if (action.type === 'script') return script(action.script ?? '', this.d.workDir);
+
+    const pkg = action.package;
+    if (!pkg) return { state: 'failed', exitCode: null, error: 'the server sent a package action without a package' };
+    const cached = await this.d.packages.has(pkg.sha256);
+    if (cached) this.line(l, 'info', `Package ${pkg.packageId} ${pkg.version} is in the cache (sha256 ${pkg.sha256.slice(0, 12)}…)`, action.index);
+    else this.line(l, 'info', `Downloading package ${pkg.packageId} ${pkg.version} (${pkg.sizeBytes} bytes, sha256 ${pkg.sha256.slice(0, 12)}…)`, action.index);
+    const got = await this.d.packages.ensure({ sha256: pkg.sha256, sizeBytes: pkg.sizeBytes }, (dest) => this.d.download(pkg.sha256, dest));
+    if (got.downloaded) this.line(l, 'info', `Downloaded and verified ${got.bytes} bytes`, action.index);
+    const dir = await extractPackage(got.path, this.d.workDir, pkg.packageId, pkg.version);
+    env.CUTTLE_PACKAGE_INSTALLATION_DIRECTORY = dir;
+    this.line(l, 'info', `Extracted ${pkg.packageId} ${pkg.version} to ${dir}`, action.index);
+    if (existsSync(join(dir, 'deploy.sh'))) {
+      this.line(l, 'info', 'Running deploy.sh', action.index);
+      const r = await script('exec bash ./deploy.sh', dir);
+      if (r.state !== 'success') return { ...r, error: r.error ?? `deploy.sh exited with code ${r.exitCode}` };
+    }
+    if (action.script?.trim()) return script(action.script, dir);
+    return { state: 'success', exitCode: 0 };
+  }
+}

@@ -1,0 +1,90 @@
+#!/usr/bin/env node
+/**
+ * `npm run agent -- run --server URL --token TOKEN --name NAME --roles r1,r2 --environments E1 --home DIR`
+ * Registers on first start (the token pins the server's CA), then runs with its stored identity. Run again with
+ * only `--home DIR` and it reconnects. SIGTERM/SIGINT stop it: running scripts are stopped (their process groups),
+ * and what the server has not acknowledged stays in the journal for the next start.
+ */
+import { Command, InvalidArgumentError } from 'commander';
+import { Agent } from './agent.js';
+import { classify, backoffDelay, FatalAgentError } from './errors.js';
+import { AgentHome } from './identity.js';
+import { createAgentLogger } from './logger.js';
+import { AGENT_VERSION, register } from './registration/register.js';
+
+const list = (v: string) =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+const url = (v: string) => {
+  try {
+    const u = new URL(v);
+    if (u.protocol !== 'https:') throw new Error();
+    return u.origin;
+  } catch {
+    throw new InvalidArgumentError('must be an https:// URL like https://deploy.example.com:8443');
+  }
+};
+
+const program = new Command('cuttle-agent').description('Cuttle agent (tentacle): runs deployment work on this machine').version(AGENT_VERSION);
+
+program
+  .command('run')
+  .description('register (first start, with --token) and run the agent')
+  .requiredOption('--home <dir>', 'folder for the identity, journal and package cache')
+  .option('--server <url>', 'server REST URL (https://HOST:8443), needed to register', url)
+  .option('--token <token>', 'registration token (first start only)')
+  .option('--name <name>', 'machine name (first start only; default: host name)')
+  .option('--roles <list>', 'comma-separated roles (first start only)', list, [])
+  .option('--environments <list>', 'comma-separated environment names or ids (first start only)', list, [])
+  .option('--work <dir>', 'folder packages are unpacked into (default: HOME/work)')
+  .action(async (o: { home: string; server?: string; token?: string; name?: string; roles: string[]; environments: string[]; work?: string }) => {
+    const home = new AgentHome(o.home, o.work);
+    home.prepare();
+    let log = createAgentLogger(undefined, o.name);
+    let identity;
+    if (home.hasIdentity()) {
+      identity = home.load();
+      if (o.token) log.info('already registered; ignoring --token', { machineId: identity.machineId });
+    } else {
+      if (!o.token || !o.server) fail('this agent is not registered yet: give --server and --token (and --name, --roles, --environments)');
+      const name = o.name ?? (await import('node:os')).hostname();
+      for (let attempt = 0; ; attempt++) {
+        try {
+          identity = await register(home, { serverUrl: o.server!, token: o.token!, name, roles: o.roles, environments: o.environments });
+          log.info('registered', { machineId: identity.machineId, name, agentUrl: identity.agentUrl });
+          break;
+        } catch (e) {
+          const { cls, hint } = classify(e);
+          if (cls === 'fatal') fail(`${(e as Error).message}${e instanceof FatalAgentError ? '' : ` (${hint})`}`);
+          const delay = backoffDelay(attempt);
+          log.warn(`registration failed (${(e as Error).message}); retrying in ${(delay / 1000).toFixed(1)} s`, { hint });
+          await new Promise((r) => setTimeout(r, delay));
+        }
+      }
+    }
+    log = createAgentLogger(undefined, identity.name);
+    const agent = new Agent(home, identity, log);
+    let stopping = false;
+    const stop = async (sig: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info(`${sig} received, stopping`);
+      await agent.stop();
+      process.exit(0);
+    };
+    process.on('SIGTERM', () => void stop('SIGTERM'));
+    process.on('SIGINT', () => void stop('SIGINT'));
+    agent.start((e) => {
+      console.error(`cuttle agent: ${e.message}`);
+      process.exit(new FatalAgentError('').exitCode);
+    });
+  });
+
+function fail(msg: string): never {
+  console.error(`cuttle agent: ${msg}`);
+  process.exit(new FatalAgentError('').exitCode);
+}
+
+await program.parseAsync(process.argv);

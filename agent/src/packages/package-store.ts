@@ -1,0 +1,316 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { mkdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { join, resolve, win32 } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import * as tar from 'tar';
+
+/** The downloaded bytes are not the package the server described (sha256 or size differ). */
+export class PackageVerificationError extends Error {
+  override name = 'PackageVerificationError';
+}
+
+/** An archive entry would land outside the install folder, or is something other than a file, folder or safe symlink. */
+export class UnsafePackageError extends Error {
+  override name = 'UnsafePackageError';
+}
+
+const SHA256_RE = /^[0-9a-f]{64}$/;
+
+/**
+ * Content-addressed cache of package archives: `<cacheDir>/<sha256>.tar.gz`, plus a `<sha256>.tar.gz.ok` marker
+ * written only after the bytes were verified, so a later `has()` need not re-hash.
+ */
+export class PackageStore {
+  /** In-flight downloads by sha256: concurrent deployments of one package share one transfer. */
+  private readonly inflight = new Map<string, Promise<{ path: string; downloaded: boolean; bytes: number }>>();
+
+  constructor(private readonly cacheDir: string) {}
+
+  /** Path of the cached archive if present and verified, else null. */
+  async has(sha256: string): Promise<string | null> {
+    const sha = normalizeSha(sha256);
+    const path = this.pathFor(sha);
+    const size = await fileSize(path);
+    if (size === null) return null;
+
+    // The marker records the verified size: a cheap stat catches truncation without re-hashing.
+    const marker = await readFile(`${path}.ok`, 'utf8').catch(() => null);
+    if (marker !== null && marker.trim() === `${sha} ${size}`) return path;
+
+    // No (valid) marker: a crash between rename and marker write, or tampering. Re-hash once and decide.
+    if ((await sha256File(path)) === sha) {
+      await this.writeMarker(sha, size);
+      return path;
+    }
+    await rm(path, { force: true });
+    await rm(`${path}.ok`, { force: true });
+    return null;
+  }
+
+  /**
+   * Ensures the package is in the cache. `download(dest)` runs only when it is absent and must write the archive
+   * at `dest`; the result is verified against sha256 and sizeBytes before it becomes visible under its final name.
+   */
+  ensure(
+    p: { sha256: string; sizeBytes: number },
+    download: (dest: string) => Promise<void>,
+  ): Promise<{ path: string; downloaded: boolean; bytes: number }> {
+    let sha: string;
+    try {
+      sha = normalizeSha(p.sha256);
+      if (!Number.isSafeInteger(p.sizeBytes) || p.sizeBytes < 0) throw new TypeError(`invalid sizeBytes: ${p.sizeBytes}`);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    const running = this.inflight.get(sha);
+    if (running) return running;
+    const job = this.fetchAndVerify(sha, p.sizeBytes, download).finally(() => this.inflight.delete(sha));
+    this.inflight.set(sha, job);
+    return job;
+  }
+
+  private async fetchAndVerify(
+    sha: string,
+    sizeBytes: number,
+    download: (dest: string) => Promise<void>,
+  ): Promise<{ path: string; downloaded: boolean; bytes: number }> {
+    await mkdir(this.cacheDir, { recursive: true, mode: 0o700 });
+    const cached = await this.has(sha);
+    if (cached) return { path: cached, downloaded: false, bytes: (await fileSize(cached)) ?? 0 };
+
+    // A temp name in the same folder keeps the final rename atomic (same file system) and never exposes a partial
+    // or unverified file under the content-addressed name.
+    const temp = join(this.cacheDir, `.download-${sha}-${randomBytes(6).toString('hex')}`);
+    try {
+      await download(temp);
+      const size = await fileSize(temp);
+      if (size === null) throw new PackageVerificationError(`download of ${sha} did not produce a file`);
+      if (size !== sizeBytes) {
+        throw new PackageVerificationError(`package ${sha}: size mismatch, expected ${sizeBytes} bytes, got ${size}`);
+      }
+      const actual = await sha256File(temp);
+      if (actual !== sha) throw new PackageVerificationError(`sha256 mismatch: expected ${sha}, got ${actual}`);
+      const path = this.pathFor(sha);
+      await rename(temp, path);
+      await this.writeMarker(sha, size);
+      return { path, downloaded: true, bytes: size };
+    } catch (err) {
+      await rm(temp, { force: true });
+      throw err;
+    }
+  }
+
+  private pathFor(sha: string): string {
+    return join(this.cacheDir, `${sha}.tar.gz`);
+  }
+
+  private async writeMarker(sha: string, size: number): Promise<void> {
+    // Write-then-rename so a crash never leaves a half-written marker that could be mistaken for a valid one.
+    const marker = `${this.pathFor(sha)}.ok`;
+    const temp = `${marker}.${randomBytes(6).toString('hex')}.tmp`;
+    await writeFile(temp, `${sha} ${size}\n`, { mode: 0o600 });
+    await rename(temp, marker);
+  }
+}
+
+/** Streaming sha256 of a file, lowercase hex. */
+export async function sha256File(path: string): Promise<string> {
+  const hash = createHash('sha256');
+  await pipeline(createReadStream(path), hash);
+  return hash.digest('hex');
+}
+
+/**
+ * Extracts a .tar.gz into a new folder `<root>/<packageId>/<version>` (or `<version>_1`, `_2`, ... if taken; a
+ * previous install is never overwritten) and returns its absolute path.
+ *
+ * The archive is vetted in full before a single byte is written; extraction then runs into a staging folder that
+ * is renamed into place on success and deleted on any failure.
+ */
+export async function extractPackage(file: string, root: string, packageId: string, version: string): Promise<string> {
+  assertSafeName('packageId', packageId);
+  assertSafeName('version', version);
+
+  await vetArchive(file);
+
+  const parent = resolve(root, packageId);
+  await mkdir(parent, { recursive: true });
+  // Exclusive mkdir: two concurrent extractions can never share a staging folder.
+  const staging = join(parent, `.staging-${randomBytes(8).toString('hex')}`);
+  await mkdir(staging, { mode: 0o755 });
+  try {
+    // Defence in depth: node-tar's own checks plus ours again, on the exact entries it is about to write.
+    const refused: string[] = [];
+    await tar.x({
+      file,
+      cwd: staging,
+      preserveOwner: false, // as root, owners would otherwise come from the archive
+      strict: true,
+      filter: (_path, entry) => {
+        const problem = 'type' in entry ? entryProblem(entry.path, entry.type) : 'not an archive entry';
+        if (problem) {
+          refused.push(problem);
+          return false;
+        }
+        // No setuid/setgid/sticky bits from a package: the agent may run as root.
+        if (typeof entry.mode === 'number') entry.mode &= 0o777;
+        return true;
+      },
+    });
+    if (refused.length > 0) throw new UnsafePackageError(refused[0]);
+    return await claimInstallFolder(staging, parent, version);
+  } catch (err) {
+    await rm(staging, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Moves staging to the first free `<version>`, `<version>_1`, ... and returns that path. */
+async function claimInstallFolder(staging: string, parent: string, version: string): Promise<string> {
+  for (let n = 0; n < 10_000; n++) {
+    const candidate = join(parent, n === 0 ? version : `${version}_${n}`);
+    // Reserve the name with an exclusive mkdir first: rename(2) would silently replace an *empty* directory, and
+    // two agents' extractions racing for the same name must not both win.
+    try {
+      await mkdir(candidate);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'EEXIST') continue;
+      throw err;
+    }
+    try {
+      await rename(staging, candidate); // replaces our own empty placeholder atomically
+    } catch (err) {
+      await rmdir(candidate).catch(() => undefined);
+      throw err;
+    }
+    return candidate;
+  }
+  throw new Error(`no free install folder for ${version} under ${parent}`);
+}
+
+/**
+ * Lists the whole archive and throws UnsafePackageError naming the first offending entry. Symlinks are judged
+ * after the listing, against every other entry, because a link's safety depends on links that may come later.
+ */
+async function vetArchive(file: string): Promise<void> {
+  const problems: string[] = [];
+  const symlinks = new Map<string, string>(); // normalized path -> raw target
+  const paths: string[] = [];
+  await tar.t({
+    file,
+    strict: true, // a corrupt header is an error, not a silently skipped entry
+    onReadEntry: (entry) => {
+      // Throwing here would surface as a stream error; collect and report after the listing instead.
+      const problem = entryProblem(entry.path, entry.type);
+      if (problem) problems.push(problem);
+      else {
+        const path = normalizeEntryPath(entry.path);
+        paths.push(path);
+        if (entry.type === 'SymbolicLink') symlinks.set(path, entry.linkpath ?? '');
+      }
+    },
+  });
+  if (problems.length > 0) throw new UnsafePackageError(problems[0]);
+
+  // A symlink's location must be the only entry at or below it: `link -> dir` followed by `link/x` writes through
+  // the link, and a path that is both a link and a file makes the final tree depend on extraction order.
+  const seen = new Set<string>();
+  for (const path of paths) {
+    if (symlinks.has(path) && seen.has(path)) {
+      throw new UnsafePackageError(`symlink "${path}" shares its path with another archive entry`);
+    }
+    seen.add(path);
+    const parts = path.split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const ancestor = parts.slice(0, i).join('/');
+      if (symlinks.has(ancestor)) {
+        throw new UnsafePackageError(`archive entry "${path}" would be written through symlink "${ancestor}"`);
+      }
+    }
+  }
+  for (const [link, target] of symlinks) {
+    if (!resolvesInside(link, target, symlinks)) {
+      throw new UnsafePackageError(`symlink "${link}" -> "${target}" points outside the package`);
+    }
+  }
+}
+
+const ALLOWED_TYPES = new Set(['File', 'Directory', 'SymbolicLink']);
+
+/** Why a single entry is unacceptable on its own, or null. */
+function entryProblem(rawPath: string, type: string): string | null {
+  const name = JSON.stringify(rawPath);
+  if (type === 'Link') return `archive entry ${name} is a hard link, which packages may not contain`;
+  if (!ALLOWED_TYPES.has(type)) return `archive entry ${name} has unsupported type ${type}`;
+  if (rawPath.startsWith('/') || win32.isAbsolute(rawPath) || /^[a-zA-Z]:/.test(rawPath)) {
+    return `archive entry ${name} has an absolute path`;
+  }
+  // On POSIX a backslash is an ordinary character, elsewhere a separator: refuse the ambiguity outright.
+  if (rawPath.includes('\\')) return `archive entry ${name} contains a backslash`;
+  if (rawPath.split('/').includes('..')) return `archive entry ${name} contains a ".." segment`;
+  if (normalizeEntryPath(rawPath) === '' && type !== 'Directory') {
+    return `archive entry ${name} would replace the package folder itself`;
+  }
+  return null;
+}
+
+/** `./a//b/` -> `a/b`; the package root itself is ''. */
+function normalizeEntryPath(p: string): string {
+  return p
+    .split('/')
+    .filter((s) => s !== '' && s !== '.')
+    .join('/');
+}
+
+/**
+ * Resolves a symlink's target the way the kernel would once the archive is extracted, following other symlinks of
+ * the archive, and reports whether it stays inside the package. A purely lexical check is not enough: with
+ * `x -> .`, the target `x/y/../..` looks like `.` but really climbs one level above the package.
+ */
+function resolvesInside(link: string, target: string, symlinks: Map<string, string>): boolean {
+  const MAX_HOPS = 40; // as Linux's ELOOP limit; a cycle counts as unsafe
+  const stack = link.split('/').slice(0, -1); // where the link lives
+  if (target.startsWith('/')) return false;
+  let pending = target.split('/');
+  let hops = 0;
+  while (pending.length > 0) {
+    const part = pending.shift()!;
+    if (part === '' || part === '.') continue;
+    if (part === '..') {
+      if (stack.length === 0) return false; // climbs above the package root
+      stack.pop();
+      continue;
+    }
+    stack.push(part);
+    const next = symlinks.get(stack.join('/'));
+    if (next !== undefined) {
+      if (++hops > MAX_HOPS || next.startsWith('/')) return false;
+      stack.pop(); // the link's own target is relative to the folder containing it
+      pending = [...next.split('/'), ...pending];
+    }
+  }
+  return true;
+}
+
+function assertSafeName(what: string, value: string): void {
+  if (!/^[A-Za-z0-9._-]+$/.test(value) || value === '.' || value === '..') {
+    throw new UnsafePackageError(`invalid ${what}: ${JSON.stringify(value)}`);
+  }
+}
+
+function normalizeSha(sha256: string): string {
+  const sha = sha256.toLowerCase();
+  if (!SHA256_RE.test(sha)) throw new TypeError(`invalid sha256: ${JSON.stringify(sha256)}`);
+  return sha;
+}
+
+async function fileSize(path: string): Promise<number | null> {
+  try {
+    const s = await stat(path);
+    return s.isFile() ? s.size : null;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+    throw err;
+  }
+}

@@ -1,0 +1,108 @@
+/**
+ * First start: make a key pair here (the private key never leaves this machine), check that the server's CA is the
+ * one pinned in the token (as `kubeadm join` does), then send a CSR and receive a certificate.
+ */
+import { generateKeyPairSync } from 'node:crypto';
+import { request } from 'node:https';
+import { connect, type PeerCertificate, type DetailedPeerCertificate } from 'node:tls';
+import forge from 'node-forge';
+import { derToPem, normalizeFingerprint, parseRegistrationToken } from '#shared/pki/index.js';
+import { FatalAgentError } from '../errors.js';
+import type { AgentHome, Identity } from '../identity.js';
+
+export const AGENT_VERSION = '0.1.0';
+
+export interface RegisterOptions {
+  serverUrl: string;
+  token: string;
+  name: string;
+  roles: string[];
+  environments: string[];
+}
+
+/** Connects without trusting anything, and returns the CA certificate of the chain if its fingerprint is the pin. */
+export async function fetchPinnedCa(serverUrl: string, pin: string): Promise<string> {
+  const u = new URL(serverUrl);
+  const chain = await new Promise<DetailedPeerCertificate>((resolve, reject) => {
+    const s = connect({ host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 443), rejectUnauthorized: false, servername: u.hostname }, () => {
+      const c = s.getPeerCertificate(true);
+      s.end();
+      resolve(c);
+    });
+    s.setTimeout(15_000, () => s.destroy(new Error('timeout while fetching the server certificate')));
+    s.once('error', reject);
+  });
+  const seen = new Set<string>();
+  for (let c: PeerCertificate | undefined = chain; c && c.raw && !seen.has(c.fingerprint256); c = (c as DetailedPeerCertificate).issuerCertificate) {
+    seen.add(c.fingerprint256);
+    if (normalizeFingerprint(c.fingerprint256) === pin) return derToPem(c.raw);
+  }
+  throw new FatalAgentError(`the server's CA does not match the token's pin (${pin.slice(0, 16)}…): refusing to register with ${serverUrl}`);
+}
+
+function postJson(url: string, body: unknown, ca: string): Promise<{ status: number; json: any }> {
+  return new Promise((resolve, reject) => {
+    const data = Buffer.from(JSON.stringify(body));
+    const req = request(url, { method: 'POST', ca, headers: { 'content-type': 'application/json', 'content-length': data.length }, timeout: 30_000 }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let json: any;
+        try {
+          json = JSON.parse(text);
+        } catch {
+          json = { message: text };
+        }
+        resolve({ status: res.statusCode ?? 0, json });
+      });
+    });
+    req.on('timeout', () => req.destroy(new Error('timeout')));
+    req.on('error', reject);
+    req.end(data);
+  });
+}
+
+export async function register(home: AgentHome, o: RegisterOptions): Promise<Identity> {
+  const parsed = parseRegistrationToken(o.token);
+  if (!parsed) throw new FatalAgentError('--token is not a Cuttle registration token (it starts with "cuttle1.")');
+  const caCertificate = await fetchPinnedCa(o.serverUrl, parsed.caFingerprint);
+
+  const { privateKey, publicKey } = generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
+  home.saveKey(privateKey);
+  const csr = forge.pki.createCertificationRequest();
+  csr.publicKey = forge.pki.publicKeyFromPem(publicKey);
+  csr.setSubject([{ name: 'commonName', value: o.name }]);
+  csr.sign(forge.pki.privateKeyFromPem(privateKey), forge.md.sha256.create());
+
+  const url = new URL('/api/agents/register', o.serverUrl).toString();
+  const res = await postJson(
+    url,
+    { token: o.token, name: o.name, roles: o.roles, environmentIds: o.environments.length ? o.environments : undefined, csr: forge.pki.certificationRequestToPem(csr), agentVersion: AGENT_VERSION },
+    caCertificate,
+  );
+  if (res.status !== 201) {
+    const msg = Array.isArray(res.json?.message) ? res.json.message.join('; ') : res.json?.message;
+    const err = `registration refused (${res.status}): ${msg}`;
+    if (res.status >= 400 && res.status < 500) throw new FatalAgentError(err);
+    throw new Error(err);
+  }
+  const identity: Identity = {
+    machineId: res.json.machineId,
+    name: o.name,
+    serverUrl: o.serverUrl,
+    agentUrl: res.json.agentUrl,
+    caFingerprint: parsed.caFingerprint,
+    key: privateKey,
+    certificate: res.json.certificate,
+    caCertificate: res.json.caCertificate,
+  };
+  if (normalizeFingerprint(new (await import('node:crypto')).X509Certificate(identity.caCertificate).fingerprint256) !== parsed.caFingerprint)
+    throw new FatalAgentError("the CA certificate returned by the server does not match the token's pin");
+  home.save(identity);
+  return identity;
+}

@@ -1,0 +1,192 @@
+import { mkdtemp, readdir, readFile, realpath, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as delay } from 'node:timers/promises';
+import { killProcessGroup, runScript, type RunScriptOptions } from './process-group.js';
+
+// Real bash, real processes. Every test that starts a long-lived process either kills it through the code under
+// test (and asserts so) or, should an assertion fail first, in afterEach via the recorded pids.
+
+let base: string;
+let scriptDir: string;
+let workDir: string;
+const strays: number[] = [];
+
+beforeEach(async () => {
+  base = await mkdtemp(join(tmpdir(), 'cuttle-pg-'));
+  scriptDir = join(base, 'scripts');
+  workDir = await realpath(await mkdtemp(join(base, 'cwd-')));
+});
+
+afterEach(async () => {
+  for (const pid of strays.splice(0)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      /* already gone, as expected */
+    }
+  }
+  await rm(base, { recursive: true, force: true });
+});
+
+function run(script: string, extra: Partial<RunScriptOptions> = {}) {
+  const lines: Array<[string, string]> = [];
+  const promise = runScript({
+    script,
+    cwd: workDir,
+    env: {},
+    scriptDir,
+    onLine: (stream, text) => lines.push([stream, text]),
+    ...extra,
+  });
+  return { lines, promise };
+}
+
+/**
+ * Dead means no such pid, or a zombie: PID 1 in a container may reap orphans seconds late, and a zombie runs no code.
+ */
+async function isDead(pid: number): Promise<boolean> {
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return true;
+  }
+  try {
+    const stat = await readFile(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).startsWith('Z');
+  } catch {
+    return true;
+  }
+}
+
+async function waitDead(pid: number, ms = 3000): Promise<boolean> {
+  const deadline = Date.now() + ms;
+  while (Date.now() < deadline) {
+    if (await isDead(pid)) return true;
+    await delay(50);
+  }
+  return isDead(pid);
+}
+
+async function readPid(file: string): Promise<number> {
+  const pid = Number((await readFile(file, 'utf8')).trim());
+  expect(Number.isInteger(pid) && pid > 1).toBe(true);
+  strays.push(pid);
+  return pid;
+}
+
+describe('runScript', () => {
+  // Log lines keep their order per stream, stderr is captured, and a last line without newline is not lost.
+  it('delivers lines in order, stderr included, and a final partial line', async () => {
+    const { lines, promise } = run(
+      'echo one\necho two >&2\nprintf "three\\r\\nfour\\n"\nsleep 0.1\necho five >&2\nprintf "no newline"\n',
+    );
+    const result = await promise;
+    expect(result).toMatchObject({ exitCode: 0, signal: null, timedOut: false, cancelled: false });
+    expect(lines.filter(([s]) => s === 'stdout').map(([, t]) => t)).toEqual(['one', 'three', 'four', 'no newline']);
+    expect(lines.filter(([s]) => s === 'stderr').map(([, t]) => t)).toEqual(['two', 'five']);
+  });
+
+  // A multibyte character split across two pipe writes must be decoded, not turned into replacement characters.
+  it('decodes UTF-8 split across chunks', async () => {
+    const { lines, promise } = run("printf '\\xc3'; sleep 0.2; printf '\\xa9t\\xc3\\xa9\\n'\n");
+    await promise;
+    expect(lines).toEqual([['stdout', 'été']]);
+  });
+
+  // The script's exit status reaches the caller unchanged.
+  it('reports the exit code', async () => {
+    const { promise } = run('echo failing\nexit 3\n');
+    expect(await promise).toMatchObject({ exitCode: 3, signal: null, timedOut: false, cancelled: false });
+  });
+
+  // Steps see the environment and working directory they were given, over the agent's own environment.
+  it('applies env and cwd', async () => {
+    const { lines, promise } = run('echo "$CUTTLE_X"\npwd\necho "${PATH:+path-inherited}"\n', {
+      env: { CUTTLE_X: 'hello world' },
+    });
+    expect((await promise).exitCode).toBe(0);
+    expect(lines.map(([, t]) => t)).toEqual(['hello world', workDir, 'path-inherited']);
+  });
+
+  // A timeout kills every process the script started, not only bash, and does so promptly.
+  it('kills the whole group on timeout', async () => {
+    const pidFile = join(workDir, 'child.pid');
+    const { promise } = run(`sleep 30 &\necho $! > ${pidFile}\nwait\n`, { timeoutSeconds: 1, graceMs: 2000 });
+    const result = await promise;
+    expect(result.timedOut).toBe(true);
+    expect(result.cancelled).toBe(false);
+    expect(result.exitCode).toBeNull();
+    expect(result.signal).toBe('SIGTERM');
+    expect(result.durationMs).toBeLessThan(5000);
+    expect(await waitDead(await readPid(pidFile))).toBe(true);
+  });
+
+  // A script that ignores SIGTERM is still stopped: SIGKILL follows after the grace period.
+  it('escalates to SIGKILL after the grace period', async () => {
+    const pidFile = join(workDir, 'child.pid');
+    const { promise } = run(`trap '' TERM\nsleep 30 &\necho $! > ${pidFile}\nwhile :; do sleep 0.1; done\n`, {
+      timeoutSeconds: 0.5,
+      graceMs: 300,
+    });
+    const result = await promise;
+    expect(result).toMatchObject({ timedOut: true, exitCode: null, signal: 'SIGKILL' });
+    expect(result.durationMs).toBeLessThan(5000);
+    expect(await waitDead(await readPid(pidFile))).toBe(true);
+  });
+
+  // Cancelling through the abort signal kills the whole group just like a timeout.
+  it('cancels on abort', async () => {
+    const pidFile = join(workDir, 'child.pid');
+    const ac = new AbortController();
+    const { lines, promise } = run(`sleep 30 &\necho $! > ${pidFile}\necho started\nwait\n`, { signal: ac.signal });
+    while (!lines.some(([, t]) => t === 'started')) await delay(20);
+    const pid = await readPid(pidFile);
+    ac.abort();
+    const result = await promise;
+    expect(result).toMatchObject({ cancelled: true, timedOut: false, exitCode: null, signal: 'SIGTERM' });
+    expect(await waitDead(pid)).toBe(true);
+  });
+
+  // An already aborted signal starts nothing.
+  it('does not start when already aborted', async () => {
+    const marker = join(workDir, 'ran');
+    const { promise } = run(`touch ${marker}\n`, { signal: AbortSignal.abort() });
+    expect(await promise).toMatchObject({ cancelled: true, exitCode: null });
+    await expect(readFile(marker)).rejects.toThrow();
+  });
+
+  // A background child holding stdout open must not hang the run forever; it is killed shortly after bash exits.
+  it('does not hang on a background child that keeps the pipes open', async () => {
+    const pidFile = join(workDir, 'child.pid');
+    const { lines, promise } = run(`sleep 30 &\necho $! > ${pidFile}\necho done\nexit 0\n`);
+    const result = await promise;
+    expect(result).toMatchObject({ exitCode: 0, signal: null, timedOut: false, cancelled: false });
+    expect(result.durationMs).toBeLessThan(3500);
+    expect(lines).toEqual([['stdout', 'done']]);
+    expect(await waitDead(await readPid(pidFile))).toBe(true);
+  });
+
+  // A run that cannot start fails loudly instead of hanging, and still cleans up its script file.
+  it('rejects when the process cannot be spawned', async () => {
+    await expect(run('echo hi\n', { cwd: join(base, 'missing') }).promise).rejects.toThrow(/ENOENT/);
+    expect(await readdir(scriptDir)).toEqual([]);
+  });
+
+  // The script file (which may contain secrets) does not outlive the run, whatever the outcome.
+  it('removes the script file afterwards', async () => {
+    await run('echo secret\n').promise;
+    await run('exit 7\n', {}).promise;
+    await run('sleep 30\n', { timeoutSeconds: 0.3, graceMs: 500 }).promise;
+    expect(await readdir(scriptDir)).toEqual([]);
+  });
+});
+
+describe('killProcessGroup', () => {
+  // Guards against kill(-0) / kill(-1), which would hit our own group or every process we can signal.
+  it('refuses pids that would address our own group or all processes', async () => {
+    await expect(killProcessGroup(0, 10)).rejects.toThrow(RangeError);
+    await expect(killProcessGroup(1, 10)).rejects.toThrow(RangeError);
+    await expect(killProcessGroup(-5, 10)).rejects.toThrow(RangeError);
+  });
+});

@@ -1,0 +1,247 @@
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { StringDecoder } from 'node:string_decoder';
+import type { Readable } from 'node:stream';
+import { setTimeout as delay } from 'node:timers/promises';
+
+export interface RunScriptOptions {
+  /** Bash source text. */
+  script: string;
+  /** Working directory (must exist). */
+  cwd: string;
+  /** Merged over process.env. */
+  env: Record<string, string>;
+  /** Private folder for the script file (0700 dir, 0600 file); the file is deleted once the process ends. */
+  scriptDir: string;
+  /** When exceeded the whole process group is killed and `timedOut` is set. */
+  timeoutSeconds?: number;
+  /** Time between SIGTERM and SIGKILL to the process group (default 5000). */
+  graceMs?: number;
+  /**
+   * One call per output line, without the trailing newline (a trailing \r is stripped too). A final partial line
+   * is delivered as well. Must not throw: it runs inside stream event handlers.
+   */
+  onLine: (stream: 'stdout' | 'stderr', text: string) => void;
+  /** Aborting cancels the run: the group is killed like on timeout and `cancelled` is set. */
+  signal?: AbortSignal;
+}
+
+export interface RunScriptResult {
+  /** null when the process was ended by a signal (then `signal` is set). */
+  exitCode: number | null;
+  signal: string | null;
+  timedOut: boolean;
+  cancelled: boolean;
+  durationMs: number;
+}
+
+const DEFAULT_GRACE_MS = 5000;
+/** How long to wait for stdout/stderr to close after bash exited before assuming a background child holds them. */
+const PIPE_DRAIN_MS = 2000;
+const POLL_MS = 50;
+/**
+ * A line longer than this is delivered in pieces, so a script printing megabytes without a newline cannot grow the
+ * agent's memory without bound.
+ */
+const MAX_LINE_CHARS = 1 << 20;
+
+/**
+ * Runs `script` with bash as the leader of a new process group, so a timeout or cancel can kill everything it
+ * started (pipelines, background jobs), not just bash itself.
+ */
+export async function runScript(o: RunScriptOptions): Promise<RunScriptResult> {
+  const started = performance.now();
+  if (o.signal?.aborted) {
+    // Never start work that has already been cancelled.
+    return { exitCode: null, signal: null, timedOut: false, cancelled: true, durationMs: 0 };
+  }
+
+  // The script goes into a file rather than `bash -c`: no argv length limit, and it stays out of `ps` output,
+  // which other users on the machine can read.
+  await mkdir(o.scriptDir, { recursive: true, mode: 0o700 });
+  await chmod(o.scriptDir, 0o700); // recursive mkdir leaves an existing folder's mode alone
+  const file = join(o.scriptDir, `script-${randomBytes(8).toString('hex')}.sh`);
+  await writeFile(file, o.script, { mode: 0o600, flag: 'wx' });
+
+  try {
+    return await new Promise<RunScriptResult>((resolve, reject) => {
+      const child = spawn('bash', [file], {
+        cwd: o.cwd,
+        env: { ...process.env, ...o.env },
+        detached: true, // setsid(): bash leads a new process group whose id is its pid
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const graceMs = o.graceMs ?? DEFAULT_GRACE_MS;
+
+      let exited = false;
+      let exitCode: number | null = null;
+      let exitSignal: string | null = null;
+      let timedOut = false;
+      let cancelled = false;
+      let settled = false;
+      let killing: Promise<void> | undefined;
+      let timeoutTimer: NodeJS.Timeout | undefined;
+      let drainTimer: NodeJS.Timeout | undefined;
+      const open = { stdout: true, stderr: true };
+
+      const killGroup = (): Promise<void> => {
+        // One kill sequence per run: a timeout racing an abort must not restart the grace period.
+        if (!killing && child.pid !== undefined) {
+          killing = killProcessGroup(child.pid, graceMs).catch(() => undefined);
+        }
+        return killing ?? Promise.resolve();
+      };
+
+      const onAbort = () => {
+        if (exited || timedOut) return;
+        cancelled = true;
+        void killGroup();
+      };
+
+      const cleanup = () => {
+        clearTimeout(timeoutTimer);
+        clearTimeout(drainTimer);
+        o.signal?.removeEventListener('abort', onAbort);
+      };
+
+      const maybeFinish = () => {
+        if (settled || !exited || open.stdout || open.stderr) return;
+        settled = true;
+        cleanup();
+        resolve({
+          exitCode,
+          signal: exitSignal,
+          timedOut,
+          cancelled,
+          durationMs: Math.round(performance.now() - started),
+        });
+      };
+
+      const pump = (name: 'stdout' | 'stderr', stream: Readable) => {
+        const decoder = new StringDecoder('utf8'); // keeps a multibyte char split across chunks intact
+        let pending = '';
+        const emit = (line: string) => o.onLine(name, line.endsWith('\r') ? line.slice(0, -1) : line);
+        stream.on('data', (chunk: Buffer) => {
+          pending += decoder.write(chunk);
+          let nl: number;
+          while ((nl = pending.indexOf('\n')) !== -1) {
+            emit(pending.slice(0, nl));
+            pending = pending.slice(nl + 1);
+          }
+          if (pending.length > MAX_LINE_CHARS) {
+            emit(pending);
+            pending = '';
+          }
+        });
+        // 'end' on a normal close; 'close' alone when we destroy a pipe held open by an orphan. Either way flush once.
+        const done = () => {
+          if (!open[name]) return;
+          open[name] = false;
+          pending += decoder.end();
+          if (pending.length > 0) emit(pending);
+          pending = '';
+          maybeFinish();
+        };
+        stream.on('end', done);
+        stream.on('close', done);
+        stream.on('error', done);
+      };
+      pump('stdout', child.stdout!);
+      pump('stderr', child.stderr!);
+
+      child.on('error', (err) => {
+        // Spawn failure (bash missing, cwd gone): there is no process to wait for.
+        if (settled) return;
+        settled = true;
+        cleanup();
+        reject(err);
+      });
+
+      child.on('exit', (code, sig) => {
+        exited = true;
+        exitCode = code;
+        exitSignal = sig;
+        if (!open.stdout && !open.stderr) return maybeFinish();
+        // A background child (`sleep 30 &`) inherited the pipes and keeps them open after bash is gone. Give it a
+        // moment to flush, then kill what is left of the group and stop reading.
+        drainTimer = setTimeout(() => {
+          void killGroup().then(() => {
+            child.stdout?.destroy();
+            child.stderr?.destroy();
+          });
+        }, PIPE_DRAIN_MS);
+      });
+
+      if (o.timeoutSeconds !== undefined && o.timeoutSeconds > 0) {
+        timeoutTimer = setTimeout(() => {
+          if (exited || cancelled) return;
+          timedOut = true;
+          void killGroup();
+        }, o.timeoutSeconds * 1000);
+      }
+      o.signal?.addEventListener('abort', onAbort, { once: true });
+      if (o.signal?.aborted) onAbort(); // aborted while we were writing the script file
+    });
+  } finally {
+    await rm(file, { force: true });
+  }
+}
+
+/**
+ * SIGTERM to every process in the group, then SIGKILL to whatever is still running after `graceMs`. Resolves once
+ * the group is gone or SIGKILL has been sent.
+ */
+export async function killProcessGroup(pid: number, graceMs: number = DEFAULT_GRACE_MS): Promise<void> {
+  // kill(-0) would hit our own group and kill(-1) every process we may signal: refuse anything that is not a
+  // real child's pid.
+  if (!Number.isInteger(pid) || pid <= 1) throw new RangeError(`refusing to kill process group ${pid}`);
+  if (!signalGroup(pid, 'SIGTERM')) return;
+  const deadline = Date.now() + graceMs;
+  while (Date.now() < deadline) {
+    await delay(Math.min(POLL_MS, Math.max(0, deadline - Date.now())));
+    if (!(await groupAlive(pid))) return;
+  }
+  signalGroup(pid, 'SIGKILL');
+}
+
+/** Returns false when the group no longer exists. */
+function signalGroup(pgid: number, sig: NodeJS.Signals | 0): boolean {
+  try {
+    process.kill(-pgid, sig);
+    return true;
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ESRCH') return false;
+    throw err;
+  }
+}
+
+/**
+ * Whether any member of the group is still running. Zombies do not count: once our child bash has exited, its
+ * killed children are reparented to PID 1, which may reap them lazily (in containers, seconds later), and a zombie
+ * still answers kill(0). Waiting for them would turn every kill into a full grace period.
+ */
+async function groupAlive(pgid: number): Promise<boolean> {
+  if (!signalGroup(pgid, 0)) return false;
+  if (process.platform !== 'linux') return true;
+  let entries: string[];
+  try {
+    entries = await readdir('/proc');
+  } catch {
+    return true;
+  }
+  for (const entry of entries) {
+    if (!/^\d+$/.test(entry)) continue;
+    let stat: string;
+    try {
+      stat = await readFile(`/proc/${entry}/stat`, 'utf8');
+    } catch {
+      continue; // exited while we were looking
+    }
+    // Format: "pid (comm) state ppid pgrp ..."; comm may contain spaces and parentheses, so parse after the last ')'.
+    const [state, , pgrp] = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    if (Number(pgrp) === pgid && state !== 'Z' && state !== 'X') return true;
+  }
+  return false;
+}

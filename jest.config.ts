@@ -1,0 +1,30 @@
+import type { Config } from 'jest';
+
+// Two tiers: `unit` (*.spec.ts next to the code, pure, fast) and `integration` (server/test, agent/test: real
+// server processes, real agents over mTLS, real databases). `npm test` builds first: integration tests spawn the
+// compiled server and agents exactly as an operator would.
+const common = {
+  extensionsToTreatAsEsm: ['.ts'],
+  transform: { '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.json', diagnostics: { ignoreCodes: [151002] } }] },
+  moduleNameMapper: {
+    '^#shared/(.*)\\.js$': '<rootDir>/shared/src/$1.ts',
+    '^(\\.{1,2}/.*)\\.js$': '$1',
+  },
+  testEnvironment: 'node',
+} satisfies Partial<Config>;
+
+const config: Config = {
+  projects: [
+    { ...common, displayName: 'unit', testMatch: ['<rootDir>/{server,agent,shared,cli}/src/**/*.spec.ts'] },
+    {
+      ...common,
+      displayName: 'integration',
+      testMatch: ['<rootDir>/{server,agent}/test/**/*.test.ts'],
+      globalSetup: '<rootDir>/server/test/support/global-setup.ts',
+      globalTeardown: '<rootDir>/server/test/support/global-teardown.ts',
+    },
+  ],
+  testTimeout: 180_000,
+  maxWorkers: 2,
+};
+export default config;

@@ -1,0 +1,29 @@
+import { CanActivate, ExecutionContext, Injectable, UnauthorizedException } from '@nestjs/common';
+import { Reflector } from '@nestjs/core';
+import type { Request } from 'express';
+import { IS_PUBLIC } from '../common/http.js';
+import { ApiKeysService } from './api-keys.service.js';
+
+export interface AuthedRequest extends Request {
+  apiKeyName?: string;
+}
+
+/** Every /api route needs `X-Api-Key` unless marked @Public(). */
+@Injectable()
+export class ApiKeyGuard implements CanActivate {
+  constructor(
+    private readonly reflector: Reflector,
+    private readonly keys: ApiKeysService,
+  ) {}
+
+  async canActivate(ctx: ExecutionContext): Promise<boolean> {
+    if (this.reflector.getAllAndOverride<boolean>(IS_PUBLIC, [ctx.getHandler(), ctx.getClass()])) return true;
+    const req = ctx.switchToHttp().getRequest<AuthedRequest>();
+    const key = req.header('x-api-key');
+    if (!key) throw new UnauthorizedException('X-Api-Key header is required');
+    const name = await this.keys.verify(key);
+    if (!name) throw new UnauthorizedException('X-Api-Key is not a valid API key');
+    req.apiKeyName = name;
+    return true;
+  }
+}

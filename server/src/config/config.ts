@@ -1,0 +1,93 @@
+/**
+ * Server configuration: read from the environment once at boot and validated, so a bad value stops the server
+ * with a message naming the variable instead of failing later in some corner.
+ */
+import { hostname } from 'node:os';
+import { resolve } from 'node:path';
+import { z } from 'zod';
+
+const port = (name: string, dflt: number) =>
+  z.coerce
+    .number({ error: `${name} must be a TCP port number` })
+    .int(`${name} must be a whole number`)
+    .min(1, `${name} must be between 1 and 65535`)
+    .max(65535, `${name} must be between 1 and 65535`)
+    .default(dflt);
+const seconds = (name: string, dflt: number, min = 1) =>
+  z.coerce.number({ error: `${name} must be a number of seconds` }).min(min, `${name} must be at least ${min}`).default(dflt);
+
+const EnvSchema = z
+  .object({
+    CUTTLE_HOME: z.string().min(1).default('./.cuttle'),
+    CUTTLE_HOST: z.string().min(1).default('127.0.0.1'),
+    CUTTLE_PORT: port('CUTTLE_PORT', 8443),
+    CUTTLE_AGENT_PORT: port('CUTTLE_AGENT_PORT', 10943),
+    DATABASE_URL: z
+      .string()
+      .regex(/^postgres(ql)?:\/\//, 'DATABASE_URL must be a postgres:// or postgresql:// URL')
+      .optional()
+      .or(z.literal('').transform(() => undefined)),
+    CUTTLE_ADMIN_API_KEY: z.string().min(16, 'CUTTLE_ADMIN_API_KEY must be at least 16 characters').optional(),
+    /** Host names and IPs (comma separated) put into the server certificate besides localhost and this host's name. */
+    CUTTLE_PUBLIC_HOSTS: z.string().default(''),
+    /** The URL agents are told to connect to; default: the host the agent registered through, on CUTTLE_AGENT_PORT. */
+    CUTTLE_AGENT_URL: z.url({ error: 'CUTTLE_AGENT_URL must be a URL like https://deploy.example.com:10943' }).optional(),
+    CUTTLE_LEASE_TTL_SECONDS: seconds('CUTTLE_LEASE_TTL_SECONDS', 30, 3),
+    CUTTLE_MAX_PACKAGE_MB: z.coerce.number({ error: 'CUTTLE_MAX_PACKAGE_MB must be a number' }).positive('CUTTLE_MAX_PACKAGE_MB must be positive').default(1024),
+    CUTTLE_LOG_LEVEL: z.enum(['error', 'warn', 'info', 'debug'], { error: 'CUTTLE_LOG_LEVEL must be one of error, warn, info, debug' }).default('info'),
+    CUTTLE_LOG_FORMAT: z.enum(['json', 'pretty'], { error: 'CUTTLE_LOG_FORMAT must be json or pretty' }).optional(),
+    CUTTLE_NODE_ID: z.string().max(100).optional(),
+  })
+  .refine((e) => e.CUTTLE_PORT !== e.CUTTLE_AGENT_PORT, { message: 'CUTTLE_PORT and CUTTLE_AGENT_PORT must differ', path: ['CUTTLE_AGENT_PORT'] });
+
+export interface CuttleConfig {
+  home: string;
+  host: string;
+  port: number;
+  agentPort: number;
+  databaseUrl?: string;
+  adminApiKey?: string;
+  publicHosts: string[];
+  agentUrl?: string;
+  leaseTtlMs: number;
+  heartbeatMs: number;
+  maxPackageBytes: number;
+  logLevel: 'error' | 'warn' | 'info' | 'debug';
+  logFormat: 'json' | 'pretty';
+  nodeId: string;
+  version: string;
+}
+
+export class ConfigError extends Error {}
+
+export const CUTTLE_VERSION = '0.1.0';
+
+export function loadConfig(env: NodeJS.ProcessEnv = process.env): CuttleConfig {
+  const r = EnvSchema.safeParse(env);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `  - ${i.message}${i.path.length ? ` (got ${JSON.stringify(env[String(i.path[0])])})` : ''}`);
+    throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
+  }
+  const e = r.data;
+  const leaseTtlMs = Math.round(e.CUTTLE_LEASE_TTL_SECONDS * 1000);
+  return {
+    home: resolve(e.CUTTLE_HOME),
+    host: e.CUTTLE_HOST,
+    port: e.CUTTLE_PORT,
+    agentPort: e.CUTTLE_AGENT_PORT,
+    databaseUrl: e.DATABASE_URL,
+    adminApiKey: e.CUTTLE_ADMIN_API_KEY,
+    publicHosts: e.CUTTLE_PUBLIC_HOSTS.split(',').map((s) => s.trim()).filter(Boolean),
+    agentUrl: e.CUTTLE_AGENT_URL,
+    leaseTtlMs,
+    // A third of the TTL: two heartbeats may be lost before a lease expires.
+    heartbeatMs: Math.max(1000, Math.floor(leaseTtlMs / 3)),
+    maxPackageBytes: Math.floor(e.CUTTLE_MAX_PACKAGE_MB * 1024 * 1024),
+    logLevel: e.CUTTLE_LOG_LEVEL,
+    logFormat: e.CUTTLE_LOG_FORMAT ?? (process.stdout.isTTY ? 'pretty' : 'json'),
+    nodeId: e.CUTTLE_NODE_ID ?? `${hostname()}-${process.pid}`,
+    version: CUTTLE_VERSION,
+  };
+}
+
+export const CONFIG = Symbol('CuttleConfig');

@@ -1,0 +1,20 @@
+import { Global, Module, type DynamicModule } from '@nestjs/common';
+import { CONFIG, type CuttleConfig } from './config/config.js';
+import { LOGGER, type Logger } from './logging/logger.js';
+import type { PkiMaterial } from './pki/pki.js';
+
+export const PKI = Symbol('Pki');
+
+/** What main.ts prepares before Nest starts (config, PKI, logger), made injectable everywhere. */
+@Global()
+@Module({})
+export class CoreModule {
+  static forRoot(values: { config: CuttleConfig; pki: PkiMaterial; logger: Logger }): DynamicModule {
+    const providers = [
+      { provide: CONFIG, useValue: values.config },
+      { provide: PKI, useValue: values.pki },
+      { provide: LOGGER, useValue: values.logger },
+    ];
+    return { module: CoreModule, providers, exports: providers.map((p) => p.provide) };
+  }
+}

@@ -1,0 +1,29 @@
+import type { DataSourceOptions } from 'typeorm';
+import { ENTITIES } from './entities.js';
+import { Initial1764086400000 } from './migrations/1764086400000-initial.js';
+
+export const MIGRATIONS = [Initial1764086400000];
+export const POOL_SIZE = 10;
+/**
+ * The embedded database gets one connection. PGLiteSocketServer interleaves protocol messages of different
+ * connections outside transactions (one connection's Parse can replace another's unnamed statement between its
+ * Parse and Bind), and PGlite runs one statement at a time anyway, so a single connection costs no throughput.
+ */
+export const EMBEDDED_POOL_SIZE = 1;
+
+/** Schema comes from migrations only (never `synchronize`); they run at boot, so a new database is ready at once. */
+export function dataSourceOptions(url: string, migrationsRun = true, poolSize = POOL_SIZE): DataSourceOptions {
+  return {
+    type: 'postgres',
+    url,
+    entities: ENTITIES,
+    migrations: MIGRATIONS,
+    migrationsRun,
+    migrationsTransactionMode: 'each',
+    synchronize: false,
+    logging: false,
+    // A query inside a transaction that took another pool connection would wait forever on the embedded database
+    // (one transaction at a time): time out instead, so that mistake surfaces as an error.
+    extra: { max: poolSize, connectionTimeoutMillis: 15_000 },
+  };
+}

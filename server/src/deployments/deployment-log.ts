@@ -1,0 +1,85 @@
+import { Injectable } from '@nestjs/common';
+import { DataSource, EntityManager } from 'typeorm';
+import { returned } from '../database/sql.js';
+
+export interface LogEntryInput {
+  level: 'debug' | 'info' | 'warn' | 'error';
+  text: string;
+  at?: Date | string;
+  machineId?: string | null;
+  stepName?: string | null;
+  actionName?: string | null;
+}
+
+export interface LogEntry {
+  seq: number;
+  at: string;
+  level: string;
+  machineId?: string;
+  stepName?: string;
+  actionName?: string;
+  text: string;
+}
+
+/**
+ * The deployment log: one sequence per deployment, no gaps, read by cursor.
+ *
+ * Sequence numbers come from `deployments.log_seq`, bumped in the same transaction that inserts the lines. The
+ * bump takes the deployment's row lock until commit, so transactions that write one deployment's log commit in
+ * sequence order: a reader that has seen seq N will never later find a line below N appear.
+ */
+@Injectable()
+export class DeploymentLogService {
+  constructor(private readonly ds: DataSource) {}
+
+  /** Appends inside the caller's transaction (which thereby holds the deployment's row lock until it commits). */
+  async append(m: EntityManager, deploymentId: string, entries: LogEntryInput[]): Promise<number> {
+    if (!entries.length) return 0;
+    const [row] = returned<{ log_seq: string }>(
+      await m.query(`UPDATE deployments SET log_seq = log_seq + $2 WHERE id = $1 RETURNING log_seq`, [deploymentId, entries.length]),
+    );
+    const last = Number(row.log_seq);
+    const first = last - entries.length + 1;
+    const now = new Date().toISOString();
+    // One statement for the whole batch: unnest() of parallel arrays is the fastest insert both databases accept.
+    await m.query(
+      `INSERT INTO deployment_log (deployment_id, seq, at, level, machine_id, step_name, action_name, text)
+       SELECT $1, s, a, l, mi, sn, an, t
+       FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::uuid[], $6::text[], $7::text[], $8::text[]) AS x(s, a, l, mi, sn, an, t)`,
+      [
+        deploymentId,
+        entries.map((_, i) => first + i),
+        entries.map((e) => (e.at instanceof Date ? e.at.toISOString() : (e.at ?? now))),
+        entries.map((e) => e.level),
+        entries.map((e) => e.machineId ?? null),
+        entries.map((e) => e.stepName ?? null),
+        entries.map((e) => e.actionName ?? null),
+        entries.map((e) => e.text.replace(/\u0000/g, '')),
+      ],
+    );
+    return last;
+  }
+
+  /** Appends in a transaction of its own. */
+  appendNow(deploymentId: string, entries: LogEntryInput[]) {
+    return this.ds.transaction((m) => this.append(m, deploymentId, entries));
+  }
+
+  async read(deploymentId: string, afterSeq: number, limit: number, machineId?: string): Promise<{ entries: LogEntry[]; nextSeq: number }> {
+    const rows: Array<{ seq: string; at: Date; level: string; machine_id: string | null; step_name: string | null; action_name: string | null; text: string }> = await this.ds.query(
+      `SELECT seq, at, level, machine_id, step_name, action_name, text FROM deployment_log
+       WHERE deployment_id = $1 AND seq > $2 ${machineId ? 'AND machine_id = $4' : ''} ORDER BY seq LIMIT $3`,
+      machineId ? [deploymentId, afterSeq, limit, machineId] : [deploymentId, afterSeq, limit],
+    );
+    const entries = rows.map((r) => ({
+      seq: Number(r.seq),
+      at: r.at.toISOString(),
+      level: r.level,
+      ...(r.machine_id ? { machineId: r.machine_id } : {}),
+      ...(r.step_name ? { stepName: r.step_name } : {}),
+      ...(r.action_name ? { actionName: r.action_name } : {}),
+      text: r.text,
+    }));
+    return { entries, nextSeq: entries.length ? entries[entries.length - 1].seq : afterSeq };
+  }
+}

@@ -1,0 +1,274 @@
+import {
+  BadRequestException,
+  Body,
+  ConflictException,
+  Controller,
+  Get,
+  HttpCode,
+  Inject,
+  Injectable,
+  NotFoundException,
+  Param,
+  Post,
+  Query,
+} from '@nestjs/common';
+import { ArrayMaxSize, IsArray, IsBoolean, IsNotEmpty, IsOptional, IsString } from 'class-validator';
+import { DataSource, In, type EntityManager } from 'typeorm';
+import { resolveMaxFailures, resolveWindow, type Action } from '#shared/process/index.js';
+import { idOf, isUuid } from '../common/http.js';
+import { returned } from '../database/sql.js';
+import { EnvironmentsService } from '../environments/environments.js';
+import { LOGGER, type Logger } from '../logging/logger.js';
+import { MachineEntity } from '../machines/machine.entity.js';
+import { ProjectsService } from '../projects/projects.js';
+import type { ReleaseEntity } from '../releases/release.entity.js';
+import { ReleasesService } from '../releases/releases.js';
+import { DeploymentLogService } from './deployment-log.js';
+import { ACTIVE_STATES, type DeploymentRow, type StepRow, type TargetAction, type TargetRunRow } from './deployment.types.js';
+
+export class CreateDeploymentDto {
+  @IsString() @IsNotEmpty() releaseId: string;
+  @IsString() @IsNotEmpty() environmentId: string;
+  @IsOptional() @IsArray() @ArrayMaxSize(10_000) @IsString({ each: true }) specificMachineIds?: string[];
+  @IsOptional() @IsArray() @ArrayMaxSize(10_000) @IsString({ each: true }) excludedMachineIds?: string[];
+  @IsOptional() @IsBoolean() guidedFailure?: boolean;
+}
+
+/** Why an action will not run in this deployment, or undefined when it will. */
+export function actionSkipReason(a: Action, environmentId: string, channelId: string): string | undefined {
+  if (a.disabled) return 'disabled';
+  if (a.environmentIds?.length && !a.environmentIds.includes(environmentId)) return 'not limited to this environment';
+  if (a.excludedEnvironmentIds?.includes(environmentId)) return 'excluded from this environment';
+  if (a.channelIds?.length && !a.channelIds.includes(channelId)) return "not limited to this release's channel";
+  return undefined;
+}
+
+/** Targets of a step: enabled machines of the environment with any of its roles, in name order (documented). */
+export function targetsFor(machines: MachineEntity[], roles: string[] | undefined): MachineEntity[] {
+  if (!roles?.length) return [];
+  return machines.filter((m) => m.roles.some((r) => roles.includes(r))).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+@Injectable()
+export class DeploymentsService {
+  /** Called after a deployment is created or changed by an operator, so the orchestrator acts without waiting. */
+  onChange: (deploymentId: string) => void = () => {};
+
+  constructor(
+    private readonly ds: DataSource,
+    private readonly releases: ReleasesService,
+    private readonly envs: EnvironmentsService,
+    private readonly projects: ProjectsService,
+    private readonly log: DeploymentLogService,
+    @Inject(LOGGER) private readonly logger: Logger,
+  ) {}
+
+  /** The machines a deployment may use: in the environment, not revoked, not disabled, narrowed by the operator. */
+  private async candidateMachines(m: EntityManager, environmentId: string, specific: string[], excluded: string[]) {
+    for (const [field, ids] of [['specificMachineIds', specific], ['excludedMachineIds', excluded]] as const) {
+      const bad = ids.find((i) => !isUuid(i));
+      if (bad) throw new BadRequestException(`${field} names an unknown machine "${bad}"`);
+      if (ids.length) {
+        const found = await m.find(MachineEntity, { where: { id: In(ids) } });
+        const missing = ids.find((i) => !found.some((f) => f.id === i.toLowerCase()));
+        if (missing) throw new BadRequestException(`${field} names an unknown machine "${missing}"`);
+        const outside = found.find((f) => !f.environmentIds.includes(environmentId));
+        if (outside && field === 'specificMachineIds') throw new BadRequestException(`${field}: machine ${outside.name} is not in the deployment's environment`);
+      }
+    }
+    const all: MachineEntity[] = await m
+      .createQueryBuilder(MachineEntity, 'm')
+      .where('m.revoked_at IS NULL AND m.disabled = false AND m.environment_ids ? :env', { env: environmentId })
+      .getMany();
+    return all.filter((x) => (!specific.length || specific.includes(x.id)) && !excluded.includes(x.id));
+  }
+
+  /**
+   * Creates a deployment and lays out its plan: each step's targets (fixed now, in name order), resolved window and
+   * failure budget, and each target's actions with those the conditions skip already marked.
+   */
+  async create(dto: CreateDeploymentDto): Promise<string> {
+    if (!isUuid(dto.releaseId)) throw new BadRequestException(`releaseId names an unknown release "${dto.releaseId}"`);
+    const release = await this.releases.get(dto.releaseId).catch(() => {
+      throw new BadRequestException(`releaseId names an unknown release "${dto.releaseId}"`);
+    });
+    const [env] = await this.envs.resolve([dto.environmentId], 'environmentId');
+    const project = await this.projects.get(release.projectId);
+    const specific = (dto.specificMachineIds ?? []).map((s) => s.toLowerCase());
+    const excluded = (dto.excludedMachineIds ?? []).map((s) => s.toLowerCase());
+    const id = await this.ds.transaction(async (m) => {
+      const machines = await this.candidateMachines(m, env.id, specific, excluded);
+      const [dep] = returned<{ id: string }>(
+        await m.query(
+          `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids)
+           VALUES ($1, $2, $3, 'queued', $4, $5, $6) RETURNING id`,
+          [release.id, release.projectId, env.id, dto.guidedFailure ?? env.guidedFailure, JSON.stringify(specific), JSON.stringify(excluded)],
+        ),
+      );
+      const lines: Array<{ level: 'info' | 'warn'; text: string; stepName?: string }> = [
+        { level: 'info', text: `Deploying ${project.name} release ${release.version} to ${env.name}` },
+      ];
+      for (const [index, step] of release.process.entries()) {
+        const targets = targetsFor(machines, step.targetRoles);
+        const window = resolveWindow(step.windowSize, targets.length);
+        const maxFailures = resolveMaxFailures(step.maxFailures, targets.length);
+        await m.query(
+          `INSERT INTO deployment_steps (deployment_id, step_index, name, state, window_size, max_failures, condition, start_trigger)
+           VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7)`,
+          [dep.id, index, step.name, window, maxFailures, step.condition ?? 'success', step.startTrigger ?? 'afterPrevious'],
+        );
+        const actions: TargetAction[] = step.actions.map((a) => {
+          const skipReason = actionSkipReason(a, env.id, release.channelId);
+          return skipReason ? { name: a.name, type: a.type, state: 'skipped', skipReason } : { name: a.name, type: a.type, state: 'pending' };
+        });
+        if (targets.length) {
+          await m.query(
+            `INSERT INTO target_runs (deployment_id, step_index, machine_id, machine_name, position, state, actions)
+             SELECT $1, $2, mid, mname, pos, 'pending', $3::jsonb FROM unnest($4::uuid[], $5::text[], $6::int[]) AS x(mid, mname, pos)`,
+            [dep.id, index, JSON.stringify(actions), targets.map((t) => t.id), targets.map((t) => t.name), targets.map((_, i) => i)],
+          );
+        } else if (step.targetRoles?.length) {
+          lines.push({ level: 'warn', stepName: step.name, text: `Step ${step.name}: no enabled target in ${env.name} has any of the roles ${step.targetRoles.join(', ')}; it will be skipped` });
+        }
+      }
+      await this.log.append(m, dep.id, lines);
+      return dep.id;
+    });
+    this.logger.info('deployment created', { context: 'deployments', deploymentId: id, release: release.version, environment: env.name });
+    this.onChange(id);
+    return id;
+  }
+
+  async getRow(id: string): Promise<DeploymentRow> {
+    const [row] = await this.ds.query(`SELECT * FROM deployments WHERE id = $1`, [id]);
+    if (!row) throw new NotFoundException(`deployment ${id} not found`);
+    return row;
+  }
+
+  async get(id: string) {
+    const d = await this.getRow(id);
+    const [steps, targets, release]: [StepRow[], TargetRunRow[], ReleaseEntity] = await Promise.all([
+      this.ds.query(`SELECT * FROM deployment_steps WHERE deployment_id = $1 ORDER BY step_index`, [id]),
+      this.ds.query(`SELECT * FROM target_runs WHERE deployment_id = $1 ORDER BY step_index, position`, [id]),
+      this.releases.get(d.release_id),
+    ]);
+    return {
+      id: d.id,
+      releaseId: d.release_id,
+      releaseVersion: release.version,
+      projectId: d.project_id,
+      environmentId: d.environment_id,
+      state: d.state,
+      guidedFailure: d.guided_failure,
+      specificMachineIds: d.specific_machine_ids,
+      excludedMachineIds: d.excluded_machine_ids,
+      error: d.error ?? undefined,
+      createdAt: d.created_at,
+      startedAt: d.started_at,
+      finishedAt: d.finished_at,
+      steps: steps.map((s) => ({
+        name: s.name,
+        state: s.state,
+        windowSize: s.window_size,
+        maxFailures: s.max_failures,
+        condition: s.condition,
+        startTrigger: s.start_trigger,
+        startedAt: s.started_at,
+        finishedAt: s.finished_at,
+        targets: targets
+          .filter((t) => t.step_index === s.step_index)
+          .map((t) => ({
+            machineId: t.machine_id,
+            machineName: t.machine_name,
+            state: t.state,
+            attempt: t.attempt,
+            error: t.error ?? undefined,
+            startedAt: t.started_at,
+            finishedAt: t.finished_at,
+            actions: t.actions.map((a) => ({ name: a.name, state: a.state, exitCode: a.exitCode ?? null, ...(a.skipReason ? { skipReason: a.skipReason } : {}) })),
+          })),
+      })),
+    };
+  }
+
+  async list(filter: { projectId?: string; environmentId?: string; state?: string; limit?: number }) {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (filter.projectId) {
+      const p = await this.projects.get(filter.projectId);
+      params.push(p.id);
+      where.push(`project_id = $${params.length}`);
+    }
+    if (filter.environmentId) {
+      if (!isUuid(filter.environmentId)) return [];
+      params.push(filter.environmentId);
+      where.push(`environment_id = $${params.length}`);
+    }
+    if (filter.state) {
+      params.push(filter.state);
+      where.push(`state = $${params.length}`);
+    }
+    params.push(Math.min(Math.max(filter.limit ?? 100, 1), 1000));
+    const rows: DeploymentRow[] = await this.ds.query(
+      `SELECT * FROM deployments ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created_at DESC LIMIT $${params.length}`,
+      params,
+    );
+    return rows.map((d) => ({ id: d.id, releaseId: d.release_id, projectId: d.project_id, environmentId: d.environment_id, state: d.state, createdAt: d.created_at, startedAt: d.started_at, finishedAt: d.finished_at }));
+  }
+
+  /** Asks a deployment to stop: nothing new starts, running scripts are killed, it ends `cancelled`. */
+  async cancel(id: string) {
+    await this.ds.transaction(async (m) => {
+      const [d] = await m.query(`SELECT state FROM deployments WHERE id = $1 FOR UPDATE`, [id]);
+      if (!d) throw new NotFoundException(`deployment ${id} not found`);
+      if (d.state === 'cancelling') return;
+      if (!(ACTIVE_STATES as readonly string[]).includes(d.state)) throw new ConflictException(`deployment ${id} has already finished (${d.state})`);
+      await m.query(`UPDATE deployments SET state = 'cancelling' WHERE id = $1`, [id]);
+      await this.log.append(m, id, [{ level: 'warn', text: 'Cancellation requested: no new work starts; running scripts are being stopped' }]);
+    });
+    this.onChange(id);
+  }
+}
+
+@Controller('api/deployments')
+export class DeploymentsController {
+  constructor(
+    private readonly deployments: DeploymentsService,
+    private readonly log: DeploymentLogService,
+  ) {}
+
+  @Post()
+  @HttpCode(201)
+  async create(@Body() dto: CreateDeploymentDto) {
+    const id = await this.deployments.create(dto);
+    return this.deployments.get(id);
+  }
+
+  @Get()
+  list(@Query('projectId') projectId?: string, @Query('environmentId') environmentId?: string, @Query('state') state?: string, @Query('limit') limit?: string) {
+    return this.deployments.list({ projectId, environmentId, state, limit: limit ? Number(limit) || undefined : undefined });
+  }
+
+  @Get(':id')
+  get(@Param('id', idOf('deployment')) id: string) {
+    return this.deployments.get(id);
+  }
+
+  @Get(':id/log')
+  async readLog(@Param('id', idOf('deployment')) id: string, @Query('afterSeq') afterSeq?: string, @Query('limit') limit?: string, @Query('machineId') machineId?: string) {
+    const after = afterSeq === undefined ? 0 : Number(afterSeq);
+    if (!Number.isInteger(after) || after < 0) throw new BadRequestException('afterSeq must be a non-negative integer');
+    const lim = limit === undefined ? 1000 : Number(limit);
+    if (!Number.isInteger(lim) || lim < 1 || lim > 10_000) throw new BadRequestException('limit must be an integer from 1 to 10000');
+    if (machineId !== undefined && !isUuid(machineId)) throw new BadRequestException('machineId must be a machine id');
+    await this.deployments.getRow(id);
+    return this.log.read(id, after, lim, machineId);
+  }
+
+  @Post(':id/cancel')
+  @HttpCode(202)
+  async cancel(@Param('id', idOf('deployment')) id: string) {
+    await this.deployments.cancel(id);
+    return { id, state: 'cancelling' };
+  }
+}

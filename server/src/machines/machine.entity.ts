@@ -1,0 +1,22 @@
+import { Column, CreateDateColumn, Entity, PrimaryGeneratedColumn } from 'typeorm';
+
+@Entity('machines')
+export class MachineEntity {
+  @PrimaryGeneratedColumn('uuid') id: string;
+  @Column('text') name: string;
+  @Column('jsonb') roles: string[];
+  @Column('jsonb', { name: 'environment_ids' }) environmentIds: string[];
+  /** SHA-256 of the agent's client certificate: what the agent port trusts, never the CN alone. */
+  @Column('text') fingerprint: string;
+  @Column('text') certificate: string;
+  @Column('boolean', { default: false }) disabled: boolean;
+  @Column('timestamptz', { name: 'revoked_at', nullable: true }) revokedAt: Date | null;
+  @Column('text', { name: 'connected_node', nullable: true }) connectedNode: string | null;
+  @Column('timestamptz', { name: 'connected_at', nullable: true }) connectedAt: Date | null;
+  @Column('timestamptz', { name: 'last_seen_at', nullable: true }) lastSeenAt: Date | null;
+  @Column('text', { name: 'agent_version', nullable: true }) agentVersion: string | null;
+  @Column('text', { default: 'unknown' }) health: string;
+  @Column('text', { name: 'health_reason', nullable: true }) healthReason: string | null;
+  @Column('timestamptz', { name: 'health_checked_at', nullable: true }) healthCheckedAt: Date | null;
+  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
+}

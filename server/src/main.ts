@@ -1,0 +1,77 @@
+/**
+ * `npm run server`: validates configuration, prepares the data folder (PKI, embedded database when DATABASE_URL is
+ * unset), starts the REST API and dashboard on CUTTLE_PORT and the agent port on CUTTLE_AGENT_PORT, and prints
+ * `cuttle server listening on https://HOST:PORT` once both accept connections. SIGTERM/SIGINT stop it cleanly.
+ */
+import 'reflect-metadata';
+import { mkdirSync } from 'node:fs';
+import { ValidationPipe } from '@nestjs/common';
+import { NestFactory } from '@nestjs/core';
+import type { NestExpressApplication } from '@nestjs/platform-express';
+import { AppModule } from './app.module.js';
+import { ApiKeysService } from './auth/api-keys.service.js';
+import { ConfigError, loadConfig } from './config/config.js';
+import { EMBEDDED_POOL_SIZE, POOL_SIZE } from './database/data-source.js';
+import { startEmbeddedDatabase, type EmbeddedDatabase } from './database/embedded.js';
+import { createLogger, NestWinstonLogger } from './logging/logger.js';
+import { ensurePki, serverChain } from './pki/pki.js';
+
+async function main() {
+  let config;
+  try {
+    config = loadConfig();
+  } catch (e) {
+    if (e instanceof ConfigError) {
+      console.error(`cuttle server: ${e.message}`);
+      process.exit(2);
+    }
+    throw e;
+  }
+  const logger = createLogger(config.logLevel, config.logFormat);
+  mkdirSync(config.home, { recursive: true, mode: 0o700 });
+  const pki = ensurePki(config.home, config.publicHosts, config.host);
+
+  let embedded: EmbeddedDatabase | undefined;
+  let databaseUrl = config.databaseUrl;
+  if (!databaseUrl) {
+    embedded = await startEmbeddedDatabase(config.home, EMBEDDED_POOL_SIZE);
+    databaseUrl = embedded.url;
+    logger.info(`embedded database in ${config.home}/db (fsync off: use PostgreSQL via DATABASE_URL in production)`, { context: 'database' });
+  }
+
+  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot({ config, pki, logger, databaseUrl, poolSize: embedded ? EMBEDDED_POOL_SIZE : POOL_SIZE }), {
+    httpsOptions: { key: pki.serverKey, cert: serverChain(pki) },
+    logger: new NestWinstonLogger(logger),
+    bodyParser: false,
+  });
+  app.useBodyParser('json', { limit: '5mb' });
+  app.useGlobalPipes(new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }));
+  const adminKey = await app.get(ApiKeysService).ensureAdminKey();
+  void adminKey;
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    logger.info(`${signal} received, stopping`, { context: 'server' });
+    const force = setTimeout(() => process.exit(1), 10_000);
+    force.unref();
+    try {
+      await app.close();
+      await embedded?.close();
+    } finally {
+      process.exit(0);
+    }
+  };
+  process.on('SIGTERM', () => void stop('SIGTERM'));
+  process.on('SIGINT', () => void stop('SIGINT'));
+
+  await app.listen(config.port, config.host);
+  console.log(`cuttle server listening on https://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}`);
+}
+
+main().catch((e) => {
+  console.error(`cuttle server failed to start: ${(e as Error).message}`);
+  if (process.env.CUTTLE_LOG_LEVEL === 'debug') console.error(e);
+  process.exit(1);
+});

@@ -1,0 +1,213 @@
+/**
+ * The dispatcher: drives the deployments this node owns. Each round it loads a deployment, asks the planner what
+ * happens next, applies that in one transaction (step states, lease rows for targets to start, the outcome) and
+ * then hands the leases' work to the agents.
+ *
+ * Ownership: a deployment is driven by one node at a time, the holder of its ownership lease (`owner_node`,
+ * `owner_expires_at`), renewed every round and taken over by another node when it lapses. Agents' results may
+ * arrive at any node; they change rows, and the owner sees them on its next round.
+ */
+import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { DataSource } from 'typeorm';
+import { AgentConnections } from '../agent-gateway/agent-connections.js';
+import { CONFIG, type CuttleConfig } from '../config/config.js';
+import { DeploymentLogService, type LogEntryInput } from '../deployments/deployment-log.js';
+import type { DeploymentRow, StepRow, TargetRunRow } from '../deployments/deployment.types.js';
+import { DeploymentsService } from '../deployments/deployments.js';
+import { LeasesService } from '../leases/leases.js';
+import { LOGGER, type Logger } from '../logging/logger.js';
+import { returned } from '../database/sql.js';
+import { plan, type PlanInput } from './planner.js';
+
+const TICK_MS = 500;
+const OWNERSHIP_SECONDS = 15;
+const REOFFER_MS = 3_000;
+
+const STEP_TEXT: Record<string, string> = { running: 'started', success: 'succeeded', failed: 'failed', skipped: 'skipped', cancelled: 'cancelled' };
+const SKIP_TEXT: Record<string, string> = { condition: 'its condition is not met', 'no-targets': 'no targets', cancelled: 'the deployment was cancelled' };
+
+@Injectable()
+export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown {
+  private timer?: NodeJS.Timeout;
+  private stopped = false;
+  /** Per deployment: a round in progress, and whether another was asked for meanwhile (rounds coalesce). */
+  private rounds = new Map<string, { again: boolean }>();
+  private lastOffered = new Map<string, number>();
+  private ticking = false;
+
+  constructor(
+    private readonly ds: DataSource,
+    private readonly leases: LeasesService,
+    private readonly log: DeploymentLogService,
+    private readonly agents: AgentConnections,
+    deployments: DeploymentsService,
+    @Inject(CONFIG) private readonly config: CuttleConfig,
+    @Inject(LOGGER) private readonly logger: Logger,
+  ) {
+    deployments.onChange = (id) => void this.claimAndKick(id);
+  }
+
+  onApplicationBootstrap() {
+    this.timer = setInterval(() => void this.tick(), TICK_MS);
+    void this.tick();
+  }
+
+  onApplicationShutdown() {
+    this.stopped = true;
+    if (this.timer) clearInterval(this.timer);
+  }
+
+  /** One round for everything: claim deployments, expire silent leases, advance, (re)deliver work. */
+  async tick() {
+    if (this.ticking || this.stopped) return;
+    this.ticking = true;
+    try {
+      const owned = await this.claim();
+      for (const id of await this.leases.expire()) if (owned.includes(id)) this.kick(id);
+      for (const id of owned) this.kick(id);
+      await this.deliverPending();
+    } catch (e) {
+      if (!this.stopped) this.logger.error('dispatcher round failed', { context: 'dispatcher', error: (e as Error).message, stack: (e as Error).stack });
+    } finally {
+      this.ticking = false;
+    }
+  }
+
+  /** Takes or renews ownership of active deployments that nobody else holds. */
+  private async claim(onlyId?: string): Promise<string[]> {
+    const rows = returned<{ id: string }>(
+      await this.ds.query(
+        `UPDATE deployments SET owner_node = $1, owner_expires_at = now() + make_interval(secs => $2)
+         WHERE state IN ('queued', 'executing', 'waiting', 'cancelling') ${onlyId ? 'AND id = $3' : ''}
+           AND (owner_node IS NULL OR owner_node = $1 OR owner_expires_at < now())
+         RETURNING id`,
+        onlyId ? [this.config.nodeId, OWNERSHIP_SECONDS, onlyId] : [this.config.nodeId, OWNERSHIP_SECONDS],
+      ),
+    );
+    return rows.map((r) => r.id);
+  }
+
+  private async claimAndKick(id: string) {
+    try {
+      if ((await this.claim(id)).length) this.kick(id);
+    } catch (e) {
+      this.logger.error('claim failed', { context: 'dispatcher', deploymentId: id, error: (e as Error).message });
+    }
+  }
+
+  /** Asks for a round on a deployment now (used when a result arrives here); rounds never overlap per deployment. */
+  kick(id: string) {
+    const r = this.rounds.get(id);
+    if (r) {
+      r.again = true;
+      return;
+    }
+    const state = { again: false };
+    this.rounds.set(id, state);
+    void (async () => {
+      try {
+        do {
+          state.again = false;
+          await this.advance(id);
+        } while (state.again && !this.stopped);
+      } catch (e) {
+        if (!this.stopped) this.logger.error('deployment round failed', { context: 'dispatcher', deploymentId: id, error: (e as Error).message, stack: (e as Error).stack });
+      } finally {
+        this.rounds.delete(id);
+      }
+    })();
+  }
+
+  /** One planner round for one deployment, applied atomically; then the new leases' work is sent. */
+  async advance(id: string) {
+    const offers: Array<{ leaseId: string; machineId: string }> = [];
+    await this.ds.transaction(async (m) => {
+      const [d]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 AND owner_node = $2 FOR UPDATE`, [id, this.config.nodeId]);
+      if (!d || !['queued', 'executing', 'waiting', 'cancelling'].includes(d.state)) return;
+      const steps: StepRow[] = await m.query(`SELECT * FROM deployment_steps WHERE deployment_id = $1 ORDER BY step_index`, [id]);
+      const runs: TargetRunRow[] = await m.query(`SELECT * FROM target_runs WHERE deployment_id = $1 ORDER BY step_index, position`, [id]);
+      const lines: LogEntryInput[] = [];
+      if (d.state === 'queued') {
+        await m.query(`UPDATE deployments SET state = 'executing', started_at = now() WHERE id = $1`, [id]);
+        d.state = 'executing';
+      }
+      const input: PlanInput = {
+        cancelling: d.state === 'cancelling',
+        steps: steps.map((s) => ({
+          index: s.step_index,
+          name: s.name,
+          state: s.state,
+          condition: s.condition,
+          startTrigger: s.start_trigger,
+          window: s.window_size,
+          maxFailures: s.max_failures,
+          targets: runs.filter((r) => r.step_index === s.step_index).map((r) => ({ id: r.id, state: r.state })),
+        })),
+      };
+      const decision = plan(input);
+
+      for (const u of decision.steps) {
+        const s = steps[u.index];
+        const col = u.state === 'running' ? 'started_at' : 'finished_at';
+        await m.query(`UPDATE deployment_steps SET state = $3, ${col} = now() WHERE deployment_id = $1 AND step_index = $2`, [id, u.index, u.state]);
+        const failedTargets = runs.filter((r) => r.step_index === u.index && r.state === 'failed').length;
+        lines.push({
+          level: u.state === 'failed' ? 'error' : u.state === 'skipped' || u.state === 'cancelled' ? 'warn' : 'info',
+          stepName: s.name,
+          text:
+            u.state === 'running'
+              ? `Step ${s.name} started: ${input.steps[u.index].targets.length} target(s), window ${s.window_size}, failure budget ${s.max_failures}`
+              : `Step ${s.name} ${STEP_TEXT[u.state]}${u.reason ? ` (${SKIP_TEXT[u.reason]})` : ''}${u.state === 'failed' ? `: ${failedTargets} target(s) failed, budget ${s.max_failures}` : ''}`,
+        });
+      }
+      for (const u of decision.targets) {
+        await m.query(
+          `UPDATE target_runs SET state = $2, actions = (SELECT jsonb_agg(CASE WHEN a->>'state' = 'pending' THEN jsonb_set(a, '{state}', to_jsonb($2::text)) ELSE a END ORDER BY i) FROM jsonb_array_elements(actions) WITH ORDINALITY AS x(a, i)) WHERE id = $1`,
+          [u.targetId, u.state],
+        );
+      }
+      for (const s of decision.start) {
+        const run = runs.find((r) => r.id === s.targetId)!;
+        const step = steps[s.stepIndex];
+        if (!run.actions.some((a) => a.state === 'pending')) {
+          // Every action of this target was skipped by its conditions: nothing to send, the target is done.
+          await m.query(`UPDATE target_runs SET state = 'success', started_at = now(), finished_at = now() WHERE id = $1`, [run.id]);
+          lines.push({ level: 'info', stepName: step.name, machineId: run.machine_id, text: `${step.name} on ${run.machine_name}: every action is skipped here` });
+          this.kick(id);
+          continue;
+        }
+        const lease = await this.leases.acquire(m, { deploymentId: id, stepIndex: s.stepIndex, window: step.window_size, targetRunId: run.id, machineId: run.machine_id });
+        if (!lease) continue; // window full in the database: the next round tries again
+        await m.query(`UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now(), error = NULL WHERE id = $1`, [run.id]);
+        lines.push({ level: 'info', stepName: step.name, machineId: run.machine_id, text: `${step.name} on ${run.machine_name}: lease taken (slot ${lease.slot + 1} of ${step.window_size})` });
+        offers.push({ leaseId: lease.id, machineId: run.machine_id });
+      }
+      if (decision.outcome) {
+        await m.query(`UPDATE deployments SET state = $2, finished_at = now(), owner_node = NULL WHERE id = $1`, [id, decision.outcome]);
+        lines.push({ level: decision.outcome === 'success' ? 'info' : decision.outcome === 'failed' ? 'error' : 'warn', text: `Deployment ${decision.outcome === 'success' ? 'succeeded' : decision.outcome}` });
+        this.logger.info('deployment finished', { context: 'dispatcher', deploymentId: id, outcome: decision.outcome });
+      }
+      await this.log.append(m, id, lines);
+    });
+    for (const o of offers) await this.offer(o.leaseId, o.machineId);
+  }
+
+  /** Sends a lease's work if its agent is connected here; otherwise the agent's node (or a reconnect) delivers it. */
+  async offer(leaseId: string, machineId: string) {
+    if (!this.agents.isConnected(machineId)) return;
+    const offer = await this.leases.buildOffer(leaseId);
+    if (!offer) return;
+    this.lastOffered.set(leaseId, Date.now());
+    this.agents.send(machineId, offer);
+  }
+
+  /** Delivers offers not yet accepted by agents connected here, and cancels of cancelled deployments' leases. */
+  async deliverPending(machineIds = this.agents.machineIds()) {
+    for (const l of await this.leases.unaccepted(machineIds)) {
+      if (Date.now() - (this.lastOffered.get(l.id) ?? 0) < REOFFER_MS) continue;
+      await this.offer(l.id, l.machine_id);
+    }
+    for (const l of await this.leases.toCancel(machineIds)) this.agents.send(l.machine_id, { type: 'lease.cancel', leaseId: l.id, reason: 'deployment cancelled' });
+    if (this.lastOffered.size > 10_000) this.lastOffered.clear();
+  }
+}

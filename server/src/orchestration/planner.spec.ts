@@ -1,0 +1,214 @@
+import { groupSteps, plan, type PlanInput, type PlanStep, type RunState } from './planner.js';
+import { resolveMaxFailures, resolveWindow } from '#shared/process/index.js';
+
+function step(index: number, targets: RunState[], over: Partial<PlanStep> = {}): PlanStep {
+  return {
+    index,
+    name: `S${index}`,
+    state: 'pending',
+    condition: 'success',
+    startTrigger: 'afterPrevious',
+    window: targets.length,
+    maxFailures: 0,
+    targets: targets.map((state, i) => ({ id: `s${index}t${i}`, state })),
+    ...over,
+  };
+}
+const input = (steps: PlanStep[], over: Partial<PlanInput> = {}): PlanInput => ({ steps, cancelling: false, ...over });
+
+/**
+ * Drives a deployment to its end with the planner alone, finishing running targets one at a time with the outcome
+ * `outcomeOf` gives, and records the largest number of targets of one step ever in flight.
+ */
+function simulate(steps: PlanStep[], outcomeOf: (targetId: string) => RunState = () => 'success') {
+  let maxInFlight = 0;
+  const startedOrder: string[] = [];
+  for (let round = 0; round < 10_000; round++) {
+    const d = plan(input(steps));
+    for (const u of d.steps) steps[u.index].state = u.state;
+    for (const u of d.targets) steps[u.stepIndex].targets.find((t) => t.id === u.targetId)!.state = u.state;
+    for (const s of d.start) {
+      steps[s.stepIndex].targets.find((t) => t.id === s.targetId)!.state = 'running';
+      startedOrder.push(s.targetId);
+    }
+    for (const s of steps) maxInFlight = Math.max(maxInFlight, s.targets.filter((t) => t.state === 'running').length);
+    if (d.outcome) return { outcome: d.outcome, maxInFlight, startedOrder, steps };
+    // Finish the oldest running target (sliding window: its slot frees for the next one).
+    const running = steps.flatMap((s) => s.targets).find((t) => t.state === 'running');
+    if (!running) throw new Error('planner stalled: nothing running and no outcome');
+    running.state = outcomeOf(running.id);
+  }
+  throw new Error('no outcome');
+}
+
+describe('window arithmetic', () => {
+  // A window is a count capped at the targets, or a percentage rounded down but never below one target.
+  it.each([
+    [undefined, 7, 7],
+    [2, 7, 2],
+    [10, 3, 3],
+    ['25%', 10, 2],
+    ['25%', 3, 1],
+    ['50%', 10, 5],
+    ['100%', 4, 4],
+    ['1%', 1, 1],
+    [2, 0, 0],
+  ])('window %p of %p targets = %p', (w, n, expected) => {
+    expect(resolveWindow(w as number | string | undefined, n)).toBe(expected);
+  });
+
+  // The failure budget defaults to zero and a percentage rounds down (10% of 9 targets tolerates none).
+  it.each([
+    [undefined, 10, 0],
+    [1, 10, 1],
+    ['10%', 10, 1],
+    ['10%', 9, 0],
+    ['50%', 5, 2],
+  ])('maxFailures %p of %p targets = %p', (m, n, expected) => {
+    expect(resolveMaxFailures(m as number | string | undefined, n)).toBe(expected);
+  });
+});
+
+describe('plan: rolling window', () => {
+  // A sliding window: never more than W in flight, W in flight while enough targets wait, targets in order.
+  it.each([
+    [4, 2],
+    [5, 2],
+    [10, 3],
+    [10, 1],
+    [7, 7],
+    [1, 5],
+  ])('%p targets with window %p', (n, w) => {
+    const steps = [step(0, Array(n).fill('pending'), { window: Math.min(w, n) })];
+    const r = simulate(steps);
+    expect(r.outcome).toBe('success');
+    expect(r.maxInFlight).toBe(Math.min(w, n));
+    expect(r.startedOrder).toEqual(steps[0].targets.map((t) => t.id));
+  });
+
+  // A freed slot starts the next target in the same round, not after the whole batch.
+  it('starts the next target as soon as one slot frees', () => {
+    const s = step(0, ['success', 'running', 'pending', 'pending'], { state: 'running', window: 2 });
+    const d = plan(input([s]));
+    expect(d.start).toEqual([{ stepIndex: 0, targetId: 's0t2' }]);
+  });
+
+  // Steps run top to bottom: the second step's targets wait until the first step is over.
+  it('runs steps in order', () => {
+    const steps = [step(0, ['running', 'pending'], { state: 'running', window: 1 }), step(1, ['pending', 'pending'])];
+    const d = plan(input(steps));
+    expect(d.start).toEqual([]);
+    expect(d.steps).toEqual([]);
+    const steps2 = [step(0, ['success', 'success'], { state: 'running', window: 1 }), step(1, ['pending', 'pending'])];
+    const d2 = plan(input(steps2));
+    expect(d2.steps).toEqual([
+      { index: 0, state: 'success' },
+      { index: 1, state: 'running' },
+    ]);
+    expect(d2.start.map((x) => x.targetId)).toEqual(['s1t0', 's1t1']);
+  });
+
+  // A step with no matching targets is skipped and the deployment goes on.
+  it('skips a step without targets', () => {
+    const d = plan(input([step(0, []), step(1, ['pending'])]));
+    expect(d.steps[0]).toEqual({ index: 0, state: 'skipped', reason: 'no-targets' });
+    expect(d.start.map((x) => x.targetId)).toEqual(['s1t0']);
+  });
+});
+
+describe('plan: failures', () => {
+  // With the default budget of 0, the first failure stops new targets; runs in flight finish; the step fails and
+  // later success-condition steps are skipped.
+  it('a failed target fails the step and the deployment', () => {
+    const steps = [step(0, ['pending', 'pending', 'pending', 'pending'], { window: 2 }), step(1, ['pending'])];
+    const r = simulate(steps, (id) => (id === 's0t0' ? 'failed' : 'success'));
+    expect(r.outcome).toBe('failed');
+    expect(r.steps[0].state).toBe('failed');
+    // t1 was already in flight and finished; t2 and t3 never started.
+    expect(r.startedOrder).toEqual(['s0t0', 's0t1']);
+    expect(r.steps[0].targets.map((t) => t.state)).toEqual(['failed', 'success', 'skipped', 'skipped']);
+    expect(r.steps[1].state).toBe('skipped');
+  });
+
+  it('waits for runs in flight before failing the step', () => {
+    const s = step(0, ['failed', 'running', 'pending'], { state: 'running', window: 2 });
+    const d = plan(input([s]));
+    expect(d.start).toEqual([]);
+    expect(d.steps).toEqual([]);
+  });
+
+  // maxFailures lets that many failures through and stops at the next one.
+  it('keeps rolling within the failure budget', () => {
+    const steps = [step(0, Array(5).fill('pending'), { window: 1, maxFailures: 1 })];
+    const r = simulate(steps, (id) => (id === 's0t1' || id === 's0t3' ? 'failed' : 'success'));
+    expect(r.startedOrder).toEqual(['s0t0', 's0t1', 's0t2', 's0t3']);
+    expect(r.steps[0].state).toBe('failed');
+    expect(r.outcome).toBe('failed');
+    const ok = simulate([step(0, Array(5).fill('pending'), { window: 1, maxFailures: 1 })], (id) => (id === 's0t1' ? 'failed' : 'success'));
+    expect(ok.steps[0].state).toBe('success');
+    expect(ok.outcome).toBe('success');
+  });
+});
+
+describe('plan: conditions and start triggers', () => {
+  // After a failure: success steps are skipped, failure and always steps run.
+  it('honours success, failure and always after a failure', () => {
+    const steps = [
+      step(0, ['pending']),
+      step(1, ['pending'], { condition: 'success' }),
+      step(2, ['pending'], { condition: 'failure' }),
+      step(3, ['pending'], { condition: 'always' }),
+    ];
+    const r = simulate(steps, (id) => (id === 's0t0' ? 'failed' : 'success'));
+    expect(r.steps.map((s) => s.state)).toEqual(['failed', 'skipped', 'success', 'success']);
+    expect(r.outcome).toBe('failed');
+  });
+
+  // Without a failure, a failure-condition step is skipped.
+  it('skips failure steps when all went well', () => {
+    const r = simulate([step(0, ['pending']), step(1, ['pending'], { condition: 'failure' }), step(2, ['pending'], { condition: 'always' })]);
+    expect(r.steps.map((s) => s.state)).toEqual(['success', 'skipped', 'success']);
+    expect(r.outcome).toBe('success');
+  });
+
+  // withPrevious steps start together; the next afterPrevious step waits for all of them.
+  it('starts withPrevious steps together', () => {
+    const steps = [step(0, ['pending']), step(1, ['pending'], { startTrigger: 'withPrevious' }), step(2, ['pending'])];
+    const d = plan(input(steps));
+    expect(d.start.map((s) => s.targetId)).toEqual(['s0t0', 's1t0']);
+    const mid = [
+      step(0, ['success'], { state: 'running' }),
+      step(1, ['running'], { state: 'running', startTrigger: 'withPrevious' }),
+      step(2, ['pending']),
+    ];
+    expect(plan(input(mid)).start).toEqual([]);
+  });
+
+  it('groups steps by start trigger', () => {
+    const g = groupSteps([
+      { startTrigger: 'afterPrevious' as const, n: 0 },
+      { startTrigger: 'withPrevious' as const, n: 1 },
+      { startTrigger: 'afterPrevious' as const, n: 2 },
+      { startTrigger: 'withPrevious' as const, n: 3 },
+      { startTrigger: 'withPrevious' as const, n: 4 },
+    ]);
+    expect(g.map((x) => x.map((s) => s.n))).toEqual([[0, 1], [2, 3, 4]]);
+  });
+});
+
+describe('plan: cancel', () => {
+  // Cancel starts nothing new, lets running targets report, then ends cancelled with the rest settled.
+  it('stops new work and ends cancelled', () => {
+    const steps = [step(0, ['success', 'running', 'pending'], { state: 'running', window: 2 }), step(1, ['pending'])];
+    const d = plan(input(steps, { cancelling: true }));
+    expect(d.start).toEqual([]);
+    expect(d.outcome).toBeUndefined();
+    steps[0].targets[1].state = 'cancelled';
+    const d2 = plan(input(steps, { cancelling: true }));
+    expect(d2.targets).toEqual([
+      { stepIndex: 0, targetId: 's0t2', state: 'cancelled' },
+      { stepIndex: 1, targetId: 's1t0', state: 'cancelled' },
+    ]);
+    expect(d2.outcome).toBe('cancelled');
+  });
+});

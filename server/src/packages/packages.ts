@@ -1,0 +1,188 @@
+import { createHash, randomBytes } from 'node:crypto';
+import { createReadStream, createWriteStream, existsSync, mkdirSync } from 'node:fs';
+import { rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { Transform } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import {
+  BadRequestException,
+  Controller,
+  Get,
+  HttpCode,
+  HttpException,
+  Inject,
+  Injectable,
+  Module,
+  Param,
+  Post,
+  Req,
+  UnsupportedMediaTypeException,
+} from '@nestjs/common';
+import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
+import type { Request } from 'express';
+import * as tar from 'tar';
+import { Repository } from 'typeorm';
+import { conflict } from '../common/http.js';
+import { CONFIG, type CuttleConfig } from '../config/config.js';
+import { LOGGER, type Logger } from '../logging/logger.js';
+import { PackageEntity } from './package.entity.js';
+
+const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
+const VERSION_RE = /^[A-Za-z0-9][A-Za-z0-9.+_-]{0,99}$/;
+
+export const toPackageDto = (p: PackageEntity) => ({ packageId: p.packageId, version: p.version, sha256: p.sha256, sizeBytes: p.sizeBytes, createdAt: p.createdAt });
+
+/** Compares versions segment by segment, numerically where both are numbers: 1.10.0 is newer than 1.9.3. */
+export function compareVersions(a: string, b: string): number {
+  const pa = a.split(/[.+_-]/);
+  const pb = b.split(/[.+_-]/);
+  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
+    const x = pa[i] ?? '';
+    const y = pb[i] ?? '';
+    const nx = /^\d+$/.test(x) ? Number(x) : NaN;
+    const ny = /^\d+$/.test(y) ? Number(y) : NaN;
+    const c = !isNaN(nx) && !isNaN(ny) ? nx - ny : x.localeCompare(y);
+    if (c !== 0) return c;
+  }
+  return 0;
+}
+
+/** Package bytes on disk, named by sha256: the same bytes uploaded under two versions are stored once. */
+@Injectable()
+export class PackageFiles {
+  readonly dir: string;
+  constructor(@Inject(CONFIG) config: CuttleConfig) {
+    this.dir = join(config.home, 'packages');
+    mkdirSync(join(this.dir, 'incoming'), { recursive: true });
+  }
+  pathOf(sha256: string) {
+    return join(this.dir, `${sha256}.tar.gz`);
+  }
+  has(sha256: string) {
+    return /^[a-f0-9]{64}$/.test(sha256) && existsSync(this.pathOf(sha256));
+  }
+  open(sha256: string) {
+    return createReadStream(this.pathOf(sha256));
+  }
+}
+
+class TooLarge extends Error {}
+
+@Injectable()
+export class PackagesService {
+  constructor(
+    @InjectRepository(PackageEntity) readonly repo: Repository<PackageEntity>,
+    private readonly files: PackageFiles,
+    @Inject(CONFIG) private readonly config: CuttleConfig,
+    @Inject(LOGGER) private readonly log: Logger,
+  ) {}
+
+  /**
+   * Streams an upload to disk while hashing it, refuses what is too large, not gzip, or holds entries that would
+   * escape their folder, then stores it under its sha256. Nothing is kept of a refused upload.
+   */
+  async upload(packageId: string, version: string, req: Request) {
+    if (!ID_RE.test(packageId)) throw new BadRequestException('packageId must be letters, digits, ".", "_" or "-" (at most 200)');
+    if (!VERSION_RE.test(version)) throw new BadRequestException('version must be letters, digits, ".", "+", "_" or "-" (at most 100)');
+    const type = (req.headers['content-type'] ?? '').split(';')[0].trim();
+    if (!['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/x-tar+gzip'].includes(type))
+      throw new UnsupportedMediaTypeException('Content-Type must be application/gzip (the raw .tar.gz as body)');
+    const declared = Number(req.headers['content-length'] ?? 0);
+    if (declared > this.config.maxPackageBytes) throw new HttpException({ statusCode: 413, error: 'Payload Too Large', message: `package is larger than the limit of ${this.config.maxPackageBytes} bytes` }, 413);
+    if (await this.repo.exists({ where: { packageId, version } })) conflict(`package ${packageId} ${version} already exists`);
+
+    const tmp = join(this.files.dir, 'incoming', `${randomBytes(8).toString('hex')}.part`);
+    const hash = createHash('sha256');
+    let size = 0;
+    const max = this.config.maxPackageBytes;
+    const meter = new Transform({
+      transform(chunk: Buffer, _enc, cb) {
+        size += chunk.length;
+        if (size > max) return cb(new TooLarge());
+        hash.update(chunk);
+        cb(null, chunk);
+      },
+    });
+    try {
+      await pipeline(req, meter, createWriteStream(tmp));
+      if (size === 0) throw new BadRequestException('body must be the package (.tar.gz); it is empty');
+      await this.checkArchive(tmp);
+      const sha256 = hash.digest('hex');
+      if (!this.files.has(sha256)) await rename(tmp, this.files.pathOf(sha256));
+      else await rm(tmp, { force: true });
+      const row = await this.repo.save(this.repo.create({ packageId, version, sha256, sizeBytes: size }));
+      this.log.info('package uploaded', { context: 'packages', packageId, version, sha256, sizeBytes: size });
+      return row;
+    } catch (e) {
+      await rm(tmp, { force: true });
+      if (e instanceof TooLarge) throw new HttpException({ statusCode: 413, error: 'Payload Too Large', message: `package is larger than the limit of ${max} bytes` }, 413);
+      throw e;
+    }
+  }
+
+  /** Refuses archives that are not gzip'd tar or that name paths outside their root (the agent checks again). */
+  private async checkArchive(file: string) {
+    const problems: string[] = [];
+    try {
+      await tar.t({
+        file,
+        strict: true,
+        onReadEntry: (e) => {
+          const p = e.path.replace(/\\/g, '/');
+          if (p.startsWith('/') || p.split('/').includes('..')) problems.push(`entry "${e.path}" escapes the package folder`);
+          else if (e.type === 'Link') problems.push(`entry "${e.path}" is a hard link, which packages may not contain`);
+          else if (e.type === 'SymbolicLink') {
+            const target = String(e.linkpath ?? '');
+            const depth = p.split('/').filter((s) => s && s !== '.').length - 1;
+            let level = depth;
+            for (const seg of target.split('/')) if (seg === '..') level--; else if (seg && seg !== '.') level++;
+            if (target.startsWith('/') || level < 0) problems.push(`symlink "${e.path}" points outside the package folder (${target})`);
+          } else if (e.type !== 'File' && e.type !== 'Directory' && e.type !== 'OldFile' && e.type !== 'ContiguousFile')
+            problems.push(`entry "${e.path}" has type ${e.type}, which packages may not contain`);
+        },
+      });
+    } catch (e) {
+      throw new BadRequestException(`body is not a valid .tar.gz: ${(e as Error).message}`);
+    }
+    if (problems.length) throw new BadRequestException(`package refused: ${problems.slice(0, 5).join('; ')}`);
+  }
+
+  list() {
+    return this.repo.find({ order: { packageId: 'ASC', createdAt: 'DESC' } });
+  }
+
+  /** The given version, or the newest in the feed. */
+  async resolve(packageId: string, version?: string): Promise<PackageEntity | null> {
+    if (version) return this.repo.findOne({ where: { packageId, version } });
+    const all = await this.repo.find({ where: { packageId } });
+    return all.sort((a, b) => compareVersions(b.version, a.version))[0] ?? null;
+  }
+
+  async sizeOnDisk(sha256: string) {
+    return (await stat(this.files.pathOf(sha256))).size;
+  }
+}
+
+@Controller('api/packages')
+export class PackagesController {
+  constructor(private readonly packages: PackagesService) {}
+
+  @Post(':packageId/:version')
+  @HttpCode(201)
+  async upload(@Param('packageId') packageId: string, @Param('version') version: string, @Req() req: Request) {
+    return toPackageDto(await this.packages.upload(packageId, version, req));
+  }
+
+  @Get()
+  async list() {
+    return (await this.packages.list()).map(toPackageDto);
+  }
+}
+
+@Module({
+  imports: [TypeOrmModule.forFeature([PackageEntity])],
+  providers: [PackagesService, PackageFiles],
+  controllers: [PackagesController],
+  exports: [PackagesService, PackageFiles],
+})
+export class PackagesModule {}

@@ -1,0 +1,23 @@
+import { Column, CreateDateColumn, Entity, PrimaryGeneratedColumn } from 'typeorm';
+import type { Step } from '#shared/process/index.js';
+
+@Entity('projects')
+export class ProjectEntity {
+  @PrimaryGeneratedColumn('uuid') id: string;
+  @Column('text') name: string;
+  @Column('text') slug: string;
+  @Column('text', { nullable: true }) description: string | null;
+  @Column('uuid', { name: 'default_channel_id', nullable: true }) defaultChannelId: string | null;
+  /** Optimistic concurrency: a PUT names the version it edited; a stale one is refused with 409. */
+  @Column('integer', { name: 'process_version', default: 1 }) processVersion: number;
+  @Column('jsonb', { name: 'process_steps', default: () => "'[]'" }) processSteps: Step[];
+  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
+}
+
+@Entity('channels')
+export class ChannelEntity {
+  @PrimaryGeneratedColumn('uuid') id: string;
+  @Column('uuid', { name: 'project_id' }) projectId: string;
+  @Column('text') name: string;
+  @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
+}

@@ -1,0 +1,162 @@
+import { BadRequestException, Body, Controller, Get, HttpCode, Injectable, Module, NotFoundException, Param, Post, Put } from '@nestjs/common';
+import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
+import { IsDefined, IsInt, IsNotEmpty, IsOptional, IsString, MaxLength, Min } from 'class-validator';
+import { Repository } from 'typeorm';
+import { validateSteps } from '#shared/process/index.js';
+import { conflict, isUuid } from '../common/http.js';
+import { returned } from '../database/sql.js';
+import { ChannelEntity, ProjectEntity } from './project.entity.js';
+
+export class CreateProjectDto {
+  @IsString() @IsNotEmpty() @MaxLength(100) name: string;
+  @IsOptional() @IsString() @MaxLength(2000) description?: string;
+}
+
+export class PutProcessDto {
+  @IsInt({ message: 'version must be the version you edited (an integer)' }) @Min(0) version: number;
+  /** Validated by the shared process model, which names the offending field (steps[1].windowSize ...). */
+  @IsDefined({ message: 'steps must be a list of steps' }) steps: unknown;
+}
+
+export class CreateChannelDto {
+  @IsString() @IsNotEmpty() @MaxLength(100) name: string;
+}
+
+const slugify = (name: string) =>
+  name
+    .toLowerCase()
+    .normalize('NFKD')
+    .replace(/[^a-z0-9]+/g, '-')
+    .replace(/^-+|-+$/g, '') || 'project';
+
+export const toProjectDto = (p: ProjectEntity) => ({ id: p.id, name: p.name, slug: p.slug, description: p.description, defaultChannelId: p.defaultChannelId, createdAt: p.createdAt });
+export const toChannelDto = (c: ChannelEntity) => ({ id: c.id, name: c.name, projectId: c.projectId });
+
+@Injectable()
+export class ProjectsService {
+  constructor(
+    @InjectRepository(ProjectEntity) private readonly repo: Repository<ProjectEntity>,
+    @InjectRepository(ChannelEntity) private readonly channels: Repository<ChannelEntity>,
+  ) {}
+
+  async create(dto: CreateProjectDto) {
+    const name = dto.name.trim();
+    if (await this.repo.exists({ where: { name } })) conflict(`a project named "${name}" already exists`);
+    let slug = slugify(name);
+    for (let i = 2; await this.repo.exists({ where: { slug } }); i++) slug = `${slugify(name)}-${i}`;
+    return this.repo.manager.transaction(async (m) => {
+      const project = await m.save(m.create(ProjectEntity, { name, slug, description: dto.description ?? null, processSteps: [], processVersion: 1 }));
+      const channel = await m.save(m.create(ChannelEntity, { projectId: project.id, name: 'Default' }));
+      project.defaultChannelId = channel.id;
+      return m.save(project);
+    });
+  }
+
+  list() {
+    return this.repo.find({ order: { name: 'ASC' } });
+  }
+
+  /** By id, slug or name: the CLI and scripts may use any. */
+  async get(ref: string) {
+    const p = await this.repo.findOne({ where: isUuid(ref) ? { id: ref.toLowerCase() } : [{ slug: ref }, { name: ref }] });
+    if (!p) throw new NotFoundException(`project ${ref} not found`);
+    return p;
+  }
+
+  async getProcess(id: string) {
+    const p = await this.get(id);
+    return { projectId: p.id, version: p.processVersion, steps: p.processSteps };
+  }
+
+  /** Replaces the process if `version` is the current one (optimistic concurrency); answers with version + 1. */
+  async putProcess(id: string, dto: PutProcessDto) {
+    const v = validateSteps(dto.steps);
+    if (!v.ok) throw new BadRequestException(v.messages);
+    const project = await this.get(id);
+    const channels = await this.channels.find({ where: { projectId: project.id } });
+    v.value.forEach((s, si) =>
+      s.actions.forEach((a, ai) =>
+        (a.channelIds ?? []).forEach((c) => {
+          if (!channels.some((ch) => ch.id === c)) throw new BadRequestException(`steps[${si}].actions[${ai}].channelIds names an unknown channel "${c}"`);
+        }),
+      ),
+    );
+    const [row] = returned<{ process_version: number }>(
+      await this.repo.query(`UPDATE projects SET process_steps = $1::jsonb, process_version = process_version + 1 WHERE id = $2 AND process_version = $3 RETURNING process_version`, [
+        JSON.stringify(v.value),
+        project.id,
+        dto.version,
+      ]),
+    );
+    if (!row) conflict(`the deployment process was changed by someone else: version ${dto.version} is stale (current is ${project.processVersion}); reload and apply your change again`);
+    return { projectId: project.id, version: row.process_version, steps: v.value };
+  }
+
+  async createChannel(projectId: string, dto: CreateChannelDto) {
+    const project = await this.get(projectId);
+    const name = dto.name.trim();
+    if (await this.channels.exists({ where: { projectId: project.id, name } })) conflict(`project ${project.name} already has a channel named "${name}"`);
+    return this.channels.save(this.channels.create({ projectId: project.id, name }));
+  }
+
+  async listChannels(projectId: string) {
+    const project = await this.get(projectId);
+    return this.channels.find({ where: { projectId: project.id }, order: { createdAt: 'ASC' } });
+  }
+
+  async getChannel(projectId: string, ref: string) {
+    const c = await this.channels.findOne({ where: isUuid(ref) ? { projectId, id: ref.toLowerCase() } : { projectId, name: ref } });
+    if (!c) throw new BadRequestException(`channelId: project has no channel "${ref}"`);
+    return c;
+  }
+}
+
+@Controller('api/projects')
+export class ProjectsController {
+  constructor(private readonly projects: ProjectsService) {}
+
+  @Post()
+  @HttpCode(201)
+  async create(@Body() dto: CreateProjectDto) {
+    return toProjectDto(await this.projects.create(dto));
+  }
+
+  @Get()
+  async list() {
+    return (await this.projects.list()).map(toProjectDto);
+  }
+
+  @Get(':id')
+  async get(@Param('id') id: string) {
+    return toProjectDto(await this.projects.get(id));
+  }
+
+  @Get(':id/deployment-process')
+  getProcess(@Param('id') id: string) {
+    return this.projects.getProcess(id);
+  }
+
+  @Put(':id/deployment-process')
+  putProcess(@Param('id') id: string, @Body() dto: PutProcessDto) {
+    return this.projects.putProcess(id, dto);
+  }
+
+  @Post(':id/channels')
+  @HttpCode(201)
+  async createChannel(@Param('id') id: string, @Body() dto: CreateChannelDto) {
+    return toChannelDto(await this.projects.createChannel(id, dto));
+  }
+
+  @Get(':id/channels')
+  async listChannels(@Param('id') id: string) {
+    return (await this.projects.listChannels(id)).map(toChannelDto);
+  }
+}
+
+@Module({
+  imports: [TypeOrmModule.forFeature([ProjectEntity, ChannelEntity])],
+  providers: [ProjectsService],
+  controllers: [ProjectsController],
+  exports: [ProjectsService],
+})
+export class ProjectsModule {}

@@ -1,0 +1,135 @@
+/**
+ * The deployment process model (steps and their actions) and its validation: one definition for the server's REST
+ * API, the CLI and the dashboard. Vocabulary and execution rules: ../../../README.md and shared/design.md.
+ */
+import { z } from 'zod';
+
+export const STEP_CONDITIONS = ['success', 'failure', 'always'] as const;
+export const START_TRIGGERS = ['afterPrevious', 'withPrevious'] as const;
+export const ACTION_TYPES = ['script', 'package', 'manual-intervention'] as const;
+
+const COUNT_OR_PERCENT = 'must be a positive integer or a percentage like "25%"';
+const COUNT_OR_PERCENT_ZERO = 'must be a non-negative integer or a percentage like "10%"';
+const PERCENT_RE = /^(\d{1,3})%$/;
+
+/** A window size or failure budget: a count, or a percentage of the step's targets. */
+const countOrPercent = (min: 0 | 1, msg: string) =>
+  z.union([z.number(), z.string()], { error: msg }).superRefine((v, ctx) => {
+    if (typeof v === 'number') {
+      if (!Number.isInteger(v) || v < min) ctx.addIssue({ code: 'custom', message: msg });
+      return;
+    }
+    const m = PERCENT_RE.exec(v);
+    if (!m || Number(m[1]) > 100 || Number(m[1]) < min) ctx.addIssue({ code: 'custom', message: msg });
+  });
+
+const name = (what: string) =>
+  z
+    .string({ error: `must be a ${what} name (text)` })
+    .trim()
+    .min(1, `must not be empty`)
+    .max(200, `must be at most 200 characters`);
+const idList = z.array(z.string().min(1).max(100), { error: 'must be a list of ids' }).max(1000);
+
+export const ActionSchema = z
+  .object({
+    name: name('action'),
+    type: z.enum(ACTION_TYPES, { error: `must be one of ${ACTION_TYPES.join(', ')}` }),
+    environmentIds: idList.optional(),
+    excludedEnvironmentIds: idList.optional(),
+    channelIds: idList.optional(),
+    disabled: z.boolean({ error: 'must be true or false' }).optional(),
+    timeoutSeconds: z.number().int('must be a whole number of seconds').positive('must be positive').max(7 * 86400).optional(),
+    retries: z.number().int('must be a whole number').min(0, 'must not be negative').max(100).optional(),
+    retryDelaySeconds: z.number().int('must be a whole number of seconds').min(0, 'must not be negative').max(86400).optional(),
+    script: z.string({ error: 'must be bash text' }).max(1_000_000, 'must be at most 1,000,000 characters').optional(),
+    packageId: z
+      .string({ error: 'must be a package id' })
+      .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/, 'must be letters, digits, ".", "_" or "-"')
+      .optional(),
+    instructions: z.string().max(20_000).optional(),
+  })
+  .strict()
+  .superRefine((a, ctx) => {
+    if (a.type === 'script' && !a.script?.trim()) ctx.addIssue({ code: 'custom', path: ['script'], message: 'is required for a script action' });
+    if (a.type === 'package' && !a.packageId) ctx.addIssue({ code: 'custom', path: ['packageId'], message: 'is required for a package action' });
+  });
+export type Action = z.infer<typeof ActionSchema>;
+
+export const StepSchema = z
+  .object({
+    name: name('step'),
+    targetRoles: z.array(z.string().trim().min(1, 'must not contain empty roles').max(100), { error: 'must be a list of roles' }).max(100).optional(),
+    windowSize: countOrPercent(1, COUNT_OR_PERCENT).optional(),
+    maxFailures: countOrPercent(0, COUNT_OR_PERCENT_ZERO).optional(),
+    condition: z.enum(STEP_CONDITIONS, { error: `must be one of ${STEP_CONDITIONS.join(', ')}` }).optional(),
+    startTrigger: z.enum(START_TRIGGERS, { error: `must be one of ${START_TRIGGERS.join(', ')}` }).optional(),
+    actions: z.array(ActionSchema, { error: 'must be a list of actions' }).min(1, 'must have at least one action').max(100),
+  })
+  .strict()
+  .superRefine((s, ctx) => {
+    const seen = new Set<string>();
+    s.actions.forEach((a, i) => {
+      if (seen.has(a.name)) ctx.addIssue({ code: 'custom', path: ['actions', i, 'name'], message: `"${a.name}" is already used in this step` });
+      seen.add(a.name);
+    });
+    const onServer = !s.targetRoles?.length;
+    s.actions.forEach((a, i) => {
+      if (onServer && a.type !== 'manual-intervention')
+        ctx.addIssue({ code: 'custom', path: ['actions', i, 'type'], message: 'needs the step to have targetRoles (only manual-intervention runs on the server)' });
+      if (!onServer && a.type === 'manual-intervention')
+        ctx.addIssue({ code: 'custom', path: ['actions', i, 'type'], message: 'manual-intervention runs on the server: put it in a step without targetRoles' });
+    });
+  });
+export type Step = z.infer<typeof StepSchema>;
+
+export const ProcessStepsSchema = z
+  .array(StepSchema, { error: 'must be a list of steps' })
+  .max(200)
+  .superRefine((steps, ctx) => {
+    const seen = new Set<string>();
+    steps.forEach((s, i) => {
+      if (seen.has(s.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `"${s.name}" is already used by another step` });
+      seen.add(s.name);
+    });
+  });
+
+/** `["steps", 1, "windowSize"]` → `steps[1].windowSize`. */
+export function formatPath(path: readonly PropertyKey[]): string {
+  let out = '';
+  for (const p of path) out += typeof p === 'number' ? `[${p}]` : out ? `.${String(p)}` : String(p);
+  return out;
+}
+
+export function zodMessages(error: z.ZodError, prefix: PropertyKey[] = []): string[] {
+  return error.issues.map((i) => {
+    const path = formatPath([...prefix, ...i.path]);
+    if (i.code === 'unrecognized_keys') return `${path ? path + ': ' : ''}unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`;
+    return `${path || '(body)'} ${i.message}`;
+  });
+}
+
+export type ValidationResult<T> = { ok: true; value: T } | { ok: false; messages: string[] };
+
+/** Validates the `steps` of a deployment process; messages name the field, like `steps[1].windowSize must ...`. */
+export function validateSteps(steps: unknown): ValidationResult<Step[]> {
+  const r = ProcessStepsSchema.safeParse(steps);
+  return r.success ? { ok: true, value: r.data } : { ok: false, messages: zodMessages(r.error, ['steps']) };
+}
+
+/** How many targets may be in flight: a count, a percentage of the step's targets (rounded down, at least 1), or all. */
+export function resolveWindow(windowSize: number | string | undefined, targetCount: number): number {
+  if (targetCount <= 0) return 0;
+  if (windowSize === undefined) return targetCount;
+  if (typeof windowSize === 'number') return Math.min(windowSize, targetCount);
+  const pct = Number(PERCENT_RE.exec(windowSize)?.[1] ?? 100);
+  return Math.min(targetCount, Math.max(1, Math.floor((targetCount * pct) / 100)));
+}
+
+/** How many targets may fail before the step fails: a count or a percentage (rounded down); default 0. */
+export function resolveMaxFailures(maxFailures: number | string | undefined, targetCount: number): number {
+  if (maxFailures === undefined) return 0;
+  if (typeof maxFailures === 'number') return maxFailures;
+  const pct = Number(PERCENT_RE.exec(maxFailures)?.[1] ?? 0);
+  return Math.floor((targetCount * pct) / 100);
+}
