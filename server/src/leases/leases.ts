@@ -240,7 +240,7 @@ export class LeasesService {
       const [lease] = await m.query(`SELECT released_at FROM leases WHERE id = $1`, [msg.leaseId]);
       if (!lease || lease.released_at) return;
       await m.query(
-        `UPDATE target_runs SET actions = jsonb_set(actions, $2::text[], actions->$3 || $4::jsonb) WHERE id = $1`,
+        `UPDATE target_runs SET actions = jsonb_set(actions, $2::text[], (actions->($3::int)) || $4::jsonb) WHERE id = $1`,
         [ctx.targetRunId, `{${msg.actionIndex}}`, msg.actionIndex, JSON.stringify({ state: msg.state, exitCode: msg.exitCode ?? null })],
       );
     });

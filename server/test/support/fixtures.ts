@@ -1,0 +1,266 @@
+/**
+ * Real parts for integration tests: a server process on free ports (embedded database, or a fresh PostgreSQL
+ * database cloned from the migrated template), agent processes registered with real tokens over real mTLS, an
+ * HTTPS client that verifies the server against its CA. Every process started here is stopped by `stopAll()`.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { request } from 'node:https';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
+import * as tar from 'tar';
+import { adminQuery, TEMPLATE_ENV, withDatabase } from './pg-admin.js';
+
+export const ROOT = resolve(process.cwd());
+const ADMIN_KEY = 'integration-admin-key-0123456789';
+const running = new Set<ChildProcess>();
+
+export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+export async function freePort(): Promise<number> {
+  return new Promise((res, rej) => {
+    const s = createServer();
+    s.once('error', rej);
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => res(p));
+    });
+  });
+}
+
+export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000, everyMs = 200): Promise<T> {
+  const t0 = Date.now();
+  let last: unknown;
+  while (Date.now() - t0 < timeoutMs) {
+    try {
+      const v = await fn();
+      if (v) return v;
+    } catch (e) {
+      last = e;
+    }
+    await sleep(everyMs);
+  }
+  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
+}
+
+function spawnLogged(name: string, args: string[], env: NodeJS.ProcessEnv, logFile: string): ChildProcess {
+  const fd = openSync(logFile, 'a');
+  const p = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', fd, fd], detached: true });
+  running.add(p);
+  p.once('exit', () => running.delete(p));
+  return p;
+}
+
+function killGroup(p: ChildProcess, signal: NodeJS.Signals) {
+  try {
+    process.kill(-p.pid!, signal);
+  } catch {
+    /* gone */
+  }
+}
+
+async function waitExit(p: ChildProcess, ms: number) {
+  if (p.exitCode !== null || p.signalCode !== null) return;
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([new Promise((r) => p.once('exit', r)), new Promise((r) => (timer = setTimeout(r, ms)))]);
+  clearTimeout(timer);
+}
+
+export interface ApiResponse<T = any> {
+  status: number;
+  body: T;
+  text: string;
+}
+
+export class TestServer {
+  constructor(
+    readonly dir: string,
+    readonly home: string,
+    readonly port: number,
+    readonly agentPort: number,
+    readonly proc: ChildProcess,
+    readonly databaseName: string | undefined,
+    readonly logFile: string,
+  ) {}
+
+  get base() {
+    return `https://127.0.0.1:${this.port}`;
+  }
+  get ca() {
+    return readFileSync(join(this.home, 'pki', 'ca.crt'), 'utf8');
+  }
+
+  /** A request as a client would make it: TLS verified against the server's CA, API key unless `key: null`. */
+  request<T = any>(method: string, path: string, body?: unknown, opts: { key?: string | null; raw?: Buffer; headers?: Record<string, string> } = {}): Promise<ApiResponse<T>> {
+    const headers: Record<string, string> = { ...(opts.headers ?? {}) };
+    const key = opts.key === undefined ? ADMIN_KEY : opts.key;
+    if (key) headers['x-api-key'] = key;
+    let data: Buffer | undefined;
+    if (opts.raw) data = opts.raw;
+    else if (body !== undefined) {
+      data = Buffer.from(typeof body === 'string' ? body : JSON.stringify(body));
+      headers['content-type'] ??= 'application/json';
+    }
+    if (data) headers['content-length'] = String(data.length);
+    return new Promise((res, rej) => {
+      const req = request(`${this.base}${path}`, { method, headers, ca: this.ca }, (r) => {
+        const chunks: Buffer[] = [];
+        r.on('data', (c) => chunks.push(c));
+        r.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let parsed: any;
+          try {
+            parsed = JSON.parse(text);
+          } catch {
+            parsed = undefined;
+          }
+          res({ status: r.statusCode ?? 0, body: parsed, text });
+        });
+      });
+      req.on('error', rej);
+      req.end(data);
+    });
+  }
+
+  /** Like request, but fails the test with the server's answer unless the status is the expected one. */
+  async must<T = any>(method: string, path: string, body?: unknown, expect = [200, 201, 202, 204], opts?: Parameters<TestServer['request']>[3]): Promise<T> {
+    const r = await this.request<T>(method, path, body, opts);
+    if (!expect.includes(r.status)) throw new Error(`${method} ${path} answered ${r.status}: ${r.text.slice(0, 500)}`);
+    return r.body;
+  }
+
+  async waitDeployment(id: string, timeoutMs = 120_000) {
+    return waitFor(`deployment ${id} to finish`, async () => {
+      const d = await this.must('GET', `/api/deployments/${id}`);
+      return ['success', 'failed', 'cancelled'].includes(d.state) ? d : null;
+    }, timeoutMs, 150);
+  }
+
+  async readLog(id: string) {
+    const entries: any[] = [];
+    let after = 0;
+    for (;;) {
+      const page = await this.must('GET', `/api/deployments/${id}/log?afterSeq=${after}&limit=500`);
+      if (!page.entries.length) return entries;
+      entries.push(...page.entries);
+      after = page.nextSeq;
+    }
+  }
+
+  async stop() {
+    killGroup(this.proc, 'SIGTERM');
+    await waitExit(this.proc, 10_000);
+    killGroup(this.proc, 'SIGKILL');
+    await waitExit(this.proc, 2_000);
+    if (this.databaseName && process.env.DATABASE_URL) await adminQuery(process.env.DATABASE_URL, `DROP DATABASE IF EXISTS ${this.databaseName} WITH (FORCE)`);
+  }
+
+  log() {
+    return readFileSync(this.logFile, 'utf8');
+  }
+}
+
+export async function startServer(opts: { env?: Record<string, string> } = {}): Promise<TestServer> {
+  const dir = mkdtempSync(join(tmpdir(), 'cuttle-it-'));
+  const home = join(dir, 'server');
+  mkdirSync(home, { recursive: true });
+  const [port, agentPort] = [await freePort(), await freePort()];
+  let databaseName: string | undefined;
+  const env: Record<string, string> = {
+    CUTTLE_HOME: home,
+    CUTTLE_HOST: '127.0.0.1',
+    CUTTLE_PORT: String(port),
+    CUTTLE_AGENT_PORT: String(agentPort),
+    CUTTLE_ADMIN_API_KEY: ADMIN_KEY,
+    CUTTLE_LOG_FORMAT: 'json',
+    ...(opts.env ?? {}),
+  };
+  const base = process.env.DATABASE_URL;
+  if (base) {
+    const template = process.env[TEMPLATE_ENV];
+    databaseName = `cuttle_test_${randomBytes(6).toString('hex')}`;
+    await adminQuery(base, `CREATE DATABASE ${databaseName}${template ? ` TEMPLATE ${template}` : ''}`);
+    env.DATABASE_URL = withDatabase(base, databaseName);
+  } else env.DATABASE_URL = '';
+  const logFile = join(dir, 'server.log');
+  const proc = spawnLogged('server', ['dist/server/src/main.js'], env, logFile);
+  const srv = new TestServer(dir, home, port, agentPort, proc, databaseName, logFile);
+  await waitFor('the server to answer /api/health', async () => {
+    if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}: ${srv.log().slice(-2000)}`);
+    const r = await srv.request('GET', '/api/health', undefined, { key: null });
+    return r.status === 200;
+  }, 90_000, 250);
+  return srv;
+}
+
+export class TestAgent {
+  constructor(
+    readonly name: string,
+    readonly home: string,
+    public proc: ChildProcess,
+    readonly logFile: string,
+  ) {}
+
+  get workDir() {
+    return join(this.home, 'work');
+  }
+
+  async stop() {
+    killGroup(this.proc, 'SIGTERM');
+    await waitExit(this.proc, 10_000);
+    killGroup(this.proc, 'SIGKILL');
+  }
+}
+
+/** Starts an agent process; the first start registers with `token`. */
+export function startAgent(srv: TestServer, o: { name: string; roles: string[]; environments: string[]; token: string }): TestAgent {
+  const home = join(srv.dir, `agent-${o.name}`);
+  mkdirSync(home, { recursive: true });
+  const logFile = join(srv.dir, `agent-${o.name}.log`);
+  const proc = spawnLogged(
+    `agent-${o.name}`,
+    ['dist/agent/src/main.js', 'run', '--server', srv.base, '--token', o.token, '--name', o.name, '--roles', o.roles.join(','), '--environments', o.environments.join(','), '--home', home],
+    { CUTTLE_LOG_FORMAT: 'json' },
+    logFile,
+  );
+  return new TestAgent(o.name, home, proc, logFile);
+}
+
+export async function waitOnline(srv: TestServer, names: string[], timeoutMs = 60_000) {
+  return waitFor(`machines ${names.join(', ')} online`, async () => {
+    const ms: any[] = await srv.must('GET', '/api/machines');
+    const online = ms.filter((m) => names.includes(m.name) && m.status === 'online');
+    return online.length === names.length ? ms : null;
+  }, timeoutMs, 250);
+}
+
+/** A real .tar.gz on disk with the given files (name → content; names ending in .sh are executable). */
+export async function makeTarGz(dir: string, files: Record<string, string>): Promise<Buffer> {
+  const src = mkdtempSync(join(dir, 'pkg-'));
+  for (const [name, content] of Object.entries(files)) {
+    const f = join(src, name);
+    mkdirSync(dirname(f), { recursive: true });
+    writeFileSync(f, content, { mode: name.endsWith('.sh') ? 0o755 : 0o644 });
+  }
+  const out = `${src}.tar.gz`;
+  await tar.c({ gzip: true, file: out, cwd: src, portable: true }, Object.keys(files));
+  rmSync(src, { recursive: true, force: true });
+  return readFileSync(out);
+}
+
+/** The largest number of intervals open at one instant. */
+export function maxOverlap(intervals: Array<[number, number]>): number {
+  const ev = intervals.flatMap(([s, e]) => [[s, 1] as const, [e, -1] as const]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  let cur = 0;
+  let max = 0;
+  for (const [, d] of ev) max = Math.max(max, (cur += d));
+  return max;
+}
+
+export async function stopAll() {
+  for (const p of [...running]) killGroup(p, 'SIGTERM');
+  await Promise.all([...running].map((p) => waitExit(p, 10_000)));
+  for (const p of [...running]) killGroup(p, 'SIGKILL');
+}
