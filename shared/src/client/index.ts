@@ -1,0 +1,69 @@
+/**
+ * A small REST client for Cuttle's API (shared/api.md), used by the demo and the CLI. TLS is verified against the
+ * server's CA when one is given (the CA certificate is at $CUTTLE_HOME/pki/ca.crt).
+ */
+import { request } from 'node:https';
+
+export class ApiError extends Error {
+  constructor(
+    readonly status: number,
+    readonly body: unknown,
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export class CuttleClient {
+  constructor(
+    readonly baseUrl: string,
+    private readonly apiKey: string | undefined,
+    private readonly ca?: string,
+  ) {}
+
+  async request<T = any>(method: string, path: string, body?: unknown, raw?: { data: Buffer; contentType: string }): Promise<T> {
+    const headers: Record<string, string> = {};
+    if (this.apiKey) headers['x-api-key'] = this.apiKey;
+    let data: Buffer | undefined;
+    if (raw) {
+      data = raw.data;
+      headers['content-type'] = raw.contentType;
+    } else if (body !== undefined) {
+      data = Buffer.from(JSON.stringify(body));
+      headers['content-type'] = 'application/json';
+    }
+    if (data) headers['content-length'] = String(data.length);
+    const url = new URL(path, this.baseUrl);
+    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
+      const req = request(url, { method, headers, ...(this.ca ? { ca: this.ca } : {}), timeout: 60_000 }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+      });
+      req.on('timeout', () => req.destroy(new Error(`${method} ${path}: timed out`)));
+      req.on('error', reject);
+      req.end(data);
+    });
+    let json: any;
+    try {
+      json = text ? JSON.parse(text) : undefined;
+    } catch {
+      json = text;
+    }
+    if (status >= 400) {
+      const msg = Array.isArray(json?.message) ? json.message.join('; ') : (json?.message ?? text);
+      throw new ApiError(status, json, `${method} ${path}: ${status} ${msg}`);
+    }
+    return json as T;
+  }
+
+  get<T = any>(path: string) {
+    return this.request<T>('GET', path);
+  }
+  post<T = any>(path: string, body?: unknown) {
+    return this.request<T>('POST', path, body);
+  }
+  put<T = any>(path: string, body?: unknown) {
+    return this.request<T>('PUT', path, body);
+  }
+}
