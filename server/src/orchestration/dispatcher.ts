@@ -47,7 +47,10 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     deployments.onChange = (id) => void this.claimAndKick(id);
   }
 
-  onApplicationBootstrap() {
+  async onApplicationBootstrap() {
+    // Agents need time to reconnect after a server restart: a lease must not expire merely because no server was
+    // there to receive its heartbeats. Give every active lease one TTL from now.
+    await this.ds.query(`UPDATE leases SET expires_at = greatest(expires_at, now() + make_interval(secs => $1)) WHERE released_at IS NULL`, [this.config.leaseTtlMs / 1000]);
     this.timer = setInterval(() => void this.tick(), TICK_MS);
     void this.tick();
   }
