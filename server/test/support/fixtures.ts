@@ -149,12 +149,17 @@ export class TestServer {
     }
   }
 
-  async stop() {
+  /** Stops the process (SIGTERM, then SIGKILL after 10 s); `keepData` keeps its database for a restart. */
+  async stop(opts: { keepData?: boolean } = {}) {
     killGroup(this.proc, 'SIGTERM');
     await waitExit(this.proc, 10_000);
     killGroup(this.proc, 'SIGKILL');
     await waitExit(this.proc, 2_000);
-    if (this.databaseName && process.env.DATABASE_URL) await adminQuery(process.env.DATABASE_URL, `DROP DATABASE IF EXISTS ${this.databaseName} WITH (FORCE)`);
+    if (!opts.keepData && this.databaseName && process.env.DATABASE_URL) await adminQuery(process.env.DATABASE_URL, `DROP DATABASE IF EXISTS ${this.databaseName} WITH (FORCE)`);
+  }
+
+  exited() {
+    return waitExit(this.proc, 30_000).then(() => this.proc.exitCode);
   }
 
   log() {
@@ -162,12 +167,16 @@ export class TestServer {
   }
 }
 
-export async function startServer(opts: { env?: Record<string, string> } = {}): Promise<TestServer> {
-  const dir = mkdtempSync(join(tmpdir(), 'cuttle-it-'));
+/**
+ * Starts a server. `reuse` starts it again on the same data folder, ports and database as an earlier (stopped)
+ * one, as an operator restarting the service would.
+ */
+export async function startServer(opts: { env?: Record<string, string>; reuse?: TestServer } = {}): Promise<TestServer> {
+  const dir = opts.reuse?.dir ?? mkdtempSync(join(tmpdir(), 'cuttle-it-'));
   const home = join(dir, 'server');
   mkdirSync(home, { recursive: true });
-  const [port, agentPort] = [await freePort(), await freePort()];
-  let databaseName: string | undefined;
+  const [port, agentPort] = opts.reuse ? [opts.reuse.port, opts.reuse.agentPort] : [await freePort(), await freePort()];
+  let databaseName: string | undefined = opts.reuse?.databaseName;
   const env: Record<string, string> = {
     CUTTLE_HOME: home,
     CUTTLE_HOST: '127.0.0.1',
@@ -179,9 +188,11 @@ export async function startServer(opts: { env?: Record<string, string> } = {}): 
   };
   const base = process.env.DATABASE_URL;
   if (base) {
-    const template = process.env[TEMPLATE_ENV];
-    databaseName = `cuttle_test_${randomBytes(6).toString('hex')}`;
-    await adminQuery(base, `CREATE DATABASE ${databaseName}${template ? ` TEMPLATE ${template}` : ''}`);
+    if (!databaseName) {
+      const template = process.env[TEMPLATE_ENV];
+      databaseName = `cuttle_test_${randomBytes(6).toString('hex')}`;
+      await adminQuery(base, `CREATE DATABASE ${databaseName}${template ? ` TEMPLATE ${template}` : ''}`);
+    }
     env.DATABASE_URL = withDatabase(base, databaseName);
   } else env.DATABASE_URL = '';
   const logFile = join(dir, 'server.log');
@@ -193,6 +204,16 @@ export async function startServer(opts: { env?: Record<string, string> } = {}): 
     return r.status === 200;
   }, 90_000, 250);
   return srv;
+}
+
+/** Runs the server binary with the given environment and returns its exit code and output (for boot failures). */
+export async function runServerExpectingExit(env: Record<string, string>, timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {
+  const dir = mkdtempSync(join(tmpdir(), 'cuttle-it-'));
+  const logFile = join(dir, 'server.log');
+  const p = spawnLogged('server', ['dist/server/src/main.js'], { CUTTLE_HOME: join(dir, 'home'), ...env }, logFile);
+  await waitExit(p, timeoutMs);
+  if (p.exitCode === null) killGroup(p, 'SIGKILL');
+  return { code: p.exitCode, output: readFileSync(logFile, 'utf8') };
 }
 
 export class TestAgent {
