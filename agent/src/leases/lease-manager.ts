@@ -42,6 +42,8 @@ export interface LeaseManagerDeps {
 
 export class LeaseManager {
   private leases = new Map<string, ActiveLease>();
+  /** Set by stop(): scripts killed because the agent is stopping failed; they were not cancelled by an operator. */
+  private stopping = false;
 
   constructor(private readonly d: LeaseManagerDeps) {}
 
@@ -138,6 +140,7 @@ export class LeaseManager {
 
   /** Stops every running script (process groups, grace, then SIGKILL) and waits for them. */
   async stop() {
+    this.stopping = true;
     for (const l of this.leases.values()) l.abort.abort();
     await Promise.all([...this.leases.values()].map((l) => l.done));
   }
@@ -172,7 +175,8 @@ export class LeaseManager {
       }
       this.d.send({ type: 'lease.action', leaseId: o.leaseId, actionIndex: action.index, state: 'running', at: new Date().toISOString() });
       this.line(l, 'info', `Running ${action.type} action ${action.name}`, action.index);
-      const r = await this.runAction(l, o, action).catch((e): ActionOutcome => ({ state: 'failed', exitCode: null, error: (e as Error).message }));
+      let r = await this.runAction(l, o, action).catch((e): ActionOutcome => ({ state: 'failed', exitCode: null, error: (e as Error).message }));
+      if (r.state === 'cancelled' && this.stopping) r = { state: 'failed', exitCode: r.exitCode, error: 'the agent was stopped while this action ran' };
       if (r.error) this.line(l, r.state === 'cancelled' ? 'warn' : 'error', r.error, action.index);
       this.line(l, r.state === 'success' ? 'info' : 'error', `Action ${action.name} ${r.state === 'success' ? 'succeeded' : r.state}${r.exitCode !== null ? ` (exit code ${r.exitCode})` : ''}`, action.index);
       results.push({ index: action.index, state: r.state, exitCode: r.exitCode });

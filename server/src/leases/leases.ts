@@ -254,9 +254,11 @@ export class LeasesService {
     const ctx = await this.own(machineId, msg.leaseId);
     if (!ctx) return null;
     const duplicate = await this.ds.transaction(async (m) => {
-      await m.query(`SELECT 1 FROM deployments WHERE id = $1 FOR UPDATE`, [ctx.deploymentId]);
+      const [dep] = await m.query(`SELECT state FROM deployments WHERE id = $1 FOR UPDATE`, [ctx.deploymentId]);
       const [lease] = await m.query(`SELECT released_at FROM leases WHERE id = $1 FOR UPDATE`, [msg.leaseId]);
       if (!lease || lease.released_at) return true;
+      // Only the deployment's cancel makes a target "cancelled"; a run stopped for any other reason failed.
+      if (msg.state === 'cancelled' && dep.state !== 'cancelling') msg = { ...msg, state: 'failed', error: msg.error ?? 'stopped on the agent' };
       const [run]: TargetRunRow[] = await m.query(`SELECT * FROM target_runs WHERE id = $1 FOR UPDATE`, [ctx.targetRunId]);
       const actions = run.actions.map((a, i) => {
         const r = msg.actions.find((x) => x.index === i);
