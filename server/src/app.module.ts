@@ -13,6 +13,7 @@ import { dataSourceOptions } from './database/data-source.js';
 import { DashboardController } from './dashboard/dashboard.js';
 import { DeploymentLogService } from './deployments/deployment-log.js';
 import { DeploymentsController, DeploymentsService } from './deployments/deployments.js';
+import { InterruptionsController, InterruptionsService } from './deployments/interruptions.js';
 import { EnvironmentsModule } from './environments/environments.js';
 import { HealthController } from './health/health.js';
 import { LeasesService } from './leases/leases.js';
@@ -39,11 +40,12 @@ export class AppModule {
         PackagesModule,
         ReleasesModule,
       ],
-      controllers: [DeploymentsController, HealthController, DashboardController],
+      controllers: [DeploymentsController, InterruptionsController, HealthController, DashboardController],
       providers: [
         ApiKeysService,
         DeploymentLogService,
         DeploymentsService,
+        InterruptionsService,
         LeasesService,
         AgentConnections,
         Dispatcher,

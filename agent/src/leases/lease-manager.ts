@@ -7,6 +7,7 @@
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { clampLogText, type AgentMessage, type LeaseAction, type LeaseOffer, type LogLevel, type LogLine } from '#shared/protocol/index.js';
+import { maskSecrets, outputName, parseServiceMessage, SCRIPT_PRELUDE, substitute } from '#shared/variables/index.js';
 import type { AgentLogger } from '../logger.js';
 import { Journal, type JournalRecord, type LeaseResult } from '../journal/journal.js';
 import { extractPackage, type PackageStore } from '../packages/package-store.js';
@@ -20,6 +21,9 @@ type ActionOutcome = { state: 'success' | 'failed' | 'cancelled'; exitCode: numb
 interface ActiveLease {
   record: JournalRecord;
   offer?: LeaseOffer;
+  /** Variables by name, in memory only (never journaled: sensitive values must not reach the disk). */
+  vars: Map<string, string>;
+  secrets: Set<string>;
   unsent: LogLine[];
   unacked: LogLine[];
   flushTimer?: NodeJS.Timeout;
@@ -68,7 +72,7 @@ export class LeaseManager {
         this.d.journal.write(rec);
         this.d.logger.warn('lease interrupted by an agent restart; reporting unknown result', { leaseId: rec.leaseId });
       }
-      this.leases.set(rec.leaseId, { record: rec, unsent: [], unacked: [], abort: new AbortController() });
+      this.leases.set(rec.leaseId, { record: rec, vars: new Map(), secrets: new Set(), unsent: [], unacked: [], abort: new AbortController() });
     }
   }
 
@@ -107,7 +111,15 @@ export class LeaseManager {
       lastLogSeq: 0,
     };
     this.d.journal.write(record);
-    const lease: ActiveLease = { record, offer: o, unsent: [], unacked: [], abort: new AbortController() };
+    const lease: ActiveLease = {
+      record,
+      offer: o,
+      vars: new Map(o.variables.map((v) => [v.name, v.value])),
+      secrets: new Set(o.variables.filter((v) => v.sensitive).map((v) => v.value)),
+      unsent: [],
+      unacked: [],
+      abort: new AbortController(),
+    };
     this.leases.set(o.leaseId, lease);
     this.d.send({ type: 'lease.accepted', leaseId: o.leaseId });
     this.d.logger.info('lease accepted', { leaseId: o.leaseId, step: o.stepName, actions: o.actions.map((a) => a.name) });
@@ -149,7 +161,8 @@ export class LeaseManager {
 
   private line(l: ActiveLease, level: LogLevel, text: string, actionIndex?: number) {
     l.record.lastLogSeq += 1;
-    l.unsent.push({ seq: l.record.lastLogSeq, at: new Date().toISOString(), level, text: clampLogText(text), ...(actionIndex !== undefined ? { actionIndex } : {}) });
+    const masked = l.secrets.size ? maskSecrets(text, l.secrets) : text;
+    l.unsent.push({ seq: l.record.lastLogSeq, at: new Date().toISOString(), level, text: clampLogText(masked), ...(actionIndex !== undefined ? { actionIndex } : {}) });
     if (l.unsent.length >= MAX_LINES_PER_MESSAGE) this.flush(l);
     else l.flushTimer ??= setTimeout(() => this.flush(l), FLUSH_MS);
   }
@@ -175,8 +188,15 @@ export class LeaseManager {
       }
       this.d.send({ type: 'lease.action', leaseId: o.leaseId, actionIndex: action.index, state: 'running', at: new Date().toISOString() });
       this.line(l, 'info', `Running ${action.type} action ${action.name}`, action.index);
-      let r = await this.runAction(l, o, action).catch((e): ActionOutcome => ({ state: 'failed', exitCode: null, error: (e as Error).message }));
-      if (r.state === 'cancelled' && this.stopping) r = { state: 'failed', exitCode: r.exitCode, error: 'the agent was stopped while this action ran' };
+      let r: ActionOutcome;
+      for (let attempt = 1; ; attempt++) {
+        r = await this.runAction(l, o, action).catch((e): ActionOutcome => ({ state: 'failed', exitCode: null, error: (e as Error).message }));
+        if (r.state === 'cancelled' && this.stopping) r = { state: 'failed', exitCode: r.exitCode, error: 'the agent was stopped while this action ran' };
+        if (r.state !== 'failed' || attempt > action.retries || l.abort.signal.aborted) break;
+        if (r.error) this.line(l, 'error', r.error, action.index);
+        this.line(l, 'warn', `Action ${action.name} failed (attempt ${attempt} of ${action.retries + 1}); retrying in ${action.retryDelaySeconds} s`, action.index);
+        await abortableSleep(action.retryDelaySeconds * 1000, l.abort.signal);
+      }
       if (r.error) this.line(l, r.state === 'cancelled' ? 'warn' : 'error', r.error, action.index);
       this.line(l, r.state === 'success' ? 'info' : 'error', `Action ${action.name} ${r.state === 'success' ? 'succeeded' : r.state}${r.exitCode !== null ? ` (exit code ${r.exitCode})` : ''}`, action.index);
       results.push({ index: action.index, state: r.state, exitCode: r.exitCode });
@@ -202,20 +222,38 @@ export class LeaseManager {
     this.d.logger.info('lease finished', { leaseId: o.leaseId, state: result.state, exitCode: result.exitCode });
   }
 
+  /** A script set an output variable: usable by later actions of this lease at once, and by later steps. */
+  private output(l: ActiveLease, o: LeaseOffer, action: LeaseAction, v: { name: string; value: string; sensitive: boolean }) {
+    if (v.sensitive && v.value) l.secrets.add(v.value);
+    l.vars.set(outputName(o.stepName, action.name, v.name), v.value);
+    if (o.machineName) l.vars.set(outputName(o.stepName, action.name, v.name, o.machineName), v.value);
+    this.d.send({ type: 'lease.output', leaseId: o.leaseId, actionIndex: action.index, name: v.name, value: v.value, sensitive: v.sensitive });
+    this.line(l, 'info', `Output variable ${outputName(o.stepName, action.name, v.name)} set${v.sensitive ? ' (sensitive)' : ''}`, action.index);
+  }
+
   private async runAction(l: ActiveLease, o: LeaseOffer, action: LeaseAction): Promise<ActionOutcome> {
     const deadline = action.timeoutSeconds ? Date.now() + action.timeoutSeconds * 1000 : undefined;
     const env: Record<string, string> = { ...o.env, CUTTLE_ACTION_NAME: action.name, CUTTLE_LEASE_ID: o.leaseId, CUTTLE_MACHINE_ID: this.d.machineId };
+    const vars = new Map(l.vars);
+    vars.set('Cuttle.Action.Name', action.name);
     const script = async (text: string, cwd: string): Promise<ActionOutcome> => {
       const remaining = deadline ? Math.max(1, Math.ceil((deadline - Date.now()) / 1000)) : undefined;
+      // Substituted now, not on the server: output variables of earlier actions of this lease are known only here.
+      const sub = substitute(text, (n) => vars.get(n));
+      for (const u of sub.unknown) this.line(l, 'warn', `Unknown variable #{${u}} is left as written`, action.index);
       const r = await runScript({
-        script: text,
+        script: SCRIPT_PRELUDE + sub.text,
         cwd,
         env,
         scriptDir: this.d.scriptDir,
         timeoutSeconds: remaining,
         graceMs: this.d.killGraceMs,
         signal: l.abort.signal,
-        onLine: (stream, t) => this.line(l, stream === 'stderr' ? 'error' : 'info', t, action.index),
+        onLine: (stream, t) => {
+          const out = stream === 'stdout' ? parseServiceMessage(t) : null;
+          if (out) return this.output(l, o, action, out);
+          this.line(l, stream === 'stderr' ? 'error' : 'info', t, action.index);
+        },
       });
       if (r.cancelled) return { state: 'cancelled', exitCode: r.exitCode, error: 'cancelled: the script was stopped' };
       if (r.timedOut) return { state: 'failed', exitCode: r.exitCode, error: `timed out after ${action.timeoutSeconds} s` };
@@ -234,6 +272,7 @@ export class LeaseManager {
     if (got.downloaded) this.line(l, 'info', `Downloaded and verified ${got.bytes} bytes`, action.index);
     const dir = await extractPackage(got.path, this.d.workDir, pkg.packageId, pkg.version);
     env.CUTTLE_PACKAGE_INSTALLATION_DIRECTORY = dir;
+    vars.set('Cuttle.Package.InstallationDirectory', dir);
     this.line(l, 'info', `Extracted ${pkg.packageId} ${pkg.version} to ${dir}`, action.index);
     if (existsSync(join(dir, 'deploy.sh'))) {
       this.line(l, 'info', 'Running deploy.sh', action.index);
@@ -243,4 +282,17 @@ export class LeaseManager {
     if (action.script?.trim()) return script(action.script, dir);
     return { state: 'success', exitCode: 0 };
   }
+}
+
+function abortableSleep(ms: number, signal: AbortSignal): Promise<void> {
+  return new Promise((resolve) => {
+    if (signal.aborted) return resolve();
+    const t = setTimeout(done, ms);
+    function done() {
+      clearTimeout(t);
+      signal.removeEventListener('abort', done);
+      resolve();
+    }
+    signal.addEventListener('abort', done, { once: true });
+  });
 }

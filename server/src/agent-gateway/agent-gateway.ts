@@ -190,6 +190,9 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
       case 'lease.action':
         await this.leases.actionUpdate(machineId, msg);
         return;
+      case 'lease.output':
+        await this.leases.storeOutput(machineId, msg);
+        return;
       case 'heartbeat': {
         for (const gone of await this.leases.renew(machineId, msg.leaseIds)) send({ type: 'lease.cancel', leaseId: gone, reason: 'the lease is no longer active' });
         return;

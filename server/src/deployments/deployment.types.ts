@@ -27,6 +27,8 @@ export interface StepRow {
   max_failures: number;
   condition: 'success' | 'failure' | 'always';
   start_trigger: 'afterPrevious' | 'withPrevious';
+  aborted: boolean;
+  skip_reason: string | null;
   started_at: Date | null;
   finished_at: Date | null;
 }
@@ -43,7 +45,8 @@ export interface TargetRunRow {
   id: string;
   deployment_id: string;
   step_index: number;
-  machine_id: string;
+  /** Null for the target run of a step that runs on the server. */
+  machine_id: string | null;
   machine_name: string;
   position: number;
   state: RunState;

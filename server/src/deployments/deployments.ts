@@ -14,7 +14,6 @@ import {
 } from '@nestjs/common';
 import { ArrayMaxSize, IsArray, IsBoolean, IsNotEmpty, IsOptional, IsString } from 'class-validator';
 import { DataSource, In, type EntityManager } from 'typeorm';
-import { resolveMaxFailures, resolveWindow, type Action } from '#shared/process/index.js';
 import { idOf, isUuid } from '../common/http.js';
 import { returned } from '../database/sql.js';
 import { EnvironmentsService } from '../environments/environments.js';
@@ -23,8 +22,12 @@ import { MachineEntity } from '../machines/machine.entity.js';
 import { ProjectsService } from '../projects/projects.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
 import { ReleasesService } from '../releases/releases.js';
-import { DeploymentLogService } from './deployment-log.js';
+import { DeploymentLogService, type LogEntryInput } from './deployment-log.js';
+import { layoutDeployment } from './layout.js';
 import { ACTIVE_STATES, type DeploymentRow, type StepRow, type TargetAction, type TargetRunRow } from './deployment.types.js';
+
+/** The name shown for the target run of a step that runs on the server (manual intervention). */
+export const SERVER_TARGET_NAME = '(server)';
 
 export class CreateDeploymentDto {
   @IsString() @IsNotEmpty() releaseId: string;
@@ -32,21 +35,6 @@ export class CreateDeploymentDto {
   @IsOptional() @IsArray() @ArrayMaxSize(10_000) @IsString({ each: true }) specificMachineIds?: string[];
   @IsOptional() @IsArray() @ArrayMaxSize(10_000) @IsString({ each: true }) excludedMachineIds?: string[];
   @IsOptional() @IsBoolean() guidedFailure?: boolean;
-}
-
-/** Why an action will not run in this deployment, or undefined when it will. */
-export function actionSkipReason(a: Action, environmentId: string, channelId: string): string | undefined {
-  if (a.disabled) return 'disabled';
-  if (a.environmentIds?.length && !a.environmentIds.includes(environmentId)) return 'not limited to this environment';
-  if (a.excludedEnvironmentIds?.includes(environmentId)) return 'excluded from this environment';
-  if (a.channelIds?.length && !a.channelIds.includes(channelId)) return "not limited to this release's channel";
-  return undefined;
-}
-
-/** Targets of a step: enabled machines of the environment with any of its roles, in name order (documented). */
-export function targetsFor(machines: MachineEntity[], roles: string[] | undefined): MachineEntity[] {
-  if (!roles?.length) return [];
-  return machines.filter((m) => m.roles.some((r) => roles.includes(r))).sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
 @Injectable()
@@ -98,6 +86,7 @@ export class DeploymentsService {
     const excluded = (dto.excludedMachineIds ?? []).map((s) => s.toLowerCase());
     const id = await this.ds.transaction(async (m) => {
       const machines = await this.candidateMachines(m, env.id, specific, excluded);
+      const steps = layoutDeployment(release.process, env.id, release.channelId, machines);
       const [dep] = returned<{ id: string }>(
         await m.query(
           `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids)
@@ -105,31 +94,29 @@ export class DeploymentsService {
           [release.id, release.projectId, env.id, dto.guidedFailure ?? env.guidedFailure, JSON.stringify(specific), JSON.stringify(excluded)],
         ),
       );
-      const lines: Array<{ level: 'info' | 'warn'; text: string; stepName?: string }> = [
-        { level: 'info', text: `Deploying ${project.name} release ${release.version} to ${env.name}` },
-      ];
-      for (const [index, step] of release.process.entries()) {
-        const targets = targetsFor(machines, step.targetRoles);
-        const window = resolveWindow(step.windowSize, targets.length);
-        const maxFailures = resolveMaxFailures(step.maxFailures, targets.length);
+      const lines: LogEntryInput[] = [{ level: 'info', text: `Deploying ${project.name} release ${release.version} to ${env.name}` }];
+      for (const step of steps) {
+        // A step that cannot run here at all is settled now, with its reason, so the plan reads true from the start.
         await m.query(
-          `INSERT INTO deployment_steps (deployment_id, step_index, name, state, window_size, max_failures, condition, start_trigger)
-           VALUES ($1, $2, $3, 'pending', $4, $5, $6, $7)`,
-          [dep.id, index, step.name, window, maxFailures, step.condition ?? 'success', step.startTrigger ?? 'afterPrevious'],
+          `INSERT INTO deployment_steps (deployment_id, step_index, name, state, window_size, max_failures, condition, start_trigger, skip_reason)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)`,
+          [dep.id, step.index, step.name, step.skipReason ? 'skipped' : 'pending', step.window, step.maxFailures, step.condition, step.startTrigger, step.skipReason ?? null],
         );
-        const actions: TargetAction[] = step.actions.map((a) => {
-          const skipReason = actionSkipReason(a, env.id, release.channelId);
-          return skipReason ? { name: a.name, type: a.type, state: 'skipped', skipReason } : { name: a.name, type: a.type, state: 'pending' };
-        });
-        if (targets.length) {
-          await m.query(
-            `INSERT INTO target_runs (deployment_id, step_index, machine_id, machine_name, position, state, actions)
-             SELECT $1, $2, mid, mname, pos, 'pending', $3::jsonb FROM unnest($4::uuid[], $5::text[], $6::int[]) AS x(mid, mname, pos)`,
-            [dep.id, index, JSON.stringify(actions), targets.map((t) => t.id), targets.map((t) => t.name), targets.map((_, i) => i)],
-          );
-        } else if (step.targetRoles?.length) {
-          lines.push({ level: 'warn', stepName: step.name, text: `Step ${step.name}: no enabled target in ${env.name} has any of the roles ${step.targetRoles.join(', ')}; it will be skipped` });
+        if (step.skipReason) {
+          lines.push({ level: 'warn', stepName: step.name, text: `Step ${step.name} will be skipped: ${step.skipReason}` });
+          if (step.runsOn === 'targets' && step.targets.length === 0) continue;
         }
+        const state = step.skipReason ? 'skipped' : 'pending';
+        const actions: TargetAction[] = step.actions.map((a) =>
+          a.willRun ? { name: a.name, type: a.type, state: state === 'skipped' ? 'skipped' : 'pending' } : { name: a.name, type: a.type, state: 'skipped', skipReason: a.skipReason },
+        );
+        for (const a of step.actions) if (!a.willRun && !step.skipReason) lines.push({ level: 'info', stepName: step.name, actionName: a.name, text: `Action ${a.name} will be skipped: ${a.skipReason}` });
+        const targets = step.runsOn === 'server' ? [{ id: null, name: SERVER_TARGET_NAME }] : step.targets;
+        await m.query(
+          `INSERT INTO target_runs (deployment_id, step_index, machine_id, machine_name, position, state, actions)
+           SELECT $1, $2, mid, mname, pos, $3, $4::jsonb FROM unnest($5::uuid[], $6::text[], $7::int[]) AS x(mid, mname, pos)`,
+          [dep.id, step.index, state, JSON.stringify(actions), targets.map((t) => t.id), targets.map((t) => t.name), targets.map((_, i) => i)],
+        );
       }
       await this.log.append(m, dep.id, lines);
       return dep.id;
@@ -137,6 +124,44 @@ export class DeploymentsService {
     this.logger.info('deployment created', { context: 'deployments', deploymentId: id, release: release.version, environment: env.name });
     this.onChange(id);
     return id;
+  }
+
+  /** What a deployment of this release to this environment would do, without running anything. */
+  async preview(q: { releaseId?: string; environmentId?: string; specificMachineIds?: string; excludedMachineIds?: string }) {
+    if (!q.releaseId) throw new BadRequestException('releaseId is required');
+    if (!q.environmentId) throw new BadRequestException('environmentId is required');
+    if (!isUuid(q.releaseId)) throw new BadRequestException(`releaseId names an unknown release "${q.releaseId}"`);
+    const release = await this.releases.get(q.releaseId).catch(() => {
+      throw new BadRequestException(`releaseId names an unknown release "${q.releaseId}"`);
+    });
+    const [env] = await this.envs.resolve([q.environmentId], 'environmentId');
+    const list = (s?: string) => (s ? s.split(',').map((x) => x.trim().toLowerCase()).filter(Boolean) : []);
+    const machines = await this.candidateMachines(this.ds.manager, env.id, list(q.specificMachineIds), list(q.excludedMachineIds));
+    const steps = layoutDeployment(release.process, env.id, release.channelId, machines);
+    const FAILURE_ONLY = 'condition: runs only if an earlier step failed';
+    return {
+      releaseId: release.id,
+      environmentId: env.id,
+      steps: steps.map((s) => {
+        const conditionSkip = !s.skipReason && s.condition === 'failure';
+        const skipReason = s.skipReason ?? (conditionSkip ? FAILURE_ONLY : undefined);
+        return {
+          name: s.name,
+          runsOn: s.runsOn,
+          condition: s.condition,
+          startTrigger: s.startTrigger,
+          windowSize: s.window,
+          maxFailures: s.maxFailures,
+          willRun: !skipReason,
+          ...(skipReason ? { skipReason } : {}),
+          targets: s.targets.map((t) => ({ machineId: t.id, machineName: t.name })),
+          actions: s.actions.map((a) => {
+            const reason = a.skipReason ?? (s.skipReason ? `step: ${s.skipReason}` : conditionSkip ? FAILURE_ONLY : undefined);
+            return { name: a.name, type: a.type, willRun: !reason, ...(reason ? { skipReason: reason } : {}) };
+          }),
+        };
+      }),
+    };
   }
 
   async getRow(id: string): Promise<DeploymentRow> {
@@ -173,6 +198,7 @@ export class DeploymentsService {
         maxFailures: s.max_failures,
         condition: s.condition,
         startTrigger: s.start_trigger,
+        ...(s.skip_reason ? { skipReason: s.skip_reason } : {}),
         startedAt: s.started_at,
         finishedAt: s.finished_at,
         targets: targets
@@ -224,7 +250,21 @@ export class DeploymentsService {
       if (d.state === 'cancelling') return;
       if (!(ACTIVE_STATES as readonly string[]).includes(d.state)) throw new ConflictException(`deployment ${id} has already finished (${d.state})`);
       await m.query(`UPDATE deployments SET state = 'cancelling' WHERE id = $1`, [id]);
-      await this.log.append(m, id, [{ level: 'warn', text: 'Cancellation requested: no new work starts; running scripts are being stopped' }]);
+      // Questions nobody needs to answer any more are closed; the targets that waited on them end cancelled.
+      const closed = returned<{ target_run_id: string }>(
+        await m.query(`UPDATE interruptions SET state = 'cancelled' WHERE deployment_id = $1 AND state = 'pending' RETURNING target_run_id`, [id]),
+      );
+      for (const c of closed) {
+        await m.query(
+          `UPDATE target_runs SET state = 'cancelled', finished_at = now(),
+             actions = (SELECT jsonb_agg(CASE WHEN a->>'state' IN ('pending', 'running') THEN jsonb_set(a, '{state}', '"cancelled"') ELSE a END ORDER BY i) FROM jsonb_array_elements(actions) WITH ORDINALITY AS x(a, i))
+           WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM leases WHERE target_run_id = $1 AND released_at IS NULL)`,
+          [c.target_run_id],
+        );
+      }
+      await this.log.append(m, id, [
+        { level: 'warn', text: `Cancellation requested: no new work starts; running scripts are being stopped${closed.length ? `; ${closed.length} pending interruption(s) closed` : ''}` },
+      ]);
     });
     this.onChange(id);
   }
@@ -247,6 +287,16 @@ export class DeploymentsController {
   @Get()
   list(@Query('projectId') projectId?: string, @Query('environmentId') environmentId?: string, @Query('state') state?: string, @Query('limit') limit?: string) {
     return this.deployments.list({ projectId, environmentId, state, limit: limit ? Number(limit) || undefined : undefined });
+  }
+
+  @Get('preview')
+  preview(
+    @Query('releaseId') releaseId?: string,
+    @Query('environmentId') environmentId?: string,
+    @Query('specificMachineIds') specificMachineIds?: string,
+    @Query('excludedMachineIds') excludedMachineIds?: string,
+  ) {
+    return this.deployments.preview({ releaseId, environmentId, specificMachineIds, excludedMachineIds });
   }
 
   @Get(':id')

@@ -9,10 +9,11 @@
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
 import { clampLogText, type AgentMessageOf, type LeaseOffer, type LogLine } from '#shared/protocol/index.js';
+import { maskSecrets, outputName, resolveScoped } from '#shared/variables/index.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { returned } from '../database/sql.js';
 import { DeploymentLogService, type LogEntryInput } from '../deployments/deployment-log.js';
-import type { TargetAction, TargetRunRow } from '../deployments/deployment.types.js';
+import type { DeploymentRow, TargetAction, TargetRunRow } from '../deployments/deployment.types.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
 
@@ -48,6 +49,7 @@ const OUTCOME_TEXT = { success: 'succeeded', failed: 'failed', cancelled: 'was c
 export class LeasesService {
   /** Immutable facts about a lease (who, which step, action names), kept so the log path does not re-read them. */
   private contexts = new Map<string, LeaseContext>();
+  private secrets = new Map<string, Set<string>>();
 
   constructor(
     private readonly ds: DataSource,
@@ -110,19 +112,24 @@ export class LeasesService {
     return ctx && ctx.machineId === machineId ? ctx : null;
   }
 
-  /** What the agent is asked to run: the step's actions that the conditions did not skip, with their packages. */
+  /**
+   * What the agent is asked to run: the step's actions still pending on this target (the conditions may have skipped
+   * some; a retry starts from the failed one), their packages, and the variables resolved for this target.
+   */
   async buildOffer(leaseId: string): Promise<LeaseOffer | null> {
     const [row] = await this.ds.query(
-      `SELECT l.id, l.deployment_id, l.step_index, l.released_at, t.id AS target_run_id, t.actions AS target_actions, t.machine_name, r.process, r.packages, r.version,
-              p.name AS project_name, e.name AS environment_name
+      `SELECT l.id, l.deployment_id, l.step_index, l.released_at, t.id AS target_run_id, t.actions AS target_actions, t.machine_name, t.machine_id,
+              mc.roles AS machine_roles, r.id AS release_id, r.process, r.packages, r.version, r.variables, r.default_timeout_seconds,
+              p.id AS project_id, p.name AS project_name, e.id AS environment_id, e.name AS environment_name
        FROM leases l JOIN target_runs t ON t.id = l.target_run_id JOIN deployments d ON d.id = l.deployment_id
        JOIN releases r ON r.id = d.release_id JOIN projects p ON p.id = d.project_id JOIN environments e ON e.id = d.environment_id
+       JOIN machines mc ON mc.id = t.machine_id
        WHERE l.id = $1`,
       [leaseId],
     );
     if (!row || row.released_at) return null;
-    const step = (row.process as ReleaseEntity['process'])[row.step_index];
-    const packages = row.packages as ReleaseEntity['packages'];
+    const release = { process: row.process as ReleaseEntity['process'], packages: row.packages as ReleaseEntity['packages'], variables: row.variables as ReleaseEntity['variables'] };
+    const step = release.process[row.step_index];
     const targetActions = row.target_actions as TargetAction[];
     const actions = step.actions
       .map((a, index) => ({ a, index }))
@@ -132,16 +139,44 @@ export class LeasesService {
         name: a.name,
         type: a.type as 'script' | 'package',
         script: a.script,
-        timeoutSeconds: a.timeoutSeconds,
-        package: a.type === 'package' ? packages.find((p) => p.packageId === a.packageId) : undefined,
+        timeoutSeconds: a.timeoutSeconds ?? row.default_timeout_seconds ?? undefined,
+        retries: a.retries ?? 0,
+        retryDelaySeconds: a.retryDelaySeconds ?? 0,
+        package: a.type === 'package' ? release.packages.find((p) => p.packageId === a.packageId) : undefined,
       }));
     if (!actions.length) return null;
+
+    const roles: string[] = row.machine_roles;
+    const vars = new Map<string, { value: string; sensitive: boolean }>();
+    for (const v of resolveScoped(release.variables, { environmentId: row.environment_id, roles, machineId: row.machine_id }).values()) vars.set(v.name, v);
+    const system: Record<string, string> = {
+      'Cuttle.Project.Name': row.project_name,
+      'Cuttle.Project.Id': row.project_id,
+      'Cuttle.Release.Number': row.version,
+      'Cuttle.Release.Id': row.release_id,
+      'Cuttle.Environment.Name': row.environment_name,
+      'Cuttle.Environment.Id': row.environment_id,
+      'Cuttle.Deployment.Id': row.deployment_id,
+      'Cuttle.Machine.Name': row.machine_name,
+      'Cuttle.Machine.Id': row.machine_id,
+      'Cuttle.Machine.Roles': roles.join(','),
+      'Cuttle.Step.Name': step.name,
+    };
+    for (const [name, value] of Object.entries(system)) vars.set(name, { value, sensitive: false });
+    // Output variables of earlier steps: by machine name always, unqualified when this machine set them.
+    const outputs: Array<{ step_name: string; action_name: string; machine_id: string | null; machine_name: string; name: string; value: string; sensitive: boolean }> =
+      await this.ds.query(`SELECT step_name, action_name, machine_id, machine_name, name, value, sensitive FROM output_variables WHERE deployment_id = $1`, [row.deployment_id]);
+    for (const o of outputs) {
+      vars.set(outputName(o.step_name, o.action_name, o.name, o.machine_name), { value: o.value, sensitive: o.sensitive });
+      if (o.machine_id === row.machine_id) vars.set(outputName(o.step_name, o.action_name, o.name), { value: o.value, sensitive: o.sensitive });
+    }
     return {
       type: 'lease.offer',
       leaseId,
       deploymentId: row.deployment_id,
       targetRunId: row.target_run_id,
       stepName: step.name,
+      machineName: row.machine_name,
       actions,
       startAt: 0,
       env: {
@@ -152,7 +187,33 @@ export class LeasesService {
         CUTTLE_MACHINE_NAME: row.machine_name,
         CUTTLE_STEP_NAME: step.name,
       },
+      variables: [...vars].map(([name, v]) => ({ name, value: v.value, sensitive: v.sensitive })),
     };
+  }
+
+  /** Sensitive values a deployment's log must never show: the release's sensitive variables and outputs. */
+  private async secretsOf(deploymentId: string): Promise<Set<string>> {
+    const hit = this.secrets.get(deploymentId);
+    if (hit) return hit;
+    const [row] = await this.ds.query(`SELECT r.variables FROM deployments d JOIN releases r ON r.id = d.release_id WHERE d.id = $1`, [deploymentId]);
+    const outs: Array<{ value: string }> = await this.ds.query(`SELECT value FROM output_variables WHERE deployment_id = $1 AND sensitive`, [deploymentId]);
+    const set = new Set<string>([...((row?.variables ?? []) as ReleaseEntity['variables']).filter((v) => v.sensitive && v.value).map((v) => v.value), ...outs.map((o) => o.value)]);
+    if (this.secrets.size > 1_000) this.secrets.clear();
+    this.secrets.set(deploymentId, set);
+    return set;
+  }
+
+  /** A script set an output variable. The latest value per (step, action, machine, name) wins. */
+  async storeOutput(machineId: string, msg: AgentMessageOf<'lease.output'>): Promise<void> {
+    const ctx = await this.own(machineId, msg.leaseId);
+    if (!ctx || msg.actionIndex >= ctx.actionNames.length) return;
+    await this.ds.query(
+      `INSERT INTO output_variables (deployment_id, step_name, action_name, machine_id, machine_name, name, value, sensitive)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+       ON CONFLICT (deployment_id, step_name, action_name, machine_name, name) DO UPDATE SET value = EXCLUDED.value, sensitive = EXCLUDED.sensitive`,
+      [ctx.deploymentId, ctx.stepName, ctx.actionNames[msg.actionIndex], ctx.machineId, ctx.machineName, msg.name, msg.value, msg.sensitive],
+    );
+    if (msg.sensitive && msg.value) (await this.secretsOf(ctx.deploymentId)).add(msg.value);
   }
 
   /** Offered leases of a machine that it has not accepted yet (for delivery after a (re)connect or a lost offer). */
@@ -205,6 +266,8 @@ export class LeasesService {
   async appendAgentLog(machineId: string, leaseId: string, lines: LogLine[]): Promise<number | null> {
     const ctx = await this.own(machineId, leaseId);
     if (!ctx) return null;
+    // The agent masks sensitive values already; masking again here means a buggy or hostile agent cannot leak them.
+    const secrets = await this.secretsOf(ctx.deploymentId);
     return this.ds.transaction(async (m) => {
       await m.query(`SELECT 1 FROM deployments WHERE id = $1 FOR UPDATE`, [ctx.deploymentId]);
       const [lease] = await m.query(`SELECT last_log_seq FROM leases WHERE id = $1 FOR UPDATE`, [leaseId]);
@@ -217,7 +280,7 @@ export class LeasesService {
         fresh.push({
           level: l.level,
           at: l.at,
-          text: clampLogText(l.text),
+          text: clampLogText(secrets.size ? maskSecrets(l.text, secrets) : l.text),
           machineId: ctx.machineId,
           stepName: ctx.stepName,
           actionName: l.actionIndex !== undefined ? (ctx.actionNames[l.actionIndex] ?? null) : null,
@@ -254,7 +317,7 @@ export class LeasesService {
     const ctx = await this.own(machineId, msg.leaseId);
     if (!ctx) return null;
     const duplicate = await this.ds.transaction(async (m) => {
-      const [dep] = await m.query(`SELECT state FROM deployments WHERE id = $1 FOR UPDATE`, [ctx.deploymentId]);
+      const [dep]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 FOR UPDATE`, [ctx.deploymentId]);
       const [lease] = await m.query(`SELECT released_at FROM leases WHERE id = $1 FOR UPDATE`, [msg.leaseId]);
       if (!lease || lease.released_at) return true;
       // Only the deployment's cancel makes a target "cancelled"; a run stopped for any other reason failed.
@@ -262,29 +325,44 @@ export class LeasesService {
       const [run]: TargetRunRow[] = await m.query(`SELECT * FROM target_runs WHERE id = $1 FOR UPDATE`, [ctx.targetRunId]);
       const actions = run.actions.map((a, i) => {
         const r = msg.actions.find((x) => x.index === i);
-        if (r) return { ...a, state: r.state, exitCode: r.exitCode ?? null };
-        // An action the agent never reached: skipped after a failure, cancelled on cancel.
-        return a.state === 'pending' || a.state === 'running' ? { ...a, state: msg.state === 'cancelled' ? ('cancelled' as const) : ('skipped' as const) } : a;
+        return r ? { ...a, state: r.state, exitCode: r.exitCode ?? null } : a;
       });
       await m.query(`UPDATE leases SET released_at = now(), state = 'released', outcome = $2 WHERE id = $1`, [msg.leaseId, msg.state]);
-      await m.query(`UPDATE target_runs SET state = $2, actions = $3::jsonb, error = $4, finished_at = now() WHERE id = $1`, [
-        ctx.targetRunId,
-        msg.state,
-        JSON.stringify(actions),
-        msg.error ?? null,
-      ]);
       const exit = msg.exitCode !== undefined && msg.exitCode !== null ? ` (exit code ${msg.exitCode})` : '';
-      await this.log.append(m, ctx.deploymentId, [
-        {
-          level: msg.state === 'success' ? 'info' : msg.state === 'failed' ? 'error' : 'warn',
-          text: `${ctx.stepName} on ${ctx.machineName} ${OUTCOME_TEXT[msg.state]}${exit}${msg.error ? `: ${msg.error}` : ''}`,
-          machineId: ctx.machineId,
-          stepName: ctx.stepName,
-        },
-      ]);
+      await this.settleTarget(m, dep, run, ctx.stepName, msg.state, actions, msg.error ?? null, `${ctx.stepName} on ${ctx.machineName} ${OUTCOME_TEXT[msg.state]}${exit}${msg.error ? `: ${msg.error}` : ''}`);
       return false;
     });
     return { deploymentId: ctx.deploymentId, duplicate };
+  }
+
+  /**
+   * Records a target run's outcome. A failure under guided failure does not settle the target: it stays in flight
+   * (holding its place in the window) and the deployment waits on a guided-failure interruption for it alone.
+   */
+  private async settleTarget(m: EntityManager, dep: DeploymentRow, run: TargetRunRow, stepName: string, state: 'success' | 'failed' | 'cancelled', actions: TargetAction[], error: string | null, text: string) {
+    const guided = state === 'failed' && dep.guided_failure && dep.state !== 'cancelling';
+    const lines: LogEntryInput[] = [{ level: state === 'success' ? 'info' : state === 'failed' ? 'error' : 'warn', text, machineId: run.machine_id, stepName }];
+    if (guided) {
+      const failedAt = Math.max(0, actions.findIndex((a) => a.state === 'failed' || a.state === 'running' || a.state === 'pending'));
+      const settled = actions.map((a) => (a.state === 'running' ? { ...a, state: 'failed' as const } : a));
+      await m.query(`UPDATE target_runs SET actions = $2::jsonb, error = $3 WHERE id = $1`, [run.id, JSON.stringify(settled), error]);
+      const [intr] = returned<{ id: string }>(
+        await m.query(
+          `INSERT INTO interruptions (deployment_id, kind, step_index, action_index, target_run_id, machine_id, instructions)
+           VALUES ($1, 'guided-failure', $2, $3, $4, $5, $6) RETURNING id`,
+          [dep.id, run.step_index, failedAt, run.id, run.machine_id, `${stepName} failed on ${run.machine_name}${error ? `: ${error}` : ''}. Retry it from action ${actions[failedAt]?.name ?? failedAt + 1}, skip this target, or abort the step.`],
+        ),
+      );
+      await m.query(`UPDATE deployments SET state = 'waiting' WHERE id = $1 AND state IN ('queued', 'executing')`, [dep.id]);
+      lines.push({ level: 'warn', machineId: run.machine_id, stepName, text: `Guided failure: waiting for an operator to retry, skip or abort ${stepName} on ${run.machine_name} (interruption ${intr.id})` });
+    } else {
+      // Actions the agent never reached: skipped after a failure, cancelled on cancel.
+      const final = actions.map((a) =>
+        a.state === 'pending' || a.state === 'running' ? { ...a, state: a.state === 'running' ? ('failed' as const) : state === 'cancelled' ? ('cancelled' as const) : ('skipped' as const) } : a,
+      );
+      await m.query(`UPDATE target_runs SET state = $2, actions = $3::jsonb, error = $4, finished_at = now() WHERE id = $1`, [run.id, state, JSON.stringify(final), error]);
+    }
+    await this.log.append(m, dep.id, lines);
   }
 
   /**
@@ -300,15 +378,14 @@ export class LeasesService {
       // Read outside the transaction: inside it, only the transaction's own connection may be used.
       const ctx = await this.context(l.id);
       await this.ds.transaction(async (m) => {
-        await m.query(`SELECT 1 FROM deployments WHERE id = $1 FOR UPDATE`, [l.deployment_id]);
+        const [dep]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 FOR UPDATE`, [l.deployment_id]);
         const [lease]: LeaseRow[] = await m.query(`SELECT * FROM leases WHERE id = $1 AND released_at IS NULL AND expires_at < now() FOR UPDATE`, [l.id]);
         if (!lease) return;
         const reason = lease.state === 'offered' ? 'agent lost: the target never accepted the work' : `agent lost: no heartbeat for ${Math.round(this.config.leaseTtlMs / 1000)} s`;
         const [run]: TargetRunRow[] = await m.query(`SELECT * FROM target_runs WHERE id = $1 FOR UPDATE`, [lease.target_run_id]);
-        const actions = run.actions.map((a) => (a.state === 'running' ? { ...a, state: 'failed' as const } : a.state === 'pending' ? { ...a, state: 'skipped' as const } : a));
         await m.query(`UPDATE leases SET released_at = now(), state = 'released', outcome = 'lost' WHERE id = $1`, [l.id]);
-        await m.query(`UPDATE target_runs SET state = 'failed', error = $2, actions = $3::jsonb, finished_at = now() WHERE id = $1`, [run.id, reason, JSON.stringify(actions)]);
-        await this.log.append(m, l.deployment_id, [{ level: 'error', text: `${ctx?.stepName ?? 'Step'} on ${run.machine_name} failed: ${reason}`, machineId: run.machine_id, stepName: ctx?.stepName }]);
+        const state = dep.state === 'cancelling' ? 'cancelled' : 'failed';
+        await this.settleTarget(m, dep, run, ctx?.stepName ?? 'Step', state, run.actions, reason, `${ctx?.stepName ?? 'Step'} on ${run.machine_name} failed: ${reason}`);
         this.logger.warn('lease expired', { context: 'leases', leaseId: l.id, deploymentId: l.deployment_id, machine: run.machine_name });
         touched.add(l.deployment_id);
       });

@@ -18,6 +18,8 @@ import { LeasesService } from '../leases/leases.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 import { returned } from '../database/sql.js';
 import { plan, type PlanInput } from './planner.js';
+import { openManualIntervention } from '../deployments/interruptions.js';
+import type { ReleaseEntity } from '../releases/release.entity.js';
 
 const TICK_MS = 500;
 const OWNERSHIP_SECONDS = 15;
@@ -93,6 +95,8 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
   private async claimAndKick(id: string) {
     try {
       if ((await this.claim(id)).length) this.kick(id);
+      // A cancel must reach running scripts now, not at the next round.
+      await this.deliverPending();
     } catch (e) {
       this.logger.error('claim failed', { context: 'dispatcher', deploymentId: id, error: (e as Error).message });
     }
@@ -144,6 +148,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
           startTrigger: s.start_trigger,
           window: s.window_size,
           maxFailures: s.max_failures,
+          aborted: s.aborted,
           targets: runs.filter((r) => r.step_index === s.step_index).map((r) => ({ id: r.id, state: r.state })),
         })),
       };
@@ -169,9 +174,24 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
           [u.targetId, u.state],
         );
       }
+      let process: ReleaseEntity['process'] | undefined;
       for (const s of decision.start) {
         const run = runs.find((r) => r.id === s.targetId)!;
         const step = steps[s.stepIndex];
+        if (!run.machine_id) {
+          // A step without target roles runs on the server: its manual interventions become interruptions.
+          process ??= (await m.query(`SELECT process FROM releases WHERE id = $1`, [d.release_id]))[0].process as ReleaseEntity['process'];
+          await m.query(`UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now() WHERE id = $1`, [run.id]);
+          const interruption = await openManualIntervention(m, id, run, process);
+          if (interruption) {
+            const action = process[s.stepIndex].actions[run.actions.findIndex((a) => a.state === 'pending')];
+            lines.push({ level: 'warn', stepName: step.name, actionName: action?.name, text: `Waiting for manual intervention ${action?.name} (interruption ${interruption}): ${action?.instructions ?? ''}`.trim() });
+          } else {
+            await m.query(`UPDATE target_runs SET state = 'success', finished_at = now() WHERE id = $1`, [run.id]);
+            this.kick(id);
+          }
+          continue;
+        }
         if (!run.actions.some((a) => a.state === 'pending')) {
           // Every action of this target was skipped by its conditions: nothing to send, the target is done.
           await m.query(`UPDATE target_runs SET state = 'success', started_at = now(), finished_at = now() WHERE id = $1`, [run.id]);
@@ -184,6 +204,10 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         await m.query(`UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now(), error = NULL WHERE id = $1`, [run.id]);
         lines.push({ level: 'info', stepName: step.name, machineId: run.machine_id, text: `${step.name} on ${run.machine_name}: lease taken (slot ${lease.slot + 1} of ${step.window_size})` });
         offers.push({ leaseId: lease.id, machineId: run.machine_id });
+      }
+      if (!decision.outcome && d.state !== 'cancelling') {
+        const [{ n }] = await m.query(`SELECT count(*)::int AS n FROM interruptions WHERE deployment_id = $1 AND state = 'pending'`, [id]);
+        await m.query(`UPDATE deployments SET state = $2 WHERE id = $1 AND state <> $2`, [id, n > 0 ? 'waiting' : 'executing']);
       }
       if (decision.outcome) {
         await m.query(`UPDATE deployments SET state = $2, finished_at = now(), owner_node = NULL WHERE id = $1`, [id, decision.outcome]);

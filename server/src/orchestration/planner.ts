@@ -28,6 +28,8 @@ export interface PlanStep {
   maxFailures: number;
   /** In the stable order targets are taken (by machine name). */
   targets: PlanTarget[];
+  /** An operator aborted the step (guided failure or manual intervention): it fails whatever its budget. */
+  aborted?: boolean;
 }
 
 export interface PlanInput {
@@ -125,7 +127,7 @@ function advanceStep(
   const running = step.targets.filter((t) => t.state === 'running').length;
   const failed = step.targets.filter((t) => t.state === 'failed').length;
   const pending = step.targets.filter((t) => t.state === 'pending');
-  const overBudget = failed > step.maxFailures;
+  const overBudget = failed > step.maxFailures || !!step.aborted;
 
   if (cancelling || overBudget) {
     // Runs in flight finish (or are being cancelled); nothing new starts; targets never started are settled.

@@ -1,5 +1,6 @@
 import { Column, CreateDateColumn, Entity, PrimaryGeneratedColumn } from 'typeorm';
 import type { Step } from '#shared/process/index.js';
+import type { VariableDef } from '#shared/variables/index.js';
 
 @Entity('projects')
 export class ProjectEntity {
@@ -11,6 +12,10 @@ export class ProjectEntity {
   /** Optimistic concurrency: a PUT names the version it edited; a stale one is refused with 409. */
   @Column('integer', { name: 'process_version', default: 1 }) processVersion: number;
   @Column('jsonb', { name: 'process_steps', default: () => "'[]'" }) processSteps: Step[];
+  @Column('jsonb', { default: () => "'[]'" }) variables: VariableDef[];
+  @Column('integer', { name: 'variables_version', default: 1 }) variablesVersion: number;
+  /** Applied to actions without their own timeoutSeconds. */
+  @Column('integer', { name: 'default_timeout_seconds', nullable: true }) defaultTimeoutSeconds: number | null;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
 }
 

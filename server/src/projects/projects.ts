@@ -1,8 +1,9 @@
-import { BadRequestException, Body, Controller, Get, HttpCode, Injectable, Module, NotFoundException, Param, Post, Put } from '@nestjs/common';
+import { BadRequestException, Body, Controller, Get, HttpCode, Injectable, Module, NotFoundException, Param, Patch, Post, Put } from '@nestjs/common';
 import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
-import { IsDefined, IsInt, IsNotEmpty, IsOptional, IsString, MaxLength, Min } from 'class-validator';
+import { IsDefined, IsInt, IsNotEmpty, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
 import { Repository } from 'typeorm';
 import { validateSteps } from '#shared/process/index.js';
+import { MASK, validateVariables, type VariableDef } from '#shared/variables/index.js';
 import { conflict, isUuid } from '../common/http.js';
 import { returned } from '../database/sql.js';
 import { ChannelEntity, ProjectEntity } from './project.entity.js';
@@ -10,6 +11,20 @@ import { ChannelEntity, ProjectEntity } from './project.entity.js';
 export class CreateProjectDto {
   @IsString() @IsNotEmpty() @MaxLength(100) name: string;
   @IsOptional() @IsString() @MaxLength(2000) description?: string;
+  @IsOptional() @IsInt() @Min(1) @Max(7 * 86400) defaultTimeoutSeconds?: number;
+}
+
+export class UpdateProjectDto {
+  @IsOptional() @IsString() @IsNotEmpty() @MaxLength(100) name?: string;
+  @IsOptional() @IsString() @MaxLength(2000) description?: string;
+  /** null removes the default. */
+  @IsOptional() @IsInt() @Min(1) @Max(7 * 86400) defaultTimeoutSeconds?: number | null;
+}
+
+export class PutVariablesDto {
+  /** Validated by the shared variables model, which names the offending field (variables[2].name ...). */
+  @IsDefined({ message: 'variables must be a list of variables' }) variables: unknown;
+  @IsOptional() @IsInt() @Min(0) version?: number;
 }
 
 export class PutProcessDto {
@@ -29,7 +44,19 @@ const slugify = (name: string) =>
     .replace(/[^a-z0-9]+/g, '-')
     .replace(/^-+|-+$/g, '') || 'project';
 
-export const toProjectDto = (p: ProjectEntity) => ({ id: p.id, name: p.name, slug: p.slug, description: p.description, defaultChannelId: p.defaultChannelId, createdAt: p.createdAt });
+export const toProjectDto = (p: ProjectEntity) => ({
+  id: p.id,
+  name: p.name,
+  slug: p.slug,
+  description: p.description,
+  defaultChannelId: p.defaultChannelId,
+  defaultTimeoutSeconds: p.defaultTimeoutSeconds,
+  createdAt: p.createdAt,
+});
+
+/** Sensitive values never leave the server through the API. */
+export const maskVariables = (vars: VariableDef[]) => vars.map((v) => (v.sensitive ? { ...v, value: MASK } : v));
+const sameScope = (a: VariableDef, b: VariableDef) => JSON.stringify(a.scope ?? {}) === JSON.stringify(b.scope ?? {});
 export const toChannelDto = (c: ChannelEntity) => ({ id: c.id, name: c.name, projectId: c.projectId });
 
 @Injectable()
@@ -45,7 +72,9 @@ export class ProjectsService {
     let slug = slugify(name);
     for (let i = 2; await this.repo.exists({ where: { slug } }); i++) slug = `${slugify(name)}-${i}`;
     return this.repo.manager.transaction(async (m) => {
-      const project = await m.save(m.create(ProjectEntity, { name, slug, description: dto.description ?? null, processSteps: [], processVersion: 1 }));
+      const project = await m.save(
+        m.create(ProjectEntity, { name, slug, description: dto.description ?? null, processSteps: [], processVersion: 1, variables: [], defaultTimeoutSeconds: dto.defaultTimeoutSeconds ?? null }),
+      );
       const channel = await m.save(m.create(ChannelEntity, { projectId: project.id, name: 'Default' }));
       project.defaultChannelId = channel.id;
       return m.save(project);
@@ -61,6 +90,45 @@ export class ProjectsService {
     const p = await this.repo.findOne({ where: isUuid(ref) ? { id: ref.toLowerCase() } : [{ slug: ref }, { name: ref }] });
     if (!p) throw new NotFoundException(`project ${ref} not found`);
     return p;
+  }
+
+  async update(id: string, dto: UpdateProjectDto) {
+    const p = await this.get(id);
+    if (dto.name !== undefined && dto.name.trim() !== p.name) {
+      if (await this.repo.exists({ where: { name: dto.name.trim() } })) conflict(`a project named "${dto.name.trim()}" already exists`);
+      p.name = dto.name.trim();
+    }
+    if (dto.description !== undefined) p.description = dto.description;
+    if (dto.defaultTimeoutSeconds !== undefined) p.defaultTimeoutSeconds = dto.defaultTimeoutSeconds;
+    return this.repo.save(p);
+  }
+
+  async getVariables(id: string) {
+    const p = await this.get(id);
+    return { projectId: p.id, version: p.variablesVersion, variables: maskVariables(p.variables) };
+  }
+
+  /**
+   * Replaces the project's variables. A sensitive variable sent back with the mask as its value keeps its stored
+   * value, so that a client can GET, edit other variables and PUT without ever knowing the secret.
+   */
+  async putVariables(id: string, dto: PutVariablesDto) {
+    const v = validateVariables(dto.variables);
+    if (!v.ok) throw new BadRequestException(v.messages);
+    const p = await this.get(id);
+    const vars = v.value.map((nv) => {
+      if (!nv.sensitive || nv.value !== MASK) return nv;
+      const old = p.variables.find((o) => o.name === nv.name && o.sensitive && sameScope(o, nv));
+      return old ? { ...nv, value: old.value } : nv;
+    });
+    const [row] = returned<{ variables_version: number }>(
+      await this.repo.query(
+        `UPDATE projects SET variables = $1::jsonb, variables_version = variables_version + 1 WHERE id = $2 ${dto.version !== undefined ? 'AND variables_version = $3' : ''} RETURNING variables_version`,
+        dto.version !== undefined ? [JSON.stringify(vars), p.id, dto.version] : [JSON.stringify(vars), p.id],
+      ),
+    );
+    if (!row) conflict(`the variables were changed by someone else: version ${dto.version} is stale (current is ${p.variablesVersion})`);
+    return { projectId: p.id, version: row.variables_version, variables: maskVariables(vars) };
   }
 
   async getProcess(id: string) {
@@ -129,6 +197,21 @@ export class ProjectsController {
   @Get(':id')
   async get(@Param('id') id: string) {
     return toProjectDto(await this.projects.get(id));
+  }
+
+  @Patch(':id')
+  async update(@Param('id') id: string, @Body() dto: UpdateProjectDto) {
+    return toProjectDto(await this.projects.update(id, dto));
+  }
+
+  @Get(':id/variables')
+  getVariables(@Param('id') id: string) {
+    return this.projects.getVariables(id);
+  }
+
+  @Put(':id/variables')
+  putVariables(@Param('id') id: string, @Body() dto: PutVariablesDto) {
+    return this.projects.putVariables(id, dto);
   }
 
   @Get(':id/deployment-process')

@@ -1,5 +1,6 @@
 import { Column, CreateDateColumn, Entity, PrimaryGeneratedColumn } from 'typeorm';
 import type { Step } from '#shared/process/index.js';
+import type { VariableDef } from '#shared/variables/index.js';
 
 export interface ReleasePackage {
   packageId: string;
@@ -17,7 +18,8 @@ export class ReleaseEntity {
   @Column('text') version: string;
   @Column('integer', { name: 'process_version' }) processVersion: number;
   @Column('jsonb') process: Step[];
-  @Column('jsonb') variables: unknown[];
+  @Column('jsonb') variables: VariableDef[];
+  @Column('integer', { name: 'default_timeout_seconds', nullable: true }) defaultTimeoutSeconds: number | null;
   @Column('jsonb') packages: ReleasePackage[];
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
 }

@@ -4,7 +4,7 @@ import { IsNotEmpty, IsObject, IsOptional, IsString, Matches, MaxLength } from '
 import { Repository } from 'typeorm';
 import { conflict, idOf } from '../common/http.js';
 import { PackagesModule, PackagesService } from '../packages/packages.js';
-import { ProjectsModule, ProjectsService } from '../projects/projects.js';
+import { maskVariables, ProjectsModule, ProjectsService } from '../projects/projects.js';
 import { ReleaseEntity, type ReleasePackage } from './release.entity.js';
 
 export class CreateReleaseDto {
@@ -22,6 +22,8 @@ export const toReleaseDto = (r: ReleaseEntity) => ({
   processVersion: r.processVersion,
   steps: r.process,
   packages: r.packages,
+  variables: maskVariables(r.variables),
+  defaultTimeoutSeconds: r.defaultTimeoutSeconds,
   createdAt: r.createdAt,
 });
 
@@ -54,7 +56,16 @@ export class ReleasesService {
       packages.push({ packageId: pkg.packageId, version: pkg.version, sha256: pkg.sha256, sizeBytes: pkg.sizeBytes });
     }
     return this.repo.save(
-      this.repo.create({ projectId: project.id, channelId: channel.id, version: dto.version, processVersion: project.processVersion, process: steps, variables: [], packages }),
+      this.repo.create({
+        projectId: project.id,
+        channelId: channel.id,
+        version: dto.version,
+        processVersion: project.processVersion,
+        process: steps,
+        variables: project.variables,
+        defaultTimeoutSeconds: project.defaultTimeoutSeconds,
+        packages,
+      }),
     );
   }
 

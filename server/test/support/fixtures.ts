@@ -249,6 +249,40 @@ export function startAgent(srv: TestServer, o: { name: string; roles: string[]; 
   return new TestAgent(o.name, home, proc, logFile);
 }
 
+export class TestFleet {
+  constructor(
+    readonly names: string[],
+    readonly dir: string,
+    readonly proc: ChildProcess,
+  ) {}
+  home(name: string) {
+    return join(this.dir, name);
+  }
+  workDir(name: string) {
+    return join(this.dir, name, 'work');
+  }
+  async stop() {
+    killGroup(this.proc, 'SIGTERM');
+    await waitExit(this.proc, 15_000);
+    killGroup(this.proc, 'SIGKILL');
+  }
+}
+
+/** N real agents (own keys, certificates, TLS connections) in one process: `<prefix>-01` … */
+export function startFleet(srv: TestServer, o: { prefix: string; count: number; roles: string[]; environments: string[]; token: string }): TestFleet {
+  const dir = join(srv.dir, `fleet-${o.prefix}`);
+  mkdirSync(dir, { recursive: true });
+  const width = Math.max(2, String(o.count).length);
+  const names = Array.from({ length: o.count }, (_, i) => `${o.prefix}-${String(i + 1).padStart(width, '0')}`);
+  const proc = spawnLogged(
+    `fleet-${o.prefix}`,
+    ['dist/agent/src/fleet.js', '--home', dir, '--count', String(o.count), '--prefix', o.prefix, '--server', srv.base, '--token', o.token, '--roles', o.roles.join(','), '--environments', o.environments.join(',')],
+    { CUTTLE_LOG_FORMAT: 'json' },
+    join(srv.dir, `fleet-${o.prefix}.log`),
+  );
+  return new TestFleet(names, dir, proc);
+}
+
 export async function waitOnline(srv: TestServer, names: string[], timeoutMs = 60_000) {
   return waitFor(`machines ${names.join(', ')} online`, async () => {
     const ms: any[] = await srv.must('GET', '/api/machines');

@@ -33,6 +33,7 @@
  *                   log.ack with the highest sequence stored; the agent keeps unacked lines and resends them after a
  *                   reconnect.
  *      lease.action agent → server: an action's state changed (running, success, failed, skipped) with exit code.
+ *      lease.output agent → server: a script ran `set_cuttle_variable NAME VALUE`; later steps can read it.
  *   5. heartbeat    agent → server every `heartbeatMs` (a third of the lease TTL), naming the leases it is running;
  *                   each heartbeat renews those leases' `expires_at`. A lease not renewed within the TTL expires and
  *                   its target run fails as "agent lost".
@@ -89,6 +90,9 @@ export const LeaseActionSchema = z.object({
     .object({ packageId: z.string().min(1).max(200), version: z.string().min(1).max(100), sha256, sizeBytes: z.number().int().min(0) })
     .optional(),
   timeoutSeconds: z.number().int().positive().optional(),
+  /** Reruns of this action after a failure (not after a timeout's kill by cancel), `retryDelaySeconds` apart. */
+  retries: z.number().int().min(0).max(100).default(0),
+  retryDelaySeconds: z.number().int().min(0).max(86_400).default(0),
 });
 export type LeaseAction = z.infer<typeof LeaseActionSchema>;
 
@@ -122,6 +126,14 @@ export const LeaseActionUpdateSchema = z.object({
   exitCode: z.number().int().nullable().optional(),
   at: isoTime,
 });
+export const LeaseOutputSchema = z.object({
+  type: z.literal('lease.output'),
+  leaseId: id,
+  actionIndex: z.number().int().min(0),
+  name: z.string().min(1).max(200),
+  value: z.string().max(100_000),
+  sensitive: z.boolean(),
+});
 export const HeartbeatSchema = z.object({
   type: z.literal('heartbeat'),
   leaseIds: z.array(id).max(LIMITS.leasesPerAgent),
@@ -144,6 +156,7 @@ export const AgentMessageSchema = z.discriminatedUnion('type', [
   LeaseAcceptedSchema,
   LeaseLogSchema,
   LeaseActionUpdateSchema,
+  LeaseOutputSchema,
   HeartbeatSchema,
   LeaseResultSchema,
 ]);
@@ -168,8 +181,14 @@ export const LeaseOfferSchema = z.object({
   /** Actions run in order; `startAt` > 0 resumes a target run from a failed action (retry). */
   actions: z.array(LeaseActionSchema).min(1),
   startAt: z.number().int().min(0).default(0),
+  machineName: z.string().default(''),
   /** Extra environment for every script of this lease (names are CUTTLE_*). */
   env: z.record(z.string(), z.string()).default({}),
+  /**
+   * Variables for `#{Name}` substitution, resolved for this target (scopes, system variables, output variables of
+   * earlier steps). Sensitive values are masked in every log line; the agent keeps them in memory only.
+   */
+  variables: z.array(z.object({ name: z.string(), value: z.string(), sensitive: z.boolean() })).max(20_000).default([]),
 });
 export type LeaseOffer = z.infer<typeof LeaseOfferSchema>;
 export const LeaseCancelSchema = z.object({ type: z.literal('lease.cancel'), leaseId: id, reason: z.string().max(500).optional() });

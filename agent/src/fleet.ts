@@ -1,0 +1,66 @@
+#!/usr/bin/env node
+/**
+ * Several agents in one process: `node dist/agent/src/fleet.js --server URL --token TOKEN --count N --prefix web
+ * --roles web --environments E --home DIR`. Each agent still has its own key, certificate, TLS connection, journal
+ * and work folder (DIR/<name>); only the Node.js process is shared. For tests and benchmarks that need many targets
+ * on one machine; in production run one agent per machine (`run`).
+ */
+import { join } from 'node:path';
+import { Command } from 'commander';
+import { Agent } from './agent.js';
+import { AgentHome } from './identity.js';
+import { createAgentLogger } from './logger.js';
+import { register } from './registration/register.js';
+
+const list = (v: string) =>
+  v
+    .split(',')
+    .map((s) => s.trim())
+    .filter(Boolean);
+
+const program = new Command('cuttle-agent-fleet')
+  .requiredOption('--home <dir>', 'parent folder of the agents\' homes')
+  .requiredOption('--count <n>', 'how many agents', (v) => Number(v))
+  .option('--prefix <p>', 'agent names are <prefix>-01, <prefix>-02, ...', 'agent')
+  .option('--first <n>', 'number of the first agent', (v) => Number(v), 1)
+  .option('--server <url>', 'server REST URL (to register)')
+  .option('--token <token>', 'registration token (first start)')
+  .option('--roles <list>', 'roles', list, [])
+  .option('--environments <list>', 'environments', list, [])
+  .option('--concurrency <n>', 'registrations at once', (v) => Number(v), 8);
+program.parse();
+const o = program.opts<{ home: string; count: number; prefix: string; first: number; server?: string; token?: string; roles: string[]; environments: string[]; concurrency: number }>();
+
+const log = createAgentLogger(undefined, `${o.prefix}-fleet`);
+const width = Math.max(2, String(o.first + o.count - 1).length);
+const names = Array.from({ length: o.count }, (_, i) => `${o.prefix}-${String(o.first + i).padStart(width, '0')}`);
+const agents: Agent[] = [];
+
+async function startOne(name: string) {
+  const home = new AgentHome(join(o.home, name));
+  home.prepare();
+  const identity = home.hasIdentity()
+    ? home.load()
+    : await register(home, { serverUrl: o.server!, token: o.token!, name, roles: o.roles, environments: o.environments });
+  const agent = new Agent(home, identity, log.child({ agent: name }));
+  agent.start((e) => log.error(`${name} stopped: ${e.message}`));
+  agents.push(agent);
+}
+
+const queue = [...names];
+await Promise.all(
+  Array.from({ length: Math.min(o.concurrency, queue.length) }, async () => {
+    for (let n = queue.shift(); n; n = queue.shift()) await startOne(n);
+  }),
+);
+log.info(`fleet of ${agents.length} agents running`);
+
+let stopping = false;
+const stop = async () => {
+  if (stopping) return;
+  stopping = true;
+  await Promise.all(agents.map((a) => a.stop()));
+  process.exit(0);
+};
+process.on('SIGTERM', () => void stop());
+process.on('SIGINT', () => void stop());
