@@ -319,3 +319,60 @@ export async function stopAll() {
   await Promise.all([...running].map((p) => waitExit(p, 10_000)));
   for (const p of [...running]) killGroup(p, 'SIGKILL');
 }
+
+/** A project with the given process; returns the project. */
+export async function createProject(srv: TestServer, name: string, steps: unknown[], extra: Record<string, unknown> = {}) {
+  const p = await srv.must('POST', '/api/projects', { name, ...extra });
+  const proc = await srv.must('GET', `/api/projects/${p.id}/deployment-process`);
+  await srv.must('PUT', `/api/projects/${p.id}/deployment-process`, { version: proc.version, steps });
+  return p;
+}
+
+/** Creates a release and a deployment of it; returns the deployment as created (state queued). */
+export async function startDeployment(srv: TestServer, projectId: string, environmentId: string, opts: { version?: string; channelId?: string; deployment?: Record<string, unknown> } = {}) {
+  const rel = await srv.must('POST', '/api/releases', { projectId, version: opts.version ?? '1.0.0', ...(opts.channelId ? { channelId: opts.channelId } : {}) });
+  return srv.must('POST', '/api/deployments', { releaseId: rel.id, environmentId, ...(opts.deployment ?? {}) });
+}
+
+/** Waits for the deployment's pending interruptions to be `count` and returns them. */
+export async function waitInterruptions(srv: TestServer, deploymentId: string, count = 1, timeoutMs = 60_000) {
+  return waitFor(`${count} pending interruption(s) of ${deploymentId}`, async () => {
+    const list: any[] = await srv.must('GET', `/api/interruptions?deploymentId=${deploymentId}&state=pending`);
+    return list.length === count ? list : null;
+  }, timeoutMs, 150);
+}
+
+/** Lines "TAG start|end MILLIS" that scripts append to `<agent home>/times.log` (see `timed`). */
+export function timesIn(home: string): Array<{ tag: string; edge: string; ms: number }> {
+  const f = join(home, 'times.log');
+  let text = '';
+  try {
+    text = readFileSync(f, 'utf8');
+  } catch {
+    return [];
+  }
+  return text
+    .trim()
+    .split('\n')
+    .filter(Boolean)
+    .map((l) => {
+      const [tag, edge, ms] = l.split(' ');
+      return { tag, edge, ms: Number(ms) };
+    });
+}
+
+/** A script that records when it starts and ends (in the agent's home, the parent of its work folder). */
+export const timed = (tag: string, seconds: number, body = '') =>
+  `echo "${tag} start $(date +%s%3N)" >> ../times.log\n${body}\nsleep ${seconds}\necho "${tag} end $(date +%s%3N)" >> ../times.log`;
+
+/** [start, end] of each tagged run found in these homes. */
+export function intervals(homes: string[], tag: string): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const h of homes) {
+    const t = timesIn(h).filter((x) => x.tag === tag);
+    const s = t.find((x) => x.edge === 'start');
+    const e = t.find((x) => x.edge === 'end');
+    if (s && e) out.push([s.ms, e.ms]);
+  }
+  return out;
+}
