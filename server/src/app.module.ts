@@ -6,6 +6,7 @@ import { AgentGateway } from './agent-gateway/agent-gateway.js';
 import { ApiKeyEntity } from './auth/api-key.entity.js';
 import { ApiKeyGuard } from './auth/api-key.guard.js';
 import { ApiKeysService } from './auth/api-keys.service.js';
+import { ApiKeysController } from './auth/api-keys.controller.js';
 import { ErrorFilter } from './common/http.js';
 import type { CuttleConfig } from './config/config.js';
 import { CoreModule } from './core.module.js';
@@ -40,7 +41,7 @@ export class AppModule {
         PackagesModule,
         ReleasesModule,
       ],
-      controllers: [DeploymentsController, InterruptionsController, HealthController, DashboardController],
+      controllers: [ApiKeysController, DeploymentsController, InterruptionsController, HealthController, DashboardController],
       providers: [
         ApiKeysService,
         DeploymentLogService,

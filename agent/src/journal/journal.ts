@@ -3,9 +3,9 @@
  * restart knows a script may have been running) and its result is recorded before it is sent; the record is removed
  * only when the server acknowledges the result. Files are written atomically (temp file, then rename).
  */
-import { mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import type { AgentMessageOf } from '#shared/protocol/index.js';
+import type { AgentMessageOf, LogLine } from '#shared/protocol/index.js';
 
 export type LeaseResult = AgentMessageOf<'lease.result'>;
 
@@ -37,6 +37,32 @@ export class Journal {
 
   remove(leaseId: string) {
     rmSync(this.file(leaseId), { force: true });
+    rmSync(this.logFile(leaseId), { force: true });
+  }
+
+  private logFile(leaseId: string) {
+    return this.file(leaseId).replace(/\.json$/, '.log');
+  }
+
+  /** Log lines are journaled (already masked) before they are sent, and kept until the lease's result is acked. */
+  appendLog(leaseId: string, lines: LogLine[]) {
+    if (lines.length) appendFileSync(this.logFile(leaseId), lines.map((l) => JSON.stringify(l)).join('\n') + '\n', { mode: 0o600 });
+  }
+
+  /** The journaled lines of a lease; a torn last line (a crash mid-write) is dropped: it was never sent. */
+  readLog(leaseId: string): LogLine[] {
+    const f = this.logFile(leaseId);
+    if (!existsSync(f)) return [];
+    const out: LogLine[] = [];
+    for (const l of readFileSync(f, 'utf8').split('\n')) {
+      if (!l) continue;
+      try {
+        out.push(JSON.parse(l));
+      } catch {
+        break;
+      }
+    }
+    return out;
   }
 
   all(): JournalRecord[] {

@@ -15,6 +15,9 @@ import { runScript } from '../runner/process-group.js';
 
 const FLUSH_MS = 50;
 const MAX_LINES_PER_MESSAGE = 1_000;
+/** Unacknowledged lines per lease above which a script's output is no longer read (back-pressure), and below which reading resumes. */
+const HIGH_WATER = 20_000;
+const LOW_WATER = 5_000;
 
 type ActionOutcome = { state: 'success' | 'failed' | 'cancelled'; exitCode: number | null; error?: string };
 
@@ -29,6 +32,8 @@ interface ActiveLease {
   flushTimer?: NodeJS.Timeout;
   abort: AbortController;
   done?: Promise<void>;
+  /** Resolvers waiting for the unacknowledged backlog to drain (back-pressure on the script's output). */
+  drained: Array<() => void>;
 }
 
 export interface LeaseManagerDeps {
@@ -57,7 +62,8 @@ export class LeaseManager {
    */
   restore() {
     for (const rec of this.d.journal.all()) {
-      if (rec.state === 'running') {
+      const interrupted = rec.state === 'running';
+      if (interrupted) {
         rec.state = 'finished';
         rec.result = {
           type: 'lease.result',
@@ -72,7 +78,18 @@ export class LeaseManager {
         this.d.journal.write(rec);
         this.d.logger.warn('lease interrupted by an agent restart; reporting unknown result', { leaseId: rec.leaseId });
       }
-      this.leases.set(rec.leaseId, { record: rec, vars: new Map(), secrets: new Set(), unsent: [], unacked: [], abort: new AbortController() });
+      // Lines journaled before the restart are resent (the server drops those it has); sequence numbers go on.
+      const unacked = this.d.journal.readLog(rec.leaseId);
+      rec.lastLogSeq = Math.max(rec.lastLogSeq, ...unacked.map((l) => l.seq));
+      if (rec.result) rec.result.lastLogSeq = Math.max(rec.result.lastLogSeq, rec.lastLogSeq);
+      const lease: ActiveLease = { record: rec, vars: new Map(), secrets: new Set(), unsent: [], unacked, abort: new AbortController(), drained: [] };
+      this.leases.set(rec.leaseId, lease);
+      if (interrupted) {
+        this.line(lease, 'error', 'The agent restarted while this target was running: its result is unknown');
+        this.flush(lease);
+        rec.result!.lastLogSeq = rec.lastLogSeq;
+        this.d.journal.write(rec);
+      }
     }
   }
 
@@ -87,8 +104,7 @@ export class LeaseManager {
   /** After (re)connecting: resend what the server may not have: unacknowledged log lines first, then results. */
   onConnected() {
     for (const l of this.leases.values()) {
-      l.unsent = [...l.unacked, ...l.unsent];
-      l.unacked = [];
+      for (let i = 0; i < l.unacked.length; i += MAX_LINES_PER_MESSAGE) this.d.send({ type: 'lease.log', leaseId: l.record.leaseId, lines: l.unacked.slice(i, i + MAX_LINES_PER_MESSAGE) });
       this.flush(l);
       if (l.record.state === 'finished' && l.record.result) this.d.send(l.record.result);
     }
@@ -119,6 +135,7 @@ export class LeaseManager {
       unsent: [],
       unacked: [],
       abort: new AbortController(),
+      drained: [],
     };
     this.leases.set(o.leaseId, lease);
     this.d.send({ type: 'lease.accepted', leaseId: o.leaseId });
@@ -134,12 +151,14 @@ export class LeaseManager {
     this.d.logger.warn('cancelling lease', { leaseId, reason });
     this.line(l, 'warn', `Cancelling: ${reason ?? 'asked by the server'}`);
     l.abort.abort();
+    for (const r of l.drained.splice(0)) r();
   }
 
   logAck(leaseId: string, seq: number) {
     const l = this.leases.get(leaseId);
     if (!l) return;
     l.unacked = l.unacked.filter((x) => x.seq > seq);
+    if (l.unacked.length + l.unsent.length <= LOW_WATER) for (const r of l.drained.splice(0)) r();
   }
 
   resultAck(leaseId: string) {
@@ -153,7 +172,10 @@ export class LeaseManager {
   /** Stops every running script (process groups, grace, then SIGKILL) and waits for them. */
   async stop() {
     this.stopping = true;
-    for (const l of this.leases.values()) l.abort.abort();
+    for (const l of this.leases.values()) {
+      l.abort.abort();
+      for (const r of l.drained.splice(0)) r();
+    }
     await Promise.all([...this.leases.values()].map((l) => l.done));
   }
 
@@ -167,15 +189,29 @@ export class LeaseManager {
     else l.flushTimer ??= setTimeout(() => this.flush(l), FLUSH_MS);
   }
 
+  /**
+   * Journals pending lines, then sends them. Once journaled they count as unacknowledged: sent now if connected,
+   * resent after a reconnect or a restart otherwise, and forgotten only when the server acknowledges them.
+   */
   private flush(l: ActiveLease) {
     if (l.flushTimer) clearTimeout(l.flushTimer);
     l.flushTimer = undefined;
-    while (l.unsent.length) {
-      const batch = l.unsent.slice(0, MAX_LINES_PER_MESSAGE);
-      if (!this.d.send({ type: 'lease.log', leaseId: l.record.leaseId, lines: batch })) return; // offline: kept for the reconnect
-      l.unsent = l.unsent.slice(batch.length);
-      l.unacked.push(...batch);
+    if (!l.unsent.length) return;
+    const lines = l.unsent;
+    l.unsent = [];
+    this.d.journal.appendLog(l.record.leaseId, lines);
+    l.unacked.push(...lines);
+    for (let i = 0; i < lines.length; i += MAX_LINES_PER_MESSAGE) {
+      if (!this.d.send({ type: 'lease.log', leaseId: l.record.leaseId, lines: lines.slice(i, i + MAX_LINES_PER_MESSAGE) })) return;
     }
+  }
+
+  /** Back-pressure for a lease's scripts: closed while too many lines wait for the server's acknowledgement. */
+  private gate(l: ActiveLease) {
+    return {
+      isOpen: () => l.unacked.length + l.unsent.length < HIGH_WATER,
+      wait: () => new Promise<void>((resolve) => l.drained.push(resolve)),
+    };
   }
 
   private async run(l: ActiveLease, o: LeaseOffer) {
@@ -249,6 +285,7 @@ export class LeaseManager {
         timeoutSeconds: remaining,
         graceMs: this.d.killGraceMs,
         signal: l.abort.signal,
+        gate: this.gate(l),
         onLine: (stream, t) => {
           const out = stream === 'stdout' ? parseServiceMessage(t) : null;
           if (out) return this.output(l, o, action, out);

@@ -26,6 +26,11 @@ export interface RunScriptOptions {
   onLine: (stream: 'stdout' | 'stderr', text: string) => void;
   /** Aborting cancels the run: the group is killed like on timeout and `cancelled` is set. */
   signal?: AbortSignal;
+  /**
+   * Back-pressure: while `isOpen()` is false the script's output is not read (its pipe fills and its writes block),
+   * until `wait()` resolves. A log flood is thus slowed to what the agent can send, and no line is dropped.
+   */
+  gate?: { isOpen(): boolean; wait(): Promise<void> };
 }
 
 export interface RunScriptResult {
@@ -85,6 +90,7 @@ export async function runScript(o: RunScriptOptions): Promise<RunScriptResult> {
       let timeoutTimer: NodeJS.Timeout | undefined;
       let drainTimer: NodeJS.Timeout | undefined;
       const open = { stdout: true, stderr: true };
+      let gated = 0; // streams paused by back-pressure: their pipes still hold output
 
       const killGroup = (): Promise<void> => {
         // One kill sequence per run: a timeout racing an abort must not restart the grace period.
@@ -134,6 +140,14 @@ export async function runScript(o: RunScriptOptions): Promise<RunScriptResult> {
             emit(pending);
             pending = '';
           }
+          if (o.gate && !o.gate.isOpen() && !stream.isPaused()) {
+            stream.pause();
+            gated++;
+            void o.gate.wait().then(() => {
+              gated--;
+              stream.resume();
+            });
+          }
         });
         // 'end' on a normal close; 'close' alone when we destroy a pipe held open by an orphan. Either way flush once.
         const done = () => {
@@ -166,12 +180,18 @@ export async function runScript(o: RunScriptOptions): Promise<RunScriptResult> {
         if (!open.stdout && !open.stderr) return maybeFinish();
         // A background child (`sleep 30 &`) inherited the pipes and keeps them open after bash is gone. Give it a
         // moment to flush, then kill what is left of the group and stop reading.
-        drainTimer = setTimeout(() => {
+        const drain = () => {
+          // Output held back by back-pressure is not an orphan holding the pipe: read it all first.
+          if (gated > 0) {
+            drainTimer = setTimeout(drain, PIPE_DRAIN_MS);
+            return;
+          }
           void killGroup().then(() => {
             child.stdout?.destroy();
             child.stderr?.destroy();
           });
-        }, PIPE_DRAIN_MS);
+        };
+        drainTimer = setTimeout(drain, PIPE_DRAIN_MS);
       });
 
       if (o.timeoutSeconds !== undefined && o.timeoutSeconds > 0) {

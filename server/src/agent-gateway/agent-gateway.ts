@@ -22,6 +22,8 @@ import { PackageFiles } from '../packages/packages.js';
 import { serverChain, type PkiMaterial } from '../pki/pki.js';
 import { AgentConnections } from './agent-connections.js';
 
+const MAX_QUEUED_MESSAGES = 2_000;
+
 interface AgentSocketData {
   machineId: string;
   machineName: string;
@@ -125,8 +127,18 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
     let greeted = false;
     // Messages of one agent are handled one at a time, in order: a result must not overtake the log lines before it.
     let queue = Promise.resolve();
+    let queued = 0;
     socket.on(AGENT_EVENT, (raw: unknown) => {
+      // An agent that sends faster than the database takes it (a flood, or a hostile client) is cut off instead of
+      // growing this queue without bound; a well-behaved agent waits for acknowledgements and never gets near it.
+      if (++queued > MAX_QUEUED_MESSAGES) {
+        this.log.warn('agent flooded the server with messages; disconnecting it', { context: 'agents', machine: machineName, queued });
+        socket.emit('server:message', { type: 'protocol.error', message: `more than ${MAX_QUEUED_MESSAGES} messages waiting: slow down`, fatal: false });
+        socket.disconnect(true);
+        return;
+      }
       queue = queue.then(async () => {
+        queued--;
         const parsed = parseAgentMessage(raw);
         if (!parsed.ok) {
           this.log.warn('invalid message from agent', { context: 'agents', machine: machineName, error: parsed.error });

@@ -43,6 +43,11 @@ export class ApiKeysService {
     return key;
   }
 
+  /** Drops cached verdicts (after a revocation; other nodes' caches expire within 5 s). */
+  forget() {
+    this.cache.clear();
+  }
+
   /** The key's name when the key is valid and not revoked. */
   async verify(key: string): Promise<string | null> {
     const hash = hashKey(key);

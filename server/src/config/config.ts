@@ -37,6 +37,7 @@ const EnvSchema = z
     CUTTLE_LOG_LEVEL: z.enum(['error', 'warn', 'info', 'debug'], { error: 'CUTTLE_LOG_LEVEL must be one of error, warn, info, debug' }).default('info'),
     CUTTLE_LOG_FORMAT: z.enum(['json', 'pretty'], { error: 'CUTTLE_LOG_FORMAT must be json or pretty' }).optional(),
     CUTTLE_NODE_ID: z.string().max(100).optional(),
+    CUTTLE_OWNERSHIP_TTL_SECONDS: seconds('CUTTLE_OWNERSHIP_TTL_SECONDS', 15, 2),
   })
   .refine((e) => e.CUTTLE_PORT !== e.CUTTLE_AGENT_PORT, { message: 'CUTTLE_PORT and CUTTLE_AGENT_PORT must differ', path: ['CUTTLE_AGENT_PORT'] });
 
@@ -55,6 +56,8 @@ export interface CuttleConfig {
   logLevel: 'error' | 'warn' | 'info' | 'debug';
   logFormat: 'json' | 'pretty';
   nodeId: string;
+  /** A node that stops renewing its hold on a deployment for this long loses it to another node. */
+  ownershipTtlMs: number;
   version: string;
 }
 
@@ -85,7 +88,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CuttleConfig {
     maxPackageBytes: Math.floor(e.CUTTLE_MAX_PACKAGE_MB * 1024 * 1024),
     logLevel: e.CUTTLE_LOG_LEVEL,
     logFormat: e.CUTTLE_LOG_FORMAT ?? (process.stdout.isTTY ? 'pretty' : 'json'),
-    nodeId: e.CUTTLE_NODE_ID ?? `${hostname()}-${process.pid}`,
+    // Stable across restarts of the same service (host and port), so a restarted node takes its deployments back at
+    // once instead of waiting for its old ownership to lapse. Several nodes on one host differ by port.
+    nodeId: e.CUTTLE_NODE_ID ?? `${hostname()}:${e.CUTTLE_PORT}`,
+    ownershipTtlMs: Math.round(e.CUTTLE_OWNERSHIP_TTL_SECONDS * 1000),
     version: CUTTLE_VERSION,
   };
 }

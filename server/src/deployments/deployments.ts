@@ -37,6 +37,15 @@ export class CreateDeploymentDto {
   @IsOptional() @IsBoolean() guidedFailure?: boolean;
 }
 
+/** Why a target failed, for people and for automation: an agent that went away is not a broken script. */
+export function failureKind(error: string | null): 'agent-lost' | 'unknown-result' | 'timeout' | 'script' {
+  if (!error) return 'script';
+  if (error.startsWith('agent lost')) return 'agent-lost';
+  if (error.startsWith('unknown result')) return 'unknown-result';
+  if (error.startsWith('timed out')) return 'timeout';
+  return 'script';
+}
+
 @Injectable()
 export class DeploymentsService {
   /** Called after a deployment is created or changed by an operator, so the orchestrator acts without waiting. */
@@ -209,6 +218,7 @@ export class DeploymentsService {
             state: t.state,
             attempt: t.attempt,
             error: t.error ?? undefined,
+            ...(t.state === 'failed' ? { failureKind: failureKind(t.error) } : {}),
             startedAt: t.started_at,
             finishedAt: t.finished_at,
             actions: t.actions.map((a) => ({ name: a.name, state: a.state, exitCode: a.exitCode ?? null, ...(a.skipReason ? { skipReason: a.skipReason } : {}) })),

@@ -39,7 +39,7 @@ const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 export class CreateTokenDto {
   @IsArray() @ArrayMaxSize(100) @IsString({ each: true }) environmentIds: string[];
   @IsOptional() @IsArray() @ArrayMaxSize(100) @Matches(ROLE_RE, { each: true, message: 'roles must be names of letters, digits, ".", "_" or "-"' }) roles?: string[];
-  @IsOptional() @IsInt() @Min(60) @Max(30 * 86400) expiresInSeconds?: number;
+  @IsOptional() @IsInt() @Min(1) @Max(30 * 86400) expiresInSeconds?: number;
   @IsOptional() @IsInt() @Min(1) @Max(100_000) maxUses?: number;
 }
 

@@ -22,7 +22,6 @@ import { openManualIntervention } from '../deployments/interruptions.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
 
 const TICK_MS = 500;
-const OWNERSHIP_SECONDS = 15;
 const REOFFER_MS = 3_000;
 
 const STEP_TEXT: Record<string, string> = { running: 'started', success: 'succeeded', failed: 'failed', skipped: 'skipped', cancelled: 'cancelled' };
@@ -71,6 +70,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       for (const id of await this.leases.expire()) if (owned.includes(id)) this.kick(id);
       for (const id of owned) this.kick(id);
       await this.deliverPending();
+      await this.dropRevoked();
     } catch (e) {
       if (!this.stopped) this.logger.error('dispatcher round failed', { context: 'dispatcher', error: (e as Error).message, stack: (e as Error).stack });
     } finally {
@@ -86,7 +86,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
          WHERE state IN ('queued', 'executing', 'waiting', 'cancelling') ${onlyId ? 'AND id = $3' : ''}
            AND (owner_node IS NULL OR owner_node = $1 OR owner_expires_at < now())
          RETURNING id`,
-        onlyId ? [this.config.nodeId, OWNERSHIP_SECONDS, onlyId] : [this.config.nodeId, OWNERSHIP_SECONDS],
+        onlyId ? [this.config.nodeId, this.config.ownershipTtlMs / 1000, onlyId] : [this.config.nodeId, this.config.ownershipTtlMs / 1000],
       ),
     );
     return rows.map((r) => r.id);
@@ -226,6 +226,15 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     if (!offer) return;
     this.lastOffered.set(leaseId, Date.now());
     this.agents.send(machineId, offer);
+  }
+
+  /** Agents revoked through another node are dropped here too, within a round. */
+  private async dropRevoked() {
+    const ids = this.agents.machineIds();
+    if (!ids.length) return;
+    const live: Array<{ id: string }> = await this.ds.query(`SELECT id FROM machines WHERE id = ANY($1::uuid[]) AND revoked_at IS NULL`, [ids]);
+    const keep = new Set(live.map((r) => r.id));
+    for (const id of ids) if (!keep.has(id)) this.agents.disconnect(id);
   }
 
   /** Delivers offers not yet accepted by agents connected here, and cancels of cancelled deployments' leases. */

@@ -106,8 +106,10 @@ export class PackagesService {
     try {
       await pipeline(req, meter, createWriteStream(tmp));
       if (size === 0) throw new BadRequestException('body must be the package (.tar.gz); it is empty');
-      await this.checkArchive(tmp);
       const sha256 = hash.digest('hex');
+      const expected = String(req.headers['x-checksum-sha256'] ?? '').toLowerCase();
+      if (expected && expected !== sha256) throw new BadRequestException(`X-Checksum-Sha256 is ${expected} but the body's sha256 is ${sha256}: the upload was damaged or is not the package meant`);
+      await this.checkArchive(tmp);
       if (!this.files.has(sha256)) await rename(tmp, this.files.pathOf(sha256));
       else await rm(tmp, { force: true });
       const row = await this.repo.save(this.repo.create({ packageId, version, sha256, sizeBytes: size }));
