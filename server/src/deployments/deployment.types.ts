@@ -13,6 +13,7 @@ export interface DeploymentRow {
   specific_machine_ids: string[];
   excluded_machine_ids: string[];
   error: string | null;
+  owner_node: string | null;
   created_at: Date;
   started_at: Date | null;
   finished_at: Date | null;

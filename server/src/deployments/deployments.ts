@@ -18,6 +18,7 @@ import { idOf, isUuid } from '../common/http.js';
 import { returned } from '../database/sql.js';
 import { EnvironmentsService } from '../environments/environments.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
+import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { MachineEntity } from '../machines/machine.entity.js';
 import { ProjectsService } from '../projects/projects.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
@@ -58,6 +59,7 @@ export class DeploymentsService {
     private readonly projects: ProjectsService,
     private readonly log: DeploymentLogService,
     @Inject(LOGGER) private readonly logger: Logger,
+    @Inject(CONFIG) private readonly config: CuttleConfig,
   ) {}
 
   /** The machines a deployment may use: in the environment, not revoked, not disabled, narrowed by the operator. */
@@ -98,9 +100,10 @@ export class DeploymentsService {
       const steps = layoutDeployment(release.process, env.id, release.channelId, machines);
       const [dep] = returned<{ id: string }>(
         await m.query(
-          `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids)
-           VALUES ($1, $2, $3, 'queued', $4, $5, $6) RETURNING id`,
-          [release.id, release.projectId, env.id, dto.guidedFailure ?? env.guidedFailure, JSON.stringify(specific), JSON.stringify(excluded)],
+          // The node that creates a deployment drives it (it holds the ownership lease from the first moment).
+          `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids, owner_node, owner_expires_at)
+           VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, now() + make_interval(secs => $8)) RETURNING id`,
+          [release.id, release.projectId, env.id, dto.guidedFailure ?? env.guidedFailure, JSON.stringify(specific), JSON.stringify(excluded), this.config.nodeId, this.config.ownershipTtlMs / 1000],
         ),
       );
       const lines: LogEntryInput[] = [{ level: 'info', text: `Deploying ${project.name} release ${release.version} to ${env.name}` }];
@@ -197,6 +200,7 @@ export class DeploymentsService {
       specificMachineIds: d.specific_machine_ids,
       excludedMachineIds: d.excluded_machine_ids,
       error: d.error ?? undefined,
+      ownerNode: d.owner_node ?? undefined,
       createdAt: d.created_at,
       startedAt: d.started_at,
       finishedAt: d.finished_at,

@@ -233,6 +233,72 @@ export class TestAgent {
     await waitExit(this.proc, 10_000);
     killGroup(this.proc, 'SIGKILL');
   }
+
+  /** kill -9 of the agent process alone: scripts it started (their own process groups) keep running. */
+  async kill9() {
+    killGroup(this.proc, 'SIGKILL');
+    await waitExit(this.proc, 5_000);
+  }
+
+  /** Starts the agent again on its home, with its stored identity (no token), as a service manager would. */
+  restart() {
+    this.proc = spawnLogged(`agent-${this.name}`, ['dist/agent/src/main.js', 'run', '--home', this.home], { CUTTLE_LOG_FORMAT: 'json' }, this.logFile);
+    return this;
+  }
+
+  exitCode(timeoutMs = 30_000) {
+    return waitExit(this.proc, timeoutMs).then(() => this.proc.exitCode);
+  }
+
+  log() {
+    return readFileSync(this.logFile, 'utf8');
+  }
+}
+
+/**
+ * A TCP pass-through between agents and the agent port that a test can cut (every connection dropped, new ones
+ * refused) and restore: a real network cut, TLS end to end.
+ */
+export class CutProxy {
+  private server?: import('node:net').Server;
+  private sockets = new Set<import('node:net').Socket>();
+  constructor(
+    readonly port: number,
+    private targetPort: number,
+  ) {}
+
+  static async create(targetPort = 0) {
+    return new CutProxy(await freePort(), targetPort);
+  }
+
+  target(port: number) {
+    this.targetPort = port;
+    return this;
+  }
+
+  async restore() {
+    const net = await import('node:net');
+    this.server = net.createServer((client) => {
+      const upstream = net.connect(this.targetPort, '127.0.0.1');
+      for (const s of [client, upstream]) {
+        this.sockets.add(s);
+        s.on('close', () => this.sockets.delete(s));
+        s.on('error', () => {
+          client.destroy();
+          upstream.destroy();
+        });
+      }
+      client.pipe(upstream).pipe(client);
+    });
+    await new Promise<void>((r) => this.server!.listen(this.port, '127.0.0.1', () => r()));
+  }
+
+  async cut() {
+    for (const s of this.sockets) s.destroy();
+    this.sockets.clear();
+    await new Promise<void>((r) => (this.server ? this.server.close(() => r()) : r()));
+    this.server = undefined;
+  }
 }
 
 /** Starts an agent process; the first start registers with `token`. */
