@@ -162,6 +162,12 @@ export class TestServer {
     return waitExit(this.proc, 30_000).then(() => this.proc.exitCode);
   }
 
+  /** kill -9: no shutdown code runs, as when the machine or the process dies. */
+  async kill9() {
+    killGroup(this.proc, 'SIGKILL');
+    await waitExit(this.proc, 5_000);
+  }
+
   log() {
     return readFileSync(this.logFile, 'utf8');
   }
@@ -171,12 +177,14 @@ export class TestServer {
  * Starts a server. `reuse` starts it again on the same data folder, ports and database as an earlier (stopped)
  * one, as an operator restarting the service would.
  */
-export async function startServer(opts: { env?: Record<string, string>; reuse?: TestServer } = {}): Promise<TestServer> {
-  const dir = opts.reuse?.dir ?? mkdtempSync(join(tmpdir(), 'cuttle-it-'));
+export async function startServer(opts: { env?: Record<string, string>; reuse?: TestServer; sameDataAs?: TestServer } = {}): Promise<TestServer> {
+  const shared = opts.reuse ?? opts.sameDataAs;
+  const dir = shared?.dir ?? mkdtempSync(join(tmpdir(), 'cuttle-it-'));
   const home = join(dir, 'server');
   mkdirSync(home, { recursive: true });
+  // `sameDataAs`: another node of one installation (same data folder and database), on ports of its own.
   const [port, agentPort] = opts.reuse ? [opts.reuse.port, opts.reuse.agentPort] : [await freePort(), await freePort()];
-  let databaseName: string | undefined = opts.reuse?.databaseName;
+  let databaseName: string | undefined = shared?.databaseName;
   const env: Record<string, string> = {
     CUTTLE_HOME: home,
     CUTTLE_HOST: '127.0.0.1',
@@ -195,7 +203,7 @@ export async function startServer(opts: { env?: Record<string, string>; reuse?: 
     }
     env.DATABASE_URL = withDatabase(base, databaseName);
   } else env.DATABASE_URL = '';
-  const logFile = join(dir, 'server.log');
+  const logFile = join(dir, opts.sameDataAs ? `server-${port}.log` : 'server.log');
   const proc = spawnLogged('server', ['dist/server/src/main.js'], env, logFile);
   const srv = new TestServer(dir, home, port, agentPort, proc, databaseName, logFile);
   await waitFor('the server to answer /api/health', async () => {
