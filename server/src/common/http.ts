@@ -58,6 +58,12 @@ export class ErrorFilter implements ExceptionFilter {
     const res = ctx.getResponse<Response>();
     const req = ctx.getRequest<Request>();
     if (err instanceof HttpException) {
+      // The body parser's SyntaxError arrives wrapped: say what is wrong in the client's terms.
+      const cause = (err as { cause?: unknown }).cause as { type?: string; message?: string } | undefined;
+      if (cause instanceof SyntaxError && (cause as { type?: string }).type === 'entity.parse.failed') {
+        res.status(400).json({ statusCode: 400, error: 'Bad Request', message: `request body is not valid JSON: ${cause.message}` });
+        return;
+      }
       const body = err.getResponse();
       res.status(err.getStatus()).json(typeof body === 'string' ? { statusCode: err.getStatus(), error: err.name, message: body } : body);
       return;
