@@ -85,8 +85,10 @@ export class LeaseManager {
       const lease: ActiveLease = { record: rec, vars: new Map(), secrets: new Set(), unsent: [], unacked, abort: new AbortController(), drained: [] };
       this.leases.set(rec.leaseId, lease);
       if (interrupted) {
-        this.line(lease, 'error', 'The agent restarted while this target was running: its result is unknown');
-        this.flush(lease);
+        // Journaled, not sent: restore runs before any connection; onConnected sends what is unacknowledged.
+        const line = { seq: ++rec.lastLogSeq, at: new Date().toISOString(), level: 'error' as const, text: 'The agent restarted while this target was running: its result is unknown' };
+        this.d.journal.appendLog(rec.leaseId, [line]);
+        unacked.push(line);
         rec.result!.lastLogSeq = rec.lastLogSeq;
         this.d.journal.write(rec);
       }

@@ -1,0 +1,90 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import winston from 'winston';
+import type { AgentMessage, LeaseOffer } from '#shared/protocol/index.js';
+import { Journal } from '../journal/journal.js';
+import { PackageStore } from '../packages/package-store.js';
+import { LeaseManager } from './lease-manager.js';
+
+const silent = winston.createLogger({ silent: true });
+
+function setup(dir = mkdtempSync(join(tmpdir(), 'cuttle-lm-'))) {
+  const sent: AgentMessage[] = [];
+  const lm = new LeaseManager({
+    journal: new Journal(join(dir, 'journal')),
+    packages: new PackageStore(join(dir, 'packages')),
+    workDir: dir,
+    scriptDir: join(dir, 'tmp'),
+    machineId: 'm1',
+    send: (m) => (sent.push(m), true),
+    download: async () => {
+      throw new Error('no downloads here');
+    },
+    logger: silent,
+  });
+  return { dir, lm, sent };
+}
+
+const offer = (leaseId: string, script: string): LeaseOffer => ({
+  type: 'lease.offer',
+  leaseId,
+  deploymentId: 'd1',
+  targetRunId: 't1',
+  stepName: 'S',
+  machineName: 'web-01',
+  actions: [{ index: 0, name: 'a', type: 'script', script, retries: 0, retryDelaySeconds: 0 }],
+  startAt: 0,
+  env: {},
+  variables: [],
+});
+
+const waitFor = async (f: () => boolean, ms = 10_000) => {
+  const t0 = Date.now();
+  while (!f()) {
+    if (Date.now() - t0 > ms) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 20));
+  }
+};
+
+describe('lease manager', () => {
+  // A lease runs at most once: a repeated dispatch is answered with its state (accepted while running, the result
+  // once finished), never run again.
+  it('runs a repeated offer once and answers with its state', async () => {
+    const { dir, lm, sent } = setup();
+    const o = offer('l1', 'echo ran >> runs.txt; sleep 0.3');
+    lm.offer(o);
+    lm.offer(o);
+    expect(sent.filter((m) => m.type === 'lease.accepted')).toHaveLength(2);
+    await waitFor(() => sent.some((m) => m.type === 'lease.result'));
+    lm.offer(o);
+    expect(sent.filter((m) => m.type === 'lease.result')).toHaveLength(2);
+    expect(readFileSync(join(dir, 'runs.txt'), 'utf8')).toBe('ran\n');
+    // Once acknowledged, the journal forgets it.
+    lm.resultAck('l1');
+    expect(new Journal(join(dir, 'journal')).all()).toEqual([]);
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  // An agent that restarts while a lease ran reports it failed with an unknown result, with its journaled log
+  // lines first, and never reruns it.
+  it('reports a lease interrupted by a restart as an unknown result', async () => {
+    const { dir, lm, sent } = setup();
+    lm.offer(offer('l2', 'echo before; sleep 30'));
+    await waitFor(() => sent.some((m) => m.type === 'lease.log' && m.lines.some((l) => l.text === 'before')));
+    // A new manager on the same journal: what a restarted agent process finds.
+    const again = setup(dir);
+    again.lm.restore();
+    expect(again.lm.helloLeases()).toEqual([{ leaseId: 'l2', state: 'finished' }]);
+    again.lm.onConnected();
+    const lines = again.sent.filter((m) => m.type === 'lease.log').flatMap((m) => (m.type === 'lease.log' ? m.lines : []));
+    expect(lines.map((l) => l.text)).toEqual(expect.arrayContaining(['before', 'The agent restarted while this target was running: its result is unknown']));
+    expect(lines.map((l) => l.seq)).toEqual(lines.map((_, i) => i + 1));
+    const result = again.sent.find((m) => m.type === 'lease.result');
+    expect(result).toMatchObject({ state: 'failed', error: 'unknown result: the agent restarted while this target was running', lastLogSeq: lines.length });
+    again.lm.offer(offer('l2', 'echo must-not-run > rerun.txt'));
+    expect(() => readFileSync(join(dir, 'rerun.txt'))).toThrow();
+    await lm.stop();
+    rmSync(dir, { recursive: true, force: true });
+  });
+});
