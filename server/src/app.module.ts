@@ -11,13 +11,13 @@ import { ErrorFilter } from './common/http.js';
 import type { CuttleConfig } from './config/config.js';
 import { CoreModule } from './core.module.js';
 import { dataSourceOptions } from './database/data-source.js';
-import { DashboardController } from './dashboard/dashboard.js';
 import { DeploymentLogService } from './deployments/deployment-log.js';
 import { DeploymentsController, DeploymentsService } from './deployments/deployments.js';
 import { InterruptionsController, InterruptionsService } from './deployments/interruptions.js';
 import { EnvironmentsModule } from './environments/environments.js';
 import { HealthController } from './health/health.js';
 import { LeasesService } from './leases/leases.js';
+import { LiveGateway } from './live/live.js';
 import type { Logger } from './logging/logger.js';
 import { MachinesModule } from './machines/machines.js';
 import { Dispatcher } from './orchestration/dispatcher.js';
@@ -41,7 +41,7 @@ export class AppModule {
         PackagesModule,
         ReleasesModule,
       ],
-      controllers: [ApiKeysController, DeploymentsController, InterruptionsController, HealthController, DashboardController],
+      controllers: [ApiKeysController, DeploymentsController, InterruptionsController, HealthController],
       providers: [
         ApiKeysService,
         DeploymentLogService,
@@ -51,6 +51,7 @@ export class AppModule {
         AgentConnections,
         Dispatcher,
         AgentGateway,
+        LiveGateway,
         { provide: APP_GUARD, useClass: ApiKeyGuard },
         { provide: APP_FILTER, useClass: ErrorFilter },
       ],

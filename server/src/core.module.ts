@@ -1,6 +1,7 @@
 import { Global, Module, type DynamicModule } from '@nestjs/common';
 import { CONFIG, type CuttleConfig } from './config/config.js';
 import { LOGGER, type Logger } from './logging/logger.js';
+import { LiveEvents } from './live/live-events.js';
 import type { PkiMaterial } from './pki/pki.js';
 
 export const PKI = Symbol('Pki');
@@ -15,6 +16,6 @@ export class CoreModule {
       { provide: PKI, useValue: values.pki },
       { provide: LOGGER, useValue: values.logger },
     ];
-    return { module: CoreModule, providers, exports: providers.map((p) => p.provide) };
+    return { module: CoreModule, providers: [...providers, LiveEvents], exports: [...providers.map((p) => p.provide), LiveEvents] };
   }
 }

@@ -5,6 +5,8 @@
  */
 import 'reflect-metadata';
 import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { ValidationPipe } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import type { NestExpressApplication } from '@nestjs/platform-express';
@@ -45,6 +47,10 @@ async function main() {
     bodyParser: false,
   });
   app.useBodyParser('json', { limit: '5mb' });
+  // The dashboard: static page and styles from dashboard/public, its compiled modules from dist/dashboard.
+  const root = fileURLToPath(new URL('../../..', import.meta.url));
+  app.useStaticAssets(join(root, 'dashboard', 'public'), { index: 'index.html' });
+  app.useStaticAssets(join(root, 'dist', 'dashboard'), { prefix: '/assets/' });
   app.useGlobalPipes(new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }));
   const adminKey = await app.get(ApiKeysService).ensureAdminKey();
   void adminKey;

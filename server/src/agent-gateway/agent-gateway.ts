@@ -21,6 +21,7 @@ import { Dispatcher } from '../orchestration/dispatcher.js';
 import { PackageFiles } from '../packages/packages.js';
 import { serverChain, type PkiMaterial } from '../pki/pki.js';
 import { AgentConnections } from './agent-connections.js';
+import { LiveEvents } from '../live/live-events.js';
 
 const MAX_QUEUED_MESSAGES = 2_000;
 
@@ -43,6 +44,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
     private readonly dispatcher: Dispatcher,
     private readonly packages: PackageFiles,
     events: MachineEvents,
+    private readonly live: LiveEvents,
     @Inject(PKI) private readonly pki: PkiMaterial,
     @Inject(CONFIG) private readonly config: CuttleConfig,
     @Inject(LOGGER) private readonly log: Logger,
@@ -167,6 +169,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
         .execute()
         .catch(() => {});
       this.log.info('agent disconnected', { context: 'agents', machine: machineName, reason });
+      this.live.emit('machines');
     });
   }
 
@@ -183,6 +186,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
         await this.machines.repo.update({ id: machineId }, { connectedNode: this.config.nodeId, connectedAt: new Date(), lastSeenAt: new Date(), agentVersion: msg.agentVersion });
         const { machineName: name } = socket.data as AgentSocketData;
         send({ type: 'welcome', machineId, name, heartbeatMs: this.config.heartbeatMs, leaseTtlMs: this.config.leaseTtlMs, serverVersion: this.config.version });
+        this.live.emit('machines');
         this.log.info('agent connected', { context: 'agents', machine: name, agentVersion: msg.agentVersion, leases: msg.leases.length });
         // Leases the agent runs that the server has given up on (expired while it was away) must stop.
         const running = msg.leases.filter((l) => l.state === 'running').map((l) => l.leaseId);

@@ -1,6 +1,7 @@
 import { Injectable } from '@nestjs/common';
 import { DataSource, EntityManager } from 'typeorm';
 import { returned } from '../database/sql.js';
+import { LiveEvents } from '../live/live-events.js';
 
 export interface LogEntryInput {
   level: 'debug' | 'info' | 'warn' | 'error';
@@ -30,7 +31,10 @@ export interface LogEntry {
  */
 @Injectable()
 export class DeploymentLogService {
-  constructor(private readonly ds: DataSource) {}
+  constructor(
+    private readonly ds: DataSource,
+    private readonly events: LiveEvents,
+  ) {}
 
   /** Appends inside the caller's transaction (which thereby holds the deployment's row lock until it commits). */
   async append(m: EntityManager, deploymentId: string, entries: LogEntryInput[]): Promise<number> {
@@ -39,6 +43,8 @@ export class DeploymentLogService {
       await m.query(`UPDATE deployments SET log_seq = log_seq + $2 WHERE id = $1 RETURNING log_seq`, [deploymentId, entries.length]),
     );
     const last = Number(row.log_seq);
+    // Every change to a deployment writes its log, so this one notice covers them all (read after the commit).
+    this.events.emit('deployment', deploymentId);
     const first = last - entries.length + 1;
     const now = new Date().toISOString();
     // One statement for the whole batch: unnest() of parallel arrays is the fastest insert both databases accept.

@@ -31,6 +31,7 @@ import { LOGGER, type Logger } from '../logging/logger.js';
 import { PKI } from '../core.module.js';
 import { CsrError, signAgentCsr, type PkiMaterial } from '../pki/pki.js';
 import { MachineEntity } from './machine.entity.js';
+import { LiveEvents } from '../live/live-events.js';
 import { RegistrationTokenEntity } from './registration-token.entity.js';
 
 const ROLE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
@@ -71,6 +72,7 @@ export class MachinesService {
     @InjectRepository(RegistrationTokenEntity) private readonly tokens: Repository<RegistrationTokenEntity>,
     private readonly envs: EnvironmentsService,
     private readonly events: MachineEvents,
+    private readonly live: LiveEvents,
     @Inject(PKI) private readonly pki: PkiMaterial,
     @Inject(CONFIG) private readonly config: CuttleConfig,
     @Inject(LOGGER) private readonly log: Logger,
@@ -177,7 +179,9 @@ export class MachinesService {
     if (dto.roles) m.roles = [...new Set(dto.roles)];
     if (dto.environmentIds) m.environmentIds = (await this.envs.resolve(dto.environmentIds, 'environmentIds')).map((e) => e.id);
     if (dto.disabled !== undefined) m.disabled = dto.disabled;
-    return this.repo.save(m);
+    const saved = await this.repo.save(m);
+    this.live.emit('machines');
+    return saved;
   }
 
   /** Revokes a machine: its certificate is refused from now on and its connection is dropped. */
@@ -185,6 +189,7 @@ export class MachinesService {
     const m = await this.get(id);
     await this.repo.update({ id }, { revokedAt: new Date(), connectedNode: null });
     this.events.emit('revoked', id);
+    this.live.emit('machines');
     this.log.warn(`machine revoked`, { context: 'machines', machine: m.name, machineId: id });
   }
 

@@ -1,0 +1,2 @@
+// Placeholder: replaced by the dashboard application.
+document.getElementById('app')!.textContent = 'Cuttle dashboard';

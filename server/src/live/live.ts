@@ -1,0 +1,176 @@
+/**
+ * The dashboard's live channel: socket.io on the REST port, namespace `/live`, authenticated with an API key
+ * (`auth: {apiKey}` in the handshake). Nothing is broadcast per log line: a change marks a deployment dirty, and
+ * within 150 ms each subscriber of it receives one snapshot and the log lines it has not seen.
+ *
+ *   client → server  `subscribe {deploymentId, afterSeq}`, `unsubscribe {deploymentId}`
+ *   server → client  `deployment` (the GET /api/deployments/:id body), `log {deploymentId, entries}` (in seq order),
+ *                    `deployments` (the list changed: refetch), `machines` (machine states changed: refetch),
+ *                    `interruptions {deploymentId}` (with every deployment snapshot, so open questions show at once)
+ *
+ * Changes made by another server node raise no event here, so subscribed deployments are also compared with the
+ * database every 2 s.
+ */
+import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { HttpAdapterHost } from '@nestjs/core';
+import { Server, type Namespace, type Socket } from 'socket.io';
+import { DataSource } from 'typeorm';
+import { z } from 'zod';
+import { ApiKeysService } from '../auth/api-keys.service.js';
+import { DeploymentLogService } from '../deployments/deployment-log.js';
+import { DeploymentsService } from '../deployments/deployments.js';
+import { LOGGER, type Logger } from '../logging/logger.js';
+import { LiveEvents } from './live-events.js';
+
+
+const SubscribeSchema = z.object({ deploymentId: z.string().uuid(), afterSeq: z.number().int().min(0).default(0) });
+const UnsubscribeSchema = z.object({ deploymentId: z.string().uuid() });
+
+interface Room {
+  cursor: number;
+  state?: string;
+  timer?: NodeJS.Timeout;
+}
+
+@Injectable()
+export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdown {
+  private io?: Server;
+  private ns?: Namespace;
+  private rooms = new Map<string, Room>();
+  private listTimer?: NodeJS.Timeout;
+  private machinesTimer?: NodeJS.Timeout;
+  private sweep?: NodeJS.Timeout;
+
+  constructor(
+    private readonly host: HttpAdapterHost,
+    private readonly keys: ApiKeysService,
+    private readonly deployments: DeploymentsService,
+    private readonly log: DeploymentLogService,
+    private readonly ds: DataSource,
+    events: LiveEvents,
+    @Inject(LOGGER) private readonly logger: Logger,
+  ) {
+    events.on('deployment', (id) => this.dirty(id));
+    events.on('machines', () => this.machinesChanged());
+  }
+
+  onApplicationBootstrap() {
+    this.io = new Server(this.host.httpAdapter.getHttpServer(), { serveClient: true, transports: ['websocket', 'polling'] });
+    this.ns = this.io.of('/live');
+    this.ns.use((socket, next) => {
+      const key = (socket.handshake.auth as { apiKey?: unknown })?.apiKey;
+      if (typeof key !== 'string' || !key) return next(new Error('unauthorized: give an API key'));
+      this.keys
+        .verify(key)
+        .then((name) => (name ? next() : next(new Error('unauthorized: not a valid API key'))))
+        .catch(() => next(new Error('unauthorized')));
+    });
+    this.ns.on('connection', (socket) => this.onConnection(socket));
+    this.sweep = setInterval(() => void this.compareWithDatabase(), 2_000);
+  }
+
+  async onApplicationShutdown() {
+    if (this.sweep) clearInterval(this.sweep);
+    for (const r of this.rooms.values()) clearTimeout(r.timer);
+    await new Promise<void>((r) => (this.io ? this.io.close(() => r()) : r()));
+  }
+
+  private onConnection(socket: Socket) {
+    socket.on('subscribe', async (raw: unknown) => {
+      const p = SubscribeSchema.safeParse(raw);
+      if (!p.success) return socket.emit('error-message', { message: `subscribe: ${p.error.issues[0]?.path.join('.') || 'body'} ${p.error.issues[0]?.message}` });
+      const { deploymentId, afterSeq } = p.data;
+      try {
+        const snapshot = await this.deployments.get(deploymentId);
+        await socket.join(`dep:${deploymentId}`);
+        const room = this.rooms.get(deploymentId) ?? { cursor: afterSeq };
+        this.rooms.set(deploymentId, room);
+        socket.emit('deployment', snapshot);
+        // Catch this subscriber up to the room's cursor; the room's pushes carry it on from there.
+        const until = Math.max(room.cursor, (await this.currentSeq(deploymentId)) ?? 0);
+        room.cursor = until;
+        let after = afterSeq;
+        while (after < until) {
+          const page = await this.log.read(deploymentId, after, 5_000);
+          const entries = page.entries.filter((e) => e.seq <= until);
+          if (!entries.length) break;
+          socket.emit('log', { deploymentId, entries });
+          after = entries[entries.length - 1].seq;
+        }
+      } catch (e) {
+        socket.emit('error-message', { message: (e as Error).message });
+      }
+    });
+    socket.on('unsubscribe', (raw: unknown) => {
+      const p = UnsubscribeSchema.safeParse(raw);
+      if (p.success) void socket.leave(`dep:${p.data.deploymentId}`);
+    });
+  }
+
+  private async currentSeq(id: string): Promise<number | null> {
+    const [row] = await this.ds.query(`SELECT log_seq, state FROM deployments WHERE id = $1`, [id]);
+    return row ? Number(row.log_seq) : null;
+  }
+
+  private subscribers(id: string) {
+    return this.ns?.adapter.rooms.get(`dep:${id}`)?.size ?? 0;
+  }
+
+  /** A deployment changed: push to its subscribers shortly (coalescing bursts), and tell every client the list moved. */
+  dirty(id: string) {
+    this.listChanged();
+    if (!this.subscribers(id)) {
+      this.rooms.delete(id);
+      return;
+    }
+    const room = this.rooms.get(id);
+    if (!room || room.timer) return;
+    room.timer = setTimeout(() => void this.flush(id), 150);
+  }
+
+  private async flush(id: string) {
+    const room = this.rooms.get(id);
+    if (!room) return;
+    room.timer = undefined;
+    try {
+      const snapshot = await this.deployments.get(id);
+      room.state = snapshot.state;
+      this.ns?.to(`dep:${id}`).emit('deployment', snapshot);
+      for (;;) {
+        const page = await this.log.read(id, room.cursor, 5_000);
+        if (!page.entries.length) break;
+        room.cursor = page.nextSeq;
+        this.ns?.to(`dep:${id}`).emit('log', { deploymentId: id, entries: page.entries });
+        if (page.entries.length < 5_000) break;
+      }
+      this.ns?.to(`dep:${id}`).emit('interruptions', { deploymentId: id });
+    } catch (e) {
+      this.logger.warn('live update failed', { context: 'live', deploymentId: id, error: (e as Error).message });
+    }
+  }
+
+  private async compareWithDatabase() {
+    for (const [id, room] of this.rooms) {
+      if (!this.subscribers(id)) {
+        this.rooms.delete(id);
+        continue;
+      }
+      const [row] = await this.ds.query(`SELECT log_seq, state FROM deployments WHERE id = $1`, [id]).catch(() => []);
+      if (row && (Number(row.log_seq) > room.cursor || row.state !== room.state)) this.dirty(id);
+    }
+  }
+
+  private listChanged() {
+    this.listTimer ??= setTimeout(() => {
+      this.listTimer = undefined;
+      this.ns?.emit('deployments');
+    }, 500);
+  }
+
+  private machinesChanged() {
+    this.machinesTimer ??= setTimeout(() => {
+      this.machinesTimer = undefined;
+      this.ns?.emit('machines');
+    }, 300);
+  }
+}
