@@ -1,0 +1,268 @@
+#!/usr/bin/env node
+/**
+ * `cuttle`: the command line for operators and CI pipelines (shared/api.md, "The cuttle CLI"). Every command takes
+ * --json. Exit codes: 0 success; 1 the deployment failed; 2 bad usage or a request refused; 3 cancelled.
+ */
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import cliProgress from 'cli-progress';
+import { ApiError, CuttleClient } from '#shared/client/index.js';
+import { loadConfig, saveConfig, type CliConfig } from './config.js';
+
+const EXIT = { success: 0, failed: 1, usage: 2, cancelled: 3 } as const;
+const TERMINAL = ['success', 'failed', 'cancelled'];
+
+class UsageError extends Error {}
+
+let json = false;
+const out = (human: string, data: unknown): void => {
+  process.stdout.write(json ? JSON.stringify(data, null, 2) + '\n' : human + (human.endsWith('\n') ? '' : '\n'));
+};
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+function client(cfg: CliConfig = loadConfig()): CuttleClient {
+  if (!cfg.server) throw new UsageError('no server: run `cuttle login --server URL --api-key KEY`, or set CUTTLE_SERVER and CUTTLE_API_KEY');
+  if (!cfg.apiKey) throw new UsageError('no API key: run `cuttle login`, or set CUTTLE_API_KEY');
+  if (cfg.insecure) process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
+  return new CuttleClient(cfg.server, cfg.apiKey, cfg.ca);
+}
+
+function table(rows: Array<Record<string, unknown>>, cols: string[]): string {
+  if (!rows.length) return '(none)';
+  const cell = (v: unknown) => (v === null || v === undefined ? '' : Array.isArray(v) ? v.join(',') : String(v));
+  const w = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
+  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(w[i])).join('  ').trimEnd();
+  return [line(cols.map((c) => c.toUpperCase())), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n');
+}
+
+async function findProject(api: CuttleClient, ref: string) {
+  return api.get(`/api/projects/${encodeURIComponent(ref)}`);
+}
+
+async function findRelease(api: CuttleClient, projectId: string, version: string) {
+  const list: any[] = await api.get(`/api/releases?projectId=${projectId}`);
+  const r = list.find((x) => x.version === version);
+  if (!r) throw new UsageError(`project has no release ${version}`);
+  return r;
+}
+
+/** Follows a deployment to its end, with a progress bar per step on a terminal and a line per change otherwise. */
+async function follow(api: CuttleClient, id: string): Promise<any> {
+  const tty = !!process.stderr.isTTY && !json;
+  let d = await api.get(`/api/deployments/${id}`);
+  const bars = tty ? new cliProgress.MultiBar({ format: ' {step} |{bar}| {value}/{total} targets {status}', hideCursor: true, clearOnComplete: false, stream: process.stderr }, cliProgress.Presets.shades_classic) : undefined;
+  const stepBars = d.steps.map((s: any) => bars?.create(Math.max(1, s.targets.length), 0, { step: s.name.slice(0, 20).padEnd(20), status: '' }));
+  const last: string[] = [];
+  const told = new Set<string>();
+  for (;;) {
+    d.steps.forEach((s: any, i: number) => {
+      const done = s.targets.filter((t: any) => TERMINAL.includes(t.state) || t.state === 'skipped').length;
+      const failed = s.targets.filter((t: any) => t.state === 'failed').length;
+      const running = s.targets.filter((t: any) => t.state === 'running').length;
+      const status = `${s.state}${running ? `, ${running}/${s.windowSize} in flight` : ''}${failed ? `, ${failed} failed` : ''}`;
+      if (bars) stepBars[i].update(done, { status });
+      else if (!json) {
+        const line = `${s.name}: ${done}/${s.targets.length} targets, ${status}`;
+        if (line !== last[i]) process.stderr.write(line + '\n');
+        last[i] = line;
+      }
+    });
+    if (d.state === 'waiting') {
+      for (const i of await api.get(`/api/interruptions?deploymentId=${id}&state=pending`)) {
+        if (told.has(i.id)) continue;
+        told.add(i.id);
+        const msg = `waiting on ${i.kind} ${i.stepName}/${i.actionName}${i.machineName ? ` on ${i.machineName}` : ''}: ${i.instructions ?? ''}\n  answer with: cuttle submit ${i.id} --result ${i.allowedResults.join('|')}`;
+        if (bars) bars.log(msg + '\n');
+        else if (!json) process.stderr.write(msg + '\n');
+      }
+    }
+    if (TERMINAL.includes(d.state)) break;
+    await sleep(500);
+    d = await api.get(`/api/deployments/${id}`);
+  }
+  bars?.stop();
+  return d;
+}
+
+const exitFor = (state: string) => (state === 'success' ? EXIT.success : state === 'cancelled' ? EXIT.cancelled : EXIT.failed);
+
+const program = new Command('cuttle')
+  .description('Cuttle deployment orchestrator: command line')
+  // Not --version: create-release and deploy take --version/--release for the release.
+  .version('0.1.0', '-V, --cli-version', 'print the CLI version')
+  .option('--json', 'machine-readable output')
+  .hook('preAction', (root, action) => {
+    json = !!action.opts().json || !!root.opts().json;
+  })
+  .exitOverride()
+  .configureOutput({ writeErr: (s) => process.stderr.write(s) });
+
+program
+  .command('login')
+  .description('check and store the server URL and API key')
+  .requiredOption('--server <url>', 'https://host:8443')
+  .requiredOption('--api-key <key>', 'an API key')
+  .option('--ca <file>', "the server CA's certificate ($CUTTLE_HOME/pki/ca.crt)")
+  .option('--insecure', 'do not verify the server certificate (testing only)')
+  .option('--json')
+  .action(async (o) => {
+    const cfg: CliConfig = { server: o.server.replace(/\/+$/, ''), apiKey: o.apiKey, ca: o.ca ? readFileSync(o.ca, 'utf8') : undefined, insecure: !!o.insecure };
+    const envs = await client(cfg).get('/api/environments');
+    const file = saveConfig(cfg);
+    out(`logged in to ${cfg.server} (${envs.length} environments); saved to ${file}`, { server: cfg.server, configFile: file });
+  });
+
+program
+  .command('environments')
+  .description('list environments')
+  .option('--json')
+  .action(async () => {
+    const envs: any[] = await client().get('/api/environments');
+    out(table(envs, ['name', 'id', 'guidedFailure']), envs);
+  });
+
+program
+  .command('machines')
+  .description('list deployment targets')
+  .option('--environment <name>', 'only this environment')
+  .option('--role <role>', 'only this role')
+  .option('--json')
+  .action(async (o) => {
+    const api = client();
+    let q = '';
+    if (o.environment) {
+      const env = (await api.get<any[]>('/api/environments')).find((e) => e.name === o.environment || e.id === o.environment);
+      if (!env) throw new UsageError(`no environment ${o.environment}`);
+      q = `?environmentId=${env.id}`;
+    }
+    if (o.role) q += `${q ? '&' : '?'}role=${encodeURIComponent(o.role)}`;
+    const ms: any[] = await api.get(`/api/machines${q}`);
+    out(table(ms, ['name', 'status', 'health', 'roles', 'disabled', 'lastSeenAt', 'agentVersion']), ms);
+  });
+
+program
+  .command('create-release')
+  .description('create a release of a project')
+  .requiredOption('--project <name>', 'project name, slug or id')
+  .requiredOption('--version <version>', 'release version')
+  .option('--channel <name>', 'channel name or id')
+  .option('--package <id:version...>', 'package versions (default: the newest in the feed)')
+  .option('--json')
+  .action(async (o) => {
+    const api = client();
+    const project = await findProject(api, o.project);
+    const packages: Record<string, string> = {};
+    for (const p of o.package ?? []) {
+      const [id, version] = String(p).split(':');
+      if (!id || !version) throw new UsageError(`--package ${p}: expected ID:VERSION`);
+      packages[id] = version;
+    }
+    const r = await api.post('/api/releases', { projectId: project.id, version: o.version, ...(o.channel ? { channelId: o.channel } : {}), ...(Object.keys(packages).length ? { packages } : {}) });
+    out(`release ${r.version} of ${project.name} created (${r.id})${r.packages.length ? `; packages ${r.packages.map((p: any) => `${p.packageId} ${p.version}`).join(', ')}` : ''}`, r);
+  });
+
+program
+  .command('deploy')
+  .description('deploy a release to an environment')
+  .requiredOption('--project <name>', 'project name, slug or id')
+  .requiredOption('--release <version>', 'release version')
+  .requiredOption('--environment <name>', 'environment name or id')
+  .option('--wait', 'follow the deployment with progress until it ends; the exit code tells how it ended')
+  .option('--guided-failure', 'wait for an operator on a failed target instead of failing the step')
+  .option('--json')
+  .action(async (o) => {
+    const api = client();
+    const project = await findProject(api, o.project);
+    const release = await findRelease(api, project.id, o.release);
+    const dep = await api.post('/api/deployments', { releaseId: release.id, environmentId: o.environment, ...(o.guidedFailure ? { guidedFailure: true } : {}) });
+    if (!json) process.stderr.write(`deploying ${project.name} ${release.version} to ${o.environment}: deployment ${dep.id}\n`);
+    if (!o.wait) return out(dep.id, dep);
+    const d = await follow(api, dep.id);
+    out(`deployment ${d.id} ${d.state}`, d);
+    process.exitCode = exitFor(d.state);
+  });
+
+program
+  .command('interruptions')
+  .description('list pending interruptions (manual interventions, guided failures)')
+  .option('--deployment <id>', 'only this deployment')
+  .option('--all', 'answered ones too')
+  .option('--json')
+  .action(async (o) => {
+    const q = new URLSearchParams();
+    if (o.deployment) q.set('deploymentId', o.deployment);
+    if (!o.all) q.set('state', 'pending');
+    const list: any[] = await client().get(`/api/interruptions?${q}`);
+    out(table(list.map((i) => ({ ...i, target: i.machineName ?? '', results: i.allowedResults })), ['id', 'kind', 'stepName', 'actionName', 'target', 'state', 'results', 'instructions']), list);
+  });
+
+program
+  .command('submit <interruptionId>')
+  .description('answer an interruption')
+  .requiredOption('--result <result>', 'proceed|abort (manual intervention), retry|skip|abort (guided failure)')
+  .option('--notes <text>', 'recorded with the answer')
+  .option('--json')
+  .action(async (id, o) => {
+    const r = await client().post(`/api/interruptions/${id}/submit`, { result: o.result, ...(o.notes ? { notes: o.notes } : {}) });
+    out(`${r.kind} ${r.stepName}/${r.actionName}: ${r.result}`, r);
+  });
+
+program
+  .command('cancel <deploymentId>')
+  .description('cancel a deployment')
+  .option('--wait', 'wait until it has stopped')
+  .option('--json')
+  .action(async (id, o) => {
+    const api = client();
+    await api.post(`/api/deployments/${id}/cancel`);
+    if (!o.wait) return out(`cancelling ${id}`, { id, state: 'cancelling' });
+    let d = await api.get(`/api/deployments/${id}`);
+    while (!TERMINAL.includes(d.state)) {
+      await sleep(500);
+      d = await api.get(`/api/deployments/${id}`);
+    }
+    out(`deployment ${id} ${d.state}`, d);
+  });
+
+program
+  .command('logs <deploymentId>')
+  .description('print a deployment log')
+  .option('--follow', 'keep printing until the deployment ends')
+  .option('--json', 'one JSON entry per line')
+  .action(async (id, o) => {
+    const api = client();
+    let after = 0;
+    for (;;) {
+      const page = await api.get(`/api/deployments/${id}/log?afterSeq=${after}&limit=5000`);
+      for (const e of page.entries) process.stdout.write(json ? JSON.stringify(e) + '\n' : `${e.at.slice(11, 23)} ${e.level.padEnd(5)} ${e.text}\n`);
+      after = page.nextSeq;
+      if (page.entries.length === 5000) continue;
+      if (!o.follow) break;
+      const d = await api.get(`/api/deployments/${id}`);
+      if (TERMINAL.includes(d.state)) {
+        const rest = await api.get(`/api/deployments/${id}/log?afterSeq=${after}&limit=5000`);
+        if (!rest.entries.length) {
+          process.exitCode = exitFor(d.state);
+          break;
+        }
+        continue;
+      }
+      await sleep(1000);
+    }
+  });
+
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : EXIT.usage);
+  if (e instanceof ApiError) {
+    process.stderr.write(`cuttle: ${e.message}\n`);
+    process.exit(EXIT.usage);
+  }
+  if (e instanceof UsageError) {
+    process.stderr.write(`cuttle: ${e.message}\n`);
+    process.exit(EXIT.usage);
+  }
+  process.stderr.write(`cuttle: ${(e as Error).message}\n`);
+  process.exit(EXIT.usage);
+}

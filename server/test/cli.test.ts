@@ -1,0 +1,117 @@
+/**
+ * The `cuttle` CLI as a CI pipeline uses it: a real process against a real server and agents; output parsed from
+ * --json; exit codes 0 success, 1 failed, 2 bad usage or refused, 3 cancelled.
+ */
+import { spawn } from 'node:child_process';
+import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { createProject, ROOT, startFleet, startServer, stopAll, waitFor, waitOnline, type TestFleet, type TestServer } from './support/fixtures.js';
+
+let srv: TestServer;
+let fleet: TestFleet;
+let env: Record<string, string>;
+
+beforeAll(async () => {
+  srv = await startServer();
+  await srv.must('POST', '/api/environments', { name: 'Staging' });
+  const { token } = await srv.must('POST', '/api/registration-tokens', { environmentIds: ['Staging'], roles: ['web'], maxUses: 2 });
+  fleet = startFleet(srv, { prefix: 'cli', count: 2, roles: ['web'], environments: ['Staging'], token });
+  await waitOnline(srv, fleet.names);
+  const dir = mkdtempSync(join(srv.dir, 'cli-'));
+  writeFileSync(join(dir, 'ca.crt'), srv.ca);
+  env = { CUTTLE_CONFIG: join(dir, 'config.json'), CUTTLE_CA_FILE: join(dir, 'ca.crt') };
+  await createProject(srv, 'Shop', [
+    { name: 'Web', targetRoles: ['web'], windowSize: 1, actions: [{ name: 'Hello', type: 'script', script: 'echo "hello from #{Cuttle.Machine.Name}"\nsleep 0.3\n[ "#{Fail}" = yes ] && exit 5 || true' }] },
+  ]);
+  await createProject(srv, 'Gated', [
+    { name: 'Approve', actions: [{ name: 'Go', type: 'manual-intervention', instructions: 'say go' }] },
+    { name: 'Web', targetRoles: ['web'], actions: [{ name: 'Long', type: 'script', script: 'sleep 20' }] },
+  ]);
+}, 120_000);
+
+afterAll(async () => {
+  await fleet?.stop();
+  await srv?.stop();
+  await stopAll();
+});
+
+function cuttle(args: string[], extraEnv: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const p = spawn(process.execPath, ['bin/cuttle.js', ...args], { cwd: ROOT, env: { ...process.env, ...env, ...extraEnv } });
+    let stdout = '';
+    let stderr = '';
+    p.stdout.on('data', (c) => (stdout += c));
+    p.stderr.on('data', (c) => (stderr += c));
+    p.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
+const jsonOf = (r: { stdout: string }) => JSON.parse(r.stdout);
+
+// login checks the server and stores URL, key and CA (0600); later commands need no flags.
+it('logs in and lists environments and machines', async () => {
+  const login = await cuttle(['login', '--server', srv.base, '--api-key', 'integration-admin-key-0123456789', '--ca', env.CUTTLE_CA_FILE]);
+  expect(login.code).toBe(0);
+  expect(statSync(env.CUTTLE_CONFIG).mode & 0o777).toBe(0o600);
+  const envs = await cuttle(['environments', '--json']);
+  expect(envs.code).toBe(0);
+  expect(jsonOf(envs).map((e: any) => e.name)).toEqual(['Staging']);
+  const ms = await cuttle(['machines', '--json']);
+  expect(jsonOf(ms).map((m: any) => `${m.name}:${m.status}`)).toEqual(['cli-01:online', 'cli-02:online']);
+  const text = await cuttle(['machines']);
+  expect(text.stdout).toMatch(/^NAME\s+STATUS/);
+  const wrong = await cuttle(['environments'], { CUTTLE_API_KEY: 'ck_wrong' });
+  expect(wrong.code).toBe(2);
+  expect(wrong.stderr).toMatch(/401/);
+});
+
+// create-release then deploy --wait: exit 0 on success with progress on stderr; exit 1 when the deployment fails.
+it('creates a release and deploys it, exiting by the outcome', async () => {
+  const rel = await cuttle(['create-release', '--project', 'Shop', '--version', '1.0.0', '--json']);
+  expect(rel.code).toBe(0);
+  expect(jsonOf(rel).version).toBe('1.0.0');
+  const ok = await cuttle(['deploy', '--project', 'Shop', '--release', '1.0.0', '--environment', 'Staging', '--wait']);
+  expect(ok.code).toBe(0);
+  expect(ok.stderr).toMatch(/Web: 2\/2 targets, success/);
+  expect(ok.stdout).toMatch(/deployment \S+ success/);
+  const id = ok.stdout.match(/deployment (\S+) success/)![1];
+  const logs = await cuttle(['logs', id]);
+  expect(logs.stdout).toMatch(/hello from cli-01/);
+  expect(logs.stdout).toMatch(/hello from cli-02/);
+
+  await srv.must('PUT', `/api/projects/Shop/variables`, { variables: [{ name: 'Fail', value: 'yes' }] });
+  await cuttle(['create-release', '--project', 'Shop', '--version', '1.0.1']);
+  const bad = await cuttle(['deploy', '--project', 'Shop', '--release', '1.0.1', '--environment', 'Staging', '--wait', '--json']);
+  expect(bad.code).toBe(1);
+  expect(jsonOf(bad).state).toBe('failed');
+});
+
+// A manual intervention is listed and answered from the CLI; cancel makes a waiting deploy exit 3.
+it('answers interruptions and cancels', async () => {
+  await cuttle(['create-release', '--project', 'Gated', '--version', '1']);
+  const deploying = cuttle(['deploy', '--project', 'Gated', '--release', '1', '--environment', 'Staging', '--wait']);
+  const pending = await waitFor('an interruption', async () => {
+    const r = jsonOf(await cuttle(['interruptions', '--json']));
+    return r.length ? r : null;
+  });
+  expect(pending[0]).toMatchObject({ kind: 'manual-intervention', instructions: 'say go' });
+  const sub = await cuttle(['submit', pending[0].id, '--result', 'proceed', '--notes', 'from the pipeline']);
+  expect(sub.code).toBe(0);
+  const again = await cuttle(['submit', pending[0].id, '--result', 'proceed']);
+  expect(again.code).toBe(2);
+  await waitFor('the long script to run', async () => (await srv.readLog(pending[0].deploymentId)).some((e: any) => e.text.startsWith('Running script action Long')));
+  const cancel = await cuttle(['cancel', pending[0].deploymentId, '--wait']);
+  expect(cancel.code).toBe(0);
+  const d = await deploying;
+  expect(d.code).toBe(3);
+  expect(d.stderr).toMatch(/cuttle submit/);
+});
+
+// Bad usage and unknown names are refused with exit code 2 and a message.
+it('exits 2 on bad usage', async () => {
+  const missing = await cuttle(['deploy', '--project', 'Shop']);
+  expect(missing.code).toBe(2);
+  expect(missing.stderr).toMatch(/required option/);
+  const unknown = await cuttle(['create-release', '--project', 'Nope', '--version', '1']);
+  expect(unknown.code).toBe(2);
+  expect(unknown.stderr).toMatch(/404 project Nope not found/);
+});
