@@ -3,6 +3,7 @@
  * several agents (the fleet benchmark), each with its own key, certificate and TLS connection.
  */
 import { createWriteStream } from 'node:fs';
+import { statfs } from 'node:fs/promises';
 import { request } from 'node:https';
 import { pipeline } from 'node:stream/promises';
 import { packageDownloadPath, PROTOCOL_VERSION } from '#shared/protocol/index.js';
@@ -56,6 +57,8 @@ export class Agent {
               return this.leases.logAck(m.leaseId, m.seq);
             case 'result.ack':
               return this.leases.resultAck(m.leaseId);
+            case 'health.request':
+              return void this.reportHealth(m.requestId);
           }
         },
         onDisconnected: () => {
@@ -91,6 +94,19 @@ export class Agent {
 
   get error() {
     return this.fatalError;
+  }
+
+  private async reportHealth(requestId: string) {
+    const fs = await statfs(this.home.workDir).catch(() => null);
+    this.conn.send({
+      type: 'health.report',
+      requestId,
+      agentVersion: AGENT_VERSION,
+      workDir: this.home.workDir,
+      freeDiskBytes: fs ? fs.bavail * fs.bsize : 0,
+      uptimeSeconds: Math.round(process.uptime()),
+      runningLeases: this.leases.runningLeaseIds().length,
+    });
   }
 
   /** GET /packages/<sha256> on the agent port, authenticated by our client certificate. */

@@ -16,6 +16,7 @@ import { DeploymentsController, DeploymentsService } from './deployments/deploym
 import { InterruptionsController, InterruptionsService } from './deployments/interruptions.js';
 import { EnvironmentsModule } from './environments/environments.js';
 import { HealthController } from './health/health.js';
+import { HealthChecks } from './machines/health-checks.js';
 import { LeasesService } from './leases/leases.js';
 import { LiveGateway } from './live/live.js';
 import type { Logger } from './logging/logger.js';
@@ -51,6 +52,7 @@ export class AppModule {
         AgentConnections,
         Dispatcher,
         AgentGateway,
+        HealthChecks,
         LiveGateway,
         { provide: APP_GUARD, useClass: ApiKeyGuard },
         { provide: APP_FILTER, useClass: ErrorFilter },

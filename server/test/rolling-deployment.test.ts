@@ -152,6 +152,19 @@ describe('a rolling deployment to four agents', () => {
   });
 });
 
+describe('machine health', () => {
+  // On demand, the server asks the agent: healthy, with round trip, free disk and version.
+  it('checks an agent on demand', async () => {
+    const ms = await srv.must('GET', '/api/machines');
+    const m = ms.find((x: any) => x.name === 'web-03');
+    const r = await srv.must('POST', `/api/machines/${m.id}/health-check`);
+    expect(r).toMatchObject({ machineId: m.id, health: 'healthy', agentVersion: '0.1.0' });
+    expect(r.freeDiskBytes).toBeGreaterThan(100 * 1024 * 1024);
+    expect(r.roundTripMs).toBeLessThan(5_000);
+    expect((await srv.must('GET', `/api/machines/${m.id}`)).health).toBe('healthy');
+  });
+});
+
 describe('the agent port', () => {
   const handshake = (opts: Record<string, unknown>) =>
     new Promise<{ ok: boolean; error?: string }>((resolve) => {

@@ -21,6 +21,7 @@ import { Dispatcher } from '../orchestration/dispatcher.js';
 import { PackageFiles } from '../packages/packages.js';
 import { serverChain, type PkiMaterial } from '../pki/pki.js';
 import { AgentConnections } from './agent-connections.js';
+import { HealthChecks } from '../machines/health-checks.js';
 import { LiveEvents } from '../live/live-events.js';
 
 const MAX_QUEUED_MESSAGES = 2_000;
@@ -45,6 +46,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
     private readonly packages: PackageFiles,
     events: MachineEvents,
     private readonly live: LiveEvents,
+    private readonly health: HealthChecks,
     @Inject(PKI) private readonly pki: PkiMaterial,
     @Inject(CONFIG) private readonly config: CuttleConfig,
     @Inject(LOGGER) private readonly log: Logger,
@@ -205,6 +207,9 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
       }
       case 'lease.action':
         await this.leases.actionUpdate(machineId, msg);
+        return;
+      case 'health.report':
+        this.health.onReport(machineId, msg);
         return;
       case 'lease.output':
         await this.leases.storeOutput(machineId, msg);

@@ -38,6 +38,8 @@ const EnvSchema = z
     CUTTLE_LOG_FORMAT: z.enum(['json', 'pretty'], { error: 'CUTTLE_LOG_FORMAT must be json or pretty' }).optional(),
     CUTTLE_NODE_ID: z.string().max(100).optional(),
     CUTTLE_OWNERSHIP_TTL_SECONDS: seconds('CUTTLE_OWNERSHIP_TTL_SECONDS', 15, 2),
+    CUTTLE_HEALTH_CHECK_INTERVAL_SECONDS: seconds('CUTTLE_HEALTH_CHECK_INTERVAL_SECONDS', 300, 1),
+    CUTTLE_MIN_FREE_DISK_MB: z.coerce.number({ error: 'CUTTLE_MIN_FREE_DISK_MB must be a number' }).min(0, 'CUTTLE_MIN_FREE_DISK_MB must not be negative').default(100),
   })
   .refine((e) => e.CUTTLE_PORT !== e.CUTTLE_AGENT_PORT, { message: 'CUTTLE_PORT and CUTTLE_AGENT_PORT must differ', path: ['CUTTLE_AGENT_PORT'] });
 
@@ -58,6 +60,8 @@ export interface CuttleConfig {
   nodeId: string;
   /** A node that stops renewing its hold on a deployment for this long loses it to another node. */
   ownershipTtlMs: number;
+  healthCheckIntervalMs: number;
+  minFreeDiskBytes: number;
   version: string;
 }
 
@@ -92,6 +96,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CuttleConfig {
     // once instead of waiting for its old ownership to lapse. Several nodes on one host differ by port.
     nodeId: e.CUTTLE_NODE_ID ?? `${hostname()}:${e.CUTTLE_PORT}`,
     ownershipTtlMs: Math.round(e.CUTTLE_OWNERSHIP_TTL_SECONDS * 1000),
+    healthCheckIntervalMs: Math.round(e.CUTTLE_HEALTH_CHECK_INTERVAL_SECONDS * 1000),
+    minFreeDiskBytes: Math.round(e.CUTTLE_MIN_FREE_DISK_MB * 1024 * 1024),
     version: CUTTLE_VERSION,
   };
 }

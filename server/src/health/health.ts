@@ -1,20 +1,22 @@
-import { Controller, Get, Inject, ServiceUnavailableException } from '@nestjs/common';
+import { Controller, Get, HttpCode, Inject, Param, Post, ServiceUnavailableException } from '@nestjs/common';
 import { DataSource } from 'typeorm';
-import { Public } from '../common/http.js';
-import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { AgentGateway } from '../agent-gateway/agent-gateway.js';
+import { idOf, Public } from '../common/http.js';
+import { CONFIG, type CuttleConfig } from '../config/config.js';
+import { HealthChecks } from '../machines/health-checks.js';
 
-@Controller('api/health')
+@Controller('api')
 export class HealthController {
   constructor(
     private readonly ds: DataSource,
     private readonly gateway: AgentGateway,
+    private readonly checks: HealthChecks,
     @Inject(CONFIG) private readonly config: CuttleConfig,
   ) {}
 
   /** Liveness and a summary; 503 when the database does not answer. */
   @Public()
-  @Get()
+  @Get('health')
   async health() {
     let agents = { online: 0, total: 0 };
     try {
@@ -28,5 +30,27 @@ export class HealthController {
       throw new ServiceUnavailableException({ status: 'unavailable', database: 'down', version: this.config.version });
     }
     return { status: 'ok', database: 'up', version: this.config.version, node: this.config.nodeId, agents, packageBytesSent: this.gateway.packageBytesSent };
+  }
+
+  /** Readiness for load balancers and orchestrators: the database answers and every migration is applied. */
+  @Public()
+  @Get('health/ready')
+  async ready() {
+    let pending: boolean;
+    try {
+      await this.ds.query('SELECT 1');
+      pending = await this.ds.showMigrations();
+    } catch {
+      throw new ServiceUnavailableException({ status: 'not ready', database: 'down', migrations: 'unknown' });
+    }
+    if (pending) throw new ServiceUnavailableException({ status: 'not ready', database: 'up', migrations: 'pending' });
+    return { status: 'ready', database: 'up', migrations: 'applied', node: this.config.nodeId };
+  }
+
+  /** Asks the machine's agent for a health report now. */
+  @Post('machines/:id/health-check')
+  @HttpCode(200)
+  check(@Param('id', idOf('machine')) id: string) {
+    return this.checks.check(id);
   }
 }

@@ -40,6 +40,11 @@
  *   6. lease.result agent → server: the target run's outcome. The agent writes it to its journal before sending.
  *      result.ack   server → agent once the result is committed; only then does the agent forget the lease.
  *
+ * Health
+ *   health.request server → agent (on the server's schedule, or when an operator asks); health.report agent →
+ *   server with the agent's version, free disk in its work folder and uptime. The round trip is measured by the
+ *   server.
+ *
  * Cancel
  *   lease.cancel server → agent: the agent kills the running script's whole process group (SIGTERM, then SIGKILL
  *   after a grace period), runs no further action of that lease and reports lease.result with state `cancelled`.
@@ -151,7 +156,18 @@ export const LeaseResultSchema = z.object({
   at: isoTime,
 });
 
+export const HealthReportSchema = z.object({
+  type: z.literal('health.report'),
+  requestId: id,
+  agentVersion: z.string().max(50),
+  workDir: z.string().max(4096),
+  freeDiskBytes: z.number().min(0),
+  uptimeSeconds: z.number().min(0),
+  runningLeases: z.number().int().min(0),
+});
+
 export const AgentMessageSchema = z.discriminatedUnion('type', [
+  HealthReportSchema,
   HelloSchema,
   LeaseAcceptedSchema,
   LeaseLogSchema,
@@ -196,7 +212,10 @@ export const LogAckSchema = z.object({ type: z.literal('log.ack'), leaseId: id, 
 export const ResultAckSchema = z.object({ type: z.literal('result.ack'), leaseId: id });
 export const ProtocolErrorSchema = z.object({ type: z.literal('protocol.error'), message: z.string(), fatal: z.boolean().default(false) });
 
+export const HealthRequestSchema = z.object({ type: z.literal('health.request'), requestId: id });
+
 export const ServerMessageSchema = z.discriminatedUnion('type', [
+  HealthRequestSchema,
   WelcomeSchema,
   LeaseOfferSchema,
   LeaseCancelSchema,

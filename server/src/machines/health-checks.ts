@@ -1,0 +1,119 @@
+/**
+ * Machine health: every CUTTLE_HEALTH_CHECK_INTERVAL_SECONDS (and on demand) each node asks the agents connected to
+ * it for a health report and measures the round trip. Healthy: the agent answered within 10 s and has at least
+ * CUTTLE_MIN_FREE_DISK_MB free in its work folder. A machine no node holds a connection to is unhealthy ("not
+ * connected").
+ */
+import { randomUUID } from 'node:crypto';
+import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import type { AgentMessageOf } from '#shared/protocol/index.js';
+import { AgentConnections } from '../agent-gateway/agent-connections.js';
+import { CONFIG, type CuttleConfig } from '../config/config.js';
+import { LiveEvents } from '../live/live-events.js';
+import { LOGGER, type Logger } from '../logging/logger.js';
+import type { MachineEntity } from './machine.entity.js';
+import { MachinesService } from './machines.js';
+
+const REPORT_TIMEOUT_MS = 10_000;
+
+export interface HealthResult {
+  machineId: string;
+  health: 'healthy' | 'unhealthy' | 'unknown';
+  reason?: string;
+  checkedAt: Date | null;
+  roundTripMs?: number | null;
+  freeDiskBytes?: number | null;
+  agentVersion?: string | null;
+  checkedBy?: string;
+}
+
+@Injectable()
+export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdown {
+  private pending = new Map<string, { machineId: string; sentAt: number; resolve: (r: AgentMessageOf<'health.report'> | null) => void }>();
+  private timer?: NodeJS.Timeout;
+
+  constructor(
+    private readonly machines: MachinesService,
+    private readonly agents: AgentConnections,
+    private readonly live: LiveEvents,
+    @Inject(CONFIG) private readonly config: CuttleConfig,
+    @Inject(LOGGER) private readonly log: Logger,
+  ) {}
+
+  onApplicationBootstrap() {
+    this.timer = setInterval(() => void this.checkAll(), this.config.healthCheckIntervalMs);
+  }
+
+  onApplicationShutdown() {
+    if (this.timer) clearInterval(this.timer);
+    for (const p of this.pending.values()) p.resolve(null);
+  }
+
+  /** The gateway hands every health report here; an unrequested or foreign one is ignored. */
+  onReport(machineId: string, msg: AgentMessageOf<'health.report'>) {
+    const p = this.pending.get(msg.requestId);
+    if (!p || p.machineId !== machineId) return;
+    this.pending.delete(msg.requestId);
+    p.resolve(msg);
+  }
+
+  async checkAll() {
+    for (const id of this.agents.machineIds()) await this.check(id).catch(() => undefined);
+    // Machines nobody holds: unhealthy, once they have been gone for 3 heartbeats.
+    const gone = await this.machines.repo
+      .createQueryBuilder('m')
+      .where(`m.revoked_at IS NULL AND NOT (m.health = 'unhealthy' AND coalesce(m.health_reason, '') LIKE 'not connected%')`)
+      .andWhere(`(m.connected_node IS NULL OR m.last_seen_at IS NULL OR m.last_seen_at < now() - make_interval(secs => :s))`, { s: (3 * this.config.heartbeatMs) / 1000 })
+      .getMany();
+    for (const m of gone) await this.store(m.id, { health: 'unhealthy', healthReason: `not connected${m.lastSeenAt ? ` (last seen ${m.lastSeenAt.toISOString()})` : ''}`, healthCheckedAt: new Date() });
+  }
+
+  private async store(id: string, patch: Partial<MachineEntity>) {
+    await this.machines.repo.update({ id }, patch);
+    this.live.emit('machines');
+  }
+
+  /** Checks one machine now. A machine connected to another node is reported as that node last measured it. */
+  async check(machineId: string): Promise<HealthResult> {
+    const m = await this.machines.get(machineId);
+    if (!this.agents.isConnected(machineId)) {
+      if (this.machines.isOnline(m)) {
+        return { machineId, health: m.health as HealthResult['health'], reason: m.healthReason ?? undefined, checkedAt: m.healthCheckedAt, roundTripMs: m.healthRttMs, freeDiskBytes: m.freeDiskBytes, agentVersion: m.agentVersion, checkedBy: m.connectedNode ?? undefined };
+      }
+      const checkedAt = new Date();
+      const reason = `not connected${m.lastSeenAt ? ` (last seen ${m.lastSeenAt.toISOString()})` : ''}`;
+      await this.store(machineId, { health: 'unhealthy', healthReason: reason, healthCheckedAt: checkedAt });
+      return { machineId, health: 'unhealthy', reason, checkedAt, checkedBy: this.config.nodeId };
+    }
+    const requestId = randomUUID();
+    const sentAt = Date.now();
+    const report = await new Promise<AgentMessageOf<'health.report'> | null>((resolve) => {
+      const timer = setTimeout(() => {
+        this.pending.delete(requestId);
+        resolve(null);
+      }, REPORT_TIMEOUT_MS);
+      this.pending.set(requestId, {
+        machineId,
+        sentAt,
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+      });
+      this.agents.send(machineId, { type: 'health.request', requestId });
+    });
+    const checkedAt = new Date();
+    if (!report) {
+      const reason = `no answer within ${REPORT_TIMEOUT_MS / 1000} s`;
+      await this.store(machineId, { health: 'unhealthy', healthReason: reason, healthCheckedAt: checkedAt, healthRttMs: null });
+      return { machineId, health: 'unhealthy', reason, checkedAt, checkedBy: this.config.nodeId };
+    }
+    const rtt = Date.now() - sentAt;
+    const lowDisk = report.freeDiskBytes < this.config.minFreeDiskBytes;
+    const reason = lowDisk ? `only ${Math.floor(report.freeDiskBytes / 1024 / 1024)} MB free in ${report.workDir} (at least ${Math.floor(this.config.minFreeDiskBytes / 1024 / 1024)} MB needed)` : undefined;
+    const health = lowDisk ? 'unhealthy' : 'healthy';
+    await this.store(machineId, { health, healthReason: reason ?? null, healthCheckedAt: checkedAt, healthRttMs: rtt, freeDiskBytes: report.freeDiskBytes, agentVersion: report.agentVersion });
+    if (lowDisk) this.log.warn('machine unhealthy', { context: 'health', machineId, reason });
+    return { machineId, health, ...(reason ? { reason } : {}), checkedAt, roundTripMs: rtt, freeDiskBytes: report.freeDiskBytes, agentVersion: report.agentVersion, checkedBy: this.config.nodeId };
+  }
+}
