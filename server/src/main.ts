@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ValidationPipe } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
+import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { AppModule } from './app.module.js';
 import { ApiKeysService } from './auth/api-keys.service.js';
@@ -52,8 +53,20 @@ async function main() {
   app.useStaticAssets(join(root, 'dashboard', 'public'), { index: 'index.html' });
   app.useStaticAssets(join(root, 'dist', 'dashboard'), { prefix: '/assets/' });
   app.useGlobalPipes(new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }));
-  const adminKey = await app.get(ApiKeysService).ensureAdminKey();
-  void adminKey;
+  await app.get(ApiKeysService).ensureAdminKey();
+
+  // The REST API described from the code, for people at /api/docs and as JSON at /api/docs-json (no key needed).
+  const openapi = SwaggerModule.createDocument(
+    app,
+    new DocumentBuilder()
+      .setTitle('Cuttle')
+      .setDescription('Deployment orchestrator: environments, machines, projects and their deployment process, packages, releases, deployments, interruptions. Send X-Api-Key on every call except agent registration and health.')
+      .setVersion(config.version)
+      .addApiKey({ type: 'apiKey', in: 'header', name: 'X-Api-Key' }, 'apiKey')
+      .addSecurityRequirements('apiKey')
+      .build(),
+  );
+  SwaggerModule.setup('api/docs', app, openapi, { jsonDocumentUrl: 'api/docs-json', customSiteTitle: 'Cuttle API' });
 
   let stopping = false;
   const stop = async (signal: string) => {

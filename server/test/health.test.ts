@@ -40,3 +40,47 @@ it('marks machines unhealthy with the reason', async () => {
   await waitFor('h-1 unhealthy: not connected', async () => (await srv.must('GET', `/api/machines/${m.id}`)).healthReason?.startsWith('not connected'), 30_000);
   expect((await srv.must('POST', `/api/machines/${m.id}/health-check`)).health).toBe('unhealthy');
 });
+
+// The OpenAPI document is generated from the code and covers every endpoint of shared/api.md; both the page and
+// the JSON are public.
+it('documents the REST API at /api/docs', async () => {
+  const page = await srv.request('GET', '/api/docs', undefined, { key: null });
+  expect(page.status).toBe(200);
+  expect(page.text).toMatch(/swagger/i);
+  const doc = (await srv.request('GET', '/api/docs-json', undefined, { key: null })).body;
+  const contract: Array<[string, string]> = [
+    ['post', '/api/environments'],
+    ['get', '/api/environments'],
+    ['post', '/api/registration-tokens'],
+    ['post', '/api/agents/register'],
+    ['get', '/api/machines'],
+    ['get', '/api/machines/{id}'],
+    ['patch', '/api/machines/{id}'],
+    ['delete', '/api/machines/{id}'],
+    ['post', '/api/machines/{id}/health-check'],
+    ['post', '/api/projects'],
+    ['get', '/api/projects'],
+    ['get', '/api/projects/{id}'],
+    ['get', '/api/projects/{id}/deployment-process'],
+    ['put', '/api/projects/{id}/deployment-process'],
+    ['post', '/api/projects/{id}/channels'],
+    ['get', '/api/projects/{id}/channels'],
+    ['put', '/api/projects/{id}/variables'],
+    ['post', '/api/packages/{packageId}/{version}'],
+    ['get', '/api/packages'],
+    ['post', '/api/releases'],
+    ['post', '/api/deployments'],
+    ['get', '/api/deployments/{id}'],
+    ['get', '/api/deployments/{id}/log'],
+    ['post', '/api/deployments/{id}/cancel'],
+    ['get', '/api/deployments/preview'],
+    ['get', '/api/interruptions'],
+    ['post', '/api/interruptions/{id}/submit'],
+    ['get', '/api/health'],
+  ];
+  const missing = contract.filter(([m, p]) => !doc.paths?.[p]?.[m]);
+  expect(missing).toEqual([]);
+  expect(doc.components.securitySchemes.apiKey).toMatchObject({ type: 'apiKey', in: 'header', name: 'X-Api-Key' });
+  const steps = doc.paths['/api/projects/{id}/deployment-process'].put.requestBody.content['application/json'].schema.properties.steps;
+  expect(steps.items.properties).toHaveProperty('windowSize');
+});

@@ -1,3 +1,4 @@
+import { ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
 import { randomBytes } from 'node:crypto';
 import { Body, ConflictException, Controller, Delete, Get, HttpCode, NotFoundException, Param, Post } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
@@ -8,12 +9,14 @@ import { ApiKeyEntity } from './api-key.entity.js';
 import { ApiKeysService, hashKey } from './api-keys.service.js';
 
 export class CreateApiKeyDto {
+  @ApiProperty({ type: String })
   @IsString() @Matches(/^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,99}$/, { message: 'name must be letters, digits, spaces, ".", "_", "@" or "-" (at most 100)' }) name: string;
 }
 
 const toDto = (k: ApiKeyEntity) => ({ id: k.id, name: k.name, createdAt: k.createdAt, revokedAt: k.revokedAt });
 
 /** API keys: the key itself is shown once, at creation; only its SHA-256 is stored. */
+@ApiTags('api-keys')
 @Controller('api/api-keys')
 export class ApiKeysController {
   constructor(

@@ -1,3 +1,4 @@
+import { ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
 import {
   BadRequestException,
   Body,
@@ -31,10 +32,15 @@ import { ACTIVE_STATES, type DeploymentRow, type StepRow, type TargetAction, typ
 export const SERVER_TARGET_NAME = '(server)';
 
 export class CreateDeploymentDto {
+  @ApiProperty({ type: String })
   @IsString() @IsNotEmpty() releaseId: string;
+  @ApiProperty({ type: String })
   @IsString() @IsNotEmpty() environmentId: string;
+  @ApiPropertyOptional({ type: [String] })
   @IsOptional() @IsArray() @ArrayMaxSize(10_000) @IsString({ each: true }) specificMachineIds?: string[];
+  @ApiPropertyOptional({ type: [String] })
   @IsOptional() @IsArray() @ArrayMaxSize(10_000) @IsString({ each: true }) excludedMachineIds?: string[];
+  @ApiPropertyOptional({ type: Boolean })
   @IsOptional() @IsBoolean() guidedFailure?: boolean;
 }
 
@@ -284,6 +290,7 @@ export class DeploymentsService {
   }
 }
 
+@ApiTags('deployments')
 @Controller('api/deployments')
 export class DeploymentsController {
   constructor(

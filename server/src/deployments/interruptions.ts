@@ -4,6 +4,7 @@
  * deployment runs with guided failure. Each interruption belongs to one target run: an answer never applies to
  * another target. Submitting twice is a conflict.
  */
+import { ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
 import { BadRequestException, Body, ConflictException, Controller, Get, HttpCode, Injectable, NotFoundException, Param, Post, Query, Req } from '@nestjs/common';
 import { IsOptional, IsString, MaxLength } from 'class-validator';
 import { DataSource, type EntityManager } from 'typeorm';
@@ -19,7 +20,9 @@ export const RESULTS = { 'manual-intervention': ['proceed', 'abort'], 'guided-fa
 type Kind = keyof typeof RESULTS;
 
 export class SubmitInterruptionDto {
+  @ApiProperty({ type: String })
   @IsString() result: string;
+  @ApiPropertyOptional({ type: String })
   @IsOptional() @IsString() @MaxLength(4000) notes?: string;
 }
 
@@ -181,6 +184,7 @@ export class InterruptionsService {
   }
 }
 
+@ApiTags('interruptions')
 @Controller('api/interruptions')
 export class InterruptionsController {
   constructor(private readonly interruptions: InterruptionsService) {}

@@ -1,3 +1,4 @@
+import { ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
 import { BadRequestException, Body, Controller, Get, HttpCode, Injectable, Module, NotFoundException, Param, Post } from '@nestjs/common';
 import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
 import { IsBoolean, IsNotEmpty, IsOptional, IsString, MaxLength } from 'class-validator';
@@ -6,7 +7,9 @@ import { conflict, idOf, isUuid } from '../common/http.js';
 import { EnvironmentEntity } from './environment.entity.js';
 
 export class CreateEnvironmentDto {
+  @ApiProperty({ type: String })
   @IsString() @IsNotEmpty() @MaxLength(100) name: string;
+  @ApiPropertyOptional({ type: Boolean })
   @IsOptional() @IsBoolean() guidedFailure?: boolean;
 }
 
@@ -47,6 +50,7 @@ export class EnvironmentsService {
   }
 }
 
+@ApiTags('environments')
 @Controller('api/environments')
 export class EnvironmentsController {
   constructor(private readonly envs: EnvironmentsService) {}

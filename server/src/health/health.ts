@@ -1,10 +1,12 @@
 import { Controller, Get, HttpCode, Inject, Param, Post, ServiceUnavailableException } from '@nestjs/common';
 import { DataSource } from 'typeorm';
+import { ApiTags } from '@nestjs/swagger';
 import { AgentGateway } from '../agent-gateway/agent-gateway.js';
 import { idOf, Public } from '../common/http.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { HealthChecks } from '../machines/health-checks.js';
 
+@ApiTags('health')
 @Controller('api')
 export class HealthController {
   constructor(

@@ -19,6 +19,7 @@ import {
   UnsupportedMediaTypeException,
 } from '@nestjs/common';
 import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
+import { ApiBody, ApiConsumes, ApiHeader, ApiTags } from '@nestjs/swagger';
 import type { Request } from 'express';
 import * as tar from 'tar';
 import { Repository } from 'typeorm';
@@ -165,12 +166,16 @@ export class PackagesService {
   }
 }
 
+@ApiTags('packages')
 @Controller('api/packages')
 export class PackagesController {
   constructor(private readonly packages: PackagesService) {}
 
   @Post(':packageId/:version')
   @HttpCode(201)
+  @ApiConsumes('application/gzip')
+  @ApiBody({ description: 'the raw .tar.gz', schema: { type: 'string', format: 'binary' } })
+  @ApiHeader({ name: 'X-Checksum-Sha256', required: false, description: 'refuse the upload unless the body has this sha256' })
   async upload(@Param('packageId') packageId: string, @Param('version') version: string, @Req() req: Request) {
     return toPackageDto(await this.packages.upload(packageId, version, req));
   }

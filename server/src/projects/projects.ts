@@ -1,41 +1,60 @@
+import { ApiBody, ApiOperation, ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
+import { z } from 'zod';
 import { BadRequestException, Body, Controller, Get, HttpCode, Injectable, Module, NotFoundException, Param, Patch, Post, Put } from '@nestjs/common';
 import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
 import { IsDefined, IsInt, IsNotEmpty, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
 import { Repository } from 'typeorm';
-import { validateSteps } from '#shared/process/index.js';
-import { MASK, validateVariables, type VariableDef } from '#shared/variables/index.js';
+import { ProcessStepsSchema, validateSteps } from '#shared/process/index.js';
+import { MASK, validateVariables, VariableSchema, type VariableDef } from '#shared/variables/index.js';
 import { conflict, isUuid } from '../common/http.js';
 import { returned } from '../database/sql.js';
 import { ChannelEntity, ProjectEntity } from './project.entity.js';
 
 export class CreateProjectDto {
+  @ApiProperty({ type: String })
   @IsString() @IsNotEmpty() @MaxLength(100) name: string;
+  @ApiPropertyOptional({ type: String })
   @IsOptional() @IsString() @MaxLength(2000) description?: string;
+  @ApiPropertyOptional({ type: Number })
   @IsOptional() @IsInt() @Min(1) @Max(7 * 86400) defaultTimeoutSeconds?: number;
 }
 
 export class UpdateProjectDto {
+  @ApiPropertyOptional({ type: String })
   @IsOptional() @IsString() @IsNotEmpty() @MaxLength(100) name?: string;
+  @ApiPropertyOptional({ type: String })
   @IsOptional() @IsString() @MaxLength(2000) description?: string;
   /** null removes the default. */
+  @ApiPropertyOptional({ type: Number })
   @IsOptional() @IsInt() @Min(1) @Max(7 * 86400) defaultTimeoutSeconds?: number | null;
 }
 
 export class PutVariablesDto {
   /** Validated by the shared variables model, which names the offending field (variables[2].name ...). */
+  @ApiProperty({ type: 'object', additionalProperties: true })
   @IsDefined({ message: 'variables must be a list of variables' }) variables: unknown;
+  @ApiPropertyOptional({ type: Number })
   @IsOptional() @IsInt() @Min(0) version?: number;
 }
 
 export class PutProcessDto {
+  @ApiProperty({ type: Number })
   @IsInt({ message: 'version must be the version you edited (an integer)' }) @Min(0) version: number;
   /** Validated by the shared process model, which names the offending field (steps[1].windowSize ...). */
+  @ApiProperty({ type: 'object', additionalProperties: true })
   @IsDefined({ message: 'steps must be a list of steps' }) steps: unknown;
 }
 
 export class CreateChannelDto {
+  @ApiProperty({ type: String })
   @IsString() @IsNotEmpty() @MaxLength(100) name: string;
 }
+
+/** The OpenAPI schemas of the bodies the shared model validates, derived from that model (one definition). */
+const STEPS_SCHEMA = z.toJSONSchema(ProcessStepsSchema, { unrepresentable: 'any', io: 'input' }) as Record<string, unknown>;
+const VARIABLES_SCHEMA = z.toJSONSchema(z.array(VariableSchema), { unrepresentable: 'any', io: 'input' }) as Record<string, unknown>;
+delete STEPS_SCHEMA.$schema;
+delete VARIABLES_SCHEMA.$schema;
 
 const slugify = (name: string) =>
   name
@@ -179,6 +198,7 @@ export class ProjectsService {
   }
 }
 
+@ApiTags('projects')
 @Controller('api/projects')
 export class ProjectsController {
   constructor(private readonly projects: ProjectsService) {}
@@ -210,6 +230,7 @@ export class ProjectsController {
   }
 
   @Put(':id/variables')
+  @ApiBody({ schema: { type: 'object', required: ['variables'], properties: { variables: VARIABLES_SCHEMA, version: { type: 'integer' } } } })
   putVariables(@Param('id') id: string, @Body() dto: PutVariablesDto) {
     return this.projects.putVariables(id, dto);
   }
@@ -220,6 +241,8 @@ export class ProjectsController {
   }
 
   @Put(':id/deployment-process')
+  @ApiOperation({ summary: 'Replace the deployment process (optimistic concurrency on version)' })
+  @ApiBody({ schema: { type: 'object', required: ['version', 'steps'], properties: { version: { type: 'integer' }, steps: STEPS_SCHEMA } } })
   putProcess(@Param('id') id: string, @Body() dto: PutProcessDto) {
     return this.projects.putProcess(id, dto);
   }

@@ -1,3 +1,4 @@
+import { ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
 import { BadRequestException, Body, Controller, Get, HttpCode, Injectable, Module, NotFoundException, Param, Post, Query } from '@nestjs/common';
 import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
 import { IsNotEmpty, IsObject, IsOptional, IsString, Matches, MaxLength } from 'class-validator';
@@ -8,9 +9,13 @@ import { maskVariables, ProjectsModule, ProjectsService } from '../projects/proj
 import { ReleaseEntity, type ReleasePackage } from './release.entity.js';
 
 export class CreateReleaseDto {
+  @ApiProperty({ type: String })
   @IsString() @IsNotEmpty() projectId: string;
+  @ApiProperty({ type: String })
   @IsString() @Matches(/^[A-Za-z0-9][A-Za-z0-9.+_-]{0,99}$/, { message: 'version must be letters, digits, ".", "+", "_" or "-" (at most 100)' }) version: string;
+  @ApiPropertyOptional({ type: String })
   @IsOptional() @IsString() @MaxLength(100) channelId?: string;
+  @ApiPropertyOptional({ type: 'object', additionalProperties: true })
   @IsOptional() @IsObject({ message: 'packages must be an object like {"web": "1.0.0"}' }) packages?: Record<string, string>;
 }
 
@@ -86,6 +91,7 @@ export class ReleasesService {
   }
 }
 
+@ApiTags('releases')
 @Controller('api/releases')
 export class ReleasesController {
   constructor(private readonly releases: ReleasesService) {}
