@@ -82,6 +82,31 @@ program
     });
   });
 
+program
+  .command('register')
+  .description('register this machine with the server and store its identity in --home, then exit (for installers)')
+  .requiredOption('--home <dir>', 'folder for the identity')
+  .requiredOption('--server <url>', 'server REST URL (https://HOST:8443)', url)
+  .requiredOption('--token <token>', 'registration token')
+  .option('--name <name>', 'machine name (default: host name)')
+  .option('--roles <list>', 'comma-separated roles', list, [])
+  .option('--environments <list>', 'comma-separated environment names or ids', list, [])
+  .action(async (o: { home: string; server: string; token: string; name?: string; roles: string[]; environments: string[] }) => {
+    const home = new AgentHome(o.home);
+    home.prepare();
+    if (home.hasIdentity()) {
+      const id = home.load();
+      console.log(`already registered as ${id.name} (${id.machineId})`);
+      return;
+    }
+    try {
+      const id = await register(home, { serverUrl: o.server, token: o.token, name: o.name ?? (await import('node:os')).hostname(), roles: o.roles, environments: o.environments });
+      console.log(`registered as ${id.name} (${id.machineId}); agent URL ${id.agentUrl}`);
+    } catch (e) {
+      fail((e as Error).message);
+    }
+  });
+
 function fail(msg: string): never {
   console.error(`cuttle agent: ${msg}`);
   process.exit(new FatalAgentError('').exitCode);

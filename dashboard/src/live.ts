@@ -1,0 +1,70 @@
+/**
+ * The live channel: one socket.io connection to `/live` per signed-in session. Views subscribe to events with `on`
+ * (handlers are dropped on every route change by `resetHandlers`) and to one deployment at a time with `watch`.
+ */
+import { auth } from './api.js';
+
+type Handler = (payload: any) => void;
+interface Socket {
+  on(ev: string, fn: Handler): void;
+  emit(ev: string, payload?: unknown): void;
+  disconnect(): void;
+  connected: boolean;
+}
+
+const CLIENT_URL = '/socket.io/socket.io.esm.min.js';
+let socket: Socket | null = null;
+let handlers = new Map<string, Set<Handler>>();
+let watched: { deploymentId: string; afterSeq: () => number } | null = null;
+let statusListener: (s: { connected: boolean; error?: string; unauthorized?: boolean }) => void = () => {};
+
+const EVENTS = ['deployment', 'log', 'interruptions', 'deployments', 'machines'];
+
+export function onStatus(fn: typeof statusListener) {
+  statusListener = fn;
+}
+
+export async function connect() {
+  if (socket || !auth.key) return;
+  // Served by the server; loaded at run time so no bundler or npm frontend dependency is involved.
+  const mod: { io: (path: string, opts: unknown) => Socket } = await import(CLIENT_URL);
+  if (socket || !auth.key) return;
+  const s = mod.io('/live', { auth: { apiKey: auth.key }, transports: ['websocket'] });
+  socket = s;
+  s.on('connect', () => {
+    statusListener({ connected: true });
+    if (watched) s.emit('subscribe', { deploymentId: watched.deploymentId, afterSeq: watched.afterSeq() });
+  });
+  s.on('disconnect', () => statusListener({ connected: false }));
+  s.on('connect_error', (err: Error) => {
+    const unauthorized = /unauthorized/i.test(err?.message ?? '');
+    statusListener({ connected: false, error: err?.message, unauthorized });
+    if (unauthorized) disconnect();
+  });
+  for (const ev of EVENTS) s.on(ev, (p) => handlers.get(ev)?.forEach((fn) => fn(p)));
+}
+
+export function disconnect() {
+  socket?.disconnect();
+  socket = null;
+  watched = null;
+}
+
+export function on(ev: string, fn: Handler) {
+  if (!handlers.has(ev)) handlers.set(ev, new Set());
+  handlers.get(ev)!.add(fn);
+}
+
+export function resetHandlers() {
+  handlers = new Map();
+}
+
+/** Subscribes to a deployment (again after each reconnect, from `afterSeq()`); returns the unsubscribe. */
+export function watch(deploymentId: string, afterSeq: () => number) {
+  watched = { deploymentId, afterSeq };
+  if (socket?.connected) socket.emit('subscribe', { deploymentId, afterSeq: afterSeq() });
+  return () => {
+    if (watched?.deploymentId === deploymentId) watched = null;
+    socket?.emit('unsubscribe', { deploymentId });
+  };
+}
