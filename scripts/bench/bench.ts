@@ -1,0 +1,407 @@
+/**
+ * `npm run bench`: what Cuttle costs as the work grows, against the ideal and against Ansible. Not part of `npm test`.
+ * Every scenario runs real processes on this machine (server, database, agents in fleet processes, bash, tar) and
+ * prints one table; the figures are also written to bench/results/<timestamp>.json. See docs/benchmarks.md.
+ *
+ *   npm run bench                                  all scenarios at their default sizes
+ *   npm run bench -- --scenarios makespan,peer     some of them
+ *   npm run bench -- --makespan 20x5,100x25 --size-mb 1 --sleep 0.5 --fleet 1000 --quick
+ */
+import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Command } from 'commander';
+import * as tar from 'tar';
+import { CuttleClient } from '#shared/client/index.js';
+
+const ROOT = resolve(new URL('../../..', import.meta.url).pathname);
+const procs: ChildProcess[] = [];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+const say = (s: string) => process.stdout.write(s + '\n');
+
+const program = new Command('bench')
+  .option('--scenarios <list>', 'makespan,peer,fleet,latency,logs,packages', 'makespan,peer,fleet,latency,logs,packages')
+  .option('--makespan <list>', 'NxW pairs for makespan and peer', '20x5,100x25')
+  .option('--size-mb <n>', 'package size for makespan and peer', (v) => Number(v), 1)
+  .option('--sleep <s>', 'seconds each target sleeps', (v) => Number(v), 0.5)
+  .option('--fleet <n>', 'agents for the fleet scenario', (v) => Number(v), 1000)
+  .option('--idle-seconds <n>', 'how long the fleet idles while measured', (v) => Number(v), 30)
+  .option('--latency-targets <n>', 'targets in flight for the latency scenario', (v) => Number(v), 100)
+  .option('--log-agents <n>', 'agents printing for the logs scenario', (v) => Number(v), 10)
+  .option('--log-lines <n>', 'lines each of them prints', (v) => Number(v), 50_000)
+  .option('--package-mb <n>', 'package size for the packages scenario', (v) => Number(v), 50)
+  .option('--package-agents <n>', 'agents for the packages scenario', (v) => Number(v), 20)
+  .option('--reps <n>', 'alternating repetitions of Cuttle and Ansible', (v) => Number(v), 1)
+  .option('--quick', 'small sizes, for a smoke run of the bench itself');
+program.parse();
+const o = program.opts();
+if (o.quick) Object.assign(o, { makespan: '6x2', fleet: 50, idleSeconds: 5, latencyTargets: 10, logAgents: 2, logLines: 5_000, packageMb: 5, packageAgents: 3 });
+const scenarios = new Set(String(o.scenarios).split(','));
+
+async function freePort(): Promise<number> {
+  return new Promise((res) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => res(p));
+    });
+  });
+}
+
+function start(cmd: string, args: string[], env: Record<string, string>, log: string): ChildProcess {
+  const fd = openSync(log, 'a');
+  const p = spawn(cmd, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', fd, fd], detached: true });
+  procs.push(p);
+  return p;
+}
+
+function stopAll() {
+  for (const p of procs) {
+    try {
+      process.kill(-p.pid!, 'SIGKILL');
+    } catch {
+      /* gone */
+    }
+  }
+  procs.length = 0;
+}
+process.on('exit', stopAll);
+process.on('SIGINT', () => process.exit(130));
+
+/** A server of its own for each scenario: PostgreSQL when DATABASE_URL is set, else the embedded database. */
+async function server(work: string, env: Record<string, string> = {}) {
+  const [port, agentPort] = [await freePort(), await freePort()];
+  const home = join(work, 'server');
+  mkdirSync(home, { recursive: true });
+  let db = '';
+  if (process.env.DATABASE_URL) {
+    db = `cuttle_bench_${randomBytes(4).toString('hex')}`;
+    execFileSync('psql', [process.env.DATABASE_URL, '-qc', `CREATE DATABASE ${db}`]);
+    const u = new URL(process.env.DATABASE_URL);
+    u.pathname = `/${db}`;
+    env.DATABASE_URL = u.toString();
+  }
+  const key = 'bench-admin-key-0123456789abcdef';
+  const proc = start(process.execPath, ['dist/server/src/main.js'], { CUTTLE_HOME: home, CUTTLE_PORT: String(port), CUTTLE_AGENT_PORT: String(agentPort), CUTTLE_ADMIN_API_KEY: key, CUTTLE_LOG_LEVEL: 'warn', ...env }, join(work, 'server.log'));
+  const base = `https://127.0.0.1:${port}`;
+  for (let i = 0; ; i++) {
+    try {
+      const api = new CuttleClient(base, key, readFileSync(join(home, 'pki', 'ca.crt'), 'utf8'));
+      await api.get('/api/health');
+      return {
+        api,
+        base,
+        proc,
+        work,
+        async stop() {
+          try {
+            process.kill(-proc.pid!, 'SIGTERM');
+          } catch {
+            /* gone */
+          }
+          await sleep(1500);
+          if (db) spawnSync('psql', [process.env.DATABASE_URL!, '-qc', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`]);
+        },
+      };
+    } catch {
+      if (i > 400) throw new Error('server did not start');
+      await sleep(250);
+    }
+  }
+}
+type Srv = Awaited<ReturnType<typeof server>>;
+
+/** N agents in fleet processes of at most `perProcess`, registered with one token. */
+async function fleet(s: Srv, n: number, role: string, perProcess = 50) {
+  const env = await s.api.post('/api/environments', { name: `E-${role}` });
+  const { token } = await s.api.post('/api/registration-tokens', { environmentIds: [env.id], roles: [role], maxUses: n });
+  const dir = join(s.work, `fleet-${role}`);
+  for (let first = 1; first <= n; first += perProcess) {
+    const count = Math.min(perProcess, n - first + 1);
+    start(process.execPath, ['dist/agent/src/fleet.js', '--home', dir, '--count', String(count), '--first', String(first), '--prefix', role, '--server', s.base, '--token', token, '--roles', role, '--environments', env.name], { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' }, join(s.work, `fleet-${role}-${first}.log`));
+  }
+  const t0 = Date.now();
+  for (;;) {
+    const h = await s.api.get('/api/health');
+    if (h.agents.online >= n) break;
+    if (Date.now() - t0 > 600_000) throw new Error(`only ${h.agents.online} of ${n} agents online`);
+    await sleep(500);
+  }
+  return { env, dir, onlineAfterMs: Date.now() - t0 };
+}
+
+function payload(dir: string, mb: number, deploySh: string): string {
+  const src = join(dir, `pkg-${randomBytes(3).toString('hex')}`);
+  mkdirSync(src, { recursive: true });
+  writeFileSync(join(src, 'payload.bin'), randomBytes(Math.round(mb * 1024 * 1024)));
+  writeFileSync(join(src, 'deploy.sh'), deploySh, { mode: 0o755 });
+  const file = `${src}.tar.gz`;
+  execFileSync('tar', ['-C', src, '-czf', file, 'deploy.sh', 'payload.bin']);
+  return file;
+}
+
+async function deployAndWait(s: Srv, projectName: string, steps: unknown[], envId: string, packages?: Record<string, string>) {
+  let p;
+  try {
+    p = await s.api.post('/api/projects', { name: projectName });
+  } catch {
+    p = await s.api.get(`/api/projects/${encodeURIComponent(projectName)}`);
+  }
+  const proc = await s.api.get(`/api/projects/${p.id}/deployment-process`);
+  await s.api.put(`/api/projects/${p.id}/deployment-process`, { version: proc.version, steps });
+  const rel = await s.api.post('/api/releases', { projectId: p.id, version: `1.0.${Date.now()}`, ...(packages ? { packages } : {}) });
+  const t0 = performance.now();
+  const dep = await s.api.post('/api/deployments', { releaseId: rel.id, environmentId: envId });
+  let d = dep;
+  while (!['success', 'failed', 'cancelled'].includes(d.state)) {
+    await sleep(20);
+    d = await s.api.get(`/api/deployments/${dep.id}`);
+  }
+  return { d, wallMs: performance.now() - t0 };
+}
+
+function pct(values: number[], p: number) {
+  const v = [...values].sort((a, b) => a - b);
+  return v.length ? v[Math.min(v.length - 1, Math.floor((p / 100) * v.length))] : NaN;
+}
+
+function procStat(pid: number) {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const rssKb = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  const f = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+  return { rssBytes: rssKb * 1024, cpuTicks: Number(f[11]) + Number(f[12]) };
+}
+/** The server's node process: the child of `npm`-less start is the process itself. */
+const serverPid = (s: Srv) => s.proc.pid!;
+
+const results: Record<string, unknown> = { startedAt: new Date().toISOString(), machine: machineFacts(), database: process.env.DATABASE_URL ? 'postgresql' : 'embedded (PGlite)', options: o };
+const rows: Array<[string, string, string, string]> = [];
+const row = (scenario: string, measure: string, value: string, target = '') => {
+  rows.push([scenario, measure, value, target]);
+  say(`  ${scenario.padEnd(22)} ${measure.padEnd(38)} ${value.padEnd(18)} ${target}`);
+};
+
+function machineFacts() {
+  const cpu = readFileSync('/proc/cpuinfo', 'utf8');
+  return { cores: (cpu.match(/^processor/gm) ?? []).length, model: /model name\s+:\s+(.+)/.exec(cpu)?.[1], memGiB: Math.round(Number(/MemTotal:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1]) / 1024 / 1024), node: process.version };
+}
+
+// ------------------------------------------------------------------ scenarios
+
+async function makespan(n: number, w: number): Promise<number> {
+  const work = mkdtempSync(join(tmpdir(), 'cuttle-bench-'));
+  const s = await server(work);
+  try {
+    const { env } = await fleet(s, n, `m${n}`, 25);
+    const file = payload(work, o.sizeMb, `#!/bin/sh\nsleep ${o.sleep}\necho "deployed $(date +%s.%N)" > "$PWD/DEPLOYED"\n`);
+    const version = `1.0.${Date.now()}`;
+    await s.api.request('POST', `/api/packages/app/${version}`, undefined, { data: readFileSync(file), contentType: 'application/gzip' });
+    const { d, wallMs } = await deployAndWait(s, 'Makespan', [{ name: 'Roll', targetRoles: [`m${n}`], windowSize: w, actions: [{ name: 'Unpack', type: 'package', packageId: 'app' }] }], env.id, { app: version });
+    if (d.state !== 'success') throw new Error(`makespan deployment ${d.state}`);
+    return wallMs / 1000;
+  } finally {
+    await s.stop();
+    stopAll();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+function ensureAnsible(): boolean {
+  if (spawnSync('ansible-playbook', ['--version']).status === 0) return true;
+  say('  installing ansible (apt-get install ansible) ...');
+  spawnSync('bash', ['-c', 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ansible >/dev/null'], { stdio: 'inherit' });
+  return spawnSync('ansible-playbook', ['--version']).status === 0;
+}
+
+/** The same job with Ansible: one host per target with ansible_connection=local, serial W, forks W. */
+function ansible(n: number, w: number): number {
+  const t = mkdtempSync(join(tmpdir(), 'cuttle-ansible-'));
+  try {
+    const file = payload(t, o.sizeMb, `#!/bin/sh\nsleep ${o.sleep}\necho "deployed $(date +%s.%N)" > "$PWD/DEPLOYED"\n`);
+    const hosts = Array.from({ length: n }, (_, i) => `h${String(i + 1).padStart(3, '0')}`);
+    writeFileSync(join(t, 'inventory.ini'), `[targets]\n${hosts.join('\n')}\n[targets:vars]\nansible_connection=local\n`);
+    writeFileSync(join(t, 'ansible.cfg'), `[defaults]\ninventory = ${t}/inventory.ini\nforks = ${w}\ngathering = explicit\nhost_key_checking = False\ninterpreter_python = /usr/bin/python3\nretry_files_enabled = False\nlocal_tmp = ${t}/.ansible/tmp\nremote_tmp = ${t}/.ansible/rtmp\n`);
+    writeFileSync(
+      join(t, 'deploy.yml'),
+      `- hosts: targets\n  serial: ${w}\n  gather_facts: false\n  vars:\n    root: "${t}/targets/{{ inventory_hostname }}"\n    rel: "{{ root }}/releases/v1"\n  tasks:\n    - file: {path: "{{ rel }}", state: directory}\n    - copy: {src: "${file}", dest: "{{ root }}/releases/v1.tar.gz"}\n    - unarchive: {src: "{{ root }}/releases/v1.tar.gz", dest: "{{ rel }}", remote_src: true}\n    - command: {cmd: ./deploy.sh, chdir: "{{ rel }}"}\n`,
+    );
+    const t0 = performance.now();
+    const r = spawnSync('ansible-playbook', ['deploy.yml'], { cwd: t, env: { ...process.env, ANSIBLE_CONFIG: join(t, 'ansible.cfg') }, encoding: 'utf8', maxBuffer: 64 * 1024 * 1024 });
+    const s = (performance.now() - t0) / 1000;
+    if (r.status !== 0) throw new Error(`ansible-playbook failed: ${r.stdout.slice(-500)} ${r.stderr.slice(-500)}`);
+    return s;
+  } finally {
+    rmSync(t, { recursive: true, force: true });
+  }
+}
+
+async function runMakespanAndPeer() {
+  const pairs = String(o.makespan).split(',').map((p) => p.split('x').map(Number) as [number, number]);
+  const peer = scenarios.has('peer') && ensureAnsible();
+  if (scenarios.has('peer') && !peer) say('  ansible could not be installed: peer skipped');
+  const out: unknown[] = [];
+  for (const [n, w] of pairs) {
+    const ideal = Math.ceil(n / w) * o.sleep;
+    const cuttle: number[] = [];
+    const ans: number[] = [];
+    for (let rep = 0; rep < o.reps; rep++) {
+      if (scenarios.has('makespan') || peer) cuttle.push(await makespan(n, w));
+      if (peer) ans.push(ansible(n, w));
+    }
+    const c = Math.min(...cuttle);
+    row(`makespan N=${n} W=${w}`, `wall time (ideal ${ideal.toFixed(2)} s)`, `${c.toFixed(2)} s`, '');
+    row(`makespan N=${n} W=${w}`, 'ratio to ideal', (c / ideal).toFixed(2), n <= 20 ? '≤ 1.10' : '≤ 1.25');
+    const entry: Record<string, unknown> = { n, w, sizeMb: o.sizeMb, sleep: o.sleep, idealS: ideal, cuttleS: cuttle, ratio: c / ideal };
+    if (ans.length) {
+      const a = Math.min(...ans);
+      row(`peer N=${n} W=${w}`, 'Ansible wall time', `${a.toFixed(2)} s`);
+      row(`peer N=${n} W=${w}`, 'Ansible / Cuttle', `${(a / c).toFixed(1)}×`, n <= 20 ? '≥ 7×' : '≥ 30×');
+      Object.assign(entry, { ansibleS: ans, speedup: a / c });
+    }
+    out.push(entry);
+  }
+  results.makespan = out;
+}
+
+async function runFleet() {
+  const work = mkdtempSync(join(tmpdir(), 'cuttle-bench-'));
+  const s = await server(work);
+  try {
+    const { env, onlineAfterMs } = await fleet(s, o.fleet, 'f', 250);
+    row(`fleet ${o.fleet} agents`, 'all online after', `${(onlineAfterMs / 1000).toFixed(1)} s`);
+    await sleep(5_000);
+    const pid = serverPid(s);
+    const a = procStat(pid);
+    const t0 = performance.now();
+    await sleep(o.idleSeconds * 1000);
+    const b = procStat(pid);
+    const cpu = (b.cpuTicks - a.cpuTicks) / 100 / ((performance.now() - t0) / 1000);
+    row(`fleet ${o.fleet} agents`, 'server RSS at idle', `${(b.rssBytes / 1024 / 1024).toFixed(0)} MiB`, '< 1024 MiB');
+    row(`fleet ${o.fleet} agents`, 'server CPU at idle (heartbeats)', `${(cpu * 100).toFixed(1)} % of a core`, '< 5 %');
+    const { d, wallMs } = await deployAndWait(s, 'Fleet', [{ name: 'Noop', targetRoles: ['f'], windowSize: 100, actions: [{ name: 'n', type: 'script', script: 'true' }] }], env.id);
+    row(`fleet ${o.fleet} agents`, 'one no-op step, window 100', `${(wallMs / 1000).toFixed(1)} s (${d.state})`);
+    results.fleet = { agents: o.fleet, onlineAfterMs, rssBytes: b.rssBytes, idleCpuShare: cpu, noopStepMs: wallMs, state: d.state };
+  } finally {
+    await s.stop();
+    stopAll();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+async function runLatency() {
+  const work = mkdtempSync(join(tmpdir(), 'cuttle-bench-'));
+  const s = await server(work);
+  try {
+    const n = o.latencyTargets;
+    const { env } = await fleet(s, n, 'l', 50);
+    const { d } = await deployAndWait(s, 'Latency', [{ name: 'Hold', targetRoles: ['l'], actions: [{ name: 'h', type: 'script', script: 'echo "started $(date +%s%3N)"; sleep 1' }] }], env.id);
+    const log = await allLog(s, d.id);
+    const taken = new Map<string, number>();
+    const started = new Map<string, number>();
+    const exited = new Map<string, number>();
+    for (const e of log) {
+      if (/lease taken/.test(e.text)) taken.set(e.machineId, Date.parse(e.at));
+      const m = /^started (\d+)$/.exec(e.text);
+      if (m) started.set(e.machineId, Number(m[1]));
+      if (/^Action h succeeded/.test(e.text)) exited.set(e.machineId, Date.parse(e.at));
+    }
+    const dispatch: number[] = [];
+    const report: number[] = [];
+    for (const t of d.steps[0].targets) {
+      if (taken.has(t.machineId) && started.has(t.machineId)) dispatch.push(started.get(t.machineId)! - taken.get(t.machineId)!);
+      if (exited.has(t.machineId)) report.push(Date.parse(t.finishedAt) - exited.get(t.machineId)!);
+    }
+    row(`latency ${n} in flight`, 'lease → script started p50/p95/p99', `${pct(dispatch, 50)}/${pct(dispatch, 95)}/${pct(dispatch, 99)} ms`, 'p99 < 20 ms');
+    row(`latency ${n} in flight`, 'script exit → result stored p50/p95/p99', `${pct(report, 50)}/${pct(report, 95)}/${pct(report, 99)} ms`);
+    results.latency = { targets: n, dispatchMs: { p50: pct(dispatch, 50), p95: pct(dispatch, 95), p99: pct(dispatch, 99) }, reportMs: { p50: pct(report, 50), p95: pct(report, 95), p99: pct(report, 99) } };
+  } finally {
+    await s.stop();
+    stopAll();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+async function allLog(s: Srv, id: string) {
+  const out: any[] = [];
+  let after = 0;
+  for (;;) {
+    const page = await s.api.get(`/api/deployments/${id}/log?afterSeq=${after}&limit=10000`);
+    if (!page.entries.length) return out;
+    out.push(...page.entries);
+    after = page.nextSeq;
+  }
+}
+
+async function runLogs() {
+  const work = mkdtempSync(join(tmpdir(), 'cuttle-bench-'));
+  const s = await server(work);
+  try {
+    const { env } = await fleet(s, o.logAgents, 'g', 10);
+    const { d, wallMs } = await deployAndWait(s, 'Logs', [{ name: 'Loud', targetRoles: ['g'], actions: [{ name: 'l', type: 'script', script: `seq 1 ${o.logLines}` }] }], env.id);
+    const t0 = performance.now();
+    const log = await allLog(s, d.id);
+    const readS = (performance.now() - t0) / 1000;
+    const lines = log.filter((e) => /^\d+$/.test(e.text));
+    const byMachine = new Map<string, number[]>();
+    for (const e of lines) byMachine.set(e.machineId, [...(byMachine.get(e.machineId) ?? []), Number(e.text)]);
+    let defects = 0;
+    for (const nums of byMachine.values()) nums.forEach((v, i) => (defects += v === i + 1 ? 0 : 1));
+    const expected = o.logAgents * o.logLines;
+    defects += Math.abs(expected - lines.length);
+    const perSecond = lines.length / (wallMs / 1000);
+    row(`logs ${o.logAgents}×${o.logLines}`, 'lines stored per second', `${Math.round(perSecond)}`, '≥ 50,000');
+    row(`logs ${o.logAgents}×${o.logLines}`, 'lost or duplicated', `${defects}`, '0');
+    row(`logs ${o.logAgents}×${o.logLines}`, 'read back through the log API', `${Math.round(log.length / readS)} lines/s`);
+    results.logs = { agents: o.logAgents, linesEach: o.logLines, stored: lines.length, defects, deploymentMs: wallMs, storedPerSecond: perSecond, readPerSecond: log.length / readS };
+  } finally {
+    await s.stop();
+    stopAll();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+async function runPackages() {
+  const work = mkdtempSync(join(tmpdir(), 'cuttle-bench-'));
+  const s = await server(work);
+  try {
+    const { env } = await fleet(s, o.packageAgents, 'p', 20);
+    const file = payload(work, o.packageMb, '#!/bin/sh\ntrue\n');
+    await s.api.request('POST', '/api/packages/big/1.0.0', undefined, { data: readFileSync(file), contentType: 'application/gzip' });
+    const steps = [{ name: 'Ship', targetRoles: ['p'], actions: [{ name: 'Unpack', type: 'package', packageId: 'big' }] }];
+    const before = (await s.api.get('/api/health')).packageBytesSent;
+    const first = await deployAndWait(s, 'Packages', steps, env.id, { big: '1.0.0' });
+    const mid = (await s.api.get('/api/health')).packageBytesSent;
+    const second = await deployAndWait(s, 'Packages', steps, env.id, { big: '1.0.0' });
+    const after = (await s.api.get('/api/health')).packageBytesSent;
+    row(`packages ${o.packageMb} MB → ${o.packageAgents}`, 'first deployment wall time', `${(first.wallMs / 1000).toFixed(1)} s (${first.d.state})`);
+    row(`packages ${o.packageMb} MB → ${o.packageAgents}`, 'bytes sent by the server', `${((mid - before) / 1024 / 1024).toFixed(0)} MiB`);
+    row(`packages ${o.packageMb} MB → ${o.packageAgents}`, 'same version again: bytes sent', `${after - mid}`, '0');
+    results.packages = { sizeMb: o.packageMb, agents: o.packageAgents, firstMs: first.wallMs, firstBytes: mid - before, secondMs: second.wallMs, secondBytes: after - mid };
+  } finally {
+    await s.stop();
+    stopAll();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+say(`Cuttle bench on ${results.database}; ${JSON.stringify(results.machine)}`);
+say(`  ${'scenario'.padEnd(22)} ${'measure'.padEnd(38)} ${'value'.padEnd(18)} target`);
+try {
+  if (scenarios.has('makespan') || scenarios.has('peer')) await runMakespanAndPeer();
+  if (scenarios.has('latency')) await runLatency();
+  if (scenarios.has('logs')) await runLogs();
+  if (scenarios.has('packages')) await runPackages();
+  if (scenarios.has('fleet')) await runFleet();
+} finally {
+  stopAll();
+  results.rows = rows;
+  results.finishedAt = new Date().toISOString();
+  mkdirSync(join(ROOT, 'bench', 'results'), { recursive: true });
+  const f = join(ROOT, 'bench', 'results', `${results.startedAt as string}.json`.replace(/:/g, '-'));
+  writeFileSync(f, JSON.stringify(results, null, 2));
+  say(`\nresults written to ${f}`);
+}
+if (!existsSync(ROOT)) process.exit(1);
