@@ -101,13 +101,18 @@ async function main() {
     () => api.post('/api/environments', { name: 'Demo' }),
     async () => (await api.get<any[]>('/api/environments')).find((e) => e.name === 'Demo'),
   );
+  // A second environment where the process pauses for a person: something to steer from the dashboard.
+  const production = await orCreate(
+    () => api.post('/api/environments', { name: 'Production' }),
+    async () => (await api.get<any[]>('/api/environments')).find((e) => e.name === 'Production'),
+  );
   const unregistered = AGENTS.filter((n) => !existsSync(join(HOME, 'agents', n, 'identity.json')));
-  const token = unregistered.length ? (await api.post('/api/registration-tokens', { environmentIds: [env.id], roles: ['web'], maxUses: unregistered.length, expiresInSeconds: 600 })).token : '';
+  const token = unregistered.length ? (await api.post('/api/registration-tokens', { environmentIds: [env.id, production.id], roles: ['web'], maxUses: unregistered.length, expiresInSeconds: 600 })).token : '';
   for (const name of AGENTS) {
     const home = join(HOME, 'agents', name);
     mkdirSync(home, { recursive: true });
     const args = ['dist/agent/src/main.js', 'run', '--home', home];
-    if (unregistered.includes(name)) args.push('--server', base, '--token', token, '--name', name, '--roles', 'web', '--environments', 'Demo');
+    if (unregistered.includes(name)) args.push('--server', base, '--token', token, '--name', name, '--roles', 'web', '--environments', 'Demo,Production');
     start(`agent-${name}`, args);
   }
   say(`Starting 4 agents (${unregistered.length ? `registering ${unregistered.join(', ')} with a token` : 'already registered'}) ...`);
@@ -119,6 +124,9 @@ async function main() {
     await sleep(300);
   }
   say('Agents online: ' + AGENTS.join(', '));
+  for (const m of await api.get<any[]>('/api/machines')) {
+    if (AGENTS.includes(m.name) && !m.environmentIds.includes(production.id)) await api.request('PATCH', `/api/machines/${m.id}`, { environmentIds: [env.id, production.id] });
+  }
 
   // A package: a small website with a deploy.sh, versioned by time so every run makes a new one.
   const stamp = new Date().toISOString().replace(/\D/g, '').slice(0, 14);
@@ -148,6 +156,10 @@ async function main() {
           { name: 'Drain', type: 'script', script: 'echo "Draining $CUTTLE_MACHINE_NAME"\nfor i in 1 2 3; do echo "connections left: $((3 - i))"; sleep 0.5; done' },
           { name: 'Restart', type: 'script', script: 'echo "Restarting the app on $CUTTLE_MACHINE_NAME"\nsleep 1\necho "healthy"' },
         ],
+      },
+      {
+        name: 'Approve production',
+        actions: [{ name: 'Sign-off', type: 'manual-intervention', environmentIds: [production.id], instructions: 'The app restarted on every web server. Check it, then proceed to publish the site (or abort).' }],
       },
       { name: 'Website', targetRoles: ['web'], windowSize: '50%', actions: [{ name: 'Deploy site', type: 'package', packageId: 'demo-site' }] },
     ],
@@ -189,6 +201,9 @@ Dashboard:   ${base}/   (the certificate is signed by the demo's own CA: ${join(
 Admin key:   ${adminKey}
 Try:         curl -sk -H "X-Api-Key: ${adminKey}" ${base}/api/deployments/${dep.id}
 Logs:        ${LOGS}
+
+In the dashboard, open Projects → ${project.name}, press Deploy… on release ${release.version}, choose Production:
+the preview shows what runs where; the deployment rolls, then waits for your approval before publishing the site.
 Press Ctrl-C to stop the server and the agents.`);
 }
 
