@@ -63,7 +63,8 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
       transports: ['websocket'],
       serveClient: false,
       maxHttpBufferSize: LIMITS.messageBytes,
-      pingInterval: 10_000,
+      // Transport keep-alive only; liveness of work is the lease heartbeat.
+      pingInterval: 25_000,
       pingTimeout: 20_000,
     });
     this.io.use((socket, next) => {

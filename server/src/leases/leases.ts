@@ -43,6 +43,11 @@ export interface LeaseRow {
   last_log_seq: number;
 }
 
+interface LogQueue {
+  items: Array<{ ctx: LeaseContext; lines: LogLine[]; resolve: (seq: number) => void; reject: (e: unknown) => void }>;
+  running: boolean;
+}
+
 const OUTCOME_TEXT = { success: 'succeeded', failed: 'failed', cancelled: 'was cancelled' } as const;
 
 @Injectable()
@@ -50,6 +55,10 @@ export class LeasesService {
   /** Immutable facts about a lease (who, which step, action names), kept so the log path does not re-read them. */
   private contexts = new Map<string, LeaseContext>();
   private secrets = new Map<string, Set<string>>();
+  private logQueues = new Map<string, LogQueue>();
+  /** Machines seen since the last flush: one UPDATE for all of them instead of one per heartbeat. */
+  private seen = new Set<string>();
+  private seenTimer?: NodeJS.Timeout;
 
   constructor(
     private readonly ds: DataSource,
@@ -245,9 +254,21 @@ export class LeasesService {
     return rows.length > 0;
   }
 
+  /** Records that a machine was heard from; written within a second, for all machines heard in one statement. */
+  markSeen(machineId: string) {
+    this.seen.add(machineId);
+    this.seenTimer ??= setTimeout(() => {
+      this.seenTimer = undefined;
+      const ids = [...this.seen];
+      this.seen.clear();
+      this.ds.query(`UPDATE machines SET last_seen_at = now() WHERE id = ANY($1::uuid[])`, [ids]).catch((e) => this.logger.warn('last-seen update failed', { context: 'leases', error: (e as Error).message }));
+    }, 1_000);
+    this.seenTimer.unref?.();
+  }
+
   /** Renews the machine's leases named in a heartbeat; returns those that are no longer active. */
   async renew(machineId: string, leaseIds: string[]): Promise<string[]> {
-    await this.ds.query(`UPDATE machines SET last_seen_at = now() WHERE id = $1`, [machineId]);
+    this.markSeen(machineId);
     if (!leaseIds.length) return [];
     const rows = returned<{ id: string }>(
       await this.ds.query(
@@ -266,31 +287,71 @@ export class LeasesService {
   async appendAgentLog(machineId: string, leaseId: string, lines: LogLine[]): Promise<number | null> {
     const ctx = await this.own(machineId, leaseId);
     if (!ctx) return null;
+    // Group commit: chunks for one deployment that arrive while its previous batch is being written go into the
+    // next transaction together. Every chunk of a deployment takes that deployment's row lock (it numbers the log),
+    // so one transaction per chunk would cap a deployment's log at one chunk per commit.
+    return new Promise((resolve, reject) => {
+      const q = this.logQueues.get(ctx.deploymentId) ?? { items: [], running: false };
+      this.logQueues.set(ctx.deploymentId, q);
+      q.items.push({ ctx, lines, resolve, reject });
+      if (!q.running) void this.drainLogQueue(ctx.deploymentId, q);
+    });
+  }
+
+  private async drainLogQueue(deploymentId: string, q: LogQueue) {
+    q.running = true;
+    try {
+      while (q.items.length) {
+        const batch = q.items.splice(0, 200);
+        try {
+          const acks = await this.writeLogBatch(deploymentId, batch);
+          batch.forEach((b, i) => b.resolve(acks[i]));
+        } catch (e) {
+          batch.forEach((b) => b.reject(e));
+        }
+      }
+    } finally {
+      q.running = false;
+      if (!q.items.length) this.logQueues.delete(deploymentId);
+    }
+  }
+
+  /** One transaction for many chunks of one deployment's log; returns each chunk's acknowledged sequence. */
+  private async writeLogBatch(deploymentId: string, batch: LogQueue['items']): Promise<number[]> {
     // The agent masks sensitive values already; masking again here means a buggy or hostile agent cannot leak them.
-    const secrets = await this.secretsOf(ctx.deploymentId);
+    const secrets = await this.secretsOf(deploymentId);
     return this.ds.transaction(async (m) => {
-      await m.query(`SELECT 1 FROM deployments WHERE id = $1 FOR UPDATE`, [ctx.deploymentId]);
-      const [lease] = await m.query(`SELECT last_log_seq FROM leases WHERE id = $1 FOR UPDATE`, [leaseId]);
-      let last: number = lease.last_log_seq;
+      await m.query(`SELECT 1 FROM deployments WHERE id = $1 FOR UPDATE`, [deploymentId]);
+      const leaseIds = [...new Set(batch.map((b) => b.ctx.leaseId))];
+      const rows: Array<{ id: string; last_log_seq: number }> = await m.query(`SELECT id, last_log_seq FROM leases WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, [leaseIds]);
+      const last = new Map(rows.map((r) => [r.id, r.last_log_seq]));
+      const before = new Map(last);
       const fresh: LogEntryInput[] = [];
-      for (const l of [...lines].sort((a, b) => a.seq - b.seq)) {
-        if (l.seq <= last) continue;
-        if (l.seq !== last + 1) break; // a gap: keep order; the agent resends from the ack
-        last = l.seq;
-        fresh.push({
-          level: l.level,
-          at: l.at,
-          text: clampLogText(secrets.size ? maskSecrets(l.text, secrets) : l.text),
-          machineId: ctx.machineId,
-          stepName: ctx.stepName,
-          actionName: l.actionIndex !== undefined ? (ctx.actionNames[l.actionIndex] ?? null) : null,
-        });
+      const acks: number[] = [];
+      for (const { ctx, lines } of batch) {
+        let seq = last.get(ctx.leaseId) ?? 0;
+        for (const l of [...lines].sort((a, b) => a.seq - b.seq)) {
+          if (l.seq <= seq) continue;
+          if (l.seq !== seq + 1) break; // a gap: keep order; the agent resends from the ack
+          seq = l.seq;
+          fresh.push({
+            level: l.level,
+            at: l.at,
+            text: clampLogText(secrets.size ? maskSecrets(l.text, secrets) : l.text),
+            machineId: ctx.machineId,
+            stepName: ctx.stepName,
+            actionName: l.actionIndex !== undefined ? (ctx.actionNames[l.actionIndex] ?? null) : null,
+          });
+        }
+        last.set(ctx.leaseId, seq);
+        acks.push(seq);
       }
       if (fresh.length) {
-        await this.log.append(m, ctx.deploymentId, fresh);
-        await m.query(`UPDATE leases SET last_log_seq = $2 WHERE id = $1`, [leaseId, last]);
+        await this.log.append(m, deploymentId, fresh);
+        const changed = [...last].filter(([id, seq]) => before.get(id) !== seq);
+        await m.query(`UPDATE leases SET last_log_seq = x.seq FROM unnest($1::uuid[], $2::int[]) AS x(id, seq) WHERE leases.id = x.id`, [changed.map((c) => c[0]), changed.map((c) => c[1])]);
       }
-      return last;
+      return acks;
     });
   }
 

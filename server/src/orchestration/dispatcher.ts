@@ -216,7 +216,8 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       }
       await this.log.append(m, id, lines);
     });
-    for (const o of offers) await this.offer(o.leaseId, o.machineId);
+    // Offers are built concurrently: a wide window starts many targets in one round.
+    await Promise.all(offers.map((o) => this.offer(o.leaseId, o.machineId)));
   }
 
   /** Sends a lease's work if its agent is connected here; otherwise the agent's node (or a reconnect) delivers it. */
