@@ -4,7 +4,7 @@
  */
 import { createWriteStream } from 'node:fs';
 import { statfs } from 'node:fs/promises';
-import { request } from 'node:https';
+import { Agent as HttpsAgent, request } from 'node:https';
 import { pipeline } from 'node:stream/promises';
 import { packageDownloadPath, PROTOCOL_VERSION } from '#shared/protocol/index.js';
 import { AgentConnection } from './connection/connection.js';
@@ -19,6 +19,8 @@ export class Agent {
   readonly leases: LeaseManager;
   private readonly conn: AgentConnection;
   private heartbeat?: NodeJS.Timeout;
+  /** Keep-alive with TLS session reuse for package downloads: a lease with several packages pays one handshake. */
+  private readonly https: HttpsAgent;
   private fatalError?: Error;
   private onFatal?: (e: Error) => void;
 
@@ -28,6 +30,7 @@ export class Agent {
     private readonly log: AgentLogger,
   ) {
     home.prepare();
+    this.https = new HttpsAgent({ keepAlive: true, maxSockets: 4, ca: id.caCertificate, cert: id.certificate, key: id.key });
     this.leases = new LeaseManager({
       journal: new Journal(home.journalDir),
       packages: new PackageStore(home.packageCacheDir),
@@ -90,6 +93,7 @@ export class Agent {
     if (this.heartbeat) clearInterval(this.heartbeat);
     await this.leases.stop();
     this.conn.stop();
+    this.https.destroy();
   }
 
   get error() {
@@ -113,7 +117,7 @@ export class Agent {
   private download(sha256: string, dest: string): Promise<void> {
     const url = new URL(packageDownloadPath(sha256), this.id.agentUrl);
     return new Promise((resolve, reject) => {
-      const req = request(url, { ca: this.id.caCertificate, cert: this.id.certificate, key: this.id.key, timeout: 60_000 }, (res) => {
+      const req = request(url, { agent: this.https, timeout: 60_000 }, (res) => {
         if (res.statusCode !== 200) {
           res.resume();
           reject(new Error(`package download refused: HTTP ${res.statusCode}`));

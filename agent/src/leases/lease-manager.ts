@@ -238,7 +238,10 @@ export class LeaseManager {
       if (r.error) this.line(l, r.state === 'cancelled' ? 'warn' : 'error', r.error, action.index);
       this.line(l, r.state === 'success' ? 'info' : 'error', `Action ${action.name} ${r.state === 'success' ? 'succeeded' : r.state}${r.exitCode !== null ? ` (exit code ${r.exitCode})` : ''}`, action.index);
       results.push({ index: action.index, state: r.state, exitCode: r.exitCode });
-      this.d.send({ type: 'lease.action', leaseId: o.leaseId, actionIndex: action.index, state: r.state, exitCode: r.exitCode, at: new Date().toISOString() });
+      // The last action's outcome travels in the result, which follows at once: one message (and one write on the
+      // server) less per target.
+      const last = action === o.actions[o.actions.length - 1] || r.state !== 'success';
+      if (!last) this.d.send({ type: 'lease.action', leaseId: o.leaseId, actionIndex: action.index, state: r.state, exitCode: r.exitCode, at: new Date().toISOString() });
       outcome = r;
       if (r.state !== 'success') break;
     }

@@ -4,6 +4,7 @@
  */
 import { generateKeyPairSync } from 'node:crypto';
 import { request } from 'node:https';
+import { isIP } from 'node:net';
 import { connect, type PeerCertificate, type DetailedPeerCertificate } from 'node:tls';
 import forge from 'node-forge';
 import { derToPem, normalizeFingerprint, parseRegistrationToken } from '#shared/pki/index.js';
@@ -24,7 +25,9 @@ export interface RegisterOptions {
 export async function fetchPinnedCa(serverUrl: string, pin: string): Promise<string> {
   const u = new URL(serverUrl);
   const chain = await new Promise<DetailedPeerCertificate>((resolve, reject) => {
-    const s = connect({ host: u.hostname.replace(/^\[|\]$/g, ''), port: Number(u.port || 443), rejectUnauthorized: false, servername: u.hostname }, () => {
+    const host = u.hostname.replace(/^\[|\]$/g, '');
+    // SNI carries host names only (RFC 6066), never an IP address.
+    const s = connect({ host, port: Number(u.port || 443), rejectUnauthorized: false, ...(isIP(host) ? {} : { servername: host }) }, () => {
       const c = s.getPeerCertificate(true);
       s.end();
       resolve(c);
