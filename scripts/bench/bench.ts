@@ -19,6 +19,8 @@ import { CuttleClient } from '#shared/client/index.js';
 
 const ROOT = resolve(new URL('../../..', import.meta.url).pathname);
 const procs: ChildProcess[] = [];
+/** Extra node flags for the server or agent processes, e.g. CUTTLE_BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof". */
+const serverNodeArgs = (process.env.CUTTLE_BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const say = (s: string) => process.stdout.write(s + '\n');
 
@@ -85,7 +87,7 @@ async function server(work: string, env: Record<string, string> = {}) {
     env.DATABASE_URL = u.toString();
   }
   const key = 'bench-admin-key-0123456789abcdef';
-  const proc = start(process.execPath, ['dist/server/src/main.js'], { CUTTLE_HOME: home, CUTTLE_PORT: String(port), CUTTLE_AGENT_PORT: String(agentPort), CUTTLE_ADMIN_API_KEY: key, CUTTLE_LOG_LEVEL: 'warn', ...env }, join(work, 'server.log'));
+  const proc = start(process.execPath, [...serverNodeArgs, 'dist/server/src/main.js'], { CUTTLE_HOME: home, CUTTLE_PORT: String(port), CUTTLE_AGENT_PORT: String(agentPort), CUTTLE_ADMIN_API_KEY: key, CUTTLE_LOG_LEVEL: 'warn', ...env }, join(work, 'server.log'));
   const base = `https://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     try {
@@ -349,7 +351,11 @@ async function runLogs() {
     const readS = (performance.now() - t0) / 1000;
     const lines = log.filter((e) => /^\d+$/.test(e.text));
     const byMachine = new Map<string, number[]>();
-    for (const e of lines) byMachine.set(e.machineId, [...(byMachine.get(e.machineId) ?? []), Number(e.text)]);
+    for (const e of lines) {
+      const list = byMachine.get(e.machineId) ?? [];
+      list.push(Number(e.text));
+      byMachine.set(e.machineId, list);
+    }
     let defects = 0;
     for (const nums of byMachine.values()) nums.forEach((v, i) => (defects += v === i + 1 ? 0 : 1));
     const expected = o.logAgents * o.logLines;

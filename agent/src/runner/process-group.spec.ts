@@ -1,3 +1,4 @@
+import { mkdtempSync, rmSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, realpath, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -189,4 +190,34 @@ describe('killProcessGroup', () => {
     await expect(killProcessGroup(1, 10)).rejects.toThrow(RangeError);
     await expect(killProcessGroup(-5, 10)).rejects.toThrow(RangeError);
   });
+});
+
+describe('a slow consumer', () => {
+  // A slow reader must not lose output: bash exits long before its last lines are read, and the backlog it left in
+  // the pipe is read to the end. (Regression: the pipe was closed 2 s after bash exited while lines still flowed.)
+  it('reads every line when reading is slower than the script', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cuttle-slow-'));
+    let count = 0;
+    let last = '';
+    try {
+      const r = await runScript({
+        script: 'seq 1 60000',
+        cwd: dir,
+        env: {},
+        scriptDir: join(dir, 'tmp'),
+        onLine: (_s, t) => {
+          // ~60 µs a line: reading takes about 3.5 s, well after bash has exited.
+          const until = performance.now() + 0.06;
+          while (performance.now() < until);
+          count++;
+          last = t;
+        },
+      });
+      expect(r.exitCode).toBe(0);
+      expect(count).toBe(60000);
+      expect(last).toBe('60000');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

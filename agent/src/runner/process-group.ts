@@ -46,6 +46,8 @@ const DEFAULT_GRACE_MS = 5000;
 /** How long to wait for stdout/stderr to close after bash exited before assuming a background child holds them. */
 const PIPE_DRAIN_MS = 2000;
 const POLL_MS = 50;
+/** After bash exits, output still arriving is read for at most this long before the group is killed. */
+const ORPHAN_OUTPUT_MS = 60_000;
 /**
  * A line longer than this is delivered in pieces, so a script printing megabytes without a newline cannot grow the
  * agent's memory without bound.
@@ -91,6 +93,7 @@ export async function runScript(o: RunScriptOptions): Promise<RunScriptResult> {
       let drainTimer: NodeJS.Timeout | undefined;
       const open = { stdout: true, stderr: true };
       let gated = 0; // streams paused by back-pressure: their pipes still hold output
+      let lastDataAt = Date.now();
 
       const killGroup = (): Promise<void> => {
         // One kill sequence per run: a timeout racing an abort must not restart the grace period.
@@ -130,6 +133,7 @@ export async function runScript(o: RunScriptOptions): Promise<RunScriptResult> {
         let pending = '';
         const emit = (line: string) => o.onLine(name, line.endsWith('\r') ? line.slice(0, -1) : line);
         stream.on('data', (chunk: Buffer) => {
+          lastDataAt = Date.now();
           pending += decoder.write(chunk);
           let nl: number;
           while ((nl = pending.indexOf('\n')) !== -1) {
@@ -145,6 +149,7 @@ export async function runScript(o: RunScriptOptions): Promise<RunScriptResult> {
             gated++;
             void o.gate.wait().then(() => {
               gated--;
+              lastDataAt = Date.now(); // resuming counts as activity: the pipe still holds what we held back
               stream.resume();
             });
           }
@@ -180,9 +185,12 @@ export async function runScript(o: RunScriptOptions): Promise<RunScriptResult> {
         if (!open.stdout && !open.stderr) return maybeFinish();
         // A background child (`sleep 30 &`) inherited the pipes and keeps them open after bash is gone. Give it a
         // moment to flush, then kill what is left of the group and stop reading.
+        const exitedAt = Date.now();
         const drain = () => {
-          // Output held back by back-pressure is not an orphan holding the pipe: read it all first.
-          if (gated > 0) {
+          // Output still being read is not an orphan holding the pipe: read it all first. That is output held back by
+          // back-pressure, or output that arrived lately (a backlog being drained), for up to a minute after exit.
+          const flowing = Date.now() - lastDataAt < PIPE_DRAIN_MS && Date.now() - exitedAt < ORPHAN_OUTPUT_MS;
+          if (gated > 0 || flowing) {
             drainTimer = setTimeout(drain, PIPE_DRAIN_MS);
             return;
           }
