@@ -8,10 +8,9 @@
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { Agent } from './agent.js';
-import { backoffDelay, classify } from './errors.js';
 import { AgentHome } from './identity.js';
 import { createAgentLogger } from './logger.js';
-import { register } from './registration/register.js';
+import { registerWithRetry } from './registration/register.js';
 
 const list = (v: string) =>
   v
@@ -40,17 +39,10 @@ const agents: Agent[] = [];
 async function startOne(name: string) {
   const home = new AgentHome(join(o.home, name));
   home.prepare();
-  let identity = home.hasIdentity() ? home.load() : undefined;
-  // Many agents registering at once can find the server busy: retry what is retryable, as `run` does.
-  for (let attempt = 0; !identity; attempt++) {
-    try {
-      identity = await register(home, { serverUrl: o.server!, token: o.token!, name, roles: o.roles, environments: o.environments });
-    } catch (e) {
-      const { cls } = classify(e);
-      if (cls === 'fatal' || attempt > 20) throw e;
-      await new Promise((r) => setTimeout(r, backoffDelay(attempt)));
-    }
-  }
+  // Many agents registering at once can find the server busy: retryable errors are retried, as `run` does.
+  const identity = home.hasIdentity()
+    ? home.load()
+    : await registerWithRetry(home, { serverUrl: o.server!, token: o.token!, name, roles: o.roles, environments: o.environments }, undefined, 20);
   const agent = new Agent(home, identity, log.child({ agent: name }));
   agent.start((e) => log.error(`${name} stopped: ${e.message}`));
   agents.push(agent);

@@ -7,10 +7,10 @@
  */
 import { Command, InvalidArgumentError } from 'commander';
 import { Agent } from './agent.js';
-import { classify, backoffDelay, FatalAgentError } from './errors.js';
+import { FatalAgentError } from './errors.js';
 import { AgentHome } from './identity.js';
 import { createAgentLogger } from './logger.js';
-import { AGENT_VERSION, register } from './registration/register.js';
+import { AGENT_VERSION, registerWithRetry } from './registration/register.js';
 
 const list = (v: string) =>
   v
@@ -50,18 +50,13 @@ program
     } else {
       if (!o.token || !o.server) fail('this agent is not registered yet: give --server and --token (and --name, --roles, --environments)');
       const name = o.name ?? (await import('node:os')).hostname();
-      for (let attempt = 0; ; attempt++) {
-        try {
-          identity = await register(home, { serverUrl: o.server!, token: o.token!, name, roles: o.roles, environments: o.environments });
-          log.info('registered', { machineId: identity.machineId, name, agentUrl: identity.agentUrl });
-          break;
-        } catch (e) {
-          const { cls, hint } = classify(e);
-          if (cls === 'fatal') fail(`${(e as Error).message}${e instanceof FatalAgentError ? '' : ` (${hint})`}`);
-          const delay = backoffDelay(attempt);
-          log.warn(`registration failed (${(e as Error).message}); retrying in ${(delay / 1000).toFixed(1)} s`, { hint });
-          await new Promise((r) => setTimeout(r, delay));
-        }
+      try {
+        identity = await registerWithRetry(home, { serverUrl: o.server!, token: o.token!, name, roles: o.roles, environments: o.environments }, (e, delay, hint) =>
+          log.warn(`registration failed (${e.message}); retrying in ${(delay / 1000).toFixed(1)} s`, { hint }),
+        );
+        log.info('registered', { machineId: identity.machineId, name, agentUrl: identity.agentUrl });
+      } catch (e) {
+        fail((e as Error).message);
       }
     }
     log = createAgentLogger(undefined, identity.name);
@@ -100,7 +95,7 @@ program
       return;
     }
     try {
-      const id = await register(home, { serverUrl: o.server, token: o.token, name: o.name ?? (await import('node:os')).hostname(), roles: o.roles, environments: o.environments });
+      const id = await registerWithRetry(home, { serverUrl: o.server, token: o.token, name: o.name ?? (await import('node:os')).hostname(), roles: o.roles, environments: o.environments }, undefined, 8);
       console.log(`registered as ${id.name} (${id.machineId}); agent URL ${id.agentUrl}`);
     } catch (e) {
       fail((e as Error).message);

@@ -8,7 +8,7 @@ import { isIP } from 'node:net';
 import { connect, type PeerCertificate, type DetailedPeerCertificate } from 'node:tls';
 import forge from 'node-forge';
 import { derToPem, normalizeFingerprint, parseRegistrationToken } from '#shared/pki/index.js';
-import { FatalAgentError } from '../errors.js';
+import { backoffDelay, classify, FatalAgentError } from '../errors.js';
 import type { AgentHome, Identity } from '../identity.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -108,4 +108,27 @@ export async function register(home: AgentHome, o: RegisterOptions): Promise<Ide
     throw new FatalAgentError("the CA certificate returned by the server does not match the token's pin");
   home.save(identity);
   return identity;
+}
+
+/**
+ * Registers, retrying what the error table calls retryable (server not up yet, busy, restarting) with back-off and
+ * jitter; a fatal refusal (used-up token, pin mismatch, name taken) is thrown at once. `attempts` bounds the retries.
+ */
+export async function registerWithRetry(
+  home: AgentHome,
+  o: RegisterOptions,
+  onRetry: (e: Error, delayMs: number, hint: string) => void = () => {},
+  attempts = Infinity,
+): Promise<Identity> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await register(home, o);
+    } catch (e) {
+      const { cls, hint } = classify(e);
+      if (cls === 'fatal' || attempt + 1 >= attempts) throw e instanceof FatalAgentError || cls !== 'fatal' ? e : new FatalAgentError(`${(e as Error).message} (${hint})`);
+      const delay = backoffDelay(attempt);
+      onRetry(e as Error, delay, hint);
+      await new Promise((r) => setTimeout(r, delay));
+    }
+  }
 }
