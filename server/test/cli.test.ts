@@ -35,14 +35,14 @@ afterAll(async () => {
   await stopAll();
 });
 
-function cuttle(args: string[], extraEnv: Record<string, string> = {}): Promise<{ code: number | null; stdout: string; stderr: string }> {
+/** Runs the CLI; `live.stderr` grows while it runs (for commands that wait). */
+function cuttle(args: string[], extraEnv: Record<string, string> = {}, live: { stderr: string } = { stderr: '' }): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     const p = spawn(process.execPath, ['bin/cuttle.js', ...args], { cwd: ROOT, env: { ...process.env, ...env, ...extraEnv } });
     let stdout = '';
-    let stderr = '';
     p.stdout.on('data', (c) => (stdout += c));
-    p.stderr.on('data', (c) => (stderr += c));
-    p.on('close', (code) => resolve({ code, stdout, stderr }));
+    p.stderr.on('data', (c) => (live.stderr += c));
+    p.on('close', (code) => resolve({ code, stdout, stderr: live.stderr }));
   });
 }
 const jsonOf = (r: { stdout: string }) => JSON.parse(r.stdout);
@@ -88,7 +88,10 @@ it('creates a release and deploys it, exiting by the outcome', async () => {
 // A manual intervention is listed and answered from the CLI; cancel makes a waiting deploy exit 3.
 it('answers interruptions and cancels', async () => {
   await cuttle(['create-release', '--project', 'Gated', '--version', '1']);
-  const deploying = cuttle(['deploy', '--project', 'Gated', '--release', '1', '--environment', 'Staging', '--wait']);
+  const live = { stderr: '' };
+  const deploying = cuttle(['deploy', '--project', 'Gated', '--release', '1', '--environment', 'Staging', '--wait'], {}, live);
+  // The waiting deploy tells the operator how to answer.
+  await waitFor('deploy --wait to show the interruption', async () => /cuttle submit \S+ --result proceed\|abort/.test(live.stderr));
   const pending = await waitFor('an interruption', async () => {
     const r = jsonOf(await cuttle(['interruptions', '--json']));
     return r.length ? r : null;
