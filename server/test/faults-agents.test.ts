@@ -4,7 +4,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createProject, CutProxy, intervals, maxOverlap, sleep, startAgent, startDeployment, startServer, stopAll, waitFor, waitOnline, type TestAgent, type TestServer } from './support/fixtures.js';
+import { createProject, CutProxy, intervals, maxOverlap, processAlive, sleep, startAgent, startDeployment, startServer, stopAll, waitFor, waitOnline, type TestAgent, type TestServer } from './support/fixtures.js';
 import { FaultReport, logDefects } from './support/report.js';
 
 const TTL = 6;
@@ -40,14 +40,6 @@ function killTree(pid: number) {
     process.kill(-pid, 'SIGKILL');
   } catch {
     /* gone */
-  }
-}
-function alive(pid: number) {
-  try {
-    process.kill(pid, 0);
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
   }
 }
 const home = (m: string) => agents[m].home;
@@ -167,9 +159,9 @@ it('connection cut past the TTL: agent lost, and the script is stopped on reconn
   const d = await srv.waitDeployment(dep.id, 60_000);
   expect(d.state).toBe('failed');
   expect(d.steps[0].targets[0]).toMatchObject({ state: 'failed', failureKind: 'agent-lost' });
-  expect(alive(pid)).toBe(true);
+  expect(processAlive(pid)).toBe(true);
   await proxy.restore();
-  await waitFor('the orphaned script to be stopped after the agent reconnects', async () => !alive(pid), 30_000);
+  await waitFor('the orphaned script to be stopped after the agent reconnects', async () => !processAlive(pid), 30_000);
   report.deployments++;
   report.runTwice += Math.max(0, runsOf('f-3', 'ca') - 1);
   expect(runsOf('f-3', 'ca')).toBe(1);

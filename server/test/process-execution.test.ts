@@ -8,6 +8,7 @@ import {
   createProject,
   intervals,
   maxOverlap,
+  processAlive,
   startDeployment,
   startFleet,
   startServer,
@@ -264,7 +265,7 @@ describe('timeouts, retries and cancel', () => {
     expect(log.filter((e: any) => e.text === 'timed out after 2 s')).toHaveLength(1);
     expect(log.filter((e: any) => e.text === 'timed out after 1 s')).toHaveLength(1);
     const child = Number(readFileSync(join(fleet.home('app-06'), 'timeout-child.pid'), 'utf8'));
-    await waitFor('the timed-out script child to be gone', async () => !alive(child), 10_000);
+    await waitFor('the timed-out script child to be gone', async () => !processAlive(child), 10_000);
   });
 
   // retries reruns a failed action after retryDelaySeconds; success on the second attempt succeeds the target.
@@ -299,7 +300,7 @@ describe('timeouts, retries and cancel', () => {
     expect(d.state).toBe('cancelled');
     expect(d.steps[0].targets.map((t: any) => t.state)).toEqual(['cancelled', 'cancelled']);
     expect(d.steps[1].state).toBe('cancelled');
-    expect(alive(pid)).toBe(false);
+    expect(processAlive(pid)).toBe(false);
     expect(has('app-09', 'cancel-app-09.pid')).toBe(false);
     expect(has('app-08', 'cancel-later')).toBe(false);
     expect((await srv.request('POST', `/api/deployments/${dep.id}/cancel`)).status).toBe(409);
@@ -318,16 +319,3 @@ describe('timeouts, retries and cancel', () => {
   });
 });
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return false;
-  }
-  // A zombie waiting for its parent to reap it is not running.
-  try {
-    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
-  } catch {
-    return false;
-  }
-}

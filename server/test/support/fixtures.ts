@@ -19,6 +19,16 @@ const running = new Set<ChildProcess>();
 
 export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** Whether a process is still running: a zombie waiting for its parent to reap it is not. */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return !/^State:\s+Z/m.test(readFileSync(`/proc/${pid}/status`, 'utf8'));
+  } catch {
+    return false;
+  }
+}
+
 export async function freePort(): Promise<number> {
   return new Promise((res, rej) => {
     const s = createServer();
