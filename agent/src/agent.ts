@@ -38,7 +38,7 @@ export class Agent {
       scriptDir: home.scriptDir,
       machineId: id.machineId,
       send: (m) => this.conn.send(m),
-      download: (sha, dest) => this.download(sha, dest),
+      download: (sha, dest, prefetch) => this.download(sha, dest, prefetch),
       logger: log,
     });
     this.conn = new AgentConnection(
@@ -62,6 +62,8 @@ export class Agent {
               return this.leases.resultAck(m.leaseId);
             case 'health.request':
               return void this.reportHealth(m.requestId);
+            case 'package.prefetch':
+              return this.leases.prefetch(m);
           }
         },
         onDisconnected: () => {
@@ -114,8 +116,8 @@ export class Agent {
   }
 
   /** GET /packages/<sha256> on the agent port, authenticated by our client certificate. */
-  private download(sha256: string, dest: string): Promise<void> {
-    const url = new URL(packageDownloadPath(sha256), this.id.agentUrl);
+  private download(sha256: string, dest: string, prefetch = false): Promise<void> {
+    const url = new URL(packageDownloadPath(sha256, prefetch), this.id.agentUrl);
     return new Promise((resolve, reject) => {
       const req = request(url, { agent: this.https, timeout: 60_000 }, (res) => {
         if (res.statusCode !== 200) {

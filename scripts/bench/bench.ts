@@ -37,6 +37,7 @@ const program = new Command('bench')
   .option('--package-mb <n>', 'package size for the packages scenario', (v) => Number(v), 50)
   .option('--package-agents <n>', 'agents for the packages scenario', (v) => Number(v), 20)
   .option('--reps <n>', 'alternating repetitions of Cuttle and Ansible', (v) => Number(v), 1)
+  .option('--cold', 'makespan: time the agents\' first roll (no untimed warm-up roll before it)')
   .option('--quick', 'small sizes, for a smoke run of the bench itself');
 program.parse();
 const o = program.opts();
@@ -123,6 +124,12 @@ async function fleet(s: Srv, n: number, role: string, perProcess = 50) {
   const dir = join(s.work, `fleet-${role}`);
   for (let first = 1; first <= n; first += perProcess) {
     const count = Math.min(perProcess, n - first + 1);
+    if (perProcess === 1) {
+      // One agent, one process: the agent as installed on a machine (`cuttle-agent run`).
+      const name = `${role}-${String(first).padStart(String(n).length, '0')}`;
+      start(process.execPath, ['dist/agent/src/main.js', 'run', '--home', join(dir, name), '--server', s.base, '--token', token, '--name', name, '--roles', role, '--environments', env.name], { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' }, join(s.work, `agent-${name}.log`));
+      continue;
+    }
     start(process.execPath, ['dist/agent/src/fleet.js', '--home', dir, '--count', String(count), '--first', String(first), '--prefix', role, '--server', s.base, '--token', token, '--roles', role, '--environments', env.name], { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' }, join(s.work, `fleet-${role}-${first}.log`));
   }
   const t0 = Date.now();
@@ -198,20 +205,81 @@ async function makespan(n: number, w: number): Promise<number> {
   const work = mkdtempSync(join(tmpdir(), 'cuttle-bench-'));
   const s = await server(work);
   try {
-    // Five agents per process: on real targets each agent has a machine to itself; one event loop for 25 agents
-    // would serialise their hashing and unpacking and measure that instead.
-    const { env } = await fleet(s, n, `m${n}`, 5);
-    const file = payload(work, o.sizeMb, `#!/bin/sh\nsleep ${o.sleep}\necho "deployed $(date +%s.%N)" > "$PWD/DEPLOYED"\n`);
-    const version = `1.0.${Date.now()}`;
-    await s.api.request('POST', `/api/packages/app/${version}`, undefined, { data: readFileSync(file), contentType: 'application/gzip' });
-    const { d, wallMs } = await deployAndWait(s, 'Makespan', [{ name: 'Roll', targetRoles: [`m${n}`], windowSize: w, actions: [{ name: 'Unpack', type: 'package', packageId: 'app' }] }], env.id, { app: version });
+    // One process per agent, as on real targets: agents sharing an event loop would serialise a wave's
+    // downloads and unpacking (a window takes consecutive targets) and measure that instead.
+    const { env } = await fleet(s, n, `m${n}`, 1);
+    const steps = [{ name: 'Roll', targetRoles: [`m${n}`], windowSize: w, actions: [{ name: 'Unpack', type: 'package', packageId: 'app' }] }];
+    const upload = async () => {
+      const file = payload(work, o.sizeMb, `#!/bin/sh\nsleep ${o.sleep}\necho "deployed $(date +%s.%N)" > "$PWD/DEPLOYED"\n`);
+      const version = `1.0.${Date.now()}`;
+      await s.api.request('POST', `/api/packages/app/${version}`, undefined, { data: readFileSync(file), contentType: 'application/gzip' });
+      return version;
+    };
+    // An untimed first roll warms the agents up as they are on long-running targets (code compiled, TLS contexts
+    // made): a freshly started process pays ~50 ms of one-off start-up costs on its first package. The timed roll
+    // then ships a new package version (new bytes, so nothing comes from the agents' caches).
+    if (!o.cold) await deployAndWait(s, 'Makespan', steps, env.id, { app: await upload() });
+    const { d, wallMs } = await deployAndWait(s, 'Makespan', steps, env.id, { app: await upload() });
     if (d.state !== 'success') throw new Error(`makespan deployment ${d.state}`);
+    const log = await allLog(s, d.id);
+    lastPhases = phases(log, d.steps[0].targets, o.sleep * 1000);
+    // For a closer look at one run: the deployment and its whole log as JSON.
+    if (process.env.CUTTLE_BENCH_DUMP) writeFileSync(`${process.env.CUTTLE_BENCH_DUMP}-${n}x${w}.json`, JSON.stringify({ deployment: d, log }));
     return wallMs / 1000;
   } finally {
     await s.stop();
     stopAll();
-    rmSync(work, { recursive: true, force: true });
+    if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
   }
+}
+
+type Phases = Record<string, { p50: number; p95: number }>;
+let lastPhases: Phases = {};
+
+/**
+ * Where a target's time goes, from the deployment log's timestamps (server lines: server clock; agent lines: the
+ * agent's clock, the same machine here): lease taken → agent starts the action → package in the cache → unpacked →
+ * deploy.sh started → action done (minus the script's sleep) → result stored; and how long a freed slot stays empty
+ * before the next lease takes it.
+ */
+function phases(log: any[], targets: any[], sleepMs: number): Phases {
+  const at = new Map<string, Record<string, number>>();
+  const mark = (m: string, k: string, t: string) => {
+    const e = at.get(m) ?? {};
+    e[k] ??= Date.parse(t);
+    at.set(m, e);
+  };
+  const slotOf = new Map<string, number>();
+  for (const e of log) {
+    if (!e.machineId) continue;
+    const taken = /lease taken \(slot (\d+)/.exec(e.text);
+    if (taken) {
+      mark(e.machineId, 'taken', e.at);
+      slotOf.set(e.machineId, Number(taken[1]));
+    } else if (/^Running package action/.test(e.text)) mark(e.machineId, 'running', e.at);
+    else if (/^Downloaded and verified|is in the cache/.test(e.text)) mark(e.machineId, 'cached', e.at);
+    else if (/^Extracted /.test(e.text)) mark(e.machineId, 'unpacked', e.at);
+    else if (/^Running deploy\.sh/.test(e.text)) mark(e.machineId, 'script', e.at);
+    else if (/^Action .* succeeded/.test(e.text)) mark(e.machineId, 'done', e.at);
+  }
+  for (const t of targets) if (t.finishedAt) mark(t.machineId, 'stored', t.finishedAt);
+  const spans: Record<string, number[]> = { 'lease → agent runs': [], 'package download': [], unpack: [], 'unpacked → script': [], 'script beyond its sleep': [], 'done → result stored': [], 'slot empty': [] };
+  const add = (k: string, a?: number, b?: number, minus = 0) => a !== undefined && b !== undefined && spans[k].push(b - a - minus);
+  for (const e of at.values()) {
+    add('lease → agent runs', e.taken, e.running);
+    add('package download', e.running, e.cached);
+    add('unpack', e.cached, e.unpacked);
+    add('unpacked → script', e.unpacked, e.script);
+    add('script beyond its sleep', e.script, e.done, sleepMs);
+    add('done → result stored', e.done, e.stored);
+  }
+  const bySlot = new Map<number, Array<Record<string, number>>>();
+  for (const [m, e] of at) if (slotOf.has(m)) bySlot.set(slotOf.get(m)!, [...(bySlot.get(slotOf.get(m)!) ?? []), e]);
+  for (const list of bySlot.values()) {
+    list.sort((a, b) => a.taken - b.taken);
+    for (let i = 1; i < list.length; i++) add('slot empty', list[i - 1].stored, list[i].taken);
+  }
+  return Object.fromEntries(Object.entries(spans).map(([k, v]) => [k, { p50: pct(v, 50), p95: pct(v, 95) }]));
 }
 
 function ensureAnsible(): boolean {
@@ -252,14 +320,19 @@ async function runMakespanAndPeer() {
     const ideal = Math.ceil(n / w) * o.sleep;
     const cuttle: number[] = [];
     const ans: number[] = [];
+    let best: Phases = {};
     for (let rep = 0; rep < o.reps; rep++) {
-      if (scenarios.has('makespan') || peer) cuttle.push(await makespan(n, w));
+      if (scenarios.has('makespan') || peer) {
+        cuttle.push(await makespan(n, w));
+        if (cuttle[cuttle.length - 1] === Math.min(...cuttle)) best = lastPhases;
+      }
       if (peer) ans.push(ansible(n, w));
     }
     const c = Math.min(...cuttle);
     row(`makespan N=${n} W=${w}`, `wall time (ideal ${ideal.toFixed(2)} s)`, `${c.toFixed(2)} s`, '');
     row(`makespan N=${n} W=${w}`, 'ratio to ideal', (c / ideal).toFixed(2), n <= 20 ? '≤ 1.10' : '≤ 1.25');
-    const entry: Record<string, unknown> = { n, w, sizeMb: o.sizeMb, sleep: o.sleep, idealS: ideal, cuttleS: cuttle, ratio: c / ideal };
+    row(`makespan N=${n} W=${w}`, 'per target p50/p95 (ms)', Object.entries(best).map(([k, v]) => `${k} ${v.p50}/${v.p95}`).join('; '));
+    const entry: Record<string, unknown> = { n, w, sizeMb: o.sizeMb, sleep: o.sleep, idealS: ideal, cuttleS: cuttle, ratio: c / ideal, phasesMs: best };
     if (ans.length) {
       const a = Math.min(...ans);
       row(`peer N=${n} W=${w}`, 'Ansible wall time', `${a.toFixed(2)} s`);
@@ -292,7 +365,7 @@ async function runFleet() {
   } finally {
     await s.stop();
     stopAll();
-    rmSync(work, { recursive: true, force: true });
+    if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
   }
 }
 
@@ -325,7 +398,7 @@ async function runLatency() {
   } finally {
     await s.stop();
     stopAll();
-    rmSync(work, { recursive: true, force: true });
+    if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
   }
 }
 
@@ -368,7 +441,7 @@ async function runLogs() {
   } finally {
     await s.stop();
     stopAll();
-    rmSync(work, { recursive: true, force: true });
+    if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
   }
 }
 
@@ -392,7 +465,7 @@ async function runPackages() {
   } finally {
     await s.stop();
     stopAll();
-    rmSync(work, { recursive: true, force: true });
+    if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
   }
 }
 

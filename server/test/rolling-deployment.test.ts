@@ -2,7 +2,7 @@
  * The end-to-end path with real parts: a server process, four agent processes registered with a token over mutual
  * TLS, a real tarball, real bash. Everything is driven through the REST API of shared/api.md.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:tls';
 import { join } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
@@ -115,6 +115,10 @@ describe('a rolling deployment to four agents', () => {
       const lines = log.filter((e: any) => e.machineId === machineId && /^(First|Second) on /.test(e.text)).map((e: any) => e.text);
       expect(lines).toEqual([`First on ${name}`, `Second on ${name}`]);
       expect(log.some((e: any) => e.machineId === machineId && e.text === `deploy.sh ran in ${join(agents[NAMES.indexOf(name)].workDir, 'site', '1.0.0')} on ${name}`)).toBe(true);
+      // The package step's targets were next in line while the first step ran: their agents fetched and unpacked
+      // the package ahead (package.prefetch), so the lease found it ready, and no staging folder is left over.
+      expect(log.some((e: any) => e.machineId === machineId && /^Extracted site 1\.0\.0 to .* \(unpacked ahead of the lease\)$/.test(e.text))).toBe(true);
+      expect(readdirSync(join(agents[NAMES.indexOf(name)].workDir, 'site'))).toEqual(['1.0.0']);
     }
     // The log API pages by cursor: reading after the last seq returns nothing new.
     const tail = await srv.must('GET', `/api/deployments/${d.id}/log?afterSeq=${log.length}`);

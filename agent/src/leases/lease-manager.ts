@@ -6,11 +6,12 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { clampLogText, type AgentMessage, type LeaseAction, type LeaseOffer, type LogLevel, type LogLine } from '#shared/protocol/index.js';
+import { clampLogText, type AgentMessage, type LeaseAction, type LeaseOffer, type LogLevel, type LogLine, type ServerMessageOf } from '#shared/protocol/index.js';
 import { maskSecrets, outputName, parseServiceMessage, SCRIPT_PRELUDE, substitute } from '#shared/variables/index.js';
 import type { AgentLogger } from '../logger.js';
 import { Journal, type JournalRecord, type LeaseResult } from '../journal/journal.js';
-import { extractPackage, type PackageStore } from '../packages/package-store.js';
+import { PackageInstaller } from '../packages/package-installer.js';
+import type { PackageStore } from '../packages/package-store.js';
 import { runScript } from '../runner/process-group.js';
 
 const FLUSH_MS = 50;
@@ -43,7 +44,8 @@ export interface LeaseManagerDeps {
   scriptDir: string;
   machineId: string;
   send: (m: AgentMessage) => boolean;
-  download: (sha256: string, dest: string) => Promise<void>;
+  /** `prefetch`: ahead of a lease (the server serves lease downloads first). */
+  download: (sha256: string, dest: string, prefetch?: boolean) => Promise<void>;
   logger: AgentLogger;
   /** Grace between SIGTERM and SIGKILL of a script's process group on cancel or timeout. */
   killGraceMs?: number;
@@ -53,14 +55,25 @@ export class LeaseManager {
   private leases = new Map<string, ActiveLease>();
   /** Set by stop(): scripts killed because the agent is stopping failed; they were not cancelled by an operator. */
   private stopping = false;
+  private readonly installer: PackageInstaller;
 
-  constructor(private readonly d: LeaseManagerDeps) {}
+  constructor(private readonly d: LeaseManagerDeps) {
+    this.installer = new PackageInstaller(d.packages, d.workDir, d.download, d.logger);
+  }
+
+  /** A deployment starts: get its packages ready before their leases come (see `package.prefetch`). */
+  prefetch(m: ServerMessageOf<'package.prefetch'>) {
+    if (this.stopping) return;
+    this.d.logger.debug('prefetching packages', { deploymentId: m.deploymentId, packages: m.packages.map((p) => `${p.packageId}@${p.version}`) });
+    this.installer.prefetch(m.packages);
+  }
 
   /**
    * After a restart: a lease journaled as running was interrupted with the agent, so its outcome is unknown. It is
    * reported as failed ("unknown result"), never as success; finished ones are resent until acknowledged.
    */
   restore() {
+    void this.installer.sweep();
     for (const rec of this.d.journal.all()) {
       const interrupted = rec.state === 'running';
       if (interrupted) {
@@ -179,6 +192,7 @@ export class LeaseManager {
       for (const r of l.drained.splice(0)) r();
     }
     await Promise.all([...this.leases.values()].map((l) => l.done));
+    await this.installer.stop();
   }
 
   // ------------------------------------------------------------------ running
@@ -307,15 +321,15 @@ export class LeaseManager {
 
     const pkg = action.package;
     if (!pkg) return { state: 'failed', exitCode: null, error: 'the server sent a package action without a package' };
-    const cached = await this.d.packages.has(pkg.sha256);
+    const cached = await this.installer.cached(pkg);
     if (cached) this.line(l, 'info', `Package ${pkg.packageId} ${pkg.version} is in the cache (sha256 ${pkg.sha256.slice(0, 12)}…)`, action.index);
     else this.line(l, 'info', `Downloading package ${pkg.packageId} ${pkg.version} (${pkg.sizeBytes} bytes, sha256 ${pkg.sha256.slice(0, 12)}…)`, action.index);
-    const got = await this.d.packages.ensure({ sha256: pkg.sha256, sizeBytes: pkg.sizeBytes }, (dest) => this.d.download(pkg.sha256, dest));
+    const got = await this.installer.ensure(pkg);
     if (got.downloaded) this.line(l, 'info', `Downloaded and verified ${got.bytes} bytes`, action.index);
-    const dir = await extractPackage(got.path, this.d.workDir, pkg.packageId, pkg.version);
+    const { dir, ahead } = await this.installer.install(got.path, pkg);
     env.CUTTLE_PACKAGE_INSTALLATION_DIRECTORY = dir;
     vars.set('Cuttle.Package.InstallationDirectory', dir);
-    this.line(l, 'info', `Extracted ${pkg.packageId} ${pkg.version} to ${dir}`, action.index);
+    this.line(l, 'info', `Extracted ${pkg.packageId} ${pkg.version} to ${dir}${ahead ? ' (unpacked ahead of the lease)' : ''}`, action.index);
     if (existsSync(join(dir, 'deploy.sh'))) {
       this.line(l, 'info', 'Running deploy.sh', action.index);
       const r = await script('exec bash ./deploy.sh', dir);

@@ -240,10 +240,16 @@ describe('extractPackage', () => {
   // packageId and version become path segments: refuse anything that could leave <root>.
   it('refuses path-like package ids and versions', async () => {
     const file = await goodArchive();
-    for (const [id, v] of [['..', '1'], ['a/b', '1'], ['p', '..'], ['p', '../../x'], ['p', '']]) {
+    for (const [id, v] of [['..', '1'], ['a/b', '1'], ['p', '..'], ['p', '../../x'], ['p', ''], ['p', '.staging-0123']]) {
       await expect(extractPackage(file, root, id, v)).rejects.toThrow(UnsafePackageError);
     }
     expect(await tree(root)).toEqual([]);
+  });
+
+  // The server accepts build metadata in versions ("1.0.0+build.7"): the agent must install them too.
+  it('installs a version with build metadata', async () => {
+    const file = await goodArchive();
+    expect(await extractPackage(file, root, 'p', '1.0.0+build.7')).toBe(join(root, 'p', '1.0.0+build.7'));
   });
 });
 

@@ -124,20 +124,26 @@ export async function sha256File(path: string): Promise<string> {
 /**
  * Extracts a .tar.gz into a new folder `<root>/<packageId>/<version>` (or `<version>_1`, `_2`, ... if taken; a
  * previous install is never overwritten) and returns its absolute path.
- *
- * The archive is vetted in full before a single byte is written; extraction then runs into a staging folder that
- * is renamed into place on success and deleted on any failure.
  */
 export async function extractPackage(file: string, root: string, packageId: string, version: string): Promise<string> {
-  assertSafeName('packageId', packageId);
   assertSafeName('version', version);
+  return installStaged(await stagePackage(file, root, packageId), root, packageId, version);
+}
+
+/**
+ * Vets the archive in full before a single byte is written, then extracts it into a new staging folder
+ * `<root>/<packageId>/.staging-<random>` and returns that path. Nothing runs from a staging folder: it becomes an
+ * install folder only through `installStaged`. On any failure the staging folder is removed.
+ */
+export async function stagePackage(file: string, root: string, packageId: string): Promise<string> {
+  assertSafeName('packageId', packageId);
 
   await vetArchive(file);
 
   const parent = resolve(root, packageId);
   await mkdir(parent, { recursive: true });
   // Exclusive mkdir: two concurrent extractions can never share a staging folder.
-  const staging = join(parent, `.staging-${randomBytes(8).toString('hex')}`);
+  const staging = join(parent, `${STAGING_PREFIX}${randomBytes(8).toString('hex')}`);
   await mkdir(staging, { mode: 0o755 });
   try {
     // Defence in depth: node-tar's own checks plus ours again, on the exact entries it is about to write.
@@ -159,12 +165,27 @@ export async function extractPackage(file: string, root: string, packageId: stri
       },
     });
     if (refused.length > 0) throw new UnsafePackageError(refused[0]);
-    return await claimInstallFolder(staging, parent, version);
+    return staging;
   } catch (err) {
     await rm(staging, { recursive: true, force: true });
     throw err;
   }
 }
+
+/** Moves a staging folder made by `stagePackage` to its install folder (see `extractPackage`) and returns that. */
+export async function installStaged(staging: string, root: string, packageId: string, version: string): Promise<string> {
+  try {
+    assertSafeName('packageId', packageId);
+    assertSafeName('version', version);
+    return await claimInstallFolder(staging, resolve(root, packageId), version);
+  } catch (err) {
+    await rm(staging, { recursive: true, force: true });
+    throw err;
+  }
+}
+
+/** Name prefix of staging folders: never an install folder (versions are checked not to start with a dot). */
+export const STAGING_PREFIX = '.staging-';
 
 /** Moves staging to the first free `<version>`, `<version>_1`, ... and returns that path. */
 async function claimInstallFolder(staging: string, parent: string, version: string): Promise<string> {
@@ -294,7 +315,8 @@ function resolvesInside(link: string, target: string, symlinks: Map<string, stri
 }
 
 function assertSafeName(what: string, value: string): void {
-  if (!/^[A-Za-z0-9._-]+$/.test(value) || value === '.' || value === '..') {
+  // As the server accepts them (a letter or digit first, so never ".", ".." or a staging folder's name).
+  if (!/^[A-Za-z0-9][A-Za-z0-9.+_-]{0,199}$/.test(value)) {
     throw new UnsafePackageError(`invalid ${what}: ${JSON.stringify(value)}`);
   }
 }

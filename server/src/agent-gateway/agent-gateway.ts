@@ -7,6 +7,7 @@
 import { createServer, type Server as HttpsServer } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
+import { stat } from 'node:fs/promises';
 import { pipeline } from 'node:stream/promises';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { Server, type Socket } from 'socket.io';
@@ -21,6 +22,7 @@ import { Dispatcher } from '../orchestration/dispatcher.js';
 import { PackageFiles } from '../packages/packages.js';
 import { serverChain, type PkiMaterial } from '../pki/pki.js';
 import { AgentConnections } from './agent-connections.js';
+import { DownloadPriority } from './download-priority.js';
 import { HealthChecks } from '../machines/health-checks.js';
 import { LiveEvents } from '../live/live-events.js';
 
@@ -37,6 +39,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
   private io?: Server;
   /** Bytes of package data sent by this node (the benchmark reads it from the health endpoint). */
   packageBytesSent = 0;
+  private readonly downloads = new DownloadPriority();
 
   constructor(
     private readonly agents: AgentConnections,
@@ -100,7 +103,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
   }
 
   private async handleHttp(req: IncomingMessage, res: ServerResponse) {
-    const m = /^\/packages\/([a-f0-9]{64})$/.exec(req.url ?? '');
+    const m = /^\/packages\/([a-f0-9]{64})(\?prefetch=1)?$/.exec(req.url ?? '');
     try {
       const machine = await this.authenticate(req.socket as TLSSocket);
       if (!machine) {
@@ -115,9 +118,12 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
         res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ statusCode: 404, message: `no package with sha256 ${m[1]}` }));
         return;
       }
-      const { size } = await import('node:fs/promises').then((fs) => fs.stat(this.packages.pathOf(m[1])));
-      res.writeHead(200, { 'content-type': 'application/gzip', 'content-length': size });
-      await pipeline(this.packages.open(m[1]), res);
+      const { size } = await stat(this.packages.pathOf(m[1]));
+      const transfer = async () => {
+        res.writeHead(200, { 'content-type': 'application/gzip', 'content-length': size });
+        await pipeline(this.packages.open(m[1]), res);
+      };
+      await (m[2] ? this.downloads.prefetch(transfer) : this.downloads.lease(transfer));
       this.packageBytesSent += size;
       this.log.debug('package sent', { context: 'agents', machine: machine.name, sha256: m[1], bytes: size });
     } catch (e) {

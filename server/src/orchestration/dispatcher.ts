@@ -8,7 +8,7 @@
  * arrive at any node; they change rows, and the owner sees them on its next round.
  */
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { DataSource } from 'typeorm';
+import { DataSource, type EntityManager } from 'typeorm';
 import { AgentConnections } from '../agent-gateway/agent-connections.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { DeploymentLogService, type LogEntryInput } from '../deployments/deployment-log.js';
@@ -20,6 +20,7 @@ import { returned } from '../database/sql.js';
 import { plan, type PlanInput } from './planner.js';
 import { openManualIntervention } from '../deployments/interruptions.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
+import type { PackageRef } from '#shared/protocol/index.js';
 
 const TICK_MS = 500;
 const REOFFER_MS = 3_000;
@@ -35,6 +36,10 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
   private rounds = new Map<string, { again: boolean }>();
   private lastOffered = new Map<string, number>();
   private ticking = false;
+  /** Per deployment: target runs whose agents were asked to get packages ready (best effort, so memory is enough). */
+  private prefetched = new Map<string, Set<string>>();
+  /** Releases are immutable: their process and packages are read once per node. */
+  private releases = new Map<string, Pick<ReleaseEntity, 'process' | 'packages'>>();
 
   constructor(
     private readonly ds: DataSource,
@@ -128,6 +133,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
   /** One planner round for one deployment, applied atomically; then the new leases' work is sent. */
   async advance(id: string) {
     const offers: Array<{ leaseId: string; machineId: string }> = [];
+    let prefetch = new Map<string, PackageRef[]>();
     await this.ds.transaction(async (m) => {
       const [d]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 AND owner_node = $2 FOR UPDATE`, [id, this.config.nodeId]);
       if (!d || !['queued', 'executing', 'waiting', 'cancelling'].includes(d.state)) return;
@@ -153,6 +159,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         })),
       };
       const decision = plan(input);
+      prefetch = await this.prefetchFor(m, d, runs, decision.next.map((x) => x.targetId));
 
       for (const u of decision.steps) {
         const s = steps[u.index];
@@ -213,11 +220,32 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         await m.query(`UPDATE deployments SET state = $2, finished_at = now(), owner_node = NULL WHERE id = $1`, [id, decision.outcome]);
         lines.push({ level: decision.outcome === 'success' ? 'info' : decision.outcome === 'failed' ? 'error' : 'warn', text: `Deployment ${decision.outcome === 'success' ? 'succeeded' : decision.outcome}` });
         this.logger.info('deployment finished', { context: 'dispatcher', deploymentId: id, outcome: decision.outcome });
+        this.prefetched.delete(id);
       }
       await this.log.append(m, id, lines);
     });
+    for (const [machineId, packages] of prefetch) if (this.agents.isConnected(machineId)) this.agents.send(machineId, { type: 'package.prefetch', deploymentId: id, packages });
     // Offers are built concurrently: a wide window starts many targets in one round.
     await Promise.all(offers.map((o) => this.offer(o.leaseId, o.machineId)));
+  }
+
+  /**
+   * The packages to send ahead to the agents of target runs next in line (see `package.prefetch`), each target run
+   * once. Their agents download, verify and unpack while the window is busy with the targets before them.
+   */
+  private async prefetchFor(m: EntityManager, d: DeploymentRow, runs: TargetRunRow[], next: string[]): Promise<Map<string, PackageRef[]>> {
+    const done = this.prefetched.get(d.id) ?? new Set<string>();
+    const due = runs.filter((r) => next.includes(r.id) && !done.has(r.id));
+    if (!due.length) return new Map();
+    let release = this.releases.get(d.release_id);
+    if (!release) {
+      [release] = await m.query(`SELECT process, packages FROM releases WHERE id = $1`, [d.release_id]);
+      if (this.releases.size > 1_000) this.releases.clear();
+      this.releases.set(d.release_id, release!);
+    }
+    for (const r of due) done.add(r.id);
+    this.prefetched.set(d.id, done);
+    return packagesByMachine(release!.process, release!.packages, due);
   }
 
   /** Sends a lease's work if its agent is connected here; otherwise the agent's node (or a reconnect) delivers it. */
@@ -247,4 +275,24 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     for (const l of await this.leases.toCancel(machineIds)) this.agents.send(l.machine_id, { type: 'lease.cancel', leaseId: l.id, reason: 'deployment cancelled' });
     if (this.lastOffered.size > 10_000) this.lastOffered.clear();
   }
+}
+
+/**
+ * What each machine will unpack for these target runs: the packages of their package actions still pending (an
+ * action skipped here by its conditions needs nothing).
+ */
+export function packagesByMachine(process: ReleaseEntity['process'], packages: ReleaseEntity['packages'], runs: TargetRunRow[]): Map<string, PackageRef[]> {
+  const out = new Map<string, PackageRef[]>();
+  for (const run of runs) {
+    if (!run.machine_id) continue;
+    for (const [i, a] of (process[run.step_index]?.actions ?? []).entries()) {
+      if (a.type !== 'package' || run.actions[i]?.state !== 'pending') continue;
+      const p = packages.find((x) => x.packageId === a.packageId);
+      const list = out.get(run.machine_id) ?? [];
+      if (p && !list.some((x) => x.sha256 === p.sha256 && x.packageId === p.packageId)) list.push(p);
+      out.set(run.machine_id, list);
+    }
+  }
+  for (const [k, v] of out) if (!v.length) out.delete(k);
+  return out;
 }

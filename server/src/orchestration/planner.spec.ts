@@ -116,6 +116,49 @@ describe('plan: rolling window', () => {
   });
 });
 
+describe('plan: targets next in line (package prefetch)', () => {
+  // The next window's worth of targets is named ahead, never one being started now, and only pending ones.
+  it('names the next window of a running step', () => {
+    const s = step(0, ['success', 'running', 'pending', 'pending', 'pending', 'pending'], { state: 'running', window: 2 });
+    const d = plan(input([s]));
+    expect(d.start.map((x) => x.targetId)).toEqual(['s0t2']);
+    expect(d.next.map((x) => x.targetId)).toEqual(['s0t3', 's0t4']);
+  });
+
+  // The step after the running group gets its first window named too, unless its condition would skip it.
+  it('looks into the next step only when it would run', () => {
+    const steps = [step(0, ['running'], { state: 'running', window: 1 }), step(1, ['pending', 'pending', 'pending'], { window: 2 })];
+    expect(plan(input(steps)).next.map((x) => x.targetId)).toEqual(['s1t0', 's1t1']);
+    const onFailure = [step(0, ['running'], { state: 'running', window: 1 }), step(1, ['pending'], { condition: 'failure' })];
+    expect(plan(input(onFailure)).next).toEqual([]);
+    expect(plan(input(steps, { cancelling: true })).next).toEqual([]);
+  });
+
+  // Across a whole roll, every target that is started later was named ahead first (so its agent could prepare),
+  // except the very first window, which starts in the first round.
+  it.each([
+    [10, 3],
+    [7, 1],
+    [5, 5],
+  ])('every target after the first window is named before it starts (%p targets, window %p)', (n, w) => {
+    const steps = [step(0, Array(n).fill('pending'), { window: w }), step(1, Array(n).fill('pending'), { window: w })];
+    const named = new Set<string>();
+    const late: string[] = [];
+    for (let round = 0; round < 1_000; round++) {
+      const d = plan(input(steps));
+      for (const u of d.steps) steps[u.index].state = u.state;
+      for (const st of d.start) {
+        if (round > 0 && !named.has(st.targetId)) late.push(st.targetId);
+        steps[st.stepIndex].targets.find((t) => t.id === st.targetId)!.state = 'running';
+      }
+      for (const x of d.next) named.add(x.targetId);
+      if (d.outcome) break;
+      steps.flatMap((s) => s.targets).find((t) => t.state === 'running')!.state = 'success';
+    }
+    expect(late).toEqual([]);
+  });
+});
+
 describe('plan: failures', () => {
   // With the default budget of 0, the first failure stops new targets; runs in flight finish; the step fails and
   // later success-condition steps are skipped.

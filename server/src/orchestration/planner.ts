@@ -49,6 +49,11 @@ export interface PlanDecision {
   targets: Array<{ stepIndex: number; targetId: string; state: RunState }>;
   /** Target runs to start now, in order; each needs a lease. */
   start: Array<{ stepIndex: number; targetId: string }>;
+  /**
+   * Target runs likely to start next (the next window's worth of each running step, and the first window of the
+   * steps that would start after them as things stand): their agents can get packages ready ahead of their lease.
+   */
+  next: Array<{ stepIndex: number; targetId: string }>;
   /** Set when the deployment is over. */
   outcome?: 'success' | 'failed' | 'cancelled';
 }
@@ -72,7 +77,7 @@ export function shouldRun(condition: StepCondition, failedSoFar: boolean): boole
 }
 
 export function plan(input: PlanInput): PlanDecision {
-  const decision: PlanDecision = { steps: [], targets: [], start: [] };
+  const decision: PlanDecision = { steps: [], targets: [], start: [], next: [] };
   // Work on a copy so that a step's changes are visible to the rest of this round (a skipped step lets the next
   // group start in the same round) without touching the caller's data.
   const steps = input.steps.map((s) => ({ ...s, targets: s.targets.map((t) => ({ ...t })) }));
@@ -86,7 +91,8 @@ export function plan(input: PlanInput): PlanDecision {
   };
 
   let failedSoFar = !!input.failedOutsideSteps;
-  for (const group of groupSteps(steps)) {
+  const groups = groupSteps(steps);
+  for (const [g, group] of groups.entries()) {
     // Conditions of steps that start together are judged on what happened before the group, not on each other.
     const failedBeforeGroup = failedSoFar;
     for (const step of group) {
@@ -110,7 +116,15 @@ export function plan(input: PlanInput): PlanDecision {
       if (step.state === 'running') advanceStep(step, input.cancelling, decision, setStep, settleTarget);
     }
     for (const step of group) if (step.state === 'failed') failedSoFar = true;
-    if (!group.every((s) => isTerminal(s.state))) return decision;
+    if (!group.every((s) => isTerminal(s.state))) {
+      if (!input.cancelling) {
+        for (const step of groups[g + 1] ?? []) {
+          if (step.state !== 'pending' || !shouldRun(step.condition, failedSoFar)) continue;
+          for (const t of step.targets.filter((x) => x.state === 'pending').slice(0, step.window)) decision.next.push({ stepIndex: step.index, targetId: t.id });
+        }
+      }
+      return decision;
+    }
   }
   if (input.cancelling) decision.outcome = 'cancelled';
   else decision.outcome = failedSoFar ? 'failed' : 'success';
@@ -139,5 +153,6 @@ function advanceStep(
   }
   const free = Math.max(0, step.window - running);
   for (const t of pending.slice(0, free)) decision.start.push({ stepIndex: step.index, targetId: t.id });
+  for (const t of pending.slice(free, free + step.window)) decision.next.push({ stepIndex: step.index, targetId: t.id });
   if (pending.length === 0 && running === 0) setStep(step, 'success');
 }

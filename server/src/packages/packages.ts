@@ -63,7 +63,7 @@ export class PackageFiles {
     return /^[a-f0-9]{64}$/.test(sha256) && existsSync(this.pathOf(sha256));
   }
   open(sha256: string) {
-    return createReadStream(this.pathOf(sha256));
+    return createReadStream(this.pathOf(sha256), { highWaterMark: 1024 * 1024 });
   }
 }
 

@@ -34,15 +34,22 @@ export class CuttleClient {
     }
     if (data) headers['content-length'] = String(data.length);
     const url = new URL(path, this.baseUrl);
-    const { status, text } = await new Promise<{ status: number; text: string }>((resolve, reject) => {
-      const req = request(url, { method, headers, ...(this.ca ? { ca: this.ca } : {}), timeout: 60_000 }, (res) => {
-        const chunks: Buffer[] = [];
-        res.on('data', (c) => chunks.push(c));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+    const send = () =>
+      new Promise<{ status: number; text: string }>((resolve, reject) => {
+        const req = request(url, { method, headers, ...(this.ca ? { ca: this.ca } : {}), timeout: 60_000 }, (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (c) => chunks.push(c));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') }));
+        });
+        req.on('timeout', () => req.destroy(new Error(`${method} ${path}: timed out`)));
+        req.on('error', reject);
+        req.end(data);
       });
-      req.on('timeout', () => req.destroy(new Error(`${method} ${path}: timed out`)));
-      req.on('error', reject);
-      req.end(data);
+    // A kept-alive connection the server closes just as a request leaves it fails with ECONNRESET before the server
+    // read anything; a GET is safe to send again on a new connection.
+    const { status, text } = await send().catch((e: NodeJS.ErrnoException) => {
+      if (method === 'GET' && e.code === 'ECONNRESET') return send();
+      throw e;
     });
     let json: any;
     try {

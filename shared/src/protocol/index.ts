@@ -45,6 +45,13 @@
  *   server with the agent's version, free disk in its work folder and uptime. The round trip is measured by the
  *   server.
  *
+ * Packages ahead of time
+ *   package.prefetch server → agent, for a target next in line (the next window's worth of a rolling step, and
+ *                   the first window of the step after): the packages its actions will unpack. The agent downloads
+ *                   and verifies them into its cache and unpacks one copy ahead into a staging folder, so the target
+ *                   does not spend its slot in the window on the transfer when its lease comes. Best effort: nothing
+ *                   is answered, and a failure here is retried by the action itself, which reports it.
+ *
  * Cancel
  *   lease.cancel server → agent: the agent kills the running script's whole process group (SIGTERM, then SIGKILL
  *   after a grace period), runs no further action of that lease and reports lease.result with state `cancelled`.
@@ -61,7 +68,8 @@ import { z } from 'zod';
 export const PROTOCOL_VERSION = 1;
 export const AGENT_EVENT = 'agent:message';
 export const SERVER_EVENT = 'server:message';
-export const packageDownloadPath = (sha256: string) => `/packages/${sha256}`;
+/** `prefetch`: a download ahead of the lease (see package.prefetch); the server lets lease downloads go first. */
+export const packageDownloadPath = (sha256: string, prefetch = false) => `/packages/${sha256}${prefetch ? '?prefetch=1' : ''}`;
 
 /** Upper bounds that keep one agent from exhausting the server's memory. */
 export const LIMITS = {
@@ -86,14 +94,15 @@ export const LogLevelSchema = z.enum(['debug', 'info', 'warn', 'error']);
 export type LogLevel = z.infer<typeof LogLevelSchema>;
 
 /** One action as the agent runs it: everything already resolved on the server. */
+export const PackageRefSchema = z.object({ packageId: z.string().min(1).max(200), version: z.string().min(1).max(100), sha256, sizeBytes: z.number().int().min(0) });
+export type PackageRef = z.infer<typeof PackageRefSchema>;
+
 export const LeaseActionSchema = z.object({
   index: z.number().int().min(0),
   name: z.string().min(1).max(200),
   type: z.enum(['script', 'package']),
   script: z.string().max(1_000_000).optional(),
-  package: z
-    .object({ packageId: z.string().min(1).max(200), version: z.string().min(1).max(100), sha256, sizeBytes: z.number().int().min(0) })
-    .optional(),
+  package: PackageRefSchema.optional(),
   timeoutSeconds: z.number().int().positive().optional(),
   /** Reruns of this action after a failure (not after a timeout's kill by cancel), `retryDelaySeconds` apart. */
   retries: z.number().int().min(0).max(100).default(0),
@@ -213,9 +222,11 @@ export const ResultAckSchema = z.object({ type: z.literal('result.ack'), leaseId
 export const ProtocolErrorSchema = z.object({ type: z.literal('protocol.error'), message: z.string(), fatal: z.boolean().default(false) });
 
 export const HealthRequestSchema = z.object({ type: z.literal('health.request'), requestId: id });
+export const PackagePrefetchSchema = z.object({ type: z.literal('package.prefetch'), deploymentId: id, packages: z.array(PackageRefSchema).min(1).max(100) });
 
 export const ServerMessageSchema = z.discriminatedUnion('type', [
   HealthRequestSchema,
+  PackagePrefetchSchema,
   WelcomeSchema,
   LeaseOfferSchema,
   LeaseCancelSchema,
