@@ -7,7 +7,7 @@ import { request } from 'node:https';
 import { isIP } from 'node:net';
 import { connect, type PeerCertificate, type DetailedPeerCertificate } from 'node:tls';
 import forge from 'node-forge';
-import { derToPem, normalizeFingerprint, parseRegistrationToken } from '#shared/pki/index.js';
+import { derToPem, normalizeFingerprint, parseRegistrationToken, signSha256 } from '#shared/pki/index.js';
 import { backoffDelay, classify, FatalAgentError } from '../errors.js';
 import type { AgentHome, Identity } from '../identity.js';
 
@@ -80,7 +80,7 @@ export async function register(home: AgentHome, o: RegisterOptions): Promise<Ide
   const csr = forge.pki.createCertificationRequest();
   csr.publicKey = forge.pki.publicKeyFromPem(publicKey);
   csr.setSubject([{ name: 'commonName', value: o.name }]);
-  csr.sign(forge.pki.privateKeyFromPem(privateKey), forge.md.sha256.create());
+  signSha256(csr, privateKey);
 
   const url = new URL('/api/agents/register', o.serverUrl).toString();
   const res = await postJson(

@@ -25,9 +25,11 @@ export interface LogEntry {
 /**
  * The deployment log: one sequence per deployment, no gaps, read by cursor.
  *
- * Sequence numbers come from `deployments.log_seq`, bumped in the same transaction that inserts the lines. The
- * bump takes the deployment's row lock until commit, so transactions that write one deployment's log commit in
- * sequence order: a reader that has seen seq N will never later find a line below N appear.
+ * Sequence numbers come from the deployment's row in `deployment_log_heads`, bumped in the same transaction that
+ * inserts the lines. The bump takes that row's lock until commit, so transactions that write one deployment's log
+ * commit in sequence order: a reader that has seen seq N will never later find a line below N appear. It is a row
+ * of its own, not a column of the deployment, so that log writes and state changes do not wait on each other; a
+ * transaction takes it last (after any deployment, lease or target-run row), which keeps the lock order whole.
  */
 @Injectable()
 export class DeploymentLogService {
@@ -36,33 +38,38 @@ export class DeploymentLogService {
     private readonly events: LiveEvents,
   ) {}
 
-  /** Appends inside the caller's transaction (which thereby holds the deployment's row lock until it commits). */
+  /** Appends inside the caller's transaction (which thereby holds the log's head row until it commits). */
   async append(m: EntityManager, deploymentId: string, entries: LogEntryInput[]): Promise<number> {
     if (!entries.length) return 0;
-    const [row] = returned<{ log_seq: string }>(
-      await m.query(`UPDATE deployments SET log_seq = log_seq + $2 WHERE id = $1 RETURNING log_seq`, [deploymentId, entries.length]),
+    const now = new Date().toISOString();
+    // One statement (one round trip): bump the head, then insert the batch numbered below the new head with
+    // unnest() of parallel arrays, the fastest insert both databases accept.
+    const [row] = returned<{ seq: string }>(
+      await m.query(
+        `WITH h AS (
+           INSERT INTO deployment_log_heads AS h (deployment_id, seq) VALUES ($1, $2)
+           ON CONFLICT (deployment_id) DO UPDATE SET seq = h.seq + EXCLUDED.seq RETURNING seq
+         ), ins AS (
+           INSERT INTO deployment_log (deployment_id, seq, at, level, machine_id, step_name, action_name, text)
+           SELECT $1, (SELECT seq FROM h) - $2 + x.n, x.a, x.l, x.mi, x.sn, x.an, x.t
+           FROM unnest($3::timestamptz[], $4::text[], $5::uuid[], $6::text[], $7::text[], $8::text[]) WITH ORDINALITY AS x(a, l, mi, sn, an, t, n)
+         )
+         SELECT seq FROM h`,
+        [
+          deploymentId,
+          entries.length,
+          entries.map((e) => (e.at instanceof Date ? e.at.toISOString() : (e.at ?? now))),
+          entries.map((e) => e.level),
+          entries.map((e) => e.machineId ?? null),
+          entries.map((e) => e.stepName ?? null),
+          entries.map((e) => e.actionName ?? null),
+          entries.map((e) => e.text.replace(/\u0000/g, '')),
+        ],
+      ),
     );
-    const last = Number(row.log_seq);
+    const last = Number(row.seq);
     // Every change to a deployment writes its log, so this one notice covers them all (read after the commit).
     this.events.emit('deployment', deploymentId);
-    const first = last - entries.length + 1;
-    const now = new Date().toISOString();
-    // One statement for the whole batch: unnest() of parallel arrays is the fastest insert both databases accept.
-    await m.query(
-      `INSERT INTO deployment_log (deployment_id, seq, at, level, machine_id, step_name, action_name, text)
-       SELECT $1, s, a, l, mi, sn, an, t
-       FROM unnest($2::bigint[], $3::timestamptz[], $4::text[], $5::uuid[], $6::text[], $7::text[], $8::text[]) AS x(s, a, l, mi, sn, an, t)`,
-      [
-        deploymentId,
-        entries.map((_, i) => first + i),
-        entries.map((e) => (e.at instanceof Date ? e.at.toISOString() : (e.at ?? now))),
-        entries.map((e) => e.level),
-        entries.map((e) => e.machineId ?? null),
-        entries.map((e) => e.stepName ?? null),
-        entries.map((e) => e.actionName ?? null),
-        entries.map((e) => e.text.replace(/\u0000/g, '')),
-      ],
-    );
     return last;
   }
 

@@ -265,7 +265,7 @@ export class DeploymentsService {
   /** Asks a deployment to stop: nothing new starts, running scripts are killed, it ends `cancelled`. */
   async cancel(id: string) {
     await this.ds.transaction(async (m) => {
-      const [d] = await m.query(`SELECT state FROM deployments WHERE id = $1 FOR UPDATE`, [id]);
+      const [d] = await m.query(`SELECT state FROM deployments WHERE id = $1 FOR NO KEY UPDATE`, [id]);
       if (!d) throw new NotFoundException(`deployment ${id} not found`);
       if (d.state === 'cancelling') return;
       if (!(ACTIVE_STATES as readonly string[]).includes(d.state)) throw new ConflictException(`deployment ${id} has already finished (${d.state})`);

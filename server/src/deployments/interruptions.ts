@@ -132,7 +132,7 @@ export class InterruptionsService {
     const [rel] = await this.ds.query(`SELECT r.process FROM deployments d JOIN releases r ON r.id = d.release_id WHERE d.id = $1`, [pre.deployment_id]);
     const process = rel.process as ReleaseEntity['process'];
     await this.ds.transaction(async (m) => {
-      const [dep]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 FOR UPDATE`, [pre.deployment_id]);
+      const [dep]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 FOR NO KEY UPDATE`, [pre.deployment_id]);
       const [intr]: InterruptionRow[] = await m.query(`SELECT * FROM interruptions WHERE id = $1 FOR UPDATE`, [id]);
       if (intr.state !== 'pending')
         throw new ConflictException(intr.state === 'cancelled' ? `interruption ${id} was closed when the deployment was cancelled` : `interruption ${id} was already answered (${intr.result} by ${intr.submitted_by})`);

@@ -3,8 +3,12 @@
  * is counted by the database, not by a process's memory. Every transition here is idempotent: a message that
  * arrives twice, or after a server restart, changes nothing the second time.
  *
- * Lock order, everywhere: the deployment row first, then lease and target-run rows. One order means no deadlock
- * between the orchestrator, agent results and the log, on whichever node each runs.
+ * The deployment row is locked FOR NO KEY UPDATE, not FOR UPDATE: log inserts take a key-share lock on it through
+ * their foreign key, and must not queue behind (or deadlock with) a result or a dispatcher round.
+ *
+ * Lock order, everywhere: the deployment row first, then lease and target-run rows, and the log's head row last
+ * (see DeploymentLogService). One order means no deadlock between the orchestrator, agent results and the log, on
+ * whichever node each runs; a transaction may skip a level (log lines take lease rows and the head only).
  */
 import { Inject, Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
@@ -43,6 +47,14 @@ export interface LeaseRow {
   last_log_seq: number;
 }
 
+interface ReleaseFacts {
+  process: ReleaseEntity['process'];
+  packages: ReleaseEntity['packages'];
+  version: string;
+  variables: ReleaseEntity['variables'];
+  defaultTimeoutSeconds: number | null;
+}
+
 interface LogQueue {
   items: Array<{ ctx: LeaseContext; lines: LogLine[]; resolve: (seq: number) => void; reject: (e: unknown) => void }>;
   running: boolean;
@@ -55,6 +67,7 @@ export class LeasesService {
   /** Immutable facts about a lease (who, which step, action names), kept so the log path does not re-read them. */
   private contexts = new Map<string, LeaseContext>();
   private secrets = new Map<string, Set<string>>();
+  private releases = new Map<string, ReleaseFacts>();
   private logQueues = new Map<string, LogQueue>();
   /** Machines seen since the last flush: one UPDATE for all of them instead of one per heartbeat. */
   private seen = new Set<string>();
@@ -68,25 +81,31 @@ export class LeasesService {
   ) {}
 
   /**
-   * Takes a free slot `0 <= slot < window` of the step for the target run. The caller holds the deployment's row
-   * lock; the partial unique index over active (deployment, step, slot) refuses a second holder of a slot even if
-   * some other code path forgot the lock. Returns null when the window is full.
+   * Takes free slots `0 <= slot < window` of a step for target runs, in their order, as many as are free; returns
+   * the leases taken. The caller holds the deployment's row lock; the partial unique index over active
+   * (deployment, step, slot) refuses a second holder of a slot even if some other code path forgot the lock.
    */
-  async acquire(m: EntityManager, p: { deploymentId: string; stepIndex: number; window: number; targetRunId: string; machineId: string }): Promise<{ id: string; slot: number } | null> {
+  async acquire(
+    m: EntityManager,
+    p: { deploymentId: string; stepIndex: number; window: number; targets: Array<{ targetRunId: string; machineId: string }> },
+  ): Promise<Array<{ id: string; slot: number; targetRunId: string; machineId: string }>> {
     const used: Array<{ slot: number }> = await m.query(`SELECT slot FROM leases WHERE deployment_id = $1 AND step_index = $2 AND released_at IS NULL`, [p.deploymentId, p.stepIndex]);
-    if (used.length >= p.window) return null;
     const taken = new Set(used.map((u) => u.slot));
-    let slot = 0;
-    while (taken.has(slot)) slot++;
-    if (slot >= p.window) return null;
-    const rows = returned<{ id: string }>(
+    const free: number[] = [];
+    for (let slot = 0; slot < p.window && free.length < p.targets.length; slot++) if (!taken.has(slot)) free.push(slot);
+    const chosen = p.targets.slice(0, free.length);
+    if (!chosen.length) return [];
+    // One statement for every target of the round: a wide window starts many targets at once.
+    const rows: Array<{ id: string; slot: number; target_run_id: string; machine_id: string }> = returned(
       await m.query(
         `INSERT INTO leases (deployment_id, step_index, slot, target_run_id, machine_id, node_id, expires_at)
-         VALUES ($1, $2, $3, $4, $5, $6, now() + make_interval(secs => $7)) ON CONFLICT DO NOTHING RETURNING id`,
-        [p.deploymentId, p.stepIndex, slot, p.targetRunId, p.machineId, this.config.nodeId, this.config.leaseTtlMs / 1000],
+         SELECT $1, $2, x.slot, x.target_run_id, x.machine_id, $3, now() + make_interval(secs => $4)
+         FROM unnest($5::int[], $6::uuid[], $7::uuid[]) AS x(slot, target_run_id, machine_id)
+         ON CONFLICT DO NOTHING RETURNING id, slot, target_run_id, machine_id`,
+        [p.deploymentId, p.stepIndex, this.config.nodeId, this.config.leaseTtlMs / 1000, free.slice(0, chosen.length), chosen.map((c) => c.targetRunId), chosen.map((c) => c.machineId)],
       ),
     );
-    return rows[0] ? { id: rows[0].id, slot } : null;
+    return rows.map((r) => ({ id: r.id, slot: r.slot, targetRunId: r.target_run_id, machineId: r.machine_id }));
   }
 
   private async context(leaseId: string): Promise<LeaseContext | null> {
@@ -121,23 +140,54 @@ export class LeasesService {
     return ctx && ctx.machineId === machineId ? ctx : null;
   }
 
-  /**
-   * What the agent is asked to run: the step's actions still pending on this target (the conditions may have skipped
-   * some; a retry starts from the failed one), their packages, and the variables resolved for this target.
-   */
+  /** Releases are immutable: what offers and prefetches need of one is read once per node. */
+  async release(releaseId: string, m: EntityManager | DataSource = this.ds): Promise<ReleaseFacts> {
+    const hit = this.releases.get(releaseId);
+    if (hit) return hit;
+    const [r] = await m.query(`SELECT process, packages, version, variables, default_timeout_seconds FROM releases WHERE id = $1`, [releaseId]);
+    const facts: ReleaseFacts = { process: r.process, packages: r.packages, version: r.version, variables: r.variables, defaultTimeoutSeconds: r.default_timeout_seconds };
+    if (this.releases.size > 1_000) this.releases.clear();
+    this.releases.set(releaseId, facts);
+    return facts;
+  }
+
+  /** The offer for one lease, or null if it is no longer active (see buildOffers). */
   async buildOffer(leaseId: string): Promise<LeaseOffer | null> {
-    const [row] = await this.ds.query(
-      `SELECT l.id, l.deployment_id, l.step_index, l.released_at, t.id AS target_run_id, t.actions AS target_actions, t.machine_name, t.machine_id,
-              mc.roles AS machine_roles, r.id AS release_id, r.process, r.packages, r.version, r.variables, r.default_timeout_seconds,
-              p.id AS project_id, p.name AS project_name, e.id AS environment_id, e.name AS environment_name
+    return (await this.buildOffers([leaseId]))[0] ?? null;
+  }
+
+  /**
+   * What the agents are asked to run, for many leases in a few queries (a wide window starts many targets at once):
+   * each step's actions still pending on its target (the conditions may have skipped some; a retry starts from the
+   * failed one), their packages, and the variables resolved for the target. Released leases are left out.
+   */
+  async buildOffers(leaseIds: string[]): Promise<LeaseOffer[]> {
+    if (!leaseIds.length) return [];
+    const rows: Array<Record<string, any>> = await this.ds.query(
+      `SELECT l.id, l.deployment_id, l.step_index, t.id AS target_run_id, t.actions AS target_actions, t.machine_name, t.machine_id,
+              mc.roles AS machine_roles, d.release_id, p.id AS project_id, p.name AS project_name, e.id AS environment_id, e.name AS environment_name
        FROM leases l JOIN target_runs t ON t.id = l.target_run_id JOIN deployments d ON d.id = l.deployment_id
-       JOIN releases r ON r.id = d.release_id JOIN projects p ON p.id = d.project_id JOIN environments e ON e.id = d.environment_id
-       JOIN machines mc ON mc.id = t.machine_id
-       WHERE l.id = $1`,
-      [leaseId],
+       JOIN projects p ON p.id = d.project_id JOIN environments e ON e.id = d.environment_id JOIN machines mc ON mc.id = t.machine_id
+       WHERE l.id = ANY($1::uuid[]) AND l.released_at IS NULL`,
+      [leaseIds],
     );
-    if (!row || row.released_at) return null;
-    const release = { process: row.process as ReleaseEntity['process'], packages: row.packages as ReleaseEntity['packages'], variables: row.variables as ReleaseEntity['variables'] };
+    if (!rows.length) return [];
+    // Output variables of earlier steps, for every deployment concerned at once.
+    const outputs: Array<{ deployment_id: string; step_name: string; action_name: string; machine_id: string | null; machine_name: string; name: string; value: string; sensitive: boolean }> = await this.ds.query(
+      `SELECT deployment_id, step_name, action_name, machine_id, machine_name, name, value, sensitive FROM output_variables WHERE deployment_id = ANY($1::uuid[])`,
+      [[...new Set(rows.map((r) => r.deployment_id))]],
+    );
+    const offers: LeaseOffer[] = [];
+    for (const row of rows) {
+      const release = await this.release(row.release_id);
+      const offer = this.offerFrom(row, release, outputs.filter((o) => o.deployment_id === row.deployment_id));
+      if (offer) offers.push(offer);
+    }
+    return offers;
+  }
+
+  private offerFrom(row: Record<string, any>, release: ReleaseFacts, outputs: Array<{ step_name: string; action_name: string; machine_id: string | null; machine_name: string; name: string; value: string; sensitive: boolean }>): LeaseOffer | null {
+    const leaseId: string = row.id;
     const step = release.process[row.step_index];
     const targetActions = row.target_actions as TargetAction[];
     const actions = step.actions
@@ -148,7 +198,7 @@ export class LeasesService {
         name: a.name,
         type: a.type as 'script' | 'package',
         script: a.script,
-        timeoutSeconds: a.timeoutSeconds ?? row.default_timeout_seconds ?? undefined,
+        timeoutSeconds: a.timeoutSeconds ?? release.defaultTimeoutSeconds ?? undefined,
         retries: a.retries ?? 0,
         retryDelaySeconds: a.retryDelaySeconds ?? 0,
         package: a.type === 'package' ? release.packages.find((p) => p.packageId === a.packageId) : undefined,
@@ -161,7 +211,7 @@ export class LeasesService {
     const system: Record<string, string> = {
       'Cuttle.Project.Name': row.project_name,
       'Cuttle.Project.Id': row.project_id,
-      'Cuttle.Release.Number': row.version,
+      'Cuttle.Release.Number': release.version,
       'Cuttle.Release.Id': row.release_id,
       'Cuttle.Environment.Name': row.environment_name,
       'Cuttle.Environment.Id': row.environment_id,
@@ -173,8 +223,6 @@ export class LeasesService {
     };
     for (const [name, value] of Object.entries(system)) vars.set(name, { value, sensitive: false });
     // Output variables of earlier steps: by machine name always, unqualified when this machine set them.
-    const outputs: Array<{ step_name: string; action_name: string; machine_id: string | null; machine_name: string; name: string; value: string; sensitive: boolean }> =
-      await this.ds.query(`SELECT step_name, action_name, machine_id, machine_name, name, value, sensitive FROM output_variables WHERE deployment_id = $1`, [row.deployment_id]);
     for (const o of outputs) {
       vars.set(outputName(o.step_name, o.action_name, o.name, o.machine_name), { value: o.value, sensitive: o.sensitive });
       if (o.machine_id === row.machine_id) vars.set(outputName(o.step_name, o.action_name, o.name), { value: o.value, sensitive: o.sensitive });
@@ -190,7 +238,7 @@ export class LeasesService {
       startAt: 0,
       env: {
         CUTTLE_PROJECT_NAME: row.project_name,
-        CUTTLE_RELEASE_NUMBER: row.version,
+        CUTTLE_RELEASE_NUMBER: release.version,
         CUTTLE_ENVIRONMENT_NAME: row.environment_name,
         CUTTLE_DEPLOYMENT_ID: row.deployment_id,
         CUTTLE_MACHINE_NAME: row.machine_name,
@@ -321,7 +369,8 @@ export class LeasesService {
     // The agent masks sensitive values already; masking again here means a buggy or hostile agent cannot leak them.
     const secrets = await this.secretsOf(deploymentId);
     return this.ds.transaction(async (m) => {
-      await m.query(`SELECT 1 FROM deployments WHERE id = $1 FOR UPDATE`, [deploymentId]);
+      // The lease rows, then the log's head row (in append): never the deployment row, so agents' lines do not
+      // wait for results and dispatcher rounds, nor they for lines.
       const leaseIds = [...new Set(batch.map((b) => b.ctx.leaseId))];
       const rows: Array<{ id: string; last_log_seq: number }> = await m.query(`SELECT id, last_log_seq FROM leases WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, [leaseIds]);
       const last = new Map(rows.map((r) => [r.id, r.last_log_seq]));
@@ -359,15 +408,13 @@ export class LeasesService {
   async actionUpdate(machineId: string, msg: AgentMessageOf<'lease.action'>): Promise<void> {
     const ctx = await this.own(machineId, msg.leaseId);
     if (!ctx || msg.actionIndex >= ctx.actionNames.length) return;
-    await this.ds.transaction(async (m) => {
-      await m.query(`SELECT 1 FROM deployments WHERE id = $1 FOR UPDATE`, [ctx.deploymentId]);
-      const [lease] = await m.query(`SELECT released_at FROM leases WHERE id = $1`, [msg.leaseId]);
-      if (!lease || lease.released_at) return;
-      await m.query(
-        `UPDATE target_runs SET actions = jsonb_set(actions, $2::text[], (actions->($3::int)) || $4::jsonb) WHERE id = $1`,
-        [ctx.targetRunId, `{${msg.actionIndex}}`, msg.actionIndex, JSON.stringify({ state: msg.state, exitCode: msg.exitCode ?? null })],
-      );
-    });
+    // One statement: the CTE locks the lease row (as the result does, so the two are ordered) and the update happens
+    // only while the lease is active: a late "running" never reopens a settled target.
+    await this.ds.query(
+      `WITH l AS (SELECT id FROM leases WHERE id = $5 AND released_at IS NULL FOR UPDATE)
+       UPDATE target_runs SET actions = jsonb_set(actions, $2::text[], (actions->($3::int)) || $4::jsonb) WHERE id = $1 AND EXISTS (SELECT 1 FROM l)`,
+      [ctx.targetRunId, `{${msg.actionIndex}}`, msg.actionIndex, JSON.stringify({ state: msg.state, exitCode: msg.exitCode ?? null }), msg.leaseId],
+    );
   }
 
   /**
@@ -378,7 +425,12 @@ export class LeasesService {
     const ctx = await this.own(machineId, msg.leaseId);
     if (!ctx) return null;
     const duplicate = await this.ds.transaction(async (m) => {
-      const [dep]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 FOR UPDATE`, [ctx.deploymentId]);
+      // A success changes only this lease and its target run: it does not queue for the deployment's row behind the
+      // other results of a wave and the dispatcher's rounds (it takes lease → target run → log head, an order no
+      // one reverses). A failure may change the deployment (guided failure, a cancel's outcome): that path locks
+      // the deployment's row first, as every other writer of it does.
+      const lockDeployment = msg.state !== 'success' ? ' FOR NO KEY UPDATE' : '';
+      const [dep]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1${lockDeployment}`, [ctx.deploymentId]);
       const [lease] = await m.query(`SELECT released_at FROM leases WHERE id = $1 FOR UPDATE`, [msg.leaseId]);
       if (!lease || lease.released_at) return true;
       // Only the deployment's cancel makes a target "cancelled"; a run stopped for any other reason failed.
@@ -439,7 +491,7 @@ export class LeasesService {
       // Read outside the transaction: inside it, only the transaction's own connection may be used.
       const ctx = await this.context(l.id);
       await this.ds.transaction(async (m) => {
-        const [dep]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 FOR UPDATE`, [l.deployment_id]);
+        const [dep]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 FOR NO KEY UPDATE`, [l.deployment_id]);
         const [lease]: LeaseRow[] = await m.query(`SELECT * FROM leases WHERE id = $1 AND released_at IS NULL AND expires_at < now() FOR UPDATE`, [l.id]);
         if (!lease) return;
         const reason = lease.state === 'offered' ? 'agent lost: the target never accepted the work' : `agent lost: no heartbeat for ${Math.round(this.config.leaseTtlMs / 1000)} s`;

@@ -108,7 +108,7 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
   }
 
   private async currentSeq(id: string): Promise<number | null> {
-    const [row] = await this.ds.query(`SELECT log_seq, state FROM deployments WHERE id = $1`, [id]);
+    const [row] = await this.ds.query(`SELECT COALESCE(h.seq, 0) AS log_seq, d.state FROM deployments d LEFT JOIN deployment_log_heads h ON h.deployment_id = d.id WHERE d.id = $1`, [id]);
     return row ? Number(row.log_seq) : null;
   }
 
@@ -155,7 +155,7 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
         this.rooms.delete(id);
         continue;
       }
-      const [row] = await this.ds.query(`SELECT log_seq, state FROM deployments WHERE id = $1`, [id]).catch(() => []);
+      const [row] = await this.ds.query(`SELECT COALESCE(h.seq, 0) AS log_seq, d.state FROM deployments d LEFT JOIN deployment_log_heads h ON h.deployment_id = d.id WHERE d.id = $1`, [id]).catch(() => []);
       if (row && (Number(row.log_seq) > room.cursor || row.state !== room.state)) this.dirty(id);
     }
   }

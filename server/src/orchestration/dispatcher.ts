@@ -38,8 +38,6 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
   private ticking = false;
   /** Per deployment: target runs whose agents were asked to get packages ready (best effort, so memory is enough). */
   private prefetched = new Map<string, Set<string>>();
-  /** Releases are immutable: their process and packages are read once per node. */
-  private releases = new Map<string, Pick<ReleaseEntity, 'process' | 'packages'>>();
 
   constructor(
     private readonly ds: DataSource,
@@ -135,10 +133,16 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     const offers: Array<{ leaseId: string; machineId: string }> = [];
     let prefetch = new Map<string, PackageRef[]>();
     await this.ds.transaction(async (m) => {
-      const [d]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 AND owner_node = $2 FOR UPDATE`, [id, this.config.nodeId]);
+      const [d]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 AND owner_node = $2 FOR NO KEY UPDATE`, [id, this.config.nodeId]);
       if (!d || !['queued', 'executing', 'waiting', 'cancelling'].includes(d.state)) return;
-      const steps: StepRow[] = await m.query(`SELECT * FROM deployment_steps WHERE deployment_id = $1 ORDER BY step_index`, [id]);
-      const runs: TargetRunRow[] = await m.query(`SELECT * FROM target_runs WHERE deployment_id = $1 ORDER BY step_index, position`, [id]);
+      // Steps and target runs in one round trip (a round's cost is mostly round trips to the database).
+      const [both] = await m.query(
+        `SELECT (SELECT coalesce(json_agg(s ORDER BY s.step_index), '[]') FROM deployment_steps s WHERE s.deployment_id = $1) AS steps,
+                (SELECT coalesce(json_agg(t ORDER BY t.step_index, t.position), '[]') FROM target_runs t WHERE t.deployment_id = $1) AS runs`,
+        [id],
+      );
+      const steps: StepRow[] = both.steps;
+      const runs: TargetRunRow[] = both.runs;
       const lines: LogEntryInput[] = [];
       if (d.state === 'queued') {
         await m.query(`UPDATE deployments SET state = 'executing', started_at = now() WHERE id = $1`, [id]);
@@ -182,6 +186,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         );
       }
       let process: ReleaseEntity['process'] | undefined;
+      const toLease = new Map<number, TargetRunRow[]>();
       for (const s of decision.start) {
         const run = runs.find((r) => r.id === s.targetId)!;
         const step = steps[s.stepIndex];
@@ -206,15 +211,27 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
           this.kick(id);
           continue;
         }
-        const lease = await this.leases.acquire(m, { deploymentId: id, stepIndex: s.stepIndex, window: step.window_size, targetRunId: run.id, machineId: run.machine_id });
-        if (!lease) continue; // window full in the database: the next round tries again
-        await m.query(`UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now(), error = NULL WHERE id = $1`, [run.id]);
-        lines.push({ level: 'info', stepName: step.name, machineId: run.machine_id, text: `${step.name} on ${run.machine_name}: lease taken (slot ${lease.slot + 1} of ${step.window_size})` });
-        offers.push({ leaseId: lease.id, machineId: run.machine_id });
+        toLease.set(s.stepIndex, [...(toLease.get(s.stepIndex) ?? []), run]);
+      }
+      for (const [stepIndex, wanted] of toLease) {
+        const step = steps[stepIndex];
+        // Targets that find the window full in the database (another node's lease) wait for the next round.
+        const taken = await this.leases.acquire(m, { deploymentId: id, stepIndex, window: step.window_size, targets: wanted.map((r) => ({ targetRunId: r.id, machineId: r.machine_id! })) });
+        if (!taken.length) continue;
+        await m.query(`UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now(), error = NULL WHERE id = ANY($1::uuid[])`, [taken.map((t) => t.targetRunId)]);
+        const order = (l: { targetRunId: string }) => wanted.findIndex((r) => r.id === l.targetRunId);
+        for (const lease of taken.sort((a, b) => order(a) - order(b))) {
+          const run = wanted[order(lease)];
+          lines.push({ level: 'info', stepName: step.name, machineId: run.machine_id, text: `${step.name} on ${run.machine_name}: lease taken (slot ${lease.slot + 1} of ${step.window_size})` });
+          offers.push({ leaseId: lease.id, machineId: lease.machineId });
+        }
       }
       if (!decision.outcome && d.state !== 'cancelling') {
-        const [{ n }] = await m.query(`SELECT count(*)::int AS n FROM interruptions WHERE deployment_id = $1 AND state = 'pending'`, [id]);
-        await m.query(`UPDATE deployments SET state = $2 WHERE id = $1 AND state <> $2`, [id, n > 0 ? 'waiting' : 'executing']);
+        await m.query(
+          `UPDATE deployments SET state = x.state FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM interruptions WHERE deployment_id = $1 AND state = 'pending') THEN 'waiting' ELSE 'executing' END AS state) x
+           WHERE id = $1 AND deployments.state <> x.state`,
+          [id],
+        );
       }
       if (decision.outcome) {
         await m.query(`UPDATE deployments SET state = $2, finished_at = now(), owner_node = NULL WHERE id = $1`, [id, decision.outcome]);
@@ -225,8 +242,13 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       await this.log.append(m, id, lines);
     });
     for (const [machineId, packages] of prefetch) if (this.agents.isConnected(machineId)) this.agents.send(machineId, { type: 'package.prefetch', deploymentId: id, packages });
-    // Offers are built concurrently: a wide window starts many targets in one round.
-    await Promise.all(offers.map((o) => this.offer(o.leaseId, o.machineId)));
+    // Built together: a wide window starts many targets in one round.
+    const here = offers.filter((o) => this.agents.isConnected(o.machineId));
+    const now = Date.now();
+    for (const offer of await this.leases.buildOffers(here.map((o) => o.leaseId))) {
+      this.lastOffered.set(offer.leaseId, now);
+      this.agents.send(here.find((o) => o.leaseId === offer.leaseId)!.machineId, offer);
+    }
   }
 
   /**
@@ -237,15 +259,10 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     const done = this.prefetched.get(d.id) ?? new Set<string>();
     const due = runs.filter((r) => next.includes(r.id) && !done.has(r.id));
     if (!due.length) return new Map();
-    let release = this.releases.get(d.release_id);
-    if (!release) {
-      [release] = await m.query(`SELECT process, packages FROM releases WHERE id = $1`, [d.release_id]);
-      if (this.releases.size > 1_000) this.releases.clear();
-      this.releases.set(d.release_id, release!);
-    }
+    const release = await this.leases.release(d.release_id, m);
     for (const r of due) done.add(r.id);
     this.prefetched.set(d.id, done);
-    return packagesByMachine(release!.process, release!.packages, due);
+    return packagesByMachine(release.process, release.packages, due);
   }
 
   /** Sends a lease's work if its agent is connected here; otherwise the agent's node (or a reconnect) delivers it. */

@@ -9,7 +9,7 @@ import { hostname } from 'node:os';
 import { isIP } from 'node:net';
 import { join } from 'node:path';
 import forge from 'node-forge';
-import { certificateFingerprint } from '#shared/pki/index.js';
+import { certificateFingerprint, signSha256 } from '#shared/pki/index.js';
 
 export interface PkiMaterial {
   caCert: string;
@@ -27,13 +27,14 @@ function newKeyPair() {
     publicKeyEncoding: { type: 'spki', format: 'pem' },
     privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
   });
-  return { privateKeyPem: privateKey, publicKey: forge.pki.publicKeyFromPem(publicKey), privateKey: forge.pki.privateKeyFromPem(privateKey) };
+  return { privateKeyPem: privateKey, publicKey: forge.pki.publicKeyFromPem(publicKey) };
 }
 
-function serial(): string {
-  // Positive (high bit clear) random serial, as RFC 5280 asks.
+export function serial(): string {
+  // Positive (high bit clear) random serial, as RFC 5280 asks, and never a leading zero byte: DER integers are
+  // minimal, and OpenSSL refuses "00 0x.." as illegal padding (1 certificate in 256 before this was fixed).
   const b = randomBytes(16);
-  b[0] &= 0x7f;
+  b[0] = b[0] & 0x7f || 0x01;
   return b.toString('hex');
 }
 
@@ -52,7 +53,7 @@ function makeCa() {
     { name: 'keyUsage', keyCertSign: true, cRLSign: true, critical: true },
     { name: 'subjectKeyIdentifier' },
   ]);
-  cert.sign(keys.privateKey, forge.md.sha256.create());
+  signSha256(cert, keys.privateKeyPem);
   return { cert: forge.pki.certificateToPem(cert), key: keys.privateKeyPem };
 }
 
@@ -84,7 +85,7 @@ function issue(opts: {
   ];
   if (opts.hosts?.length) ext.push({ name: 'subjectAltName', altNames: sanList(opts.hosts) });
   cert.setExtensions(ext);
-  cert.sign(forge.pki.privateKeyFromPem(opts.caKey), forge.md.sha256.create());
+  signSha256(cert, opts.caKey);
   return forge.pki.certificateToPem(cert);
 }
 

@@ -3,7 +3,8 @@
  * the certificate's DER bytes as 64 lowercase hex digits (Node prints the same value as colon-separated upper case
  * in `getPeerCertificate().fingerprint256`; `normalizeFingerprint` turns that into this form).
  */
-import { X509Certificate } from 'node:crypto';
+import { createSign, X509Certificate } from 'node:crypto';
+import forge from 'node-forge';
 
 export function normalizeFingerprint(f: string): string {
   return f.replace(/:/g, '').toLowerCase();
@@ -31,4 +32,25 @@ export function formatRegistrationToken(caFingerprint: string, secret: string): 
 export function parseRegistrationToken(token: string): { caFingerprint: string; secret: string } | null {
   const m = TOKEN_RE.exec(token.trim());
   return m ? { caFingerprint: m[1], secret: m[2] } : null;
+}
+
+type Signable = forge.pki.Certificate | forge.pki.CertificateSigningRequest;
+
+/**
+ * What node-forge's `sign(key, sha256)` does for a certificate or a certification request, with the RSA signature
+ * made by OpenSSL (node:crypto) instead of forge's JavaScript big integers: about 50 times faster, which is what
+ * registering a fleet of agents waits on. forge still builds and encodes the ASN.1.
+ */
+export function signSha256(obj: Signable, keyPem: string): void {
+  const o = obj as Signable & { md: forge.md.MessageDigest; signatureOid: string; siginfo: { algorithmOid: string }; signature: string };
+  const p = forge.pki as unknown as { getTBSCertificate(c: Signable): forge.asn1.Asn1; getCertificationRequestInfo(c: Signable): forge.asn1.Asn1 };
+  o.md = forge.md.sha256.create();
+  o.signatureOid = o.siginfo.algorithmOid = forge.pki.oids.sha256WithRSAEncryption;
+  let signed: forge.asn1.Asn1;
+  if ('issuer' in obj) signed = (obj as unknown as { tbsCertificate: forge.asn1.Asn1 }).tbsCertificate = p.getTBSCertificate(obj);
+  else signed = (obj as unknown as { certificationRequestInfo: forge.asn1.Asn1 }).certificationRequestInfo = p.getCertificationRequestInfo(obj);
+  const der = forge.asn1.toDer(signed).getBytes();
+  o.md.update(der); // forge's verify() of the object in hand uses this digest
+  const bytes = Buffer.from(der, 'binary');
+  o.signature = createSign('sha256').update(bytes).sign(keyPem).toString('binary');
 }

@@ -1,0 +1,54 @@
+import { generateKeyPairSync, X509Certificate } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import forge from 'node-forge';
+import { signSha256 } from '#shared/pki/index.js';
+import { ensurePki, serial, signAgentCsr } from './pki.js';
+
+describe('certificates', () => {
+  const home = mkdtempSync(join(tmpdir(), 'cuttle-pki-'));
+  afterAll(() => rmSync(home, { recursive: true, force: true }));
+
+  // DER integers are minimal: a serial starting with a zero byte is refused by OpenSSL ("illegal padding"); one
+  // certificate in 256 had one before serial() made sure it never does. And a serial is positive.
+  it('never makes a serial with a leading zero byte or the high bit set', () => {
+    for (let i = 0; i < 5_000; i++) {
+      const first = parseInt(serial().slice(0, 2), 16);
+      expect(first).toBeGreaterThan(0);
+      expect(first).toBeLessThan(0x80);
+    }
+  });
+
+  // A CSR signed by the agent (node:crypto through signSha256) is accepted, and the certificate the CA issues for
+  // it verifies against the CA with OpenSSL, names the agent and carries its public key.
+  it('issues agent certificates that OpenSSL verifies against the CA', () => {
+    const pki = ensurePki(home, [], '127.0.0.1');
+    const ca = new X509Certificate(pki.caCert);
+    for (let i = 0; i < 20; i++) {
+      const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+      const csr = forge.pki.createCertificationRequest();
+      csr.publicKey = forge.pki.publicKeyFromPem(publicKey);
+      csr.setSubject([{ name: 'commonName', value: `web-${i}` }]);
+      signSha256(csr, privateKey);
+      expect(csr.verify()).toBe(true);
+      const { certificate } = signAgentCsr(pki, forge.pki.certificationRequestToPem(csr), `web-${i}`);
+      const x = new X509Certificate(certificate);
+      expect(x.verify(ca.publicKey)).toBe(true);
+      expect(x.subject).toContain(`CN=web-${i}`);
+      expect(x.publicKey.export({ type: 'spki', format: 'pem' })).toBe(publicKey);
+    }
+  });
+
+  // A CSR whose signature does not match its key (tampered in transit, or forged) is refused.
+  it('refuses a CSR signed with another key', () => {
+    const pki = ensurePki(home, [], '127.0.0.1');
+    const a = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+    const b = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+    const csr = forge.pki.createCertificationRequest();
+    csr.publicKey = forge.pki.publicKeyFromPem(a.publicKey);
+    csr.setSubject([{ name: 'commonName', value: 'mallory' }]);
+    signSha256(csr, b.privateKey);
+    expect(() => signAgentCsr(pki, forge.pki.certificationRequestToPem(csr), 'mallory')).toThrow();
+  });
+});
