@@ -2,7 +2,9 @@
  * One agent: identity, connection, leases, journal, package cache. A library class so that one process can hold
  * several agents (the fleet benchmark), each with its own key, certificate and TLS connection.
  */
+import { createHash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
+import { Transform } from 'node:stream';
 import { statfs } from 'node:fs/promises';
 import { Agent as HttpsAgent, request } from 'node:https';
 import { pipeline } from 'node:stream/promises';
@@ -116,7 +118,8 @@ export class Agent {
   }
 
   /** GET /packages/<sha256> on the agent port, authenticated by our client certificate. */
-  private download(sha256: string, dest: string, prefetch = false): Promise<void> {
+  /** Returns the sha256 of the bytes written, hashed on the way (the store verifies it before using the file). */
+  private download(sha256: string, dest: string, prefetch = false): Promise<string> {
     const url = new URL(packageDownloadPath(sha256, prefetch), this.id.agentUrl);
     return new Promise((resolve, reject) => {
       const req = request(url, { agent: this.https, timeout: 60_000 }, (res) => {
@@ -125,7 +128,14 @@ export class Agent {
           reject(new Error(`package download refused: HTTP ${res.statusCode}`));
           return;
         }
-        pipeline(res, createWriteStream(dest, { mode: 0o600 })).then(resolve, reject);
+        const hash = createHash('sha256');
+        const tap = new Transform({
+          transform(chunk: Buffer, _enc, done) {
+            hash.update(chunk);
+            done(null, chunk);
+          },
+        });
+        pipeline(res, tap, createWriteStream(dest, { mode: 0o600 })).then(() => resolve(hash.digest('hex')), reject);
       });
       req.on('timeout', () => req.destroy(new Error('package download timed out')));
       req.on('error', reject);

@@ -9,7 +9,7 @@
  */
 import { execFileSync, spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, openSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -37,7 +37,6 @@ const program = new Command('bench')
   .option('--package-mb <n>', 'package size for the packages scenario', (v) => Number(v), 50)
   .option('--package-agents <n>', 'agents for the packages scenario', (v) => Number(v), 20)
   .option('--reps <n>', 'alternating repetitions of Cuttle and Ansible', (v) => Number(v), 1)
-  .option('--no-nice', 'run the makespan agents at the same priority as the server')
   .option('--cold', 'makespan: time the agents\' first roll (no untimed warm-up roll before it)')
   .option('--quick', 'small sizes, for a smoke run of the bench itself');
 program.parse();
@@ -53,15 +52,6 @@ async function freePort(): Promise<number> {
       s.close(() => res(p));
     });
   });
-}
-
-/**
- * Agents stand for processes on machines of their own. Sharing 2 cores, 100 of them would take the CPU from the
- * server and the database by sheer number (the scheduler shares it per process); at nice 10 they still do all
- * their work on these cores, in the same wall time, but the server is not starved of CPU by them. `--no-nice`.
- */
-function niced(cmd: string, args: string[]): [string, string[]] {
-  return o.nice ? ['nice', ['-n', '10', cmd, ...args]] : [cmd, args];
 }
 
 function start(cmd: string, args: string[], env: Record<string, string>, log: string): ChildProcess {
@@ -98,7 +88,7 @@ async function server(work: string, env: Record<string, string> = {}) {
     env.DATABASE_URL = u.toString();
   }
   const key = 'bench-admin-key-0123456789abcdef';
-  const proc = start(process.execPath, [...serverNodeArgs, 'dist/server/src/main.js'], { CUTTLE_HOME: home, CUTTLE_PORT: String(port), CUTTLE_AGENT_PORT: String(agentPort), CUTTLE_ADMIN_API_KEY: key, CUTTLE_LOG_LEVEL: 'warn', ...env }, join(work, 'server.log'));
+  const proc = start(process.execPath, [...serverNodeArgs, 'dist/server/src/main.js'], { CUTTLE_HOME: home, CUTTLE_PORT: String(port), CUTTLE_AGENT_PORT: String(agentPort), CUTTLE_ADMIN_API_KEY: key, CUTTLE_LOG_LEVEL: process.env.CUTTLE_BENCH_SERVER_LOG_LEVEL ?? 'warn', ...env }, join(work, 'server.log'));
   const base = `https://127.0.0.1:${port}`;
   for (let i = 0; ; i++) {
     try {
@@ -137,7 +127,7 @@ async function fleet(s: Srv, n: number, role: string, perProcess = 50) {
     if (perProcess === 1) {
       // One agent, one process: the agent as installed on a machine (`cuttle-agent run`).
       const name = `${role}-${String(first).padStart(String(n).length, '0')}`;
-      start(...niced(process.execPath, ['dist/agent/src/main.js', 'run', '--home', join(dir, name), '--server', s.base, '--token', token, '--name', name, '--roles', role, '--environments', env.name]), { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' }, join(s.work, `agent-${name}.log`));
+      start(process.execPath, ['dist/agent/src/main.js', 'run', '--home', join(dir, name), '--server', s.base, '--token', token, '--name', name, '--roles', role, '--environments', env.name], { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' }, join(s.work, `agent-${name}.log`));
       continue;
     }
     start(process.execPath, ['dist/agent/src/fleet.js', '--home', dir, '--count', String(count), '--first', String(first), '--prefix', role, '--server', s.base, '--token', token, '--roles', role, '--environments', env.name], { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' }, join(s.work, `fleet-${role}-${first}.log`));
@@ -177,7 +167,7 @@ async function deployAndWait(s: Srv, projectName: string, steps: unknown[], envI
   // Light polling (the poll itself loads the server); the time is the server's own: from the POST creating the
   // deployment to the success being recorded.
   while (!['success', 'failed', 'cancelled'].includes(d.state)) {
-    await sleep(100);
+    await sleep(250);
     d = await s.api.get(`/api/deployments/${dep.id}`);
   }
   return { d, wallMs: Date.parse(d.finishedAt) - Date.parse(d.createdAt) };
@@ -229,7 +219,11 @@ async function makespan(n: number, w: number): Promise<number> {
     // made): a freshly started process pays ~50 ms of one-off start-up costs on its first package. The timed roll
     // then ships a new package version (new bytes, so nothing comes from the agents' caches).
     if (!o.cold) await deployAndWait(s, 'Makespan', steps, env.id, { app: await upload() });
-    const { d, wallMs } = await deployAndWait(s, 'Makespan', steps, env.id, { app: await upload() });
+    const version = await upload();
+    const before = cpuByPart(s);
+    const { d, wallMs } = await deployAndWait(s, 'Makespan', steps, env.id, { app: version });
+    const after = cpuByPart(s);
+    lastCpu = Object.fromEntries(Object.keys(after).map((k) => [k, Math.round(((after[k] - (before[k] ?? 0)) * 10) / n)]));
     if (d.state !== 'success') throw new Error(`makespan deployment ${d.state}`);
     const log = await allLog(s, d.id);
     lastPhases = phases(log, d.steps[0].targets, o.sleep * 1000);
@@ -245,6 +239,32 @@ async function makespan(n: number, w: number): Promise<number> {
 
 type Phases = Record<string, { p50: number; p95: number }>;
 let lastPhases: Phases = {};
+let lastCpu: Record<string, number> = {};
+
+/**
+ * CPU time (in ticks of 10 ms) used so far by each part on this machine: the server process, the agents (with the
+ * scripts they ran, counted once reaped), and PostgreSQL's processes.
+ */
+function cpuByPart(s: Srv): Record<string, number> {
+  const out: Record<string, number> = { server: 0, agents: 0, postgres: 0 };
+  const agents = new Set(procs.filter((p) => p !== s.proc).map((p) => p.pid));
+  for (const pid of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
+    let stat: string;
+    try {
+      stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    } catch {
+      continue;
+    }
+    const comm = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    const own = Number(f[11]) + Number(f[12]);
+    const children = Number(f[13]) + Number(f[14]);
+    if (Number(pid) === s.proc.pid) out.server += own;
+    else if (agents.has(Number(pid))) out.agents += own + children;
+    else if (comm === 'postgres') out.postgres += own;
+  }
+  return out;
+}
 
 /**
  * Where a target's time goes, from the deployment log's timestamps (server lines: server clock; agent lines: the
@@ -331,10 +351,11 @@ async function runMakespanAndPeer() {
     const cuttle: number[] = [];
     const ans: number[] = [];
     let best: Phases = {};
+    let bestCpu: Record<string, number> = {};
     for (let rep = 0; rep < o.reps; rep++) {
       if (scenarios.has('makespan') || peer) {
         cuttle.push(await makespan(n, w));
-        if (cuttle[cuttle.length - 1] === Math.min(...cuttle)) best = lastPhases;
+        if (cuttle[cuttle.length - 1] === Math.min(...cuttle)) [best, bestCpu] = [lastPhases, lastCpu];
       }
       if (peer) ans.push(ansible(n, w));
     }
@@ -342,7 +363,8 @@ async function runMakespanAndPeer() {
     row(`makespan N=${n} W=${w}`, `wall time (ideal ${ideal.toFixed(2)} s)`, `${c.toFixed(2)} s`, '');
     row(`makespan N=${n} W=${w}`, 'ratio to ideal', (c / ideal).toFixed(2), n <= 20 ? '≤ 1.10' : '≤ 1.25');
     row(`makespan N=${n} W=${w}`, 'per target p50/p95 (ms)', Object.entries(best).map(([k, v]) => `${k} ${v.p50}/${v.p95}`).join('; '));
-    const entry: Record<string, unknown> = { n, w, sizeMb: o.sizeMb, sleep: o.sleep, idealS: ideal, cuttleS: cuttle, ratio: c / ideal, phasesMs: best };
+    row(`makespan N=${n} W=${w}`, 'CPU per target (ms)', Object.entries(bestCpu).map(([k, v]) => `${k} ${v}`).join(', '));
+    const entry: Record<string, unknown> = { n, w, sizeMb: o.sizeMb, sleep: o.sleep, idealS: ideal, cuttleS: cuttle, ratio: c / ideal, phasesMs: best, cpuPerTargetMs: bestCpu };
     if (ans.length) {
       const a = Math.min(...ans);
       row(`peer N=${n} W=${w}`, 'Ansible wall time', `${a.toFixed(2)} s`);
@@ -387,6 +409,7 @@ async function runLatency() {
     const { env } = await fleet(s, n, 'l', 10);
     const { d } = await deployAndWait(s, 'Latency', [{ name: 'Hold', targetRoles: ['l'], actions: [{ name: 'h', type: 'script', script: 'echo "started $(date +%s%3N)"; sleep 1' }] }], env.id);
     const log = await allLog(s, d.id);
+    if (process.env.CUTTLE_BENCH_DUMP) writeFileSync(`${process.env.CUTTLE_BENCH_DUMP}-latency.json`, JSON.stringify({ deployment: d, log }));
     const taken = new Map<string, number>();
     const started = new Map<string, number>();
     const exited = new Map<string, number>();
@@ -404,12 +427,38 @@ async function runLatency() {
     }
     row(`latency ${n} in flight`, 'lease → script started p50/p95/p99', `${pct(dispatch, 50)}/${pct(dispatch, 95)}/${pct(dispatch, 99)} ms`, 'p99 < 20 ms');
     row(`latency ${n} in flight`, 'script exit → result stored p50/p95/p99', `${pct(report, 50)}/${pct(report, 95)}/${pct(report, 99)} ms`);
-    results.latency = { targets: n, dispatchMs: { p50: pct(dispatch, 50), p95: pct(dispatch, 95), p99: pct(dispatch, 99) }, reportMs: { p50: pct(report, 50), p95: pct(report, 95), p99: pct(report, 99) } };
+    const floor = await bashFloor(n);
+    row(`latency ${n} in flight`, `floor: ${n} bash started at once p50/p95/p99`, `${pct(floor, 50)}/${pct(floor, 95)}/${pct(floor, 99)} ms`);
+    results.latency = {
+      targets: n,
+      dispatchMs: { p50: pct(dispatch, 50), p95: pct(dispatch, 95), p99: pct(dispatch, 99) },
+      reportMs: { p50: pct(report, 50), p95: pct(report, 95), p99: pct(report, 99) },
+      floorMs: { p50: pct(floor, 50), p95: pct(floor, 95), p99: pct(floor, 99) },
+    };
   } finally {
     await s.stop();
     stopAll();
     if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * The physical floor of the latency scenario on this machine: the same script started N times at once straight from
+ * one Node.js process, no server, no agent: milliseconds from spawn() to the script's own clock.
+ */
+async function bashFloor(n: number): Promise<number[]> {
+  const outs = await Promise.all(
+    Array.from({ length: n }, () => {
+      const asked = Date.now();
+      return new Promise<number>((resolve) => {
+        const p = spawn('bash', ['-c', 'echo "started $(date +%s%3N)"; sleep 1']);
+        let out = '';
+        p.stdout.on('data', (d) => (out += d));
+        p.on('close', () => resolve(Number(/started (\d+)/.exec(out)?.[1] ?? NaN) - asked));
+      });
+    }),
+  );
+  return outs.filter((x) => !Number.isNaN(x));
 }
 
 async function allLog(s: Srv, id: string) {

@@ -45,7 +45,7 @@ export interface LeaseManagerDeps {
   machineId: string;
   send: (m: AgentMessage) => boolean;
   /** `prefetch`: ahead of a lease (the server serves lease downloads first). */
-  download: (sha256: string, dest: string, prefetch?: boolean) => Promise<void>;
+  download: (sha256: string, dest: string, prefetch?: boolean) => Promise<void | string>;
   logger: AgentLogger;
   /** Grace between SIGTERM and SIGKILL of a script's process group on cancel or timeout. */
   killGraceMs?: number;

@@ -22,7 +22,7 @@ export class PackageInstaller {
   constructor(
     private readonly store: PackageStore,
     private readonly workDir: string,
-    private readonly download: (sha256: string, dest: string, prefetch?: boolean) => Promise<void>,
+    private readonly download: (sha256: string, dest: string, prefetch?: boolean) => Promise<void | string>,
     private readonly log: AgentLogger,
   ) {}
 

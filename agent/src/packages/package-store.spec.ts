@@ -282,6 +282,23 @@ describe('PackageStore', () => {
     expect(await store.has(sha)).toBeNull();
   });
 
+  // A download that hashes on the way (the agent's) is held to the same check: its digest of other bytes is refused.
+  it('rejects a mismatch reported by a hashing download', async () => {
+    const bad = Buffer.from('pretend this is a tarbalL\n');
+    const hashing = async (dest: string) => {
+      await writeFile(dest, bad);
+      return createHash('sha256').update(bad).digest('hex');
+    };
+    const err = await store.ensure({ sha256: sha, sizeBytes: bad.length }, hashing).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(PackageVerificationError);
+    expect(await readdir(cacheDir)).toEqual([]);
+    const good = async (dest: string) => {
+      await writeFile(dest, content);
+      return sha;
+    };
+    expect((await store.ensure({ sha256: sha, sizeBytes: content.length }, good)).downloaded).toBe(true);
+  });
+
   // A size mismatch is caught too (before hashing), with expected and actual named.
   it('rejects a size mismatch', async () => {
     const err = await store.ensure({ sha256: sha, sizeBytes: content.length + 1 }, writer(content)).catch((e) => e);

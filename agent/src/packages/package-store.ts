@@ -50,11 +50,11 @@ export class PackageStore {
 
   /**
    * Ensures the package is in the cache. `download(dest)` runs only when it is absent and must write the archive
-   * at `dest`; the result is verified against sha256 and sizeBytes before it becomes visible under its final name.
+   * at `dest` (and may return the sha256 of the bytes it wrote); the result is verified against sha256 and sizeBytes before it becomes visible under its final name.
    */
   ensure(
     p: { sha256: string; sizeBytes: number },
-    download: (dest: string) => Promise<void>,
+    download: (dest: string) => Promise<void | string>,
   ): Promise<{ path: string; downloaded: boolean; bytes: number }> {
     let sha: string;
     try {
@@ -73,7 +73,7 @@ export class PackageStore {
   private async fetchAndVerify(
     sha: string,
     sizeBytes: number,
-    download: (dest: string) => Promise<void>,
+    download: (dest: string) => Promise<void | string>,
   ): Promise<{ path: string; downloaded: boolean; bytes: number }> {
     await mkdir(this.cacheDir, { recursive: true, mode: 0o700 });
     const cached = await this.has(sha);
@@ -83,13 +83,14 @@ export class PackageStore {
     // or unverified file under the content-addressed name.
     const temp = join(this.cacheDir, `.download-${sha}-${randomBytes(6).toString('hex')}`);
     try {
-      await download(temp);
+      const hashed = await download(temp);
       const size = await fileSize(temp);
       if (size === null) throw new PackageVerificationError(`download of ${sha} did not produce a file`);
       if (size !== sizeBytes) {
         throw new PackageVerificationError(`package ${sha}: size mismatch, expected ${sizeBytes} bytes, got ${size}`);
       }
-      const actual = await sha256File(temp);
+      // The download may hash the bytes as it writes them (one pass over 50 MB instead of two).
+      const actual = typeof hashed === 'string' ? hashed : await sha256File(temp);
       if (actual !== sha) throw new PackageVerificationError(`sha256 mismatch: expected ${sha}, got ${actual}`);
       const path = this.pathFor(sha);
       await rename(temp, path);

@@ -130,6 +130,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
 
   /** One planner round for one deployment, applied atomically; then the new leases' work is sent. */
   async advance(id: string) {
+    const began = performance.now();
     const offers: Array<{ leaseId: string; machineId: string }> = [];
     let prefetch = new Map<string, PackageRef[]>();
     await this.ds.transaction(async (m) => {
@@ -242,6 +243,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       await this.log.append(m, id, lines);
     });
     for (const [machineId, packages] of prefetch) if (this.agents.isConnected(machineId)) this.agents.send(machineId, { type: 'package.prefetch', deploymentId: id, packages });
+    const committed = performance.now();
     // Built together: a wide window starts many targets in one round.
     const here = offers.filter((o) => this.agents.isConnected(o.machineId));
     const now = Date.now();
@@ -249,6 +251,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       this.lastOffered.set(offer.leaseId, now);
       this.agents.send(here.find((o) => o.leaseId === offer.leaseId)!.machineId, offer);
     }
+    this.logger.debug('round', { context: 'dispatcher', deploymentId: id, started: offers.length, transactionMs: Math.round(committed - began), offersMs: Math.round(performance.now() - committed) });
   }
 
   /**
