@@ -207,7 +207,8 @@ describe('extractPackage', () => {
       const err = await extractPackage(file, root, 'p', '1').catch((e: unknown) => e);
       expect(err).toBeInstanceOf(UnsafePackageError);
       expect((err as Error).message).toContain(mentions);
-      expect(await tree(root)).toEqual([]); // no staging, no version folder, no stray files
+      // No staging, no version folder, no stray files: at most the package's folder, empty.
+      expect((await tree(root)).filter((x) => x !== 'p')).toEqual([]);
       expect((await readdir(base)).sort()).toEqual(['hostile.tar.gz', 'installs']);
       for (const p of escapes()) expect(await exists(p)).toBe(false);
       expect(await sha256File('/etc/passwd')).toBe(passwdBefore);
@@ -219,7 +220,21 @@ describe('extractPackage', () => {
     const file = join(base, 'corrupt.tar.gz');
     await writeFile(file, gzipSync(randomBytes(4096)));
     await expect(extractPackage(file, root, 'p', '1')).rejects.toThrow();
-    expect(await tree(root)).toEqual([]);
+    expect(await tree(root)).toEqual(['p']); // the package folder may exist, but empty
+  });
+
+  // One pass over the archive: a symlink that arrives after entries at or below its path is refused too (the old
+  // two-pass vetting saw it coming; the final tree would otherwise depend on extraction order).
+  it('refuses a symlink that comes after an entry below its path', async () => {
+    const file = join(base, 'late-link.tar.gz');
+    await writeRawTarGz(file, [
+      { path: 'a/x', type: '0', body: 'first' },
+      { path: 'a', type: '2', linkpath: 'b' },
+    ]);
+    const err = await extractPackage(file, root, 'p', '1').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnsafePackageError);
+    expect((err as Error).message).toContain('symlink "a" shares its path');
+    expect(await tree(root)).toEqual(['p']);
   });
 
   // A failure during extraction itself (after vetting passed) removes the half-filled staging folder.

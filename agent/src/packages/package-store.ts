@@ -132,44 +132,42 @@ export async function extractPackage(file: string, root: string, packageId: stri
 }
 
 /**
- * Vets the archive in full before a single byte is written, then extracts it into a new staging folder
- * `<root>/<packageId>/.staging-<random>` and returns that path. Nothing runs from a staging folder: it becomes an
- * install folder only through `installStaged`. On any failure the staging folder is removed.
+ * Extracts the archive into a new staging folder `<root>/<packageId>/.staging-<random>` and returns that path, in
+ * one pass over the archive. Every entry is judged before it is written (see `ArchiveVetting`): nothing can be
+ * written outside the staging folder or through a link; symlinks' targets, which depend on links that may come later,
+ * are judged once the whole archive is read, before the folder is handed over. Nothing runs from a staging folder: it
+ * becomes an install folder only through `installStaged`. On any failure the staging folder is removed.
  */
 export async function stagePackage(file: string, root: string, packageId: string): Promise<string> {
   assertSafeName('packageId', packageId);
-
-  await vetArchive(file);
 
   const parent = resolve(root, packageId);
   await mkdir(parent, { recursive: true });
   // Exclusive mkdir: two concurrent extractions can never share a staging folder.
   const staging = join(parent, `${STAGING_PREFIX}${randomBytes(8).toString('hex')}`);
   await mkdir(staging, { mode: 0o755 });
+  const vetting = new ArchiveVetting();
   try {
-    // Defence in depth: node-tar's own checks plus ours again, on the exact entries it is about to write.
-    const refused: string[] = [];
     await tar.x({
       file,
       cwd: staging,
       preserveOwner: false, // as root, owners would otherwise come from the archive
-      strict: true,
+      strict: true, // a corrupt header is an error, not a silently skipped entry
       filter: (_path, entry) => {
-        const problem = 'type' in entry ? entryProblem(entry.path, entry.type) : 'not an archive entry';
-        if (problem) {
-          refused.push(problem);
-          return false;
-        }
+        if (!('type' in entry)) return vetting.refuse('not an archive entry');
+        if (!vetting.admit(entry.path, entry.type, entry.linkpath)) return false;
         // No setuid/setgid/sticky bits from a package: the agent may run as root.
         if (typeof entry.mode === 'number') entry.mode &= 0o777;
         return true;
       },
     });
-    if (refused.length > 0) throw new UnsafePackageError(refused[0]);
+    const unsafe = vetting.verdict();
+    if (unsafe) throw unsafe;
     return staging;
   } catch (err) {
     await rm(staging, { recursive: true, force: true });
-    throw err;
+    // node-tar refuses some hostile entries itself (a link climbing out): the reason we report is ours, naming it.
+    throw vetting.verdict() ?? err;
   }
 }
 
@@ -212,49 +210,55 @@ async function claimInstallFolder(staging: string, parent: string, version: stri
 }
 
 /**
- * Lists the whole archive and throws UnsafePackageError naming the first offending entry. Symlinks are judged
- * after the listing, against every other entry, because a link's safety depends on links that may come later.
+ * Judges an archive's entries in the order they come, before each is written, and the whole at the end:
+ * - an entry on its own: type, absolute paths, "..", backslashes (`entryProblem`);
+ * - no entry at or below a symlink that came before it (it would be written through the link), and no symlink where
+ *   an entry came before at or below its path (the final tree would depend on extraction order);
+ * - at the end, every symlink's target resolved as the kernel would, following the archive's other links
+ *   (`resolvesInside`): a link pointing outside the package fails the whole package.
+ * The first problem is kept; `verdict()` gives it as an UnsafePackageError naming the entry.
  */
-async function vetArchive(file: string): Promise<void> {
-  const problems: string[] = [];
-  const symlinks = new Map<string, string>(); // normalized path -> raw target
-  const paths: string[] = [];
-  await tar.t({
-    file,
-    strict: true, // a corrupt header is an error, not a silently skipped entry
-    onReadEntry: (entry) => {
-      // Throwing here would surface as a stream error; collect and report after the listing instead.
-      const problem = entryProblem(entry.path, entry.type);
-      if (problem) problems.push(problem);
-      else {
-        const path = normalizeEntryPath(entry.path);
-        paths.push(path);
-        if (entry.type === 'SymbolicLink') symlinks.set(path, entry.linkpath ?? '');
-      }
-    },
-  });
-  if (problems.length > 0) throw new UnsafePackageError(problems[0]);
+class ArchiveVetting {
+  private problem: string | null = null;
+  private readonly symlinks = new Map<string, string>(); // normalized path -> raw target
+  /** Every path written so far and every folder above one. */
+  private readonly occupied = new Set<string>();
 
-  // A symlink's location must be the only entry at or below it: `link -> dir` followed by `link/x` writes through
-  // the link, and a path that is both a link and a file makes the final tree depend on extraction order.
-  const seen = new Set<string>();
-  for (const path of paths) {
-    if (symlinks.has(path) && seen.has(path)) {
-      throw new UnsafePackageError(`symlink "${path}" shares its path with another archive entry`);
-    }
-    seen.add(path);
+  refuse(problem: string): false {
+    this.problem ??= problem;
+    return false;
+  }
+
+  admit(rawPath: string, type: string, linkpath?: string): boolean {
+    if (this.problem) return false; // the package is refused anyway: write nothing more
+    const problem = entryProblem(rawPath, type);
+    if (problem) return this.refuse(problem);
+    const path = normalizeEntryPath(rawPath);
     const parts = path.split('/');
     for (let i = 1; i < parts.length; i++) {
       const ancestor = parts.slice(0, i).join('/');
-      if (symlinks.has(ancestor)) {
-        throw new UnsafePackageError(`archive entry "${path}" would be written through symlink "${ancestor}"`);
+      if (this.symlinks.has(ancestor)) return this.refuse(`archive entry "${path}" would be written through symlink "${ancestor}"`);
+    }
+    if (this.symlinks.has(path)) return this.refuse(`symlink "${path}" shares its path with another archive entry`);
+    if (type === 'SymbolicLink') {
+      if (this.occupied.has(path)) return this.refuse(`symlink "${path}" shares its path with another archive entry`);
+      this.symlinks.set(path, linkpath ?? '');
+    }
+    for (let i = 1; i <= parts.length; i++) this.occupied.add(parts.slice(0, i).join('/'));
+    return true;
+  }
+
+  /** The package's fault, once the entries read so far are judged as a whole; null if there is none. */
+  verdict(): UnsafePackageError | null {
+    if (!this.problem) {
+      for (const [link, target] of this.symlinks) {
+        if (!resolvesInside(link, target, this.symlinks)) {
+          this.problem = `symlink "${link}" -> "${target}" points outside the package`;
+          break;
+        }
       }
     }
-  }
-  for (const [link, target] of symlinks) {
-    if (!resolvesInside(link, target, symlinks)) {
-      throw new UnsafePackageError(`symlink "${link}" -> "${target}" points outside the package`);
-    }
+    return this.problem ? new UnsafePackageError(this.problem) : null;
   }
 }
 
