@@ -66,6 +66,22 @@ describe('lease manager', () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
+  // The lease's last lines ride in its result: every line is sent exactly once, in sequence, across the log
+  // messages and the result, and the result's lines are journaled (a restart before the ack still has them).
+  it('sends the last log lines with the result, none lost or twice', async () => {
+    const { dir, lm, sent } = setup();
+    lm.offer(offer('l3', 'echo one; sleep 0.2; echo two'));
+    await waitFor(() => sent.some((m) => m.type === 'lease.result'));
+    const result = sent.find((m) => m.type === 'lease.result');
+    const inResult = result?.type === 'lease.result' ? (result.lines ?? []) : [];
+    expect(inResult.map((l) => l.text)).toContain('Action a succeeded (exit code 0)');
+    const all = [...sent.flatMap((m) => (m.type === 'lease.log' ? m.lines : [])), ...inResult];
+    expect(all.map((l) => l.seq)).toEqual(all.map((_, i) => i + 1));
+    expect(all.map((l) => l.text)).toEqual(expect.arrayContaining(['one', 'two']));
+    expect(new Journal(join(dir, 'journal')).readLog('l3').map((l) => l.seq)).toEqual(all.map((l) => l.seq));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   // An agent that restarts while a lease ran reports it failed with an unknown result, with its journaled log
   // lines first, and never reruns it.
   it('reports a lease interrupted by a restart as an unknown result', async () => {

@@ -259,7 +259,17 @@ export class LeaseManager {
       outcome = r;
       if (r.state !== 'success') break;
     }
-    this.flush(l);
+    // The last lines (up to one message's worth) travel in the result: one message and one write less per target.
+    // They are journaled and kept as unacknowledged lines like any others, so a resend after a restart or a
+    // reconnect still carries them (the server drops what it has).
+    if (l.unsent.length > MAX_LINES_PER_MESSAGE) this.flush(l);
+    if (l.flushTimer) clearTimeout(l.flushTimer);
+    l.flushTimer = undefined;
+    const tail = l.unsent.splice(0);
+    if (tail.length) {
+      this.d.journal.appendLog(l.record.leaseId, tail);
+      l.unacked.push(...tail);
+    }
     const result: LeaseResult = {
       type: 'lease.result',
       leaseId: o.leaseId,
@@ -268,6 +278,7 @@ export class LeaseManager {
       ...(outcome.state !== 'success' && outcome.error ? { error: outcome.error } : {}),
       actions: results,
       lastLogSeq: l.record.lastLogSeq,
+      ...(tail.length ? { lines: tail } : {}),
       at: new Date().toISOString(),
     };
     l.record.state = 'finished';

@@ -378,20 +378,8 @@ export class LeasesService {
       const fresh: LogEntryInput[] = [];
       const acks: number[] = [];
       for (const { ctx, lines } of batch) {
-        let seq = last.get(ctx.leaseId) ?? 0;
-        for (const l of [...lines].sort((a, b) => a.seq - b.seq)) {
-          if (l.seq <= seq) continue;
-          if (l.seq !== seq + 1) break; // a gap: keep order; the agent resends from the ack
-          seq = l.seq;
-          fresh.push({
-            level: l.level,
-            at: l.at,
-            text: clampLogText(secrets.size ? maskSecrets(l.text, secrets) : l.text),
-            machineId: ctx.machineId,
-            stepName: ctx.stepName,
-            actionName: l.actionIndex !== undefined ? (ctx.actionNames[l.actionIndex] ?? null) : null,
-          });
-        }
+        const { entries, seq } = freshEntries(ctx, lines, last.get(ctx.leaseId) ?? 0, secrets);
+        fresh.push(...entries);
         last.set(ctx.leaseId, seq);
         acks.push(seq);
       }
@@ -424,6 +412,7 @@ export class LeasesService {
   async complete(machineId: string, msg: AgentMessageOf<'lease.result'>): Promise<{ deploymentId: string; duplicate: boolean } | null> {
     const ctx = await this.own(machineId, msg.leaseId);
     if (!ctx) return null;
+    const secrets = msg.lines?.length ? await this.secretsOf(ctx.deploymentId) : new Set<string>();
     const duplicate = await this.ds.transaction(async (m) => {
       // A success changes only this lease and its target run: it does not queue for the deployment's row behind the
       // other results of a wave and the dispatcher's rounds (it takes lease → target run → log head, an order no
@@ -431,8 +420,10 @@ export class LeasesService {
       // the deployment's row first, as every other writer of it does.
       const lockDeployment = msg.state !== 'success' ? ' FOR NO KEY UPDATE' : '';
       const [dep]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1${lockDeployment}`, [ctx.deploymentId]);
-      const [lease] = await m.query(`SELECT released_at FROM leases WHERE id = $1 FOR UPDATE`, [msg.leaseId]);
+      const [lease] = await m.query(`SELECT released_at, last_log_seq FROM leases WHERE id = $1 FOR UPDATE`, [msg.leaseId]);
       if (!lease || lease.released_at) return true;
+      // The lease's last lines came with its result: stored in this transaction, before the outcome's line.
+      const tail = freshEntries(ctx, msg.lines ?? [], lease.last_log_seq, secrets);
       // Only the deployment's cancel makes a target "cancelled"; a run stopped for any other reason failed.
       if (msg.state === 'cancelled' && dep.state !== 'cancelling') msg = { ...msg, state: 'failed', error: msg.error ?? 'stopped on the agent' };
       const [run]: TargetRunRow[] = await m.query(`SELECT * FROM target_runs WHERE id = $1 FOR UPDATE`, [ctx.targetRunId]);
@@ -440,9 +431,9 @@ export class LeasesService {
         const r = msg.actions.find((x) => x.index === i);
         return r ? { ...a, state: r.state, exitCode: r.exitCode ?? null } : a;
       });
-      await m.query(`UPDATE leases SET released_at = now(), state = 'released', outcome = $2 WHERE id = $1`, [msg.leaseId, msg.state]);
+      await m.query(`UPDATE leases SET released_at = now(), state = 'released', outcome = $2, last_log_seq = $3 WHERE id = $1`, [msg.leaseId, msg.state, tail.seq]);
       const exit = msg.exitCode !== undefined && msg.exitCode !== null ? ` (exit code ${msg.exitCode})` : '';
-      await this.settleTarget(m, dep, run, ctx.stepName, msg.state, actions, msg.error ?? null, `${ctx.stepName} on ${ctx.machineName} ${OUTCOME_TEXT[msg.state]}${exit}${msg.error ? `: ${msg.error}` : ''}`);
+      await this.settleTarget(m, dep, run, ctx.stepName, msg.state, actions, msg.error ?? null, `${ctx.stepName} on ${ctx.machineName} ${OUTCOME_TEXT[msg.state]}${exit}${msg.error ? `: ${msg.error}` : ''}`, tail.entries);
       return false;
     });
     return { deploymentId: ctx.deploymentId, duplicate };
@@ -452,9 +443,19 @@ export class LeasesService {
    * Records a target run's outcome. A failure under guided failure does not settle the target: it stays in flight
    * (holding its place in the window) and the deployment waits on a guided-failure interruption for it alone.
    */
-  private async settleTarget(m: EntityManager, dep: DeploymentRow, run: TargetRunRow, stepName: string, state: 'success' | 'failed' | 'cancelled', actions: TargetAction[], error: string | null, text: string) {
+  private async settleTarget(
+    m: EntityManager,
+    dep: DeploymentRow,
+    run: TargetRunRow,
+    stepName: string,
+    state: 'success' | 'failed' | 'cancelled',
+    actions: TargetAction[],
+    error: string | null,
+    text: string,
+    agentLines: LogEntryInput[] = [],
+  ) {
     const guided = state === 'failed' && dep.guided_failure && dep.state !== 'cancelling';
-    const lines: LogEntryInput[] = [{ level: state === 'success' ? 'info' : state === 'failed' ? 'error' : 'warn', text, machineId: run.machine_id, stepName }];
+    const lines: LogEntryInput[] = [...agentLines, { level: state === 'success' ? 'info' : state === 'failed' ? 'error' : 'warn', text, machineId: run.machine_id, stepName }];
     if (guided) {
       const failedAt = Math.max(0, actions.findIndex((a) => a.state === 'failed' || a.state === 'running' || a.state === 'pending'));
       const settled = actions.map((a) => (a.state === 'running' ? { ...a, state: 'failed' as const } : a));
@@ -505,4 +506,28 @@ export class LeasesService {
     }
     return [...touched];
   }
+}
+
+/**
+ * The lines of a lease the log does not have yet, in sequence after `lastSeq` (a duplicate is skipped; at a gap the
+ * rest waits for the agent to resend from the acknowledged sequence), masked, as log entries; and the new last seq.
+ */
+function freshEntries(ctx: LeaseContext, lines: LogLine[], lastSeq: number, secrets: Set<string>): { entries: LogEntryInput[]; seq: number } {
+  let seq = lastSeq;
+  const entries: LogEntryInput[] = [];
+  for (const l of [...lines].sort((a, b) => a.seq - b.seq)) {
+    if (l.seq <= seq) continue;
+    if (l.seq !== seq + 1) break;
+    seq = l.seq;
+    entries.push({
+      level: l.level,
+      at: l.at,
+      // The agent masks sensitive values already; masking again here means a buggy or hostile agent cannot leak them.
+      text: clampLogText(secrets.size ? maskSecrets(l.text, secrets) : l.text),
+      machineId: ctx.machineId,
+      stepName: ctx.stepName,
+      actionName: l.actionIndex !== undefined ? (ctx.actionNames[l.actionIndex] ?? null) : null,
+    });
+  }
+  return { entries, seq };
 }

@@ -37,7 +37,8 @@
  *   5. heartbeat    agent → server every `heartbeatMs` (a third of the lease TTL), naming the leases it is running;
  *                   each heartbeat renews those leases' `expires_at`. A lease not renewed within the TTL expires and
  *                   its target run fails as "agent lost".
- *   6. lease.result agent → server: the target run's outcome. The agent writes it to its journal before sending.
+ *   6. lease.result agent → server: the target run's outcome, with the log lines not sent yet. The agent writes
+ *                   it to its journal before sending.
  *      result.ack   server → agent once the result is committed; only then does the agent forget the lease.
  *
  * Health
@@ -162,6 +163,11 @@ export const LeaseResultSchema = z.object({
   actions: z.array(z.object({ index: z.number().int().min(0), state: ActionStateSchema, exitCode: z.number().int().nullable().optional() })).max(1_000),
   /** Highest log sequence the agent produced for this lease: lets the server tell a complete log from a short one. */
   lastLogSeq: z.number().int().min(0),
+  /**
+   * The lease's last log lines, not sent before: stored with the result in one transaction (one message and one
+   * write less per target). Deduplicated like lease.log lines; the result's acknowledgement covers them.
+   */
+  lines: z.array(LogLineSchema).max(LIMITS.logLinesPerMessage).optional(),
   at: isoTime,
 });
 
