@@ -264,6 +264,8 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     if (!due.length) return new Map();
     const release = await this.leases.release(d.release_id, m);
     for (const r of due) done.add(r.id);
+    // Deployments that end on another node (taken over) are never deleted here: keep the memory bounded.
+    if (this.prefetched.size > 10_000) this.prefetched.clear();
     this.prefetched.set(d.id, done);
     return packagesByMachine(release.process, release.packages, due);
   }
