@@ -24,6 +24,8 @@ const config: Config = {
       globalTeardown: '<rootDir>/server/test/support/global-teardown.mjs',
     },
   ],
+  // Deletes the run's test folders when every test passed (server/test/support/cleanup-reporter.mjs).
+  reporters: ['default', '<rootDir>/server/test/support/cleanup-reporter.mjs'],
   testTimeout: 180_000,
   maxWorkers: 2,
 };

@@ -187,9 +187,12 @@ export class TestServer {
  * Starts a server. `reuse` starts it again on the same data folder, ports and database as an earlier (stopped)
  * one, as an operator restarting the service would.
  */
+/** Where test servers and agents keep their folders: one folder per run, deleted when every test passed. */
+const TEST_TMP = process.env.CUTTLE_TEST_TMP ?? tmpdir();
+
 export async function startServer(opts: { env?: Record<string, string>; reuse?: TestServer; sameDataAs?: TestServer } = {}): Promise<TestServer> {
   const shared = opts.reuse ?? opts.sameDataAs;
-  const dir = shared?.dir ?? mkdtempSync(join(tmpdir(), 'cuttle-it-'));
+  const dir = shared?.dir ?? mkdtempSync(join(TEST_TMP, 'cuttle-it-'));
   const home = join(dir, 'server');
   mkdirSync(home, { recursive: true });
   // `sameDataAs`: another node of one installation (same data folder and database), on ports of its own.
@@ -226,7 +229,7 @@ export async function startServer(opts: { env?: Record<string, string>; reuse?: 
 
 /** Runs the server binary with the given environment and returns its exit code and output (for boot failures). */
 export async function runServerExpectingExit(env: Record<string, string>, timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'cuttle-it-'));
+  const dir = mkdtempSync(join(TEST_TMP, 'cuttle-it-'));
   const logFile = join(dir, 'server.log');
   const p = spawnLogged('server', ['dist/server/src/main.js'], { CUTTLE_HOME: join(dir, 'home'), ...env }, logFile);
   await waitExit(p, timeoutMs);

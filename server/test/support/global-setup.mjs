@@ -5,6 +5,9 @@
  * any transform applies.)
  */
 import { execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import pg from 'pg';
 
 export const TEMPLATE_ENV = 'CUTTLE_TEST_TEMPLATE_DB';
@@ -26,6 +29,8 @@ export async function adminQuery(base, sql) {
 }
 
 export default async function globalSetup() {
+  // One folder for every server and agent folder of this run (see cleanup-reporter.mjs).
+  process.env.CUTTLE_TEST_TMP ??= mkdtempSync(join(tmpdir(), 'cuttle-run-'));
   execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
   const base = process.env.DATABASE_URL;
   if (!base) return;
