@@ -117,6 +117,22 @@ async function server(work: string, env: Record<string, string> = {}) {
 }
 type Srv = Awaited<ReturnType<typeof server>>;
 
+/**
+ * Runs a scenario against a server of its own in a new work folder, then stops the server and every process the
+ * scenario started and deletes the folder (kept with CUTTLE_BENCH_KEEP=1: server and agent logs).
+ */
+async function withServer<T>(scenario: (s: Srv) => Promise<T>): Promise<T> {
+  const work = mkdtempSync(join(tmpdir(), 'cuttle-bench-'));
+  const s = await server(work);
+  try {
+    return await scenario(s);
+  } finally {
+    await s.stop();
+    stopAll();
+    if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
+  }
+}
+
 /** N agents in fleet processes of at most `perProcess`, registered with one token. */
 async function fleet(s: Srv, n: number, role: string, perProcess = 50) {
   const env = await s.api.post('/api/environments', { name: `E-${role}` });
@@ -202,15 +218,13 @@ function machineFacts() {
 // ------------------------------------------------------------------ scenarios
 
 async function makespan(n: number, w: number): Promise<number> {
-  const work = mkdtempSync(join(tmpdir(), 'cuttle-bench-'));
-  const s = await server(work);
-  try {
+  return withServer(async (s) => {
     // One process per agent, as on real targets: agents sharing an event loop would serialise a wave's
     // downloads and unpacking (a window takes consecutive targets) and measure that instead.
     const { env } = await fleet(s, n, `m${n}`, 1);
     const steps = [{ name: 'Roll', targetRoles: [`m${n}`], windowSize: w, actions: [{ name: 'Unpack', type: 'package', packageId: 'app' }] }];
     const upload = async () => {
-      const file = payload(work, o.sizeMb, `#!/bin/sh\nsleep ${o.sleep}\necho "deployed $(date +%s.%N)" > "$PWD/DEPLOYED"\n`);
+      const file = payload(s.work, o.sizeMb, `#!/bin/sh\nsleep ${o.sleep}\necho "deployed $(date +%s.%N)" > "$PWD/DEPLOYED"\n`);
       const version = `1.0.${Date.now()}`;
       await s.api.request('POST', `/api/packages/app/${version}`, undefined, { data: readFileSync(file), contentType: 'application/gzip' });
       return version;
@@ -230,11 +244,7 @@ async function makespan(n: number, w: number): Promise<number> {
     // For a closer look at one run: the deployment and its whole log as JSON.
     if (process.env.CUTTLE_BENCH_DUMP) writeFileSync(`${process.env.CUTTLE_BENCH_DUMP}-${n}x${w}.json`, JSON.stringify({ deployment: d, log }));
     return wallMs / 1000;
-  } finally {
-    await s.stop();
-    stopAll();
-    if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
-  }
+  });
 }
 
 type Phases = Record<string, { p50: number; p95: number }>;
@@ -377,9 +387,7 @@ async function runMakespanAndPeer() {
 }
 
 async function runFleet() {
-  const work = mkdtempSync(join(tmpdir(), 'cuttle-bench-'));
-  const s = await server(work);
-  try {
+  return withServer(async (s) => {
     const { env, onlineAfterMs } = await fleet(s, o.fleet, 'f', 250);
     row(`fleet ${o.fleet} agents`, 'all online after', `${(onlineAfterMs / 1000).toFixed(1)} s`);
     await sleep(5_000);
@@ -394,17 +402,11 @@ async function runFleet() {
     const { d, wallMs } = await deployAndWait(s, 'Fleet', [{ name: 'Noop', targetRoles: ['f'], windowSize: 100, actions: [{ name: 'n', type: 'script', script: 'true' }] }], env.id);
     row(`fleet ${o.fleet} agents`, 'one no-op step, window 100', `${(wallMs / 1000).toFixed(1)} s (${d.state})`);
     results.fleet = { agents: o.fleet, onlineAfterMs, rssBytes: b.rssBytes, idleCpuShare: cpu, noopStepMs: wallMs, state: d.state };
-  } finally {
-    await s.stop();
-    stopAll();
-    if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
-  }
+  });
 }
 
 async function runLatency() {
-  const work = mkdtempSync(join(tmpdir(), 'cuttle-bench-'));
-  const s = await server(work);
-  try {
+  return withServer(async (s) => {
     const n = o.latencyTargets;
     const { env } = await fleet(s, n, 'l', 10);
     const { d } = await deployAndWait(s, 'Latency', [{ name: 'Hold', targetRoles: ['l'], actions: [{ name: 'h', type: 'script', script: 'echo "started $(date +%s%3N)"; sleep 1' }] }], env.id);
@@ -435,11 +437,7 @@ async function runLatency() {
       reportMs: { p50: pct(report, 50), p95: pct(report, 95), p99: pct(report, 99) },
       floorMs: { p50: pct(floor, 50), p95: pct(floor, 95), p99: pct(floor, 99) },
     };
-  } finally {
-    await s.stop();
-    stopAll();
-    if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
-  }
+  });
 }
 
 /**
@@ -473,9 +471,7 @@ async function allLog(s: Srv, id: string) {
 }
 
 async function runLogs() {
-  const work = mkdtempSync(join(tmpdir(), 'cuttle-bench-'));
-  const s = await server(work);
-  try {
+  return withServer(async (s) => {
     const { env } = await fleet(s, o.logAgents, 'g', 10);
     const { d, wallMs } = await deployAndWait(s, 'Logs', [{ name: 'Loud', targetRoles: ['g'], actions: [{ name: 'l', type: 'script', script: `seq 1 ${o.logLines}` }] }], env.id);
     const t0 = performance.now();
@@ -497,19 +493,13 @@ async function runLogs() {
     row(`logs ${o.logAgents}×${o.logLines}`, 'lost or duplicated', `${defects}`, '0');
     row(`logs ${o.logAgents}×${o.logLines}`, 'read back through the log API', `${Math.round(log.length / readS)} lines/s`);
     results.logs = { agents: o.logAgents, linesEach: o.logLines, stored: lines.length, defects, deploymentMs: wallMs, storedPerSecond: perSecond, readPerSecond: log.length / readS };
-  } finally {
-    await s.stop();
-    stopAll();
-    if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
-  }
+  });
 }
 
 async function runPackages() {
-  const work = mkdtempSync(join(tmpdir(), 'cuttle-bench-'));
-  const s = await server(work);
-  try {
+  return withServer(async (s) => {
     const { env } = await fleet(s, o.packageAgents, 'p', 20);
-    const file = payload(work, o.packageMb, '#!/bin/sh\ntrue\n');
+    const file = payload(s.work, o.packageMb, '#!/bin/sh\ntrue\n');
     await s.api.request('POST', '/api/packages/big/1.0.0', undefined, { data: readFileSync(file), contentType: 'application/gzip' });
     const steps = [{ name: 'Ship', targetRoles: ['p'], actions: [{ name: 'Unpack', type: 'package', packageId: 'big' }] }];
     const before = (await s.api.get('/api/health')).packageBytesSent;
@@ -521,11 +511,7 @@ async function runPackages() {
     row(`packages ${o.packageMb} MB → ${o.packageAgents}`, 'bytes sent by the server', `${((mid - before) / 1024 / 1024).toFixed(0)} MiB`);
     row(`packages ${o.packageMb} MB → ${o.packageAgents}`, 'same version again: bytes sent', `${after - mid}`, '0');
     results.packages = { sizeMb: o.packageMb, agents: o.packageAgents, firstMs: first.wallMs, firstBytes: mid - before, secondMs: second.wallMs, secondBytes: after - mid };
-  } finally {
-    await s.stop();
-    stopAll();
-    if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
-  }
+  });
 }
 
 say(`Cuttle bench on ${results.database}; ${JSON.stringify(results.machine)}`);

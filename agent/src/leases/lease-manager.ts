@@ -61,7 +61,7 @@ export class LeaseManager {
     this.installer = new PackageInstaller(d.packages, d.workDir, d.download, d.logger);
   }
 
-  /** A deployment starts: get its packages ready before their leases come (see `package.prefetch`). */
+  /** This target is next in line: get its packages ready before its lease comes (see `package.prefetch`). */
   prefetch(m: ServerMessageOf<'package.prefetch'>) {
     if (this.stopping) return;
     this.d.logger.debug('prefetching packages', { deploymentId: m.deploymentId, packages: m.packages.map((p) => `${p.packageId}@${p.version}`) });

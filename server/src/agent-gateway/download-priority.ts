@@ -49,10 +49,6 @@ export class DownloadPriority {
     }
   }
 
-  get stats() {
-    return { leaseDownloads: this.leaseDownloads, prefetches: this.prefetches, waiting: this.waiting.length };
-  }
-
   private wake() {
     for (const w of this.waiting.splice(0)) w();
   }

@@ -151,11 +151,6 @@ export class LeasesService {
     return facts;
   }
 
-  /** The offer for one lease, or null if it is no longer active (see buildOffers). */
-  async buildOffer(leaseId: string): Promise<LeaseOffer | null> {
-    return (await this.buildOffers([leaseId]))[0] ?? null;
-  }
-
   /**
    * What the agents are asked to run, for many leases in a few queries (a wide window starts many targets at once):
    * each step's actions still pending on its target (the conditions may have skipped some; a retry starts from the

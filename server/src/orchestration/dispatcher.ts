@@ -244,13 +244,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     });
     for (const [machineId, packages] of prefetch) if (this.agents.isConnected(machineId)) this.agents.send(machineId, { type: 'package.prefetch', deploymentId: id, packages });
     const committed = performance.now();
-    // Built together: a wide window starts many targets in one round.
-    const here = offers.filter((o) => this.agents.isConnected(o.machineId));
-    const now = Date.now();
-    for (const offer of await this.leases.buildOffers(here.map((o) => o.leaseId))) {
-      this.lastOffered.set(offer.leaseId, now);
-      this.agents.send(here.find((o) => o.leaseId === offer.leaseId)!.machineId, offer);
-    }
+    await this.sendOffers(offers);
     this.logger.debug('round', { context: 'dispatcher', deploymentId: id, started: offers.length, transactionMs: Math.round(committed - began), offersMs: Math.round(performance.now() - committed) });
   }
 
@@ -270,13 +264,17 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     return packagesByMachine(release.process, release.packages, due);
   }
 
-  /** Sends a lease's work if its agent is connected here; otherwise the agent's node (or a reconnect) delivers it. */
-  async offer(leaseId: string, machineId: string) {
-    if (!this.agents.isConnected(machineId)) return;
-    const offer = await this.leases.buildOffer(leaseId);
-    if (!offer) return;
-    this.lastOffered.set(leaseId, Date.now());
-    this.agents.send(machineId, offer);
+  /**
+   * Sends leases' work to their agents connected here, built together (a wide window starts many targets in one
+   * round); an agent connected elsewhere gets it from its own node, or after a reconnect.
+   */
+  private async sendOffers(offers: Array<{ leaseId: string; machineId: string }>) {
+    const machineOf = new Map(offers.filter((o) => this.agents.isConnected(o.machineId)).map((o) => [o.leaseId, o.machineId]));
+    const now = Date.now();
+    for (const offer of await this.leases.buildOffers([...machineOf.keys()])) {
+      this.lastOffered.set(offer.leaseId, now);
+      this.agents.send(machineOf.get(offer.leaseId)!, offer);
+    }
   }
 
   /** Agents revoked through another node are dropped here too, within a round. */
@@ -290,10 +288,8 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
 
   /** Delivers offers not yet accepted by agents connected here, and cancels of cancelled deployments' leases. */
   async deliverPending(machineIds = this.agents.machineIds()) {
-    for (const l of await this.leases.unaccepted(machineIds)) {
-      if (Date.now() - (this.lastOffered.get(l.id) ?? 0) < REOFFER_MS) continue;
-      await this.offer(l.id, l.machine_id);
-    }
+    const due = (await this.leases.unaccepted(machineIds)).filter((l) => Date.now() - (this.lastOffered.get(l.id) ?? 0) >= REOFFER_MS);
+    await this.sendOffers(due.map((l) => ({ leaseId: l.id, machineId: l.machine_id })));
     for (const l of await this.leases.toCancel(machineIds)) this.agents.send(l.machine_id, { type: 'lease.cancel', leaseId: l.id, reason: 'deployment cancelled' });
     if (this.lastOffered.size > 10_000) this.lastOffered.clear();
   }
