@@ -98,6 +98,7 @@ export class Agent {
     await this.leases.stop();
     this.conn.stop();
     this.https.destroy();
+    this.home.releaseScriptDir();
   }
 
   get error() {

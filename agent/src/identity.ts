@@ -1,5 +1,6 @@
 /** The agent's home folder: its identity (key, certificate, CA), journal, package cache and work folder. */
-import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 
 export interface Identity {
@@ -36,13 +37,26 @@ export class AgentHome {
   get packageCacheDir() {
     return join(this.dir, 'packages');
   }
-  /** Private folder for script files while they run (0700): scripts may hold substituted secrets. */
+  private memoryDir?: string | null;
+  /**
+   * Private folder (0700) for script files while they run. Scripts may hold substituted secrets, so on Linux they go
+   * to memory (/dev/shm) and never reach the disk; creating them there is also cheaper than on a journaling file
+   * system when many targets start at once. Falls back to the home folder when /dev/shm is missing or its folder
+   * is not this user's own.
+   */
   get scriptDir() {
-    return join(this.dir, 'tmp');
+    if (this.memoryDir === undefined) this.memoryDir = memoryScriptDir(this.dir);
+    return this.memoryDir ?? join(this.dir, 'tmp');
+  }
+
+  /** At stop: the memory folder goes (its scripts have ended); the next start makes it again. */
+  releaseScriptDir() {
+    if (this.memoryDir) rmSync(this.memoryDir, { recursive: true, force: true });
+    this.memoryDir = undefined;
   }
 
   prepare() {
-    for (const d of [this.dir, this.journalDir, this.packageCacheDir, this.scriptDir]) mkdirSync(d, { recursive: true, mode: 0o700 });
+    for (const d of [this.dir, this.journalDir, this.packageCacheDir, join(this.dir, 'tmp')]) mkdirSync(d, { recursive: true, mode: 0o700 });
     mkdirSync(this.workDir, { recursive: true });
   }
 
@@ -66,5 +80,28 @@ export class AgentHome {
     // identity.json last, atomically: its presence means the rest is complete.
     writeFileSync(this.identityFile + '.tmp', JSON.stringify(meta, null, 2));
     renameSync(this.identityFile + '.tmp', this.identityFile);
+  }
+}
+
+/**
+ * The agent's folder in /dev/shm, named after its home (one per agent, found again after a restart, which deletes
+ * scripts a crash left there). /dev/shm is shared by every user: the folder is used only if it is a real folder of
+ * this user with mode 0700, which nobody else can create, replace or read.
+ */
+function memoryScriptDir(home: string): string | null {
+  if (process.platform !== 'linux' || !process.getuid || !existsSync('/dev/shm')) return null;
+  const dir = join('/dev/shm', `cuttle-agent-${process.getuid()}-${createHash('sha256').update(home).digest('hex').slice(0, 16)}`);
+  try {
+    mkdirSync(dir, { mode: 0o700 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') return null;
+  }
+  try {
+    const st = lstatSync(dir);
+    if (!st.isDirectory() || st.uid !== process.getuid() || (st.mode & 0o777) !== 0o700) return null;
+    for (const f of readdirSync(dir)) if (f.startsWith('script-')) rmSync(join(dir, f), { force: true });
+    return dir;
+  } catch {
+    return null;
   }
 }

@@ -21,6 +21,8 @@ const ROOT = resolve(new URL('../../..', import.meta.url).pathname);
 const procs: ChildProcess[] = [];
 /** Extra node flags for the server or agent processes, e.g. CUTTLE_BENCH_SERVER_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof". */
 const serverNodeArgs = (process.env.CUTTLE_BENCH_SERVER_NODE_ARGS ?? '').split(' ').filter(Boolean);
+/** The same for agent processes, e.g. CUTTLE_BENCH_AGENT_NODE_ARGS="--cpu-prof --cpu-prof-dir=/tmp/prof-agents". */
+const agentNodeArgs = (process.env.CUTTLE_BENCH_AGENT_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const say = (s: string) => process.stdout.write(s + '\n');
 
@@ -37,7 +39,7 @@ const program = new Command('bench')
   .option('--package-mb <n>', 'package size for the packages scenario', (v) => Number(v), 50)
   .option('--package-agents <n>', 'agents for the packages scenario', (v) => Number(v), 20)
   .option('--reps <n>', 'alternating repetitions of Cuttle and Ansible', (v) => Number(v), 1)
-  .option('--cold', 'makespan: time the agents\' first roll (no untimed warm-up roll before it)')
+  .option('--cold', 'makespan, latency: time the agents\' first deployment (no untimed warm-up deployment before it)')
   .option('--quick', 'small sizes, for a smoke run of the bench itself');
 program.parse();
 const o = program.opts();
@@ -128,6 +130,15 @@ async function withServer<T>(scenario: (s: Srv) => Promise<T>): Promise<T> {
     return await scenario(s);
   } finally {
     await s.stop();
+    // Agents get a moment to stop on their own (a --cpu-prof profile is written at exit), then are killed.
+    for (const p of procs) {
+      try {
+        process.kill(-p.pid!, 'SIGTERM');
+      } catch {
+        /* gone */
+      }
+    }
+    await sleep(agentNodeArgs.length ? 3000 : 500);
     stopAll();
     if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
   }
@@ -143,10 +154,10 @@ async function fleet(s: Srv, n: number, role: string, perProcess = 50) {
     if (perProcess === 1) {
       // One agent, one process: the agent as installed on a machine (`cuttle-agent run`).
       const name = `${role}-${String(first).padStart(String(n).length, '0')}`;
-      start(process.execPath, ['dist/agent/src/main.js', 'run', '--home', join(dir, name), '--server', s.base, '--token', token, '--name', name, '--roles', role, '--environments', env.name], { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' }, join(s.work, `agent-${name}.log`));
+      start(process.execPath, [...agentNodeArgs, 'dist/agent/src/main.js', 'run', '--home', join(dir, name), '--server', s.base, '--token', token, '--name', name, '--roles', role, '--environments', env.name], { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' }, join(s.work, `agent-${name}.log`));
       continue;
     }
-    start(process.execPath, ['dist/agent/src/fleet.js', '--home', dir, '--count', String(count), '--first', String(first), '--prefix', role, '--server', s.base, '--token', token, '--roles', role, '--environments', env.name], { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' }, join(s.work, `fleet-${role}-${first}.log`));
+    start(process.execPath, [...agentNodeArgs, 'dist/agent/src/fleet.js', '--home', dir, '--count', String(count), '--first', String(first), '--prefix', role, '--server', s.base, '--token', token, '--roles', role, '--environments', env.name], { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' }, join(s.work, `fleet-${role}-${first}.log`));
   }
   const t0 = Date.now();
   for (;;) {
@@ -409,7 +420,10 @@ async function runLatency() {
   return withServer(async (s) => {
     const n = o.latencyTargets;
     const { env } = await fleet(s, n, 'l', 10);
-    const { d } = await deployAndWait(s, 'Latency', [{ name: 'Hold', targetRoles: ['l'], actions: [{ name: 'h', type: 'script', script: 'echo "started $(date +%s%3N)"; sleep 1' }] }], env.id);
+    const steps = [{ name: 'Hold', targetRoles: ['l'], actions: [{ name: 'h', type: 'script', script: 'echo "started $(date +%s%3N)"; sleep 1' }] }];
+    // Untimed first, as in makespan: long-running agents have compiled their code paths before.
+    if (!o.cold) await deployAndWait(s, 'Latency', steps, env.id);
+    const { d } = await deployAndWait(s, 'Latency', steps, env.id);
     const log = await allLog(s, d.id);
     if (process.env.CUTTLE_BENCH_DUMP) writeFileSync(`${process.env.CUTTLE_BENCH_DUMP}-latency.json`, JSON.stringify({ deployment: d, log }));
     const taken = new Map<string, number>();

@@ -56,6 +56,12 @@ export class LeaseManager {
   /** Set by stop(): scripts killed because the agent is stopping failed; they were not cancelled by an operator. */
   private stopping = false;
   private readonly installer: PackageInstaller;
+  /**
+   * Messages held while an offer is taken: its script is spawned first, then they go out in order. On a loaded
+   * machine, encoding and writing them ahead of the spawn delays the script by their cost and by the server work
+   * they set off.
+   */
+  private corked?: AgentMessage[];
 
   constructor(private readonly d: LeaseManagerDeps) {
     this.installer = new PackageInstaller(d.packages, d.workDir, d.download, d.logger);
@@ -153,11 +159,28 @@ export class LeaseManager {
       drained: [],
     };
     this.leases.set(o.leaseId, lease);
+    // The journal record is written: the script may start. run() goes synchronously up to the spawn of a first
+    // script action (a package action stops at its first file-system call); what it sends meanwhile waits behind
+    // the acceptance, in order.
+    const held: AgentMessage[] = (this.corked = []);
+    try {
+      lease.done = this.run(lease, o).catch((e) => {
+        this.d.logger.error('lease run crashed', { leaseId: o.leaseId, error: (e as Error).stack });
+      });
+    } finally {
+      this.corked = undefined;
+    }
     this.d.send({ type: 'lease.accepted', leaseId: o.leaseId });
+    for (const m of held) this.d.send(m);
     this.d.logger.info('lease accepted', { leaseId: o.leaseId, step: o.stepName, actions: o.actions.map((a) => a.name) });
-    lease.done = this.run(lease, o).catch((e) => {
-      this.d.logger.error('lease run crashed', { leaseId: o.leaseId, error: (e as Error).stack });
-    });
+  }
+
+  private send(m: AgentMessage) {
+    if (this.corked) {
+      this.corked.push(m);
+      return true;
+    }
+    return this.d.send(m);
   }
 
   cancel(leaseId: string, reason?: string) {
@@ -218,7 +241,7 @@ export class LeaseManager {
     this.d.journal.appendLog(l.record.leaseId, lines);
     l.unacked.push(...lines);
     for (let i = 0; i < lines.length; i += MAX_LINES_PER_MESSAGE) {
-      if (!this.d.send({ type: 'lease.log', leaseId: l.record.leaseId, lines: lines.slice(i, i + MAX_LINES_PER_MESSAGE) })) return;
+      if (!this.send({ type: 'lease.log', leaseId: l.record.leaseId, lines: lines.slice(i, i + MAX_LINES_PER_MESSAGE) })) return;
     }
   }
 
@@ -238,7 +261,7 @@ export class LeaseManager {
         outcome = { state: 'cancelled', exitCode: null, error: 'cancelled' };
         break;
       }
-      this.d.send({ type: 'lease.action', leaseId: o.leaseId, actionIndex: action.index, state: 'running', at: new Date().toISOString() });
+      this.send({ type: 'lease.action', leaseId: o.leaseId, actionIndex: action.index, state: 'running', at: new Date().toISOString() });
       this.line(l, 'info', `Running ${action.type} action ${action.name}`, action.index);
       let r: ActionOutcome;
       for (let attempt = 1; ; attempt++) {
@@ -255,7 +278,7 @@ export class LeaseManager {
       // The last action's outcome travels in the result, which follows at once: one message (and one write on the
       // server) less per target.
       const last = action === o.actions[o.actions.length - 1] || r.state !== 'success';
-      if (!last) this.d.send({ type: 'lease.action', leaseId: o.leaseId, actionIndex: action.index, state: r.state, exitCode: r.exitCode, at: new Date().toISOString() });
+      if (!last) this.send({ type: 'lease.action', leaseId: o.leaseId, actionIndex: action.index, state: r.state, exitCode: r.exitCode, at: new Date().toISOString() });
       outcome = r;
       if (r.state !== 'success') break;
     }
@@ -284,7 +307,7 @@ export class LeaseManager {
     l.record.state = 'finished';
     l.record.result = result;
     this.d.journal.write(l.record); // before sending: a crash after this point resends, never reruns
-    this.d.send(result);
+    this.send(result);
     this.d.logger.info('lease finished', { leaseId: o.leaseId, state: result.state, exitCode: result.exitCode });
   }
 
@@ -293,7 +316,7 @@ export class LeaseManager {
     if (v.sensitive && v.value) l.secrets.add(v.value);
     l.vars.set(outputName(o.stepName, action.name, v.name), v.value);
     if (o.machineName) l.vars.set(outputName(o.stepName, action.name, v.name, o.machineName), v.value);
-    this.d.send({ type: 'lease.output', leaseId: o.leaseId, actionIndex: action.index, name: v.name, value: v.value, sensitive: v.sensitive });
+    this.send({ type: 'lease.output', leaseId: o.leaseId, actionIndex: action.index, name: v.name, value: v.value, sensitive: v.sensitive });
     this.line(l, 'info', `Output variable ${outputName(o.stepName, action.name, v.name)} set${v.sensitive ? ' (sensitive)' : ''}`, action.index);
   }
 

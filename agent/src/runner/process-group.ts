@@ -1,6 +1,7 @@
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdir, readdir, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmodSync, mkdirSync, writeFileSync } from 'node:fs';
+import { readdir, readFile, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { Readable } from 'node:stream';
@@ -66,11 +67,12 @@ export async function runScript(o: RunScriptOptions): Promise<RunScriptResult> {
   }
 
   // The script goes into a file rather than `bash -c`: no argv length limit, and it stays out of `ps` output,
-  // which other users on the machine can read.
-  await mkdir(o.scriptDir, { recursive: true, mode: 0o700 });
-  await chmod(o.scriptDir, 0o700); // recursive mkdir leaves an existing folder's mode alone
+  // which other users on the machine can read. Written synchronously (a few small writes): from here to the spawn
+  // nothing yields, so a script starts in the same turn as the offer that asked for it (see LeaseManager.offer).
+  mkdirSync(o.scriptDir, { recursive: true, mode: 0o700 });
+  chmodSync(o.scriptDir, 0o700); // recursive mkdir leaves an existing folder's mode alone
   const file = join(o.scriptDir, `script-${randomBytes(8).toString('hex')}.sh`);
-  await writeFile(file, o.script, { mode: 0o600, flag: 'wx' });
+  writeFileSync(file, o.script, { mode: 0o600, flag: 'wx' });
 
   try {
     return await new Promise<RunScriptResult>((resolve, reject) => {
