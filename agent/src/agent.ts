@@ -8,14 +8,18 @@ import { Transform } from 'node:stream';
 import { statfs } from 'node:fs/promises';
 import { Agent as HttpsAgent, request } from 'node:https';
 import { pipeline } from 'node:stream/promises';
-import { packageDownloadPath, PROTOCOL_VERSION } from '#shared/protocol/index.js';
+import { AGENT_PORT_KEEP_ALIVE_MS, packageDownloadPath, PROTOCOL_VERSION } from '#shared/protocol/index.js';
 import { AgentConnection } from './connection/connection.js';
+import { classify, withRetries } from './errors.js';
 import type { AgentHome, Identity } from './identity.js';
 import { Journal } from './journal/journal.js';
 import { LeaseManager } from './leases/lease-manager.js';
 import type { AgentLogger } from './logger.js';
 import { PackageStore } from './packages/package-store.js';
 import { AGENT_VERSION } from './registration/register.js';
+
+/** Tries of one package download (see download()). */
+const DOWNLOAD_ATTEMPTS = 4;
 
 export class Agent {
   readonly leases: LeaseManager;
@@ -24,6 +28,7 @@ export class Agent {
   /** Keep-alive with TLS session reuse for package downloads: a lease with several packages pays one handshake. */
   private readonly https: HttpsAgent;
   private fatalError?: Error;
+  private stopped = false;
   private onFatal?: (e: Error) => void;
 
   constructor(
@@ -32,7 +37,9 @@ export class Agent {
     private readonly log: AgentLogger,
   ) {
     home.prepare();
-    this.https = new HttpsAgent({ keepAlive: true, maxSockets: 4, ca: id.caCertificate, cert: id.certificate, key: id.key });
+    // An idle connection is closed here before the server's keep-alive timeout (AGENT_PORT_KEEP_ALIVE_MS) closes it:
+    // a request sent on a connection the server is closing fails with a reset.
+    this.https = new HttpsAgent({ keepAlive: true, maxSockets: 4, timeout: AGENT_PORT_KEEP_ALIVE_MS - 1_000, ca: id.caCertificate, cert: id.certificate, key: id.key });
     this.leases = new LeaseManager({
       journal: new Journal(home.journalDir),
       packages: new PackageStore(home.packageCacheDir),
@@ -94,6 +101,7 @@ export class Agent {
   }
 
   async stop() {
+    this.stopped = true;
     if (this.heartbeat) clearInterval(this.heartbeat);
     await this.leases.stop();
     this.conn.stop();
@@ -118,15 +126,33 @@ export class Agent {
     });
   }
 
+  /**
+   * A package download, tried again after an error worth retrying (the table in errors.ts: a connection reset, a
+   * timeout, a 5xx): up to DOWNLOAD_ATTEMPTS in all, with back-off. A refusal (4xx) is final.
+   */
+  private download(sha256: string, dest: string, prefetch = false): Promise<string> {
+    return withRetries(() => this.downloadOnce(sha256, dest, prefetch), {
+      attempts: DOWNLOAD_ATTEMPTS,
+      retryable: (e) => {
+        const status = (e as { status?: number }).status;
+        return status !== undefined ? status >= 500 : classify(e).cls === 'retryable';
+      },
+      baseMs: 250,
+      capMs: 5_000,
+      stopped: () => this.stopped,
+      onRetry: (e, delay, attempt) => this.log.warn(`package download failed (${(e as Error).message}); retrying in ${delay} ms`, { sha256, attempt }),
+    });
+  }
+
   /** GET /packages/<sha256> on the agent port, authenticated by our client certificate. */
   /** Returns the sha256 of the bytes written, hashed on the way (the store verifies it before using the file). */
-  private download(sha256: string, dest: string, prefetch = false): Promise<string> {
+  private downloadOnce(sha256: string, dest: string, prefetch: boolean): Promise<string> {
     const url = new URL(packageDownloadPath(sha256, prefetch), this.id.agentUrl);
     return new Promise((resolve, reject) => {
       const req = request(url, { agent: this.https, timeout: 60_000 }, (res) => {
         if (res.statusCode !== 200) {
           res.resume();
-          reject(new Error(`package download refused: HTTP ${res.statusCode}`));
+          reject(Object.assign(new Error(`package download refused: HTTP ${res.statusCode}`), { status: res.statusCode }));
           return;
         }
         const hash = createHash('sha256');

@@ -1,4 +1,4 @@
-import { backoffDelay, classify, FatalAgentError } from './errors.js';
+import { backoffDelay, classify, FatalAgentError, withRetries } from './errors.js';
 
 describe('agent error classification', () => {
   // Revocation and refused registrations stop the agent; network trouble is retried.
@@ -22,5 +22,44 @@ describe('back-off', () => {
     expect(backoffDelay(3, 500, 30_000, () => 1)).toBe(4000);
     expect(backoffDelay(20, 500, 30_000, () => 1)).toBe(30_000);
     expect(backoffDelay(20, 500, 30_000, () => 0)).toBe(15_000);
+  });
+});
+
+describe('withRetries', () => {
+  const reset = () => Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' });
+  const noWait = { sleep: async () => {} };
+
+  // A package download cut by a connection reset (a kept-alive connection the server was closing) is tried again
+  // and succeeds; the caller never sees the reset.
+  it('retries a retryable failure until it succeeds', async () => {
+    let calls = 0;
+    const retries: number[] = [];
+    const r = await withRetries(
+      async () => {
+        if (++calls < 3) throw reset();
+        return 'ok';
+      },
+      { attempts: 4, retryable: (e) => classify(e).cls === 'retryable', onRetry: (_e, _d, n) => retries.push(n), ...noWait },
+    );
+    expect(r).toBe('ok');
+    expect(retries).toEqual([1, 2]);
+  });
+
+  // A refusal is final, and a failure that persists ends after the allowed tries with the last error.
+  it('stops at a refusal and after the last try', async () => {
+    let calls = 0;
+    const refused = Object.assign(new Error('package download refused: HTTP 404'), { status: 404 });
+    await expect(withRetries(async () => (calls++, Promise.reject(refused)), { attempts: 4, retryable: (e) => ((e as { status?: number }).status ?? 500) >= 500, ...noWait })).rejects.toBe(refused);
+    expect(calls).toBe(1);
+    calls = 0;
+    await expect(withRetries(async () => (calls++, Promise.reject(reset())), { attempts: 3, retryable: () => true, ...noWait })).rejects.toThrow('ECONNRESET');
+    expect(calls).toBe(3);
+  });
+
+  // An agent that is stopping does not keep retrying.
+  it('stops retrying once stopped', async () => {
+    let calls = 0;
+    await expect(withRetries(async () => (calls++, Promise.reject(reset())), { attempts: 10, retryable: () => true, stopped: () => calls >= 2, ...noWait })).rejects.toThrow('ECONNRESET');
+    expect(calls).toBe(2);
   });
 });

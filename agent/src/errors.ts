@@ -33,3 +33,24 @@ export function backoffDelay(attempt: number, baseMs = 500, capMs = 30_000, rand
   const d = Math.min(capMs, baseMs * 2 ** Math.min(attempt, 16));
   return Math.round(d / 2 + random() * (d / 2));
 }
+
+/**
+ * Runs `attempt` until it succeeds, it fails with an error `retryable` refuses, `attempts` tries are used up or
+ * `stopped()` says so; waits `backoffDelay(n, baseMs, capMs)` between tries and reports each retry to `onRetry`.
+ */
+export async function withRetries<T>(
+  attempt: () => Promise<T>,
+  o: { attempts: number; retryable: (e: unknown) => boolean; baseMs?: number; capMs?: number; stopped?: () => boolean; onRetry?: (e: unknown, delayMs: number, attempt: number) => void; sleep?: (ms: number) => Promise<void> },
+): Promise<T> {
+  const sleep = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  for (let n = 1; ; n++) {
+    try {
+      return await attempt();
+    } catch (e) {
+      if (n >= o.attempts || !o.retryable(e) || o.stopped?.()) throw e;
+      const delay = backoffDelay(n - 1, o.baseMs, o.capMs);
+      o.onRetry?.(e, delay, n);
+      await sleep(delay);
+    }
+  }
+}

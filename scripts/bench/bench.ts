@@ -138,7 +138,9 @@ async function withServer<T>(scenario: (s: Srv) => Promise<T>): Promise<T> {
         /* gone */
       }
     }
-    await sleep(agentNodeArgs.length ? 3000 : 500);
+    // Until they have exited (at most 5 s, 10 s when profiling), so their stop runs to the end.
+    const until = Date.now() + (agentNodeArgs.length ? 10_000 : 5_000);
+    while (procs.some((p) => p.exitCode === null && p.signalCode === null) && Date.now() < until) await sleep(100);
     stopAll();
     if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
   }
@@ -197,6 +199,11 @@ async function deployAndWait(s: Srv, projectName: string, steps: unknown[], envI
     await sleep(250);
     d = await s.api.get(`/api/deployments/${dep.id}`);
   }
+  if (d.state !== 'success') {
+    // A bench figure of a failed deployment means nothing: stop, saying why it failed.
+    const why = (await allLog(s, dep.id)).filter((e) => e.level !== 'info').slice(0, 8);
+    throw new Error(`${projectName} deployment ${d.state}:\n${why.map((e) => `  ${e.at} ${e.level} ${e.text}`).join('\n')}`);
+  }
   return { d, wallMs: Date.parse(d.finishedAt) - Date.parse(d.createdAt) };
 }
 
@@ -249,7 +256,6 @@ async function makespan(n: number, w: number): Promise<number> {
     const { d, wallMs } = await deployAndWait(s, 'Makespan', steps, env.id, { app: version });
     const after = cpuByPart(s);
     lastCpu = Object.fromEntries(Object.keys(after).map((k) => [k, Math.round(((after[k] - (before[k] ?? 0)) * 10) / n)]));
-    if (d.state !== 'success') throw new Error(`makespan deployment ${d.state}`);
     const log = await allLog(s, d.id);
     lastPhases = phases(log, d.steps[0].targets, o.sleep * 1000);
     // For a closer look at one run: the deployment and its whole log as JSON.

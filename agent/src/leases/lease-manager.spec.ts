@@ -1,4 +1,4 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import winston from 'winston';
@@ -9,7 +9,7 @@ import { LeaseManager } from './lease-manager.js';
 
 const silent = winston.createLogger({ silent: true });
 
-function setup(dir = mkdtempSync(join(tmpdir(), 'cuttle-lm-'))) {
+function setup(dir = mkdtempSync(join(tmpdir(), 'cuttle-lm-')), onSend?: (m: AgentMessage) => void) {
   const sent: AgentMessage[] = [];
   const lm = new LeaseManager({
     journal: new Journal(join(dir, 'journal')),
@@ -17,7 +17,7 @@ function setup(dir = mkdtempSync(join(tmpdir(), 'cuttle-lm-'))) {
     workDir: dir,
     scriptDir: join(dir, 'tmp'),
     machineId: 'm1',
-    send: (m) => (sent.push(m), true),
+    send: (m) => (onSend?.(m), sent.push(m), true),
     download: async () => {
       throw new Error('no downloads here');
     },
@@ -48,6 +48,21 @@ const waitFor = async (f: () => boolean, ms = 10_000) => {
 };
 
 describe('lease manager', () => {
+  // On a loaded machine a script must not wait behind its lease's messages: it is written and spawned while the
+  // offer is taken, and the acceptance and the first action's "running" follow, in that order.
+  it('starts the script before sending the acceptance, then sends in protocol order', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cuttle-lm-'));
+    const scriptsAtAccept: string[] = [];
+    const { lm, sent } = setup(dir, (m) => {
+      if (m.type === 'lease.accepted') scriptsAtAccept.push(...readdirSync(join(dir, 'tmp')));
+    });
+    lm.offer(offer('l0', 'true'));
+    expect(scriptsAtAccept).toEqual([expect.stringMatching(/^script-.*\.sh$/)]);
+    expect(sent.slice(0, 2).map((m) => (m.type === 'lease.action' ? `${m.type} ${m.state}` : m.type))).toEqual(['lease.accepted', 'lease.action running']);
+    await waitFor(() => sent.some((m) => m.type === 'lease.result'));
+    rmSync(dir, { recursive: true, force: true });
+  });
+
   // A lease runs at most once: a repeated dispatch is answered with its state (accepted while running, the result
   // once finished), never run again.
   it('runs a repeated offer once and answers with its state', async () => {

@@ -12,7 +12,7 @@ import { pipeline } from 'node:stream/promises';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { Server, type Socket } from 'socket.io';
 import { normalizeFingerprint } from '#shared/pki/index.js';
-import { AGENT_EVENT, LIMITS, parseAgentMessage, PROTOCOL_VERSION, type AgentMessage } from '#shared/protocol/index.js';
+import { AGENT_EVENT, AGENT_PORT_KEEP_ALIVE_MS, LIMITS, parseAgentMessage, PROTOCOL_VERSION, type AgentMessage } from '#shared/protocol/index.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { PKI } from '../core.module.js';
 import { LeasesService } from '../leases/leases.js';
@@ -62,6 +62,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
       { key: this.pki.serverKey, cert: serverChain(this.pki), ca: this.pki.caCert, requestCert: true, rejectUnauthorized: true },
       (req, res) => void this.handleHttp(req, res),
     );
+    this.https.keepAliveTimeout = AGENT_PORT_KEEP_ALIVE_MS;
     this.io = new Server(this.https, {
       transports: ['websocket'],
       serveClient: false,

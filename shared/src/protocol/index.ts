@@ -27,7 +27,9 @@
  *                   server has already taken the lease row in the database, so the window is counted before any
  *                   work is sent. An offer repeated for a lease the agent knows is answered with its current state,
  *                   never run twice.
- *      lease.accepted  agent → server.
+ *      lease.accepted  agent → server. The agent journals the lease, starts its first script (when the first
+ *                   action is a script), then sends the acceptance and whatever the start produced (the first
+ *                   lease.action), in that order: on a loaded machine the script does not wait behind them.
  *   4. lease.log    agent → server: log lines, each with a per-lease sequence number starting at 1, in order, no
  *                   gaps. The server stores lines it has not seen (dedup by lease and sequence) and answers
  *                   log.ack with the highest sequence stored; the agent keeps unacked lines and resends them after a
@@ -71,6 +73,11 @@ export const AGENT_EVENT = 'agent:message';
 export const SERVER_EVENT = 'server:message';
 /** `prefetch`: a download ahead of the lease (see package.prefetch); the server lets lease downloads go first. */
 export const packageDownloadPath = (sha256: string, prefetch = false) => `/packages/${sha256}${prefetch ? '?prefetch=1' : ''}`;
+/**
+ * How long the server keeps an idle download connection open on the agent port. Agents close theirs a second
+ * earlier, so a download never starts on a connection the server is closing.
+ */
+export const AGENT_PORT_KEEP_ALIVE_MS = 5_000;
 
 /** Upper bounds that keep one agent from exhausting the server's memory. */
 export const LIMITS = {
