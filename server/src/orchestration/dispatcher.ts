@@ -242,9 +242,11 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       }
       await this.log.append(m, id, lines);
     });
-    for (const [machineId, packages] of prefetch) if (this.agents.isConnected(machineId)) this.agents.send(machineId, { type: 'package.prefetch', deploymentId: id, packages });
     const committed = performance.now();
     await this.sendOffers(offers);
+    // After the offers: a target next in line must not start its download ahead of the targets whose leases wait on
+    // theirs (the server lets lease downloads go first only once they have begun).
+    for (const [machineId, packages] of prefetch) if (this.agents.isConnected(machineId)) this.agents.send(machineId, { type: 'package.prefetch', deploymentId: id, packages });
     this.logger.debug('round', { context: 'dispatcher', deploymentId: id, started: offers.length, transactionMs: Math.round(committed - began), offersMs: Math.round(performance.now() - committed) });
   }
 
