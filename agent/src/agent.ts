@@ -144,8 +144,10 @@ export class Agent {
     });
   }
 
-  /** GET /packages/<sha256> on the agent port, authenticated by our client certificate. */
-  /** Returns the sha256 of the bytes written, hashed on the way (the store verifies it before using the file). */
+  /**
+   * GET /packages/<sha256> on the agent port, authenticated by our client certificate. Returns the sha256 of the
+   * bytes written, hashed on the way (the store verifies it before using the file).
+   */
   private downloadOnce(sha256: string, dest: string, prefetch: boolean): Promise<string> {
     const url = new URL(packageDownloadPath(sha256, prefetch), this.id.agentUrl);
     return new Promise((resolve, reject) => {

@@ -63,14 +63,18 @@ function start(cmd: string, args: string[], env: Record<string, string>, log: st
   return p;
 }
 
-function stopAll() {
+function signalAll(signal: NodeJS.Signals) {
   for (const p of procs) {
     try {
-      process.kill(-p.pid!, 'SIGKILL');
+      process.kill(-p.pid!, signal);
     } catch {
       /* gone */
     }
   }
+}
+
+function stopAll() {
+  signalAll('SIGKILL');
   procs.length = 0;
 }
 process.on('exit', stopAll);
@@ -131,13 +135,7 @@ async function withServer<T>(scenario: (s: Srv) => Promise<T>): Promise<T> {
   } finally {
     await s.stop();
     // Agents get a moment to stop on their own (a --cpu-prof profile is written at exit), then are killed.
-    for (const p of procs) {
-      try {
-        process.kill(-p.pid!, 'SIGTERM');
-      } catch {
-        /* gone */
-      }
-    }
+    signalAll('SIGTERM');
     // Until they have exited (at most 5 s, 10 s when profiling), so their stop runs to the end.
     const until = Date.now() + (agentNodeArgs.length ? 10_000 : 5_000);
     while (procs.some((p) => p.exitCode === null && p.signalCode === null) && Date.now() < until) await sleep(100);
@@ -447,18 +445,14 @@ async function runLatency() {
       if (taken.has(t.machineId) && started.has(t.machineId)) dispatch.push(started.get(t.machineId)! - taken.get(t.machineId)!);
       if (exited.has(t.machineId)) report.push(Date.parse(t.finishedAt) - exited.get(t.machineId)!);
     }
-    row(`latency ${n} in flight`, 'lease → script started p50/p95/p99', `${pct(dispatch, 50)}/${pct(dispatch, 95)}/${pct(dispatch, 99)} ms`, 'p99 < 20 ms');
-    row(`latency ${n} in flight`, 'script exit → result stored p50/p95/p99', `${pct(report, 50)}/${pct(report, 95)}/${pct(report, 99)} ms`);
     const floor = await bashFloor(n);
-    row(`latency ${n} in flight`, `floor: ${n} bash asked at once from one process p50/p95/p99`, `${pct(floor.together, 50)}/${pct(floor.together, 95)}/${pct(floor.together, 99)} ms`);
-    row(`latency ${n} in flight`, `  the same, each from its own spawn() p50/p95/p99`, `${pct(floor.each, 50)}/${pct(floor.each, 95)}/${pct(floor.each, 99)} ms`);
-    results.latency = {
-      targets: n,
-      dispatchMs: { p50: pct(dispatch, 50), p95: pct(dispatch, 95), p99: pct(dispatch, 99) },
-      reportMs: { p50: pct(report, 50), p95: pct(report, 95), p99: pct(report, 99) },
-      floorMs: { p50: pct(floor.together, 50), p95: pct(floor.together, 95), p99: pct(floor.together, 99) },
-      floorEachSpawnMs: { p50: pct(floor.each, 50), p95: pct(floor.each, 95), p99: pct(floor.each, 99) },
-    };
+    const [dispatchMs, reportMs, floorMs, floorEachSpawnMs] = [dispatch, report, floor.together, floor.each].map((v) => ({ p50: pct(v, 50), p95: pct(v, 95), p99: pct(v, 99) }));
+    const shown = (x: { p50: number; p95: number; p99: number }) => `${x.p50}/${x.p95}/${x.p99} ms`;
+    row(`latency ${n} in flight`, 'lease → script started p50/p95/p99', shown(dispatchMs), 'p99 < 20 ms');
+    row(`latency ${n} in flight`, 'script exit → result stored p50/p95/p99', shown(reportMs));
+    row(`latency ${n} in flight`, `floor: ${n} bash asked at once from one process p50/p95/p99`, shown(floorMs));
+    row(`latency ${n} in flight`, `  the same, each from its own spawn() p50/p95/p99`, shown(floorEachSpawnMs));
+    results.latency = { targets: n, dispatchMs, reportMs, floorMs, floorEachSpawnMs };
   });
 }
 

@@ -233,16 +233,22 @@ export class LeaseManager {
    * resent after a reconnect or a restart otherwise, and forgotten only when the server acknowledges them.
    */
   private flush(l: ActiveLease) {
-    if (l.flushTimer) clearTimeout(l.flushTimer);
-    l.flushTimer = undefined;
-    if (!l.unsent.length) return;
-    const lines = l.unsent;
-    l.unsent = [];
-    this.d.journal.appendLog(l.record.leaseId, lines);
-    l.unacked.push(...lines);
+    const lines = this.journalPending(l);
     for (let i = 0; i < lines.length; i += MAX_LINES_PER_MESSAGE) {
       if (!this.send({ type: 'lease.log', leaseId: l.record.leaseId, lines: lines.slice(i, i + MAX_LINES_PER_MESSAGE) })) return;
     }
+  }
+
+  /** Takes the lease's pending lines and journals them as unacknowledged; the caller sends them. */
+  private journalPending(l: ActiveLease): LogLine[] {
+    if (l.flushTimer) clearTimeout(l.flushTimer);
+    l.flushTimer = undefined;
+    const lines = l.unsent;
+    if (!lines.length) return lines;
+    l.unsent = [];
+    this.d.journal.appendLog(l.record.leaseId, lines);
+    l.unacked.push(...lines);
+    return lines;
   }
 
   /** Back-pressure for a lease's scripts: closed while too many lines wait for the server's acknowledgement. */
@@ -286,13 +292,7 @@ export class LeaseManager {
     // They are journaled and kept as unacknowledged lines like any others, so a resend after a restart or a
     // reconnect still carries them (the server drops what it has).
     if (l.unsent.length > MAX_LINES_PER_MESSAGE) this.flush(l);
-    if (l.flushTimer) clearTimeout(l.flushTimer);
-    l.flushTimer = undefined;
-    const tail = l.unsent.splice(0);
-    if (tail.length) {
-      this.d.journal.appendLog(l.record.leaseId, tail);
-      l.unacked.push(...tail);
-    }
+    const tail = this.journalPending(l);
     const result: LeaseResult = {
       type: 'lease.result',
       leaseId: o.leaseId,

@@ -50,7 +50,8 @@ export class PackageStore {
 
   /**
    * Ensures the package is in the cache. `download(dest)` runs only when it is absent and must write the archive
-   * at `dest` (and may return the sha256 of the bytes it wrote); the result is verified against sha256 and sizeBytes before it becomes visible under its final name.
+   * at `dest` (and may return the sha256 of the bytes it wrote); the result is verified against sha256 and
+   * sizeBytes before it becomes visible under its final name.
    */
   ensure(
     p: { sha256: string; sizeBytes: number },

@@ -8,7 +8,7 @@ import { isIP } from 'node:net';
 import { connect, type PeerCertificate, type DetailedPeerCertificate } from 'node:tls';
 import forge from 'node-forge';
 import { derToPem, normalizeFingerprint, parseRegistrationToken, signSha256 } from '#shared/pki/index.js';
-import { backoffDelay, classify, FatalAgentError } from '../errors.js';
+import { classify, FatalAgentError, withRetries } from '../errors.js';
 import type { AgentHome, Identity } from '../identity.js';
 
 export const AGENT_VERSION = '0.1.0';
@@ -120,15 +120,14 @@ export async function registerWithRetry(
   onRetry: (e: Error, delayMs: number, hint: string) => void = () => {},
   attempts = Infinity,
 ): Promise<Identity> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await register(home, o);
-    } catch (e) {
-      const { cls, hint } = classify(e);
-      if (cls === 'fatal' || attempt + 1 >= attempts) throw e instanceof FatalAgentError || cls !== 'fatal' ? e : new FatalAgentError(`${(e as Error).message} (${hint})`);
-      const delay = backoffDelay(attempt);
-      onRetry(e as Error, delay, hint);
-      await new Promise((r) => setTimeout(r, delay));
-    }
+  try {
+    return await withRetries(() => register(home, o), {
+      attempts,
+      retryable: (e) => classify(e).cls !== 'fatal',
+      onRetry: (e, delay) => onRetry(e as Error, delay, classify(e).hint),
+    });
+  } catch (e) {
+    const { cls, hint } = classify(e);
+    throw e instanceof FatalAgentError || cls !== 'fatal' ? e : new FatalAgentError(`${(e as Error).message} (${hint})`);
   }
 }

@@ -108,8 +108,13 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
   }
 
   private async currentSeq(id: string): Promise<number | null> {
+    return (await this.head(id))?.seq ?? null;
+  }
+
+  /** A deployment's last log sequence and its state; null when there is no such deployment. */
+  private async head(id: string): Promise<{ seq: number; state: string } | null> {
     const [row] = await this.ds.query(`SELECT COALESCE(h.seq, 0) AS log_seq, d.state FROM deployments d LEFT JOIN deployment_log_heads h ON h.deployment_id = d.id WHERE d.id = $1`, [id]);
-    return row ? Number(row.log_seq) : null;
+    return row ? { seq: Number(row.log_seq), state: row.state } : null;
   }
 
   private subscribers(id: string) {
@@ -155,8 +160,8 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
         this.rooms.delete(id);
         continue;
       }
-      const [row] = await this.ds.query(`SELECT COALESCE(h.seq, 0) AS log_seq, d.state FROM deployments d LEFT JOIN deployment_log_heads h ON h.deployment_id = d.id WHERE d.id = $1`, [id]).catch(() => []);
-      if (row && (Number(row.log_seq) > room.cursor || row.state !== room.state)) this.dirty(id);
+      const head = await this.head(id).catch(() => null);
+      if (head && (head.seq > room.cursor || head.state !== room.state)) this.dirty(id);
     }
   }
 

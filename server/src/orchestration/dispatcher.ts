@@ -256,7 +256,8 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
    */
   private async prefetchFor(m: EntityManager, d: DeploymentRow, runs: TargetRunRow[], next: string[]): Promise<Map<string, PackageRef[]>> {
     const done = this.prefetched.get(d.id) ?? new Set<string>();
-    const due = runs.filter((r) => next.includes(r.id) && !done.has(r.id));
+    const named = new Set(next);
+    const due = runs.filter((r) => named.has(r.id) && !done.has(r.id));
     if (!due.length) return new Map();
     const release = await this.leases.release(d.release_id, m);
     for (const r of due) done.add(r.id);
