@@ -420,11 +420,21 @@ async function runFleet() {
   });
 }
 
+/**
+ * What a latency target runs. Its start is stamped by bash's own clock ($EPOCHREALTIME, bash 5): `$(date ...)` would
+ * add a fork and exec of `date` per target to what is measured, 100 of them at once on this machine's two cores.
+ */
+const LATENCY_PROBE = 'echo "started $EPOCHREALTIME"; sleep 1';
+const probeStartedMs = (text: string) => {
+  const m = /^started (\d+\.\d+)$/.exec(text.trim());
+  return m ? Number(m[1]) * 1000 : null;
+};
+
 async function runLatency() {
   return withServer(async (s) => {
     const n = o.latencyTargets;
     const { env } = await fleet(s, n, 'l', 10);
-    const steps = [{ name: 'Hold', targetRoles: ['l'], actions: [{ name: 'h', type: 'script', script: 'echo "started $(date +%s%3N)"; sleep 1' }] }];
+    const steps = [{ name: 'Hold', targetRoles: ['l'], actions: [{ name: 'h', type: 'script', script: LATENCY_PROBE }] }];
     // Untimed first, as in makespan: long-running agents have compiled their code paths before.
     if (!o.cold) await deployAndWait(s, 'Latency', steps, env.id);
     const { d } = await deployAndWait(s, 'Latency', steps, env.id);
@@ -435,14 +445,14 @@ async function runLatency() {
     const exited = new Map<string, number>();
     for (const e of log) {
       if (/lease taken/.test(e.text)) taken.set(e.machineId, Date.parse(e.at));
-      const m = /^started (\d+)$/.exec(e.text);
-      if (m) started.set(e.machineId, Number(m[1]));
+      const at = probeStartedMs(e.text);
+      if (at !== null) started.set(e.machineId, at);
       if (/^Action h succeeded/.test(e.text)) exited.set(e.machineId, Date.parse(e.at));
     }
     const dispatch: number[] = [];
     const report: number[] = [];
     for (const t of d.steps[0].targets) {
-      if (taken.has(t.machineId) && started.has(t.machineId)) dispatch.push(started.get(t.machineId)! - taken.get(t.machineId)!);
+      if (taken.has(t.machineId) && started.has(t.machineId)) dispatch.push(Math.round(started.get(t.machineId)! - taken.get(t.machineId)!));
       if (exited.has(t.machineId)) report.push(Date.parse(t.finishedAt) - exited.get(t.machineId)!);
     }
     const floor = await bashFloor(n);
@@ -463,20 +473,21 @@ async function runLatency() {
  * own spawn() call, which leaves out the wait behind the spawns before it.
  */
 async function bashFloor(n: number): Promise<{ together: number[]; each: number[] }> {
-  // In a fresh process of its own: the bench process has run every scenario before (in a full run it once
-  // measured tens of seconds here), a fresh one is what "straight from one Node.js process" means.
+  // In a fresh process of its own: what "straight from one Node.js process" means.
   const code = `
     import { spawn } from 'node:child_process';
     const askedAll = Date.now();
     const outs = await Promise.all(Array.from({ length: ${n} }, () => {
       const asked = Date.now();
       return new Promise((resolve) => {
-        const p = spawn('bash', ['-c', 'echo "started $(date +%s%3N)"; sleep 1']);
+        // stdin from /dev/null, as the agent runs scripts: on a socket (libuv's default for a pipe) bash acts as if
+        // started by rshd and reads ~/.bashrc, which on this machine runs pyenv's rehash (seconds per shell).
+        const p = spawn('bash', ['-c', ${JSON.stringify(LATENCY_PROBE)}], { stdio: ['ignore', 'pipe', 'inherit'] });
         let out = '';
         p.stdout.on('data', (d) => (out += d));
         p.on('close', () => {
-          const at = Number(/started (\\d+)/.exec(out)?.[1] ?? NaN);
-          resolve([at - askedAll, at - asked]);
+          const at = Number(/started (\\d+\\.\\d+)/.exec(out)?.[1] ?? NaN) * 1000;
+          resolve([Math.round(at - askedAll), Math.round(at - asked)]);
         });
       });
     }));
