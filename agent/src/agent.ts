@@ -164,7 +164,9 @@ export class Agent {
             done(null, chunk);
           },
         });
-        pipeline(res, tap, createWriteStream(dest, { mode: 0o600 })).then(() => resolve(hash.digest('hex')), reject);
+        // A 1 MiB buffer lets the file stream gather the 16 KiB TLS records into large writes while one is under
+        // way: one write(2) per record cost ~3 ms of CPU per MiB here, about as much as TLS, HTTP and sha256 together.
+        pipeline(res, tap, createWriteStream(dest, { mode: 0o600, highWaterMark: 1 << 20 })).then(() => resolve(hash.digest('hex')), reject);
       });
       req.on('timeout', () => req.destroy(new Error('package download timed out')));
       req.on('error', reject);

@@ -25,6 +25,29 @@ describe('DownloadPriority', () => {
     expect(order).toEqual(['lease', 'prefetch']);
   });
 
+  // The lease's agent unpacks and starts its script right after its download: a prefetch waits for that to settle.
+  it('holds a prefetch for settleMs after the last lease download ended', async () => {
+    const q = new DownloadPriority(2, 10_000, 60);
+    const lease = gate();
+    const l = q.lease(() => lease.p);
+    let startedAt = 0;
+    const p = q.prefetch(async () => (startedAt = Date.now()));
+    await tick();
+    lease.open();
+    await l;
+    const endedAt = Date.now();
+    await p;
+    expect(startedAt - endedAt).toBeGreaterThanOrEqual(55);
+  });
+
+  // Without lease downloads there is nothing to settle: a prefetch starts at once.
+  it('starts a prefetch at once when no lease download ran', async () => {
+    const q = new DownloadPriority(2, 10_000, 60_000);
+    const t0 = Date.now();
+    await q.prefetch(async () => undefined);
+    expect(Date.now() - t0).toBeLessThan(1_000);
+  });
+
   // Lease downloads are never queued, whatever the prefetches do.
   it('starts lease downloads at once even while prefetches fill their slots', async () => {
     const q = new DownloadPriority(1, 10_000);

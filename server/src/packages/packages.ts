@@ -105,7 +105,7 @@ export class PackagesService {
       },
     });
     try {
-      await pipeline(req, meter, createWriteStream(tmp));
+      await pipeline(req, meter, createWriteStream(tmp, { highWaterMark: 1 << 20 })); // large writes: see the agent's download
       if (size === 0) throw new BadRequestException('body must be the package (.tar.gz); it is empty');
       const sha256 = hash.digest('hex');
       const expected = String(req.headers['x-checksum-sha256'] ?? '').toLowerCase();
