@@ -49,6 +49,7 @@ export class Agent {
       send: (m) => this.conn.send(m),
       download: (sha, dest, prefetch) => this.download(sha, dest, prefetch),
       logger: log,
+      warmShells: true,
     });
     this.conn = new AgentConnection(
       id,

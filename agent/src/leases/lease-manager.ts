@@ -13,6 +13,7 @@ import { Journal, type JournalRecord, type LeaseResult } from '../journal/journa
 import { PackageInstaller } from '../packages/package-installer.js';
 import type { PackageStore } from '../packages/package-store.js';
 import { runScript } from '../runner/process-group.js';
+import { ShellReserve } from '../runner/warm-shell.js';
 
 const FLUSH_MS = 50;
 const MAX_LINES_PER_MESSAGE = 1_000;
@@ -49,6 +50,8 @@ export interface LeaseManagerDeps {
   logger: AgentLogger;
   /** Grace between SIGTERM and SIGKILL of a script's process group on cancel or timeout. */
   killGraceMs?: number;
+  /** Keep a shell started ahead for the next script (see warm-shell.ts): scripts start without a fork and exec. */
+  warmShells?: boolean;
 }
 
 export class LeaseManager {
@@ -62,9 +65,11 @@ export class LeaseManager {
    * they set off.
    */
   private corked?: AgentMessage[];
+  private readonly shells?: ShellReserve;
 
   constructor(private readonly d: LeaseManagerDeps) {
     this.installer = new PackageInstaller(d.packages, d.workDir, d.download, d.logger);
+    if (d.warmShells) this.shells = new ShellReserve(d.workDir);
   }
 
   /** This target is next in line: get its packages ready before its lease comes (see `package.prefetch`). */
@@ -210,6 +215,7 @@ export class LeaseManager {
   /** Stops every running script (process groups, grace, then SIGKILL) and waits for them. */
   async stop() {
     this.stopping = true;
+    this.shells?.stop();
     for (const l of this.leases.values()) {
       l.abort.abort();
       for (const r of l.drained.splice(0)) r();
@@ -339,6 +345,7 @@ export class LeaseManager {
         graceMs: this.d.killGraceMs,
         signal: l.abort.signal,
         gate: this.gate(l),
+        shell: this.shells?.take(),
         onLine: (stream, t) => {
           const out = stream === 'stdout' ? parseServiceMessage(t) : null;
           if (out) return this.output(l, o, action, out);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
 import { killProcessGroup, runScript, type RunScriptOptions } from './process-group.js';
+import { ShellReserve, WarmShell } from './warm-shell.js';
 
 // Real bash, real processes. Every test that starts a long-lived process either kills it through the code under
 // test (and asserts so) or, should an assertion fail first, in afterEach via the recorded pids.
@@ -12,6 +13,9 @@ let base: string;
 let scriptDir: string;
 let workDir: string;
 const strays: number[] = [];
+/** Runs go through a warm shell (see warm-shell.ts) in the second pass of the runScript tests. */
+let warm = false;
+const shells: WarmShell[] = [];
 
 beforeEach(async () => {
   base = await mkdtemp(join(tmpdir(), 'cuttle-pg-'));
@@ -20,6 +24,7 @@ beforeEach(async () => {
 });
 
 afterEach(async () => {
+  for (const s of shells.splice(0)) s.close();
   for (const pid of strays.splice(0)) {
     try {
       process.kill(pid, 'SIGKILL');
@@ -32,15 +37,18 @@ afterEach(async () => {
 
 function run(script: string, extra: Partial<RunScriptOptions> = {}) {
   const lines: Array<[string, string]> = [];
+  const shell = warm ? WarmShell.start(workDir) : undefined;
+  if (shell) shells.push(shell);
   const promise = runScript({
     script,
     cwd: workDir,
     env: {},
     scriptDir,
     onLine: (stream, text) => lines.push([stream, text]),
+    shell,
     ...extra,
   });
-  return { lines, promise };
+  return { lines, promise, shell };
 }
 
 /**
@@ -76,7 +84,18 @@ async function readPid(file: string): Promise<number> {
   return pid;
 }
 
-describe('runScript', () => {
+// Every behaviour holds the same whether bash is spawned for the script or a warm shell runs it.
+describe.each([
+  ['runScript', false],
+  ['runScript through a warm shell', true],
+])('%s', (_name, throughWarmShell) => {
+  beforeEach(() => {
+    warm = throughWarmShell;
+  });
+  afterEach(() => {
+    warm = false;
+  });
+
   // Log lines keep their order per stream, stderr is captured, and a last line without newline is not lost.
   it('delivers lines in order, stderr included, and a final partial line', async () => {
     const { lines, promise } = run(
@@ -149,12 +168,13 @@ describe('runScript', () => {
     expect(await waitDead(pid)).toBe(true);
   });
 
-  // An already aborted signal starts nothing.
+  // An already aborted signal starts nothing, and a warm shell handed over for it is let go.
   it('does not start when already aborted', async () => {
     const marker = join(workDir, 'ran');
-    const { promise } = run(`touch ${marker}\n`, { signal: AbortSignal.abort() });
+    const { promise, shell } = run(`touch ${marker}\n`, { signal: AbortSignal.abort() });
     expect(await promise).toMatchObject({ cancelled: true, exitCode: null });
     await expect(readFile(marker)).rejects.toThrow();
+    if (shell) expect(await waitDead(shell.pid!)).toBe(true);
   });
 
   // A background child holding stdout open must not hang the run forever; it is killed shortly after bash exits.
@@ -168,9 +188,14 @@ describe('runScript', () => {
     expect(await waitDead(await readPid(pidFile))).toBe(true);
   });
 
-  // A run that cannot start fails loudly instead of hanging, and still cleans up its script file.
-  it('rejects when the process cannot be spawned', async () => {
-    await expect(run('echo hi\n', { cwd: join(base, 'missing') }).promise).rejects.toThrow(/ENOENT/);
+  // A run that cannot start fails loudly instead of hanging, and still cleans up its script file. (A warm shell is
+  // running already: its `cd` fails, and says why.)
+  it('fails when the working folder is missing', async () => {
+    const { promise, lines } = run('echo hi\n', { cwd: join(base, 'missing') });
+    if (warm) {
+      expect(await promise).toMatchObject({ exitCode: 1 });
+      expect(lines).toEqual([['stderr', expect.stringMatching(/missing: No such file or directory/)]]);
+    } else await expect(promise).rejects.toThrow(/ENOENT/);
     expect(await readdir(scriptDir)).toEqual([]);
   });
 
@@ -180,6 +205,93 @@ describe('runScript', () => {
     await run('exit 7\n', {}).promise;
     await run('sleep 30\n', { timeoutSeconds: 0.3, graceMs: 500 }).promise;
     expect(await readdir(scriptDir)).toEqual([]);
+  });
+});
+
+describe('warm shells', () => {
+  const pidOf = async (shell: WarmShell | undefined, extra: Partial<RunScriptOptions> = {}) => {
+    const lines: string[] = [];
+    const r = await runScript({ script: 'echo "$$"\n', cwd: workDir, env: {}, scriptDir, onLine: (_s, t) => lines.push(t), shell, ...extra });
+    expect(r.exitCode).toBe(0);
+    return Number(lines[0]);
+  };
+
+  // The script runs in the shell started ahead, not in a bash spawned for it: that is the point of keeping one.
+  it('runs the script in the shell started ahead', async () => {
+    const shell = WarmShell.start(workDir);
+    shells.push(shell);
+    expect(await pidOf(shell)).toBe(shell.pid);
+  });
+
+  // The lease's environment reaches the script byte for byte, whatever quotes, newlines or `$` its values hold.
+  it('passes values with quotes, newlines and dollars unchanged', async () => {
+    const shell = WarmShell.start(workDir);
+    shells.push(shell);
+    const value = `it's "quoted" $HOME \\ \`x\`\nsecond line '' end`;
+    const lines: string[] = [];
+    const r = await runScript({ script: 'printf "%s" "$CUTTLE_V" | base64 -w0; echo\n', cwd: workDir, env: { CUTTLE_V: value }, scriptDir, onLine: (_s, t) => lines.push(t), shell });
+    expect(r.exitCode).toBe(0);
+    expect(Buffer.from(lines[0], 'base64').toString('utf8')).toBe(value);
+  });
+
+  // A shell that died while waiting is not used: the script gets a bash of its own and runs.
+  it('spawns a bash when the shell died', async () => {
+    const shell = WarmShell.start(workDir);
+    shells.push(shell);
+    process.kill(shell.pid!, 'SIGKILL');
+    while (shell.usable) await delay(10);
+    const pid = await pidOf(shell);
+    expect(pid).not.toBe(shell.pid);
+  });
+
+  // A name bash cannot export still reaches the script, through a spawned bash's environment.
+  it('spawns a bash for an environment the shell cannot export', async () => {
+    const shell = WarmShell.start(workDir);
+    shells.push(shell);
+    const lines: string[] = [];
+    const r = await runScript({ script: 'printenv "odd.name"; echo "$$"\n', cwd: workDir, env: { 'odd.name': 'v' }, scriptDir, onLine: (_s, t) => lines.push(t), shell });
+    expect(r.exitCode).toBe(0);
+    expect(lines[0]).toBe('v');
+    expect(Number(lines[1])).not.toBe(shell.pid);
+    expect(await waitDead(shell.pid!)).toBe(true); // the unused shell was let go
+  });
+});
+
+describe('ShellReserve', () => {
+  // One shell is kept ready, handed out once, replaced after a while, and none is left running after stop().
+  it('keeps one shell ready and lets it go on stop', async () => {
+    const reserve = new ShellReserve(workDir);
+    try {
+      await delay(50);
+      const first = reserve.take();
+      expect(first?.usable).toBe(true);
+      first!.close();
+      expect(reserve.take()).toBeUndefined(); // the next one is started later, not in the middle of a burst
+      let next: WarmShell | undefined;
+      for (let i = 0; i < 40 && !next; i++) {
+        await delay(50);
+        next = reserve.take();
+      }
+      expect(next?.usable).toBe(true);
+      next!.close();
+      await delay(400);
+      const idle = reserve.take();
+      expect(idle?.usable).toBe(true);
+      const pid = idle!.pid!;
+      idle!.close();
+      expect(await waitDead(pid)).toBe(true);
+      await delay(400); // a replacement is running now
+    } finally {
+      reserve.stop();
+    }
+    const ps = await readdir('/proc');
+    const ours: number[] = [];
+    for (const p of ps.filter((x) => /^\d+$/.test(x))) {
+      const stat = await readFile(`/proc/${p}/stat`, 'utf8').catch(() => '');
+      const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
+      if (ppid === process.pid && stat.includes('(bash)')) ours.push(Number(p));
+    }
+    for (const pid of ours) expect(await waitDead(pid)).toBe(true);
   });
 });
 

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { StringDecoder } from 'node:string_decoder';
 import type { Readable } from 'node:stream';
 import { setTimeout as delay } from 'node:timers/promises';
+import { WarmShell, warmPrologue } from './warm-shell.js';
 
 export interface RunScriptOptions {
   /** Bash source text. */
@@ -32,6 +33,11 @@ export interface RunScriptOptions {
    * until `wait()` resolves. A log flood is thus slowed to what the agent can send, and no line is dropped.
    */
   gate?: { isOpen(): boolean; wait(): Promise<void> };
+  /**
+   * A shell started ahead (see warm-shell.ts), handed over for this run: it runs the script when it is still usable
+   * and the environment fits it, else bash is spawned as without one. Either way the run owns it from here.
+   */
+  shell?: WarmShell;
 }
 
 export interface RunScriptResult {
@@ -61,6 +67,8 @@ const MAX_LINE_CHARS = 1 << 20;
  */
 export async function runScript(o: RunScriptOptions): Promise<RunScriptResult> {
   const started = performance.now();
+  const warm = o.shell?.usable && !o.signal?.aborted && WarmShell.fits(o.env) ? o.shell : undefined;
+  if (o.shell !== warm) o.shell?.close();
   if (o.signal?.aborted) {
     // Never start work that has already been cancelled.
     return { exitCode: null, signal: null, timedOut: false, cancelled: true, durationMs: 0 };
@@ -69,19 +77,23 @@ export async function runScript(o: RunScriptOptions): Promise<RunScriptResult> {
   // The script goes into a file rather than `bash -c`: no argv length limit, and it stays out of `ps` output,
   // which other users on the machine can read. Written synchronously (a few small writes): from here to the spawn
   // nothing yields, so a script starts in the same turn as the offer that asked for it (see LeaseManager.offer).
+  // For a warm shell the file also sets the folder and the environment: it is the agent user's alone (0600 in a
+  // 0700 folder) and holds the script's substituted values already.
   mkdirSync(o.scriptDir, { recursive: true, mode: 0o700 });
   chmodSync(o.scriptDir, 0o700); // recursive mkdir leaves an existing folder's mode alone
   const file = join(o.scriptDir, `script-${randomBytes(8).toString('hex')}.sh`);
-  writeFileSync(file, o.script, { mode: 0o600, flag: 'wx' });
+  writeFileSync(file, warm ? warmPrologue(o.cwd, o.env) + o.script : o.script, { mode: 0o600, flag: 'wx' });
 
   try {
     return await new Promise<RunScriptResult>((resolve, reject) => {
-      const child = spawn('bash', [file], {
-        cwd: o.cwd,
-        env: { ...process.env, ...o.env },
-        detached: true, // setsid(): bash leads a new process group whose id is its pid
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      const child =
+        warm?.run(file) ??
+        spawn('bash', [file], {
+          cwd: o.cwd,
+          env: { ...process.env, ...o.env },
+          detached: true, // setsid(): bash leads a new process group whose id is its pid
+          stdio: ['ignore', 'pipe', 'pipe'],
+        });
       const graceMs = o.graceMs ?? DEFAULT_GRACE_MS;
 
       let exited = false;
