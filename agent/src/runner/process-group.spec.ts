@@ -1,5 +1,5 @@
 import { mkdtempSync, rmSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, realpath, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as delay } from 'node:timers/promises';
@@ -242,6 +242,16 @@ describe('warm shells', () => {
     while (shell.usable) await delay(10);
     const pid = await pidOf(shell);
     expect(pid).not.toBe(shell.pid);
+  });
+
+  // A shell handed over for a script whose file cannot be written is let go, not left idling until the agent stops.
+  it('lets the shell go when the script file cannot be written', async () => {
+    const shell = WarmShell.start(workDir);
+    shells.push(shell);
+    const notAFolder = join(base, 'file');
+    await writeFile(notAFolder, '');
+    await expect(runScript({ script: 'true\n', cwd: workDir, env: {}, scriptDir: join(notAFolder, 'scripts'), onLine: () => undefined, shell })).rejects.toThrow(/ENOTDIR/);
+    expect(await waitDead(shell.pid!)).toBe(true);
   });
 
   // A name bash cannot export still reaches the script, through a spawned bash's environment.

@@ -79,10 +79,15 @@ export async function runScript(o: RunScriptOptions): Promise<RunScriptResult> {
   // nothing yields, so a script starts in the same turn as the offer that asked for it (see LeaseManager.offer).
   // For a warm shell the file also sets the folder and the environment: it is the agent user's alone (0600 in a
   // 0700 folder) and holds the script's substituted values already.
-  mkdirSync(o.scriptDir, { recursive: true, mode: 0o700 });
-  chmodSync(o.scriptDir, 0o700); // recursive mkdir leaves an existing folder's mode alone
   const file = join(o.scriptDir, `script-${randomBytes(8).toString('hex')}.sh`);
-  writeFileSync(file, warm ? warmPrologue(o.cwd, o.env) + o.script : o.script, { mode: 0o600, flag: 'wx' });
+  try {
+    mkdirSync(o.scriptDir, { recursive: true, mode: 0o700 });
+    chmodSync(o.scriptDir, 0o700); // recursive mkdir leaves an existing folder's mode alone
+    writeFileSync(file, warm ? warmPrologue(o.cwd, o.env) + o.script : o.script, { mode: 0o600, flag: 'wx' });
+  } catch (err) {
+    warm?.close(); // never handed its script: let it go, or it would idle until the agent stops
+    throw err;
+  }
 
   try {
     return await new Promise<RunScriptResult>((resolve, reject) => {
