@@ -408,6 +408,7 @@ export class LeasesService {
     const ctx = await this.own(machineId, msg.leaseId);
     if (!ctx) return null;
     const secrets = msg.lines?.length ? await this.secretsOf(ctx.deploymentId) : new Set<string>();
+    if (msg.state === 'success') return { deploymentId: ctx.deploymentId, duplicate: await this.ds.transaction((m) => this.completeSuccess(m, ctx, msg, secrets)) };
     const duplicate = await this.ds.transaction(async (m) => {
       // A success changes only this lease and its target run: it does not queue for the deployment's row behind the
       // other results of a wave and the dispatcher's rounds (it takes lease → target run → log head, an order no
@@ -422,16 +423,41 @@ export class LeasesService {
       // Only the deployment's cancel makes a target "cancelled"; a run stopped for any other reason failed.
       if (msg.state === 'cancelled' && dep.state !== 'cancelling') msg = { ...msg, state: 'failed', error: msg.error ?? 'stopped on the agent' };
       const [run]: TargetRunRow[] = await m.query(`SELECT * FROM target_runs WHERE id = $1 FOR UPDATE`, [ctx.targetRunId]);
-      const actions = run.actions.map((a, i) => {
-        const r = msg.actions.find((x) => x.index === i);
-        return r ? { ...a, state: r.state, exitCode: r.exitCode ?? null } : a;
-      });
+      const actions = mergeActions(run.actions, msg.actions);
       await m.query(`UPDATE leases SET released_at = now(), state = 'released', outcome = $2, last_log_seq = $3 WHERE id = $1`, [msg.leaseId, msg.state, tail.seq]);
       const exit = msg.exitCode !== undefined && msg.exitCode !== null ? ` (exit code ${msg.exitCode})` : '';
       await this.settleTarget(m, dep, run, ctx.stepName, msg.state, actions, msg.error ?? null, `${ctx.stepName} on ${ctx.machineName} ${OUTCOME_TEXT[msg.state]}${exit}${msg.error ? `: ${msg.error}` : ''}`, tail.entries);
       return false;
     });
     return { deploymentId: ctx.deploymentId, duplicate };
+  }
+
+  /**
+   * A success, the common case, in three statements where a failure takes six: a burst of results (a wide window
+   * ending together) queues on the database's round trips, each of which wakes another process on a shared machine.
+   * It locks the lease, then the target run (the order of every other path; `FOR UPDATE OF` locks them in the order
+   * of FROM), reads the deployment without a lock (a success changes nothing of it), and releases the lease and
+   * settles the target in one statement. Returns whether the result was a duplicate (the lease already released).
+   */
+  private async completeSuccess(m: EntityManager, ctx: LeaseContext, msg: AgentMessageOf<'lease.result'>, secrets: Set<string>): Promise<boolean> {
+    const [row]: Array<{ released_at: Date | null; last_log_seq: number; run: TargetRunRow }> = await m.query(
+      `SELECT l.released_at, l.last_log_seq, to_jsonb(t) AS run
+       FROM leases l JOIN target_runs t ON t.id = l.target_run_id
+       WHERE l.id = $1 FOR UPDATE OF l, t`,
+      [msg.leaseId],
+    );
+    if (!row || row.released_at) return true;
+    const tail = freshEntries(ctx, msg.lines ?? [], row.last_log_seq, secrets);
+    const actions = finalActions(mergeActions(row.run.actions, msg.actions), 'success');
+    await m.query(
+      `WITH released AS (UPDATE leases SET released_at = now(), state = 'released', outcome = 'success', last_log_seq = $2 WHERE id = $1)
+       UPDATE target_runs SET state = 'success', actions = $4::jsonb, error = $5, finished_at = now() WHERE id = $3`,
+      [msg.leaseId, tail.seq, row.run.id, JSON.stringify(actions), msg.error ?? null],
+    );
+    const exit = msg.exitCode !== undefined && msg.exitCode !== null ? ` (exit code ${msg.exitCode})` : '';
+    const text = `${ctx.stepName} on ${ctx.machineName} ${OUTCOME_TEXT.success}${exit}${msg.error ? `: ${msg.error}` : ''}`;
+    await this.log.append(m, ctx.deploymentId, [...tail.entries, { level: 'info', text, machineId: row.run.machine_id, stepName: ctx.stepName }]);
+    return false;
   }
 
   /**
@@ -465,10 +491,7 @@ export class LeasesService {
       await m.query(`UPDATE deployments SET state = 'waiting' WHERE id = $1 AND state IN ('queued', 'executing')`, [dep.id]);
       lines.push({ level: 'warn', machineId: run.machine_id, stepName, text: `Guided failure: waiting for an operator to retry, skip or abort ${stepName} on ${run.machine_name} (interruption ${intr.id})` });
     } else {
-      // Actions the agent never reached: skipped after a failure, cancelled on cancel.
-      const final = actions.map((a) =>
-        a.state === 'pending' || a.state === 'running' ? { ...a, state: a.state === 'running' ? ('failed' as const) : state === 'cancelled' ? ('cancelled' as const) : ('skipped' as const) } : a,
-      );
+      const final = finalActions(actions, state);
       await m.query(`UPDATE target_runs SET state = $2, actions = $3::jsonb, error = $4, finished_at = now() WHERE id = $1`, [run.id, state, JSON.stringify(final), error]);
     }
     await this.log.append(m, dep.id, lines);
@@ -507,6 +530,21 @@ export class LeasesService {
  * The lines of a lease the log does not have yet, in sequence after `lastSeq` (a duplicate is skipped; at a gap the
  * rest waits for the agent to resend from the acknowledged sequence), masked, as log entries; and the new last seq.
  */
+/** The target run's actions with the states the agent reported for them. */
+function mergeActions(actions: TargetAction[], reported: AgentMessageOf<'lease.result'>['actions']): TargetAction[] {
+  return actions.map((a, i) => {
+    const r = reported.find((x) => x.index === i);
+    return r ? { ...a, state: r.state, exitCode: r.exitCode ?? null } : a;
+  });
+}
+
+/** Actions the agent never reached, once the target is settled: skipped after a failure, cancelled on cancel. */
+function finalActions(actions: TargetAction[], state: 'success' | 'failed' | 'cancelled'): TargetAction[] {
+  return actions.map((a) =>
+    a.state === 'pending' || a.state === 'running' ? { ...a, state: a.state === 'running' ? ('failed' as const) : state === 'cancelled' ? ('cancelled' as const) : ('skipped' as const) } : a,
+  );
+}
+
 function freshEntries(ctx: LeaseContext, lines: LogLine[], lastSeq: number, secrets: Set<string>): { entries: LogEntryInput[]; seq: number } {
   let seq = lastSeq;
   const entries: LogEntryInput[] = [];

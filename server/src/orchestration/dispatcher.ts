@@ -136,12 +136,17 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     await this.ds.transaction(async (m) => {
       const [d]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 AND owner_node = $2 FOR NO KEY UPDATE`, [id, this.config.nodeId]);
       if (!d || !['queued', 'executing', 'waiting', 'cancelling'].includes(d.state)) return;
-      // Steps and target runs in one round trip (a round's cost is mostly round trips to the database).
+      // Steps, target runs and whether a person is awaited in one round trip (a round's cost is mostly round trips to
+      // the database). Read after the row lock, so by a statement that sees what was committed before it: the
+      // interruptions are opened and answered under this lock, and what this round opens is counted below. The
+      // state's flip between executing and waiting then needs no statement in a round that changes neither.
       const [both] = await m.query(
         `SELECT (SELECT coalesce(json_agg(s ORDER BY s.step_index), '[]') FROM deployment_steps s WHERE s.deployment_id = $1) AS steps,
-                (SELECT coalesce(json_agg(t ORDER BY t.step_index, t.position), '[]') FROM target_runs t WHERE t.deployment_id = $1) AS runs`,
+                (SELECT coalesce(json_agg(t ORDER BY t.step_index, t.position), '[]') FROM target_runs t WHERE t.deployment_id = $1) AS runs,
+                EXISTS (SELECT 1 FROM interruptions i WHERE i.deployment_id = $1 AND i.state = 'pending') AS awaits_person`,
         [id],
       );
+      let awaitsPerson: boolean = both.awaits_person;
       const steps: StepRow[] = both.steps;
       const runs: TargetRunRow[] = both.runs;
       const lines: LogEntryInput[] = [];
@@ -197,6 +202,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
           await m.query(`UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now() WHERE id = $1`, [run.id]);
           const interruption = await openManualIntervention(m, id, run, process);
           if (interruption) {
+            awaitsPerson = true;
             const action = process[s.stepIndex].actions[run.actions.findIndex((a) => a.state === 'pending')];
             lines.push({ level: 'warn', stepName: step.name, actionName: action?.name, text: `Waiting for manual intervention ${action?.name} (interruption ${interruption}): ${action?.instructions ?? ''}`.trim() });
           } else {
@@ -228,11 +234,8 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         }
       }
       if (!decision.outcome && d.state !== 'cancelling') {
-        await m.query(
-          `UPDATE deployments SET state = x.state FROM (SELECT CASE WHEN EXISTS (SELECT 1 FROM interruptions WHERE deployment_id = $1 AND state = 'pending') THEN 'waiting' ELSE 'executing' END AS state) x
-           WHERE id = $1 AND deployments.state <> x.state`,
-          [id],
-        );
+        const state = awaitsPerson ? 'waiting' : 'executing';
+        if (state !== d.state) await m.query(`UPDATE deployments SET state = $2 WHERE id = $1`, [id, state]);
       }
       if (decision.outcome) {
         await m.query(`UPDATE deployments SET state = $2, finished_at = now(), owner_node = NULL WHERE id = $1`, [id, decision.outcome]);
