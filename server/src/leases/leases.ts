@@ -81,28 +81,33 @@ export class LeasesService {
   ) {}
 
   /**
-   * Takes free slots `0 <= slot < window` of a step for target runs, in their order, as many as are free; returns
-   * the leases taken. The caller holds the deployment's row lock; the partial unique index over active
-   * (deployment, step, slot) refuses a second holder of a slot even if some other code path forgot the lock.
+   * Takes free slots `0 <= slot < window` of a step for target runs, in their order, as many as are free, and marks
+   * those target runs running; returns the leases taken. The caller holds the deployment's row lock; the partial
+   * unique index over active (deployment, step, slot) refuses a second holder of a slot even if some other code path
+   * forgot the lock. One statement for every target of the round (a wide window starts many at once): the free slots
+   * are read, paired with the targets in order, taken, and the target runs updated, in one round trip.
    */
   async acquire(
     m: EntityManager,
     p: { deploymentId: string; stepIndex: number; window: number; targets: Array<{ targetRunId: string; machineId: string }> },
   ): Promise<Array<{ id: string; slot: number; targetRunId: string; machineId: string }>> {
-    const used: Array<{ slot: number }> = await m.query(`SELECT slot FROM leases WHERE deployment_id = $1 AND step_index = $2 AND released_at IS NULL`, [p.deploymentId, p.stepIndex]);
-    const taken = new Set(used.map((u) => u.slot));
-    const free: number[] = [];
-    for (let slot = 0; slot < p.window && free.length < p.targets.length; slot++) if (!taken.has(slot)) free.push(slot);
-    const chosen = p.targets.slice(0, free.length);
-    if (!chosen.length) return [];
-    // One statement for every target of the round: a wide window starts many targets at once.
-    const rows: Array<{ id: string; slot: number; target_run_id: string; machine_id: string }> = returned(
+    if (!p.targets.length || p.window < 1) return [];
+    const rows = returned<{ id: string; slot: number; target_run_id: string; machine_id: string }>(
       await m.query(
-        `INSERT INTO leases (deployment_id, step_index, slot, target_run_id, machine_id, node_id, expires_at)
-         SELECT $1, $2, x.slot, x.target_run_id, x.machine_id, $3, now() + make_interval(secs => $4)
-         FROM unnest($5::int[], $6::uuid[], $7::uuid[]) AS x(slot, target_run_id, machine_id)
-         ON CONFLICT DO NOTHING RETURNING id, slot, target_run_id, machine_id`,
-        [p.deploymentId, p.stepIndex, this.config.nodeId, this.config.leaseTtlMs / 1000, free.slice(0, chosen.length), chosen.map((c) => c.targetRunId), chosen.map((c) => c.machineId)],
+        `WITH free AS (
+           SELECT s AS slot, row_number() OVER (ORDER BY s) AS n FROM generate_series(0, $4::int - 1) AS s
+           WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.deployment_id = $1 AND l.step_index = $2 AND l.released_at IS NULL AND l.slot = s)
+         ), taken AS (
+           INSERT INTO leases (deployment_id, step_index, slot, target_run_id, machine_id, node_id, expires_at)
+           SELECT $1, $2, f.slot, x.target_run_id, x.machine_id, $3, now() + make_interval(secs => $5)
+           FROM unnest($6::uuid[], $7::uuid[]) WITH ORDINALITY AS x(target_run_id, machine_id, n) JOIN free f ON f.n = x.n
+           ON CONFLICT DO NOTHING RETURNING id, slot, target_run_id, machine_id
+         ), started AS (
+           UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now(), error = NULL
+           WHERE id IN (SELECT target_run_id FROM taken)
+         )
+         SELECT * FROM taken`,
+        [p.deploymentId, p.stepIndex, this.config.nodeId, p.window, this.config.leaseTtlMs / 1000, p.targets.map((c) => c.targetRunId), p.targets.map((c) => c.machineId)],
       ),
     );
     return rows.map((r) => ({ id: r.id, slot: r.slot, targetRunId: r.target_run_id, machineId: r.machine_id }));

@@ -225,7 +225,6 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         // Targets that find the window full in the database (another node's lease) wait for the next round.
         const taken = await this.leases.acquire(m, { deploymentId: id, stepIndex, window: step.window_size, targets: wanted.map((r) => ({ targetRunId: r.id, machineId: r.machine_id! })) });
         if (!taken.length) continue;
-        await m.query(`UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now(), error = NULL WHERE id = ANY($1::uuid[])`, [taken.map((t) => t.targetRunId)]);
         const order = (l: { targetRunId: string }) => wanted.findIndex((r) => r.id === l.targetRunId);
         for (const lease of taken.sort((a, b) => order(a) - order(b))) {
           const run = wanted[order(lease)];
