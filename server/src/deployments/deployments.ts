@@ -92,7 +92,11 @@ export class DeploymentsService {
    * Creates a deployment and lays out its plan: each step's targets (fixed now, in name order), resolved window and
    * failure budget, and each target's actions with those the conditions skip already marked.
    */
-  async create(dto: CreateDeploymentDto): Promise<string> {
+  /**
+   * Creates a deployment and returns it as created (`queued`): read in the creating transaction, since the
+   * dispatcher starts on it the moment it commits, and a read after that would race its first round.
+   */
+  async create(dto: CreateDeploymentDto): Promise<Awaited<ReturnType<DeploymentsService['get']>>> {
     if (!isUuid(dto.releaseId)) throw new BadRequestException(`releaseId names an unknown release "${dto.releaseId}"`);
     const release = await this.releases.get(dto.releaseId).catch(() => {
       throw new BadRequestException(`releaseId names an unknown release "${dto.releaseId}"`);
@@ -101,7 +105,7 @@ export class DeploymentsService {
     const project = await this.projects.get(release.projectId);
     const specific = (dto.specificMachineIds ?? []).map((s) => s.toLowerCase());
     const excluded = (dto.excludedMachineIds ?? []).map((s) => s.toLowerCase());
-    const id = await this.ds.transaction(async (m) => {
+    const created = await this.ds.transaction(async (m) => {
       const machines = await this.candidateMachines(m, env.id, specific, excluded);
       const steps = layoutDeployment(release.process, env.id, release.channelId, machines);
       const [dep] = returned<{ id: string }>(
@@ -137,11 +141,11 @@ export class DeploymentsService {
         );
       }
       await this.log.append(m, dep.id, lines);
-      return dep.id;
+      return this.get(dep.id, m);
     });
-    this.logger.info('deployment created', { context: 'deployments', deploymentId: id, release: release.version, environment: env.name });
-    this.onChange(id);
-    return id;
+    this.logger.info('deployment created', { context: 'deployments', deploymentId: created.id, release: release.version, environment: env.name });
+    this.onChange(created.id);
+    return created;
   }
 
   /** What a deployment of this release to this environment would do, without running anything. */
@@ -182,18 +186,21 @@ export class DeploymentsService {
     };
   }
 
-  async getRow(id: string): Promise<DeploymentRow> {
-    const [row] = await this.ds.query(`SELECT * FROM deployments WHERE id = $1`, [id]);
+  async getRow(id: string, m: EntityManager | DataSource = this.ds): Promise<DeploymentRow> {
+    const [row] = await m.query(`SELECT * FROM deployments WHERE id = $1`, [id]);
     if (!row) throw new NotFoundException(`deployment ${id} not found`);
     return row;
   }
 
-  async get(id: string) {
-    const d = await this.getRow(id);
-    const [steps, targets, release]: [StepRow[], TargetRunRow[], ReleaseEntity] = await Promise.all([
-      this.ds.query(`SELECT * FROM deployment_steps WHERE deployment_id = $1 ORDER BY step_index`, [id]),
-      this.ds.query(`SELECT * FROM target_runs WHERE deployment_id = $1 ORDER BY step_index, position`, [id]),
-      this.releases.get(d.release_id),
+  /** The deployment as the API shows it; `m`: read in that transaction (see create). */
+  async get(id: string, m: EntityManager | DataSource = this.ds) {
+    const d = await this.getRow(id, m);
+    // Through `m` alone: inside a transaction on the embedded database (one connection), a read through the pool
+    // would wait for ever.
+    const [steps, targets, [release]]: [StepRow[], TargetRunRow[], Array<{ version: string }>] = await Promise.all([
+      m.query(`SELECT * FROM deployment_steps WHERE deployment_id = $1 ORDER BY step_index`, [id]),
+      m.query(`SELECT * FROM target_runs WHERE deployment_id = $1 ORDER BY step_index, position`, [id]),
+      m.query(`SELECT version FROM releases WHERE id = $1`, [d.release_id]),
     ]);
     return {
       id: d.id,
@@ -301,8 +308,7 @@ export class DeploymentsController {
   @Post()
   @HttpCode(201)
   async create(@Body() dto: CreateDeploymentDto) {
-    const id = await this.deployments.create(dto);
-    return this.deployments.get(id);
+    return this.deployments.create(dto);
   }
 
   @Get()
