@@ -130,6 +130,35 @@ describe('a rolling deployment to four agents', () => {
     expect(existsSync(join(agents[0].workDir, 'site', '1.0.0_1', 'site', 'index.html'))).toBe(true);
   });
 
+  // Results that reach the server together are settled together (one transaction per burst): each target is still
+  // stored once, as a success with its action's exit code, its last output line before its outcome line, the log's
+  // sequence numbers dense and unique, and every slot free for the next deployment.
+  it('stores a burst of results, each once and in order', async () => {
+    const deadline = Date.now() + 4_000;
+    const p = await project('Burst', [
+      {
+        name: 'Together',
+        targetRoles: ['web'],
+        windowSize: 4,
+        // Every target ends at the same moment, so their results arrive at once.
+        actions: [{ name: 'Wait', type: 'script', script: `while [ "$(date +%s%3N)" -lt ${deadline} ]; do sleep 0.01; done\necho "last line on $CUTTLE_MACHINE_NAME"` }],
+      },
+    ]);
+    const d = await deploy(p.id, '1.0.0');
+    expect(d.state).toBe('success');
+    expect(d.steps[0].targets.map((t: any) => `${t.machineName}:${t.state}:${t.actions[0].state}:${t.actions[0].exitCode}`)).toEqual(NAMES.map((n) => `${n}:success:success:0`));
+    const log = await srv.readLog(d.id);
+    expect(log.map((e: any) => e.seq)).toEqual(log.map((_: unknown, i: number) => i + 1));
+    for (const name of NAMES) {
+      const last = log.filter((e: any) => e.text === `last line on ${name}`);
+      const outcome = log.filter((e: any) => e.text === `Together on ${name} succeeded (exit code 0)`);
+      expect([last.length, outcome.length]).toEqual([1, 1]);
+      expect(last[0].seq).toBeLessThan(outcome[0].seq);
+    }
+    // The leases were released: the next deployment gets all four slots again.
+    expect((await deploy(p.id, '1.0.1')).state).toBe('success');
+  });
+
   // A failing script fails its target; with the default failure budget no further target of the step starts, the
   // deployment fails and later steps are skipped.
   it('fails the target, the step and the deployment when a script fails', async () => {

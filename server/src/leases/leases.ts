@@ -32,6 +32,16 @@ interface LeaseContext {
   actionNames: string[];
 }
 
+/** A success result on its way to the database, with what settling it needs. */
+interface SuccessItem {
+  ctx: LeaseContext;
+  msg: AgentMessageOf<'lease.result'>;
+  secrets: Set<string>;
+}
+
+/** Results settled in one transaction at most: a burst of a thousand goes in a few, none too large. */
+const MAX_SUCCESS_BATCH = 200;
+
 export interface LeaseRow {
   id: string;
   deployment_id: string;
@@ -69,6 +79,8 @@ export class LeasesService {
   private secrets = new Map<string, Set<string>>();
   private releases = new Map<string, ReleaseFacts>();
   private logQueues = new Map<string, LogQueue>();
+  /** Successes waiting for their deployment's batch in flight (see settleSuccess). */
+  private successQueues = new Map<string, Array<SuccessItem & { resolve: (duplicate: boolean) => void; reject: (e: unknown) => void }>>();
   /** Machines seen since the last flush: one UPDATE for all of them instead of one per heartbeat. */
   private seen = new Set<string>();
   private seenTimer?: NodeJS.Timeout;
@@ -413,7 +425,7 @@ export class LeasesService {
     const ctx = await this.own(machineId, msg.leaseId);
     if (!ctx) return null;
     const secrets = msg.lines?.length ? await this.secretsOf(ctx.deploymentId) : new Set<string>();
-    if (msg.state === 'success') return { deploymentId: ctx.deploymentId, duplicate: await this.ds.transaction((m) => this.completeSuccess(m, ctx, msg, secrets)) };
+    if (msg.state === 'success') return { deploymentId: ctx.deploymentId, duplicate: await this.settleSuccess({ ctx, msg, secrets }) };
     const duplicate = await this.ds.transaction(async (m) => {
       // A success changes only this lease and its target run: it does not queue for the deployment's row behind the
       // other results of a wave and the dispatcher's rounds (it takes lease → target run → log head, an order no
@@ -438,31 +450,84 @@ export class LeasesService {
   }
 
   /**
-   * A success, the common case, in three statements where a failure takes six: a burst of results (a wide window
-   * ending together) queues on the database's round trips, each of which wakes another process on a shared machine.
-   * It locks the lease, then the target run (the order of every other path; `FOR UPDATE OF` locks them in the order
-   * of FROM), reads the deployment without a lock (a success changes nothing of it), and releases the lease and
-   * settles the target in one statement. Returns whether the result was a duplicate (the lease already released).
+   * Successes are settled in batches per deployment, group-commit style: one goes at once when none of its
+   * deployment's is being written; those arriving meanwhile wait for that batch and then go together. A wide window
+   * ends in a burst, and every result appends to the deployment's log head row, so one transaction each would queue
+   * them one behind the other, each paying its round trips.
    */
-  private async completeSuccess(m: EntityManager, ctx: LeaseContext, msg: AgentMessageOf<'lease.result'>, secrets: Set<string>): Promise<boolean> {
-    const [row]: Array<{ released_at: Date | null; last_log_seq: number; run: TargetRunRow }> = await m.query(
-      `SELECT l.released_at, l.last_log_seq, to_jsonb(t) AS run
+  private settleSuccess(item: SuccessItem): Promise<boolean> {
+    return new Promise<boolean>((resolve, reject) => {
+      const id = item.ctx.deploymentId;
+      const queued = this.successQueues.get(id);
+      if (queued) return void queued.push({ ...item, resolve, reject });
+      this.successQueues.set(id, [{ ...item, resolve, reject }]);
+      void this.drainSuccesses(id);
+    });
+  }
+
+  private async drainSuccesses(deploymentId: string) {
+    const queue = this.successQueues.get(deploymentId)!;
+    for (;;) {
+      const batch = queue.splice(0, MAX_SUCCESS_BATCH);
+      if (!batch.length) {
+        this.successQueues.delete(deploymentId);
+        return;
+      }
+      try {
+        const duplicates = await this.ds.transaction((m) => this.completeSuccesses(m, batch));
+        batch.forEach((b, i) => b.resolve(duplicates[i]));
+      } catch (e) {
+        // One result must not fail the others of its batch: each is tried on its own.
+        if (batch.length === 1) batch[0].reject(e);
+        else
+          for (const b of batch) {
+            await this.ds.transaction((m) => this.completeSuccesses(m, [b])).then(([d]) => b.resolve(d), b.reject);
+          }
+      }
+    }
+  }
+
+  /**
+   * Settles successes in five statements, however many: their leases and target runs locked and read in one (lease
+   * before target run, as on every other path, and leases in id order, so two batches never wait on each other in
+   * a cycle), released and settled in one, their lines and outcome lines appended in one. The deployment's row is
+   * not read: a success changes nothing of it. Returns, per item, whether it was a duplicate (lease already released).
+   */
+  private async completeSuccesses(m: EntityManager, items: SuccessItem[]): Promise<boolean[]> {
+    const rows: Array<{ id: string; released_at: Date | null; last_log_seq: number; run: TargetRunRow }> = await m.query(
+      `SELECT l.id, l.released_at, l.last_log_seq, to_jsonb(t) AS run
        FROM leases l JOIN target_runs t ON t.id = l.target_run_id
-       WHERE l.id = $1 FOR UPDATE OF l, t`,
-      [msg.leaseId],
+       WHERE l.id = ANY($1::uuid[]) ORDER BY l.id FOR UPDATE OF l, t`,
+      [items.map((i) => i.msg.leaseId)],
     );
-    if (!row || row.released_at) return true;
-    const tail = freshEntries(ctx, msg.lines ?? [], row.last_log_seq, secrets);
-    const actions = finalActions(mergeActions(row.run.actions, msg.actions), 'success');
-    await m.query(
-      `WITH released AS (UPDATE leases SET released_at = now(), state = 'released', outcome = 'success', last_log_seq = $2 WHERE id = $1)
-       UPDATE target_runs SET state = 'success', actions = $4::jsonb, error = $5, finished_at = now() WHERE id = $3`,
-      [msg.leaseId, tail.seq, row.run.id, JSON.stringify(actions), msg.error ?? null],
-    );
-    const exit = msg.exitCode !== undefined && msg.exitCode !== null ? ` (exit code ${msg.exitCode})` : '';
-    const text = `${ctx.stepName} on ${ctx.machineName} ${OUTCOME_TEXT.success}${exit}${msg.error ? `: ${msg.error}` : ''}`;
-    await this.log.append(m, ctx.deploymentId, [...tail.entries, { level: 'info', text, machineId: row.run.machine_id, stepName: ctx.stepName }]);
-    return false;
+    const byLease = new Map(rows.map((r) => [r.id, r]));
+    const settled = { leaseIds: [] as string[], seqs: [] as number[], runIds: [] as string[], actions: [] as string[], errors: [] as Array<string | null> };
+    const lines: LogEntryInput[] = [];
+    const duplicates = items.map(({ ctx, msg, secrets }) => {
+      const row = byLease.get(msg.leaseId);
+      if (!row || row.released_at) return true;
+      row.released_at = new Date(); // the same result twice in one batch (an agent that resent it) counts once
+      const tail = freshEntries(ctx, msg.lines ?? [], row.last_log_seq, secrets);
+      settled.leaseIds.push(msg.leaseId);
+      settled.seqs.push(tail.seq);
+      settled.runIds.push(row.run.id);
+      settled.actions.push(JSON.stringify(finalActions(mergeActions(row.run.actions, msg.actions), 'success')));
+      settled.errors.push(msg.error ?? null);
+      const exit = msg.exitCode !== undefined && msg.exitCode !== null ? ` (exit code ${msg.exitCode})` : '';
+      const text = `${ctx.stepName} on ${ctx.machineName} ${OUTCOME_TEXT.success}${exit}${msg.error ? `: ${msg.error}` : ''}`;
+      lines.push(...tail.entries, { level: 'info', text, machineId: row.run.machine_id, stepName: ctx.stepName });
+      return false;
+    });
+    if (settled.leaseIds.length) {
+      await m.query(
+        `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::text[]) AS x(lease_id, seq, run_id, actions, error)),
+         released AS (UPDATE leases l SET released_at = now(), state = 'released', outcome = 'success', last_log_seq = x.seq FROM x WHERE l.id = x.lease_id)
+         UPDATE target_runs t SET state = 'success', actions = x.actions::jsonb, error = x.error, finished_at = now() FROM x WHERE t.id = x.run_id`,
+        [settled.leaseIds, settled.seqs, settled.runIds, settled.actions, settled.errors],
+      );
+      await this.log.append(m, items[0].ctx.deploymentId, lines);
+    }
+    return duplicates;
   }
 
   /**
