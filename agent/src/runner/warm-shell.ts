@@ -5,7 +5,8 @@
  * exec'd (~3 ms each on the project's 2-core VMs): a lease's script waits behind that, and behind every other spawn
  * of the process (several agents per process, or several leases at once). A warm shell has paid it already. It waits
  * on a pipe (fd 3) for the path of a script file, then sources that file in the same process, so the script's first
- * line runs as soon as the path arrives. The next shell is started after the caller's turn, off the lease's path.
+ * line runs as soon as the path arrives. The next shell is started a little later (REFILL_DELAY_MS), off the lease's
+ * path.
  *
  * A warm shell is what `runScript` would have spawned: bash leading its own process group (cancel and timeout kill
  * everything it started), stdin /dev/null (on a socket, bash would read ~/.bashrc as if started by rshd), stdout and
