@@ -425,14 +425,14 @@ export class LeasesService {
     const ctx = await this.own(machineId, msg.leaseId);
     if (!ctx) return null;
     const secrets = msg.lines?.length ? await this.secretsOf(ctx.deploymentId) : new Set<string>();
+    // A success changes only its lease and target run: it does not queue for the deployment's row behind the other
+    // results of a wave and the dispatcher's rounds (it takes lease → target run → log head, an order no one
+    // reverses), and goes in a batch (settleSuccess).
     if (msg.state === 'success') return { deploymentId: ctx.deploymentId, duplicate: await this.settleSuccess({ ctx, msg, secrets }) };
     const duplicate = await this.ds.transaction(async (m) => {
-      // A success changes only this lease and its target run: it does not queue for the deployment's row behind the
-      // other results of a wave and the dispatcher's rounds (it takes lease → target run → log head, an order no
-      // one reverses). A failure may change the deployment (guided failure, a cancel's outcome): that path locks
-      // the deployment's row first, as every other writer of it does.
-      const lockDeployment = msg.state !== 'success' ? ' FOR NO KEY UPDATE' : '';
-      const [dep]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1${lockDeployment}`, [ctx.deploymentId]);
+      // A failure may change the deployment (guided failure, a cancel's outcome): it locks the deployment's row
+      // first, as every other writer of it does.
+      const [dep]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 FOR NO KEY UPDATE`, [ctx.deploymentId]);
       const [lease] = await m.query(`SELECT released_at, last_log_seq FROM leases WHERE id = $1 FOR UPDATE`, [msg.leaseId]);
       if (!lease || lease.released_at) return true;
       // The lease's last lines came with its result: stored in this transaction, before the outcome's line.
@@ -506,7 +506,9 @@ export class LeasesService {
     const duplicates = items.map(({ ctx, msg, secrets }) => {
       const row = byLease.get(msg.leaseId);
       if (!row || row.released_at) return true;
-      row.released_at = new Date(); // the same result twice in one batch (an agent that resent it) counts once
+      // The same result twice in one batch counts once. Defensive: one connection's messages are handled one at a
+      // time, so it would take two connections of one machine at once.
+      row.released_at = new Date();
       const tail = freshEntries(ctx, msg.lines ?? [], row.last_log_seq, secrets);
       settled.leaseIds.push(msg.leaseId);
       settled.seqs.push(tail.seq);
