@@ -90,11 +90,9 @@ export class DeploymentsService {
 
   /**
    * Creates a deployment and lays out its plan: each step's targets (fixed now, in name order), resolved window and
-   * failure budget, and each target's actions with those the conditions skip already marked.
-   */
-  /**
-   * Creates a deployment and returns it as created (`queued`): read in the creating transaction, since the
-   * dispatcher starts on it the moment it commits, and a read after that would race its first round.
+   * failure budget, and each target's actions with those the conditions skip already marked. Returns it as created
+   * (`queued`), read in the creating transaction: the dispatcher starts on it the moment it commits, and a read after
+   * that would race its first round.
    */
   async create(dto: CreateDeploymentDto): Promise<Awaited<ReturnType<DeploymentsService['get']>>> {
     if (!isUuid(dto.releaseId)) throw new BadRequestException(`releaseId names an unknown release "${dto.releaseId}"`);

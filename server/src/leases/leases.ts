@@ -442,8 +442,7 @@ export class LeasesService {
       const [run]: TargetRunRow[] = await m.query(`SELECT * FROM target_runs WHERE id = $1 FOR UPDATE`, [ctx.targetRunId]);
       const actions = mergeActions(run.actions, msg.actions);
       await m.query(`UPDATE leases SET released_at = now(), state = 'released', outcome = $2, last_log_seq = $3 WHERE id = $1`, [msg.leaseId, msg.state, tail.seq]);
-      const exit = msg.exitCode !== undefined && msg.exitCode !== null ? ` (exit code ${msg.exitCode})` : '';
-      await this.settleTarget(m, dep, run, ctx.stepName, msg.state, actions, msg.error ?? null, `${ctx.stepName} on ${ctx.machineName} ${OUTCOME_TEXT[msg.state]}${exit}${msg.error ? `: ${msg.error}` : ''}`, tail.entries);
+      await this.settleTarget(m, dep, run, ctx.stepName, msg.state, actions, msg.error ?? null, outcomeText(ctx, msg), tail.entries);
       return false;
     });
     return { deploymentId: ctx.deploymentId, duplicate };
@@ -515,9 +514,7 @@ export class LeasesService {
       settled.runIds.push(row.run.id);
       settled.actions.push(JSON.stringify(finalActions(mergeActions(row.run.actions, msg.actions), 'success')));
       settled.errors.push(msg.error ?? null);
-      const exit = msg.exitCode !== undefined && msg.exitCode !== null ? ` (exit code ${msg.exitCode})` : '';
-      const text = `${ctx.stepName} on ${ctx.machineName} ${OUTCOME_TEXT.success}${exit}${msg.error ? `: ${msg.error}` : ''}`;
-      lines.push(...tail.entries, { level: 'info', text, machineId: row.run.machine_id, stepName: ctx.stepName });
+      lines.push(...tail.entries, { level: 'info', text: outcomeText(ctx, msg), machineId: row.run.machine_id, stepName: ctx.stepName });
       return false;
     });
     if (settled.leaseIds.length) {
@@ -602,6 +599,12 @@ export class LeasesService {
  * The lines of a lease the log does not have yet, in sequence after `lastSeq` (a duplicate is skipped; at a gap the
  * rest waits for the agent to resend from the acknowledged sequence), masked, as log entries; and the new last seq.
  */
+/** The log line of a target's outcome as the agent reported it: "Step on machine succeeded (exit code 0)". */
+function outcomeText(ctx: LeaseContext, msg: AgentMessageOf<'lease.result'>): string {
+  const exit = msg.exitCode !== undefined && msg.exitCode !== null ? ` (exit code ${msg.exitCode})` : '';
+  return `${ctx.stepName} on ${ctx.machineName} ${OUTCOME_TEXT[msg.state]}${exit}${msg.error ? `: ${msg.error}` : ''}`;
+}
+
 /** The target run's actions with the states the agent reported for them. */
 function mergeActions(actions: TargetAction[], reported: AgentMessageOf<'lease.result'>['actions']): TargetAction[] {
   return actions.map((a, i) => {
