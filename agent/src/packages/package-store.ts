@@ -154,6 +154,10 @@ export async function stagePackage(file: string, root: string, packageId: string
       cwd: staging,
       preserveOwner: false, // as root, owners would otherwise come from the archive
       strict: true, // a corrupt header is an error, not a silently skipped entry
+      // node-tar reads the archive in pieces of up to 16 MiB by default: a fresh buffer the size of the archive for
+      // each package, whose pages the kernel must supply anew. 64 KiB pieces are reused; unpacking a 1 MiB package
+      // took half the CPU with them on the project's VMs (13 → 6 ms; 280 → 25 page faults).
+      maxReadSize: 64 * 1024,
       filter: (_path, entry) => {
         if (!('type' in entry)) return vetting.refuse('not an archive entry');
         if (!vetting.admit(entry.path, entry.type, entry.linkpath)) return false;
