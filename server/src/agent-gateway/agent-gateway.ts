@@ -8,7 +8,6 @@ import { createServer, type Server as HttpsServer } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
 import { stat } from 'node:fs/promises';
-import { pipeline } from 'node:stream/promises';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { Server, type Socket } from 'socket.io';
 import { normalizeFingerprint } from '#shared/pki/index.js';
@@ -122,7 +121,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
       const { size } = await stat(this.packages.pathOf(m[1]));
       const transfer = async () => {
         res.writeHead(200, { 'content-type': 'application/gzip', 'content-length': size });
-        await pipeline(this.packages.open(m[1]), res);
+        await this.packages.send(m[1], res);
       };
       await (m[2] ? this.downloads.prefetch(transfer) : this.downloads.lease(transfer));
       this.packageBytesSent += size;
