@@ -128,6 +128,7 @@ type Srv = Awaited<ReturnType<typeof server>>;
  * scenario started and deletes the folder (kept with CUTTLE_BENCH_KEEP=1: server and agent logs).
  */
 async function withServer<T>(scenario: (s: Srv) => Promise<T>): Promise<T> {
+  await quiet();
   const work = mkdtempSync(join(tmpdir(), 'cuttle-bench-'));
   const s = await server(work);
   try {
@@ -141,6 +142,24 @@ async function withServer<T>(scenario: (s: Srv) => Promise<T>): Promise<T> {
     while (procs.some((p) => p.exitCode === null && p.signalCode === null) && Date.now() < until) await sleep(100);
     stopAll();
     if (!process.env.CUTTLE_BENCH_KEEP) rmSync(work, { recursive: true, force: true });
+  }
+}
+
+/**
+ * Waits (at most 60 s) until the machine is quiet before a scenario starts: the last scenario's processes gone and
+ * PostgreSQL's writes of what it dropped done (a CHECKPOINT now rather than in the middle of the next scenario).
+ */
+async function quiet() {
+  if (process.env.DATABASE_URL) spawnSync('psql', [process.env.DATABASE_URL, '-qc', 'CHECKPOINT']);
+  const cpu = () => {
+    const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    return { idle: f[3] + f[4], total: f.reduce((a, b) => a + b, 0) };
+  };
+  for (const until = Date.now() + 60_000; Date.now() < until; ) {
+    const a = cpu();
+    await sleep(1000);
+    const b = cpu();
+    if ((b.idle - a.idle) / Math.max(1, b.total - a.total) >= 0.85) return;
   }
 }
 
@@ -516,7 +535,9 @@ async function allLog(s: Srv, id: string) {
 async function runLogs() {
   return withServer(async (s) => {
     const { env } = await fleet(s, o.logAgents, 'g', 10);
+    if (process.env.CUTTLE_BENCH_MARK) writeFileSync(process.env.CUTTLE_BENCH_MARK, 'timed logs deployment under way\n');
     const { d, wallMs } = await deployAndWait(s, 'Logs', [{ name: 'Loud', targetRoles: ['g'], actions: [{ name: 'l', type: 'script', script: `seq 1 ${o.logLines}` }] }], env.id);
+    if (process.env.CUTTLE_BENCH_MARK) rmSync(process.env.CUTTLE_BENCH_MARK, { force: true });
     const t0 = performance.now();
     const log = await allLog(s, d.id);
     const readS = (performance.now() - t0) / 1000;
