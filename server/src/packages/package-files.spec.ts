@@ -22,6 +22,7 @@ describe('PackageFiles.send', () => {
   let server: Server;
   let port: number;
   let bytes: Buffer;
+  let big: Buffer;
   let sent: Promise<unknown>[];
 
   beforeAll(async () => {
@@ -30,9 +31,14 @@ describe('PackageFiles.send', () => {
     // Not a multiple of the pool's 256 KiB pieces: the last piece is a short one.
     bytes = randomBytes(3 * 1024 * 1024 + 12_345);
     writeFileSync(files.pathOf(sha(bytes)), bytes);
+    // More than the kernel's socket buffers can take in (here up to 32 MiB to receive, 4 MiB to send), so a transfer
+    // is still under way when its agent leaves.
+    big = Buffer.alloc(64 * 1024 * 1024, 7);
+    writeFileSync(files.pathOf(sha(big)), big);
     server = createServer((req, res) => {
-      res.writeHead(200, { 'content-length': bytes.length });
-      sent.push(files.send(sha(bytes), res).then(() => 'sent', (e: Error) => e.message));
+      const file = req.url === '/big' ? big : bytes;
+      res.writeHead(200, { 'content-length': file.length });
+      sent.push(files.send(sha(file), res).then(() => 'sent', (e: Error) => e.message));
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     port = (server.address() as AddressInfo).port;
@@ -67,7 +73,7 @@ describe('PackageFiles.send', () => {
   // queue) waiting forever: a response whose socket is gone calls no write callbacks.
   it('gives up when the agent disconnects mid-transfer', async () => {
     const firstBytes = new Promise<void>((resolve) => {
-      const req = get({ host: '127.0.0.1', port, path: '/', agent: false }, (res) => {
+      const req = get({ host: '127.0.0.1', port, path: '/big', agent: false }, (res) => {
         res.once('data', () => {
           req.destroy();
           resolve();
