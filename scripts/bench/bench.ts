@@ -116,7 +116,12 @@ async function server(work: string, env: Record<string, string> = {}) {
         },
       };
     } catch {
-      if (i > 400) throw new Error('server did not start');
+      if (i > 400 || proc.exitCode !== null) {
+        // Its database goes too: nothing else would drop it.
+        stopAll();
+        if (db) spawnSync('psql', [process.env.DATABASE_URL!, '-qc', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`]);
+        throw new Error(`server did not start (its log: ${join(work, 'server.log')})`);
+      }
       await sleep(250);
     }
   }
