@@ -93,6 +93,9 @@ async function server(work: string, env: Record<string, string> = {}) {
     u.pathname = `/${db}`;
     env.DATABASE_URL = u.toString();
   }
+  const dropDatabase = () => {
+    if (db) spawnSync('psql', [process.env.DATABASE_URL!, '-qc', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`]);
+  };
   const key = 'bench-admin-key-0123456789abcdef';
   const proc = start(process.execPath, [...serverNodeArgs, 'dist/server/src/main.js'], { CUTTLE_HOME: home, CUTTLE_PORT: String(port), CUTTLE_AGENT_PORT: String(agentPort), CUTTLE_ADMIN_API_KEY: key, CUTTLE_LOG_LEVEL: process.env.CUTTLE_BENCH_SERVER_LOG_LEVEL ?? 'warn', ...env }, join(work, 'server.log'));
   const base = `https://127.0.0.1:${port}`;
@@ -112,14 +115,14 @@ async function server(work: string, env: Record<string, string> = {}) {
             /* gone */
           }
           await sleep(1500);
-          if (db) spawnSync('psql', [process.env.DATABASE_URL!, '-qc', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`]);
+          dropDatabase();
         },
       };
     } catch {
       if (i > 400 || proc.exitCode !== null) {
         // Its database goes too: nothing else would drop it.
         stopAll();
-        if (db) spawnSync('psql', [process.env.DATABASE_URL!, '-qc', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`]);
+        dropDatabase();
         throw new Error(`server did not start (its log: ${join(work, 'server.log')})`);
       }
       await sleep(250);
@@ -165,6 +168,17 @@ async function quiet() {
     await sleep(1000);
     const b = cpu();
     if ((b.idle - a.idle) / Math.max(1, b.total - a.total) >= 0.85) return;
+  }
+}
+
+/** Runs `timed` with the file CUTTLE_BENCH_MARK names present, for a profiler to record just that (see docs). */
+async function marked<T>(what: string, timed: () => Promise<T>): Promise<T> {
+  const mark = process.env.CUTTLE_BENCH_MARK;
+  if (mark) writeFileSync(mark, `${what} under way\n`);
+  try {
+    return await timed();
+  } finally {
+    if (mark) rmSync(mark, { force: true });
   }
 }
 
@@ -276,10 +290,8 @@ async function makespan(n: number, w: number): Promise<number> {
     const version = await upload();
     const before = cpuByPart(s);
     const timedFromUs = process.hrtime.bigint() / 1000n;
-    if (process.env.CUTTLE_BENCH_MARK) writeFileSync(process.env.CUTTLE_BENCH_MARK, 'timed roll under way\n');
-    const { d, wallMs } = await deployAndWait(s, 'Makespan', steps, env.id, { app: version });
+    const { d, wallMs } = await marked('timed roll', () => deployAndWait(s, 'Makespan', steps, env.id, { app: version }));
     const timedToUs = process.hrtime.bigint() / 1000n;
-    if (process.env.CUTTLE_BENCH_MARK) rmSync(process.env.CUTTLE_BENCH_MARK, { force: true });
     const after = cpuByPart(s);
     lastCpu = Object.fromEntries(Object.keys(after).map((k) => [k, Math.round(((after[k] - (before[k] ?? 0)) * 10) / n)]));
     const log = await allLog(s, d.id);
@@ -540,9 +552,9 @@ async function allLog(s: Srv, id: string) {
 async function runLogs() {
   return withServer(async (s) => {
     const { env } = await fleet(s, o.logAgents, 'g', 10);
-    if (process.env.CUTTLE_BENCH_MARK) writeFileSync(process.env.CUTTLE_BENCH_MARK, 'timed logs deployment under way\n');
-    const { d, wallMs } = await deployAndWait(s, 'Logs', [{ name: 'Loud', targetRoles: ['g'], actions: [{ name: 'l', type: 'script', script: `seq 1 ${o.logLines}` }] }], env.id);
-    if (process.env.CUTTLE_BENCH_MARK) rmSync(process.env.CUTTLE_BENCH_MARK, { force: true });
+    const { d, wallMs } = await marked('timed logs deployment', () =>
+      deployAndWait(s, 'Logs', [{ name: 'Loud', targetRoles: ['g'], actions: [{ name: 'l', type: 'script', script: `seq 1 ${o.logLines}` }] }], env.id),
+    );
     const t0 = performance.now();
     const log = await allLog(s, d.id);
     const readS = (performance.now() - t0) / 1000;
