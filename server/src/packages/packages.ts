@@ -52,6 +52,8 @@ export function compareVersions(a: string, b: string): number {
 @Injectable()
 export class PackageFiles {
   readonly dir: string;
+  /** Buffers of `send`, two per transfer, reused across transfers. */
+  private readonly pool = new BufferPool(256 * 1024, 16);
   constructor(@Inject(CONFIG) config: CuttleConfig) {
     this.dir = join(config.home, 'packages');
     mkdirSync(join(this.dir, 'incoming'), { recursive: true });
@@ -110,8 +112,6 @@ export class PackageFiles {
       });
     }
   }
-
-  private readonly pool = new BufferPool(256 * 1024, 16);
 }
 
 /** Equal buffers kept for reuse, at most `keep` of them idle. */
