@@ -60,6 +60,7 @@ export class Agent {
       {
         hello: () => ({ type: 'hello', protocolVersion: PROTOCOL_VERSION, agentVersion: AGENT_VERSION, leases: this.leases.helloLeases() }),
         onWelcome: (w) => {
+          this.leases.setPackageLimits(w);
           this.leases.onConnected();
           if (this.heartbeat) clearInterval(this.heartbeat);
           this.heartbeat = setInterval(() => this.conn.send({ type: 'heartbeat', leaseIds: this.leases.runningLeaseIds() }), w.heartbeatMs);

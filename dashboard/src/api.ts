@@ -1,14 +1,20 @@
-/** REST access with the signed-in API key (kept in localStorage). */
+/**
+ * REST access with the signed-in API key. The key lives in sessionStorage (gone when the browser session ends) unless
+ * the person ticked "remember me", which keeps it in localStorage until they sign out: a key that can deploy to
+ * Production should not outlive the visit by default.
+ */
 const KEY = 'cuttle.apiKey';
 
 export const auth = {
   get key(): string | null {
-    return localStorage.getItem(KEY);
+    return sessionStorage.getItem(KEY) ?? localStorage.getItem(KEY);
   },
-  set(key: string) {
-    localStorage.setItem(KEY, key);
+  set(key: string, remember = false) {
+    this.clear();
+    (remember ? localStorage : sessionStorage).setItem(KEY, key);
   },
   clear() {
+    sessionStorage.removeItem(KEY);
     localStorage.removeItem(KEY);
   },
 };

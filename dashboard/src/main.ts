@@ -29,6 +29,7 @@ function signOut() {
 
 function signInView() {
   const input = h('input', { type: 'password', name: 'apiKey', id: 'api-key', autocomplete: 'current-password', required: true, placeholder: 'API key', 'data-testid': 'api-key' });
+  const remember = h('input', { type: 'checkbox', name: 'remember', id: 'remember', 'data-testid': 'remember' });
   const errors = errorBox('signin-error');
   const form = h(
     'form',
@@ -40,7 +41,7 @@ function signInView() {
         const key = input.value.trim();
         try {
           await api('GET', '/api/environments', undefined, key);
-          auth.set(key);
+          auth.set(key, remember.checked);
           if (!location.hash || location.hash === '#/') location.hash = '#/deployments';
           render();
         } catch (err) {
@@ -52,6 +53,7 @@ function signInView() {
     h('p', { class: 'muted' }, 'Sign in with an API key (the admin key or one made with POST /api/api-keys).'),
     h('label', { for: 'api-key' }, 'API key'),
     input,
+    h('label', { class: 'check', for: 'remember' }, remember, ' Remember me on this computer'),
     errors.el,
     h('button', { type: 'submit', class: 'primary' }, 'Sign in'),
   );

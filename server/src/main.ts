@@ -13,11 +13,13 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import { AppModule } from './app.module.js';
 import { ApiKeysService } from './auth/api-keys.service.js';
+import { InputBoundsPipe } from './common/input-bounds.js';
 import { ConfigError, loadConfig } from './config/config.js';
 import { EMBEDDED_POOL_SIZE, POOL_SIZE } from './database/data-source.js';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './database/embedded.js';
 import { createLogger, NestWinstonLogger } from './logging/logger.js';
 import { ensurePki, serverChain } from './pki/pki.js';
+import { securityHeaders } from './common/security-headers.js';
 
 async function main() {
   let config;
@@ -47,12 +49,14 @@ async function main() {
     logger: new NestWinstonLogger(logger),
     bodyParser: false,
   });
+  app.use(securityHeaders());
   app.useBodyParser('json', { limit: '5mb' });
   // The dashboard: static page and styles from dashboard/public, its compiled modules from dist/dashboard.
   const root = fileURLToPath(new URL('../../..', import.meta.url));
   app.useStaticAssets(join(root, 'dashboard', 'public'), { index: 'index.html' });
   app.useStaticAssets(join(root, 'dist', 'dashboard'), { prefix: '/assets/' });
-  app.useGlobalPipes(new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }));
+  // Bounds first (depth, sizes, NUL): the ValidationPipe's transformation would overflow or stall on such input.
+  app.useGlobalPipes(new InputBoundsPipe(), new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }));
   await app.get(ApiKeysService).ensureAdminKey();
 
   // The REST API described from the code, for people at /api/docs and as JSON at /api/docs-json (no key needed).

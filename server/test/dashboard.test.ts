@@ -25,6 +25,8 @@ let browser: Browser;
 let page: Page;
 let projectId: string;
 const requests: Array<{ url: string; at: number }> = [];
+/** What the browser said about the Content-Security-Policy while the dashboard ran (nothing, if it holds). */
+const cspReports: string[] = [];
 
 beforeAll(async () => {
   if (!haveBrowser) return;
@@ -46,6 +48,9 @@ beforeAll(async () => {
   const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: { width: 1400, height: 1000 } });
   page = await context.newPage();
   page.on('request', (r) => requests.push({ url: r.url(), at: Date.now() }));
+  page.on('console', (m) => {
+    if (/Content Security Policy|Refused to/i.test(m.text())) cspReports.push(m.text());
+  });
 }, 120_000);
 
 afterAll(async () => {
@@ -165,3 +170,65 @@ browserIt('signs in, deploys a release with a preview, and follows it live to su
   expect(await page.textContent(el('machine-web-01'))).toContain('Demo');
   await page.screenshot({ path: join(ROOT, 'test-artifacts', 'machines.png'), fullPage: true });
 }, 90_000);
+
+// Defence in depth for a page that holds a key able to deploy to Production: every response (the page, its module,
+// the API, an error, the OpenAPI page) carries a CSP without inline script and with no framing, nosniff and HSTS;
+// the whole live deployment above ran without a CSP report; and the key lives only as long as the browser session,
+// unless "remember me" was ticked (a new context from the saved state is the browser started again).
+browserIt('sends security headers everywhere and keeps the key for the session unless remembered', async () => {
+  for (const [path, key] of [['/', null], ['/assets/main.js', null], ['/api/health', null], ['/api/environments', null], ['/api/environments', ADMIN_KEY], ['/api/docs', null], ['/api/nothing-here', ADMIN_KEY]] as const) {
+    const r = await srv.request('GET', path, undefined, { key });
+    const csp = String(r.headers['content-security-policy']);
+    expect([path, csp]).toEqual([path, expect.stringContaining("script-src 'self'")]);
+    expect(csp).toContain("frame-ancestors 'none'");
+    expect(csp).not.toMatch(/script-src[^;]*unsafe-inline/);
+    expect(r.headers['x-content-type-options']).toBe('nosniff');
+    expect(r.headers['x-frame-options']).toBe('DENY');
+    expect(String(r.headers['strict-transport-security'])).toMatch(/max-age=\d{7,}/);
+  }
+  // The OpenAPI page works under its policy too (Swagger UI's scripts are files; only its styles are inline).
+  await page.goto(`${srv.base}/api/docs`);
+  await page.waitForSelector('.swagger-ui .info :text("Cuttle")');
+  expect(cspReports).toEqual([]);
+
+  const signIn = async (remember: boolean) => {
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true });
+    const p = await ctx.newPage();
+    await p.goto(srv.base);
+    await p.fill(el('api-key'), ADMIN_KEY);
+    if (remember) await p.check(el('remember'));
+    await p.click('button:has-text("Sign in")');
+    await p.waitForSelector('button:has-text("Sign out")');
+    const stored = await p.evaluate(() => {
+      const g = globalThis as any;
+      return { session: g.sessionStorage.length, local: g.localStorage.length };
+    });
+    const state = await ctx.storageState(); // what survives the browser: cookies and localStorage, not sessionStorage
+    await ctx.close();
+    return { stored, state };
+  };
+  const reopen = async (state: Awaited<ReturnType<typeof signIn>>['state']) => {
+    const ctx = await browser.newContext({ ignoreHTTPSErrors: true, storageState: state });
+    const p = await ctx.newPage();
+    await p.goto(srv.base);
+    await p.waitForSelector(`${el('api-key')}, button:has-text("Sign out")`);
+    return { ctx, p, signedIn: await p.locator('button:has-text("Sign out")').count() };
+  };
+
+  const once = await signIn(false);
+  expect(once.stored).toEqual({ session: 1, local: 0 });
+  const after = await reopen(once.state);
+  expect(after.signedIn).toBe(0);
+  expect(JSON.stringify(once.state)).not.toContain(ADMIN_KEY);
+  await after.ctx.close();
+
+  const kept = await signIn(true);
+  expect(kept.stored).toEqual({ session: 0, local: 1 });
+  const back = await reopen(kept.state);
+  expect(back.signedIn).toBe(1);
+  // Signing out forgets a remembered key too.
+  await back.p.click('button:has-text("Sign out")');
+  await back.p.waitForSelector(el('api-key'));
+  expect(await back.p.evaluate(() => (globalThis as any).localStorage.length + (globalThis as any).sessionStorage.length)).toBe(0);
+  await back.ctx.close();
+}, 60_000);

@@ -4,7 +4,7 @@
  * at once keeps backing off instead of hammering the server.
  */
 import { io, type Socket } from 'socket.io-client';
-import { AGENT_EVENT, parseServerMessage, SERVER_EVENT, type AgentMessage, type ServerMessage, type ServerMessageOf } from '#shared/protocol/index.js';
+import { AGENT_EVENT, fitAgentMessage, parseServerMessage, SERVER_EVENT, type AgentMessage, type ServerMessage, type ServerMessageOf } from '#shared/protocol/index.js';
 import { backoffDelay, classify, FatalAgentError } from '../errors.js';
 import type { Identity } from '../identity.js';
 import type { AgentLogger } from '../logger.js';
@@ -47,10 +47,13 @@ export class AgentConnection {
     this.socket = undefined;
   }
 
-  /** Sends when connected and welcomed (hello excepted); false means "not sent, keep it for the reconnect". */
+  /**
+   * Sends when connected and welcomed (hello excepted); false means "not sent, keep it for the reconnect". Texts are
+   * cut to the protocol's limits on the way: a message the server refused for a length would be lost for good.
+   */
   send(m: AgentMessage): boolean {
     if (!this.socket?.connected || (!this.welcomed && m.type !== 'hello')) return false;
-    this.socket.emit(AGENT_EVENT, m);
+    this.socket.emit(AGENT_EVENT, fitAgentMessage(m));
     return true;
   }
 
@@ -69,7 +72,7 @@ export class AgentConnection {
     this.socket = s;
     s.on('connect', () => {
       this.log.debug('connected, sending hello', { url: this.id.agentUrl });
-      s.emit(AGENT_EVENT, this.h.hello());
+      s.emit(AGENT_EVENT, fitAgentMessage(this.h.hello()));
     });
     s.on(SERVER_EVENT, (raw: unknown) => {
       const p = parseServerMessage(raw);

@@ -6,7 +6,7 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { clampLogText, type AgentMessage, type LeaseAction, type LeaseOffer, type LogLevel, type LogLine, type ServerMessageOf } from '#shared/protocol/index.js';
+import { clampLogText, LIMITS, splitLines, type AgentMessage, type LeaseAction, type LeaseOffer, type LogLevel, type LogLine, type ServerMessageOf } from '#shared/protocol/index.js';
 import { maskSecrets, outputName, parseServiceMessage, SCRIPT_PRELUDE, substitute } from '#shared/variables/index.js';
 import type { AgentLogger } from '../logger.js';
 import { Journal, type JournalRecord, type LeaseResult } from '../journal/journal.js';
@@ -72,6 +72,11 @@ export class LeaseManager {
     if (d.warmShells) this.shells = new ShellReserve(d.workDir);
   }
 
+  /** What the server's welcome says of packages: their bound on unpacked size. */
+  setPackageLimits(l: { maxUnpackedBytes?: number }) {
+    if (l.maxUnpackedBytes) this.installer.maxUnpackedBytes = l.maxUnpackedBytes;
+  }
+
   /** This target is next in line: get its packages ready before its lease comes (see `package.prefetch`). */
   prefetch(m: ServerMessageOf<'package.prefetch'>) {
     if (this.stopping) return;
@@ -130,7 +135,7 @@ export class LeaseManager {
   /** After (re)connecting: resend what the server may not have: unacknowledged log lines first, then results. */
   onConnected() {
     for (const l of this.leases.values()) {
-      for (let i = 0; i < l.unacked.length; i += MAX_LINES_PER_MESSAGE) this.d.send({ type: 'lease.log', leaseId: l.record.leaseId, lines: l.unacked.slice(i, i + MAX_LINES_PER_MESSAGE) });
+      for (const lines of splitLines(l.unacked, MAX_LINES_PER_MESSAGE)) this.d.send({ type: 'lease.log', leaseId: l.record.leaseId, lines });
       this.flush(l);
       if (l.record.state === 'finished' && l.record.result) this.d.send(l.record.result);
     }
@@ -239,9 +244,10 @@ export class LeaseManager {
    * resent after a reconnect or a restart otherwise, and forgotten only when the server acknowledges them.
    */
   private flush(l: ActiveLease) {
-    const lines = this.journalPending(l);
-    for (let i = 0; i < lines.length; i += MAX_LINES_PER_MESSAGE) {
-      if (!this.send({ type: 'lease.log', leaseId: l.record.leaseId, lines: lines.slice(i, i + MAX_LINES_PER_MESSAGE) })) return;
+    // In pieces of at most MAX_LINES_PER_MESSAGE lines and of the protocol's characters per message: 1,000 long
+    // lines in one message would pass the server's size limit, which drops the connection, again at every resend.
+    for (const lines of splitLines(this.journalPending(l), MAX_LINES_PER_MESSAGE)) {
+      if (!this.send({ type: 'lease.log', leaseId: l.record.leaseId, lines })) return;
     }
   }
 
@@ -297,7 +303,7 @@ export class LeaseManager {
     // The last lines (up to one message's worth) travel in the result: one message and one write less per target.
     // They are journaled and kept as unacknowledged lines like any others, so a resend after a restart or a
     // reconnect still carries them (the server drops what it has).
-    if (l.unsent.length > MAX_LINES_PER_MESSAGE) this.flush(l);
+    if (splitLines(l.unsent, MAX_LINES_PER_MESSAGE).length > 1) this.flush(l);
     const tail = this.journalPending(l);
     const result: LeaseResult = {
       type: 'lease.result',
@@ -319,6 +325,11 @@ export class LeaseManager {
 
   /** A script set an output variable: usable by later actions of this lease at once, and by later steps. */
   private output(l: ActiveLease, o: LeaseOffer, action: LeaseAction, v: { name: string; value: string; sensitive: boolean }) {
+    if (v.value.length > LIMITS.outputValueChars) {
+      // Cut, it would be a different value: later actions would run with it unknowingly. Not set, and said so.
+      this.line(l, 'error', `Output variable ${outputName(o.stepName, action.name, v.name)} not set: its value has ${v.value.length} characters (at most ${LIMITS.outputValueChars})`, action.index);
+      return;
+    }
     if (v.sensitive && v.value) l.secrets.add(v.value);
     l.vars.set(outputName(o.stepName, action.name, v.name), v.value);
     if (o.machineName) l.vars.set(outputName(o.stepName, action.name, v.name, o.machineName), v.value);

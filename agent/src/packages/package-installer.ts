@@ -6,6 +6,7 @@
  */
 import { readdir, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import { DEFAULT_MAX_UNPACKED_BYTES } from '#shared/packages/archive.js';
 import type { PackageRef } from '#shared/protocol/index.js';
 import type { AgentLogger } from '../logger.js';
 import { extractPackage, installStaged, type PackageStore, stagePackage, STAGING_PREFIX } from './package-store.js';
@@ -18,6 +19,8 @@ export class PackageInstaller {
   private staged = new Map<string, { staging: Promise<string | null>; timer: NodeJS.Timeout }>();
   /** The start-up sweep: nothing is staged before it is over, or it could delete a staging folder in use. */
   private swept: Promise<void> = Promise.resolve();
+  /** The server's bound on a package's unpacked size (its welcome says); unpacking stops past it. */
+  maxUnpackedBytes = DEFAULT_MAX_UNPACKED_BYTES;
 
   constructor(
     private readonly store: PackageStore,
@@ -48,7 +51,7 @@ export class PackageInstaller {
       if (this.staged.has(key)) continue;
       const staging = this.swept
         .then(() => this.store.ensure(p, (dest) => this.download(p.sha256, dest, true)))
-        .then((got) => stagePackage(got.path, this.workDir, p.packageId))
+        .then((got) => stagePackage(got.path, this.workDir, p.packageId, this.maxUnpackedBytes))
         .catch((e: Error) => {
           this.log.warn('package prefetch failed; the action will fetch it again', { packageId: p.packageId, version: p.version, error: e.message });
           if (this.staged.get(key)?.staging === staging) this.forget(key);
@@ -79,7 +82,7 @@ export class PackageInstaller {
       const staging = await s.staging;
       if (staging) return { dir: await installStaged(staging, this.workDir, p.packageId, p.version), ahead: true };
     }
-    return { dir: await extractPackage(archive, this.workDir, p.packageId, p.version), ahead: false };
+    return { dir: await extractPackage(archive, this.workDir, p.packageId, p.version, this.maxUnpackedBytes), ahead: false };
   }
 
   /** Deletes every copy unpacked ahead (the agent is stopping). */

@@ -30,7 +30,7 @@ afterEach(async () => {
 
 interface RawEntry {
   path: string;
-  type: '0' | '1' | '2' | '5' | '6'; // file, hard link, symlink, directory, FIFO
+  type: '0' | '1' | '2' | '5' | '6' | 'x'; // file, hard link, symlink, directory, FIFO, pax header of the next
   body?: string;
   linkpath?: string;
   mode?: number;
@@ -67,6 +67,17 @@ async function writeRawTarGz(file: string, entries: RawEntry[]): Promise<void> {
   }
   blocks.push(Buffer.alloc(1024)); // end-of-archive marker
   await writeFile(file, gzipSync(Buffer.concat(blocks)));
+}
+
+/** A pax header giving the next entry a path (and link target) of any length, as tar does for long names. */
+function pax(fields: Record<string, string>): RawEntry {
+  const records = Object.entries(fields).map(([k, v]) => {
+    const rest = ` ${k}=${v}\n`;
+    let len = Buffer.byteLength(rest) + 1;
+    while (String(len).length + Buffer.byteLength(rest) !== len) len = String(len).length + Buffer.byteLength(rest);
+    return `${len}${rest}`;
+  });
+  return { path: 'PaxHeader', type: 'x', body: records.join('') };
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -213,6 +224,42 @@ describe('extractPackage', () => {
       for (const p of escapes()) expect(await exists(p)).toBe(false);
       expect(await sha256File('/etc/passwd')).toBe(passwdBefore);
     });
+  });
+
+  // Names and paths longer than file systems take are refused before anything is written, with a short reason
+  // (the entry's name cut), so the failure fits the protocol's result.
+  it.each([
+    ['a name over 255 bytes', { path: 'n'.repeat(256) }, /has a name of 256 bytes \(at most 255\)/],
+    ['a path over 1,024 bytes', { path: Array.from({ length: 20 }, () => 'd'.repeat(60)).join('/') }, /has a path of 1219 bytes \(at most 1024\)/],
+    ['a symlink target over 1,024 bytes', { path: 'l', linkpath: 'a/'.repeat(600) }, /has a target of 1200 bytes \(at most 1024\)/],
+  ])('refuses %s', async (_name, fields, message) => {
+    const file = join(base, 'long.tar.gz');
+    const link = 'linkpath' in fields;
+    await writeRawTarGz(file, [{ path: 'ok.txt', type: '0', body: 'fine' }, pax(fields), { path: 'short', type: link ? '2' : '0', body: link ? '' : 'x', linkpath: link ? 'x' : undefined }]);
+    const err = await extractPackage(file, root, 'p', '1').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnsafePackageError);
+    expect((err as Error).message).toMatch(message);
+    expect((err as Error).message.length).toBeLessThan(500);
+    expect(await tree(root)).toEqual(['p']);
+  });
+
+  // Past the unpacked bound nothing more is written and the package is refused, naming the bound and the entry.
+  it('stops unpacking past the unpacked size bound', async () => {
+    const file = join(base, 'big.tar.gz');
+    const mb = randomBytes(768 * 1024).toString('base64'); // 1 MiB that gzip cannot shrink past node-tar's ratio guard
+    await writeRawTarGz(file, [
+      { path: 'a.bin', type: '0', body: mb },
+      { path: 'b.bin', type: '0', body: mb.repeat(10) },
+      { path: 'c.bin', type: '0', body: 'after' },
+    ]);
+    const err = await extractPackage(file, root, 'p', '1', 2 * 1024 * 1024).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(UnsafePackageError);
+    expect((err as Error).message).toContain('unpacks to more than 2 MB (at entry "b.bin"');
+    expect(await tree(root)).toEqual(['p']);
+    // The same package within a larger bound unpacks whole.
+    const dest = await extractPackage(file, root, 'p', '1', 64 * 1024 * 1024);
+    expect((await stat(join(dest, 'b.bin'))).size).toBe(10 * 1024 * 1024);
+    expect(await readFile(join(dest, 'c.bin'), 'utf8')).toBe('after');
   });
 
   // A corrupt archive fails and leaves nothing behind either.

@@ -1,9 +1,10 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { mkdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
-import { join, resolve, win32 } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
+import { ArchiveVetting } from '#shared/packages/archive.js';
 
 /** The downloaded bytes are not the package the server described (sha256 or size differ). */
 export class PackageVerificationError extends Error {
@@ -127,9 +128,9 @@ export async function sha256File(path: string): Promise<string> {
  * Extracts a .tar.gz into a new folder `<root>/<packageId>/<version>` (or `<version>_1`, `_2`, ... if taken; a
  * previous install is never overwritten) and returns its absolute path.
  */
-export async function extractPackage(file: string, root: string, packageId: string, version: string): Promise<string> {
+export async function extractPackage(file: string, root: string, packageId: string, version: string, maxUnpackedBytes?: number): Promise<string> {
   assertSafeName('version', version);
-  return installStaged(await stagePackage(file, root, packageId), root, packageId, version);
+  return installStaged(await stagePackage(file, root, packageId, maxUnpackedBytes), root, packageId, version);
 }
 
 /**
@@ -139,7 +140,7 @@ export async function extractPackage(file: string, root: string, packageId: stri
  * are judged once the whole archive is read, before the folder is handed over. Nothing runs from a staging folder: it
  * becomes an install folder only through `installStaged`. On any failure the staging folder is removed.
  */
-export async function stagePackage(file: string, root: string, packageId: string): Promise<string> {
+export async function stagePackage(file: string, root: string, packageId: string, maxUnpackedBytes?: number): Promise<string> {
   assertSafeName('packageId', packageId);
 
   const parent = resolve(root, packageId);
@@ -147,32 +148,55 @@ export async function stagePackage(file: string, root: string, packageId: string
   // Exclusive mkdir: two concurrent extractions can never share a staging folder.
   const staging = join(parent, `${STAGING_PREFIX}${randomBytes(8).toString('hex')}`);
   await mkdir(staging, { mode: 0o755 });
-  const vetting = new ArchiveVetting();
+  const vetting = new ArchiveVetting(maxUnpackedBytes);
   try {
-    await tar.x({
-      file,
-      cwd: staging,
-      preserveOwner: false, // as root, owners would otherwise come from the archive
-      strict: true, // a corrupt header is an error, not a silently skipped entry
-      // node-tar reads the archive in pieces of up to 16 MiB by default: a fresh buffer the size of the archive for
-      // each package, whose pages the kernel must supply anew. 64 KiB pieces are reused; unpacking a 1 MiB package
-      // took half the CPU with them on the project's VMs (13 → 6 ms; 280 → 25 page faults).
-      maxReadSize: 64 * 1024,
-      filter: (_path, entry) => {
-        if (!('type' in entry)) return vetting.refuse('not an archive entry');
-        if (!vetting.admit(entry.path, entry.type, entry.linkpath)) return false;
-        // No setuid/setgid/sticky bits from a package: the agent may run as root.
-        if (typeof entry.mode === 'number') entry.mode &= 0o777;
-        return true;
-      },
+    await new Promise<void>((done, fail) => {
+      // node-tar would read the archive in pieces of up to 16 MiB: a fresh buffer the size of the archive for each
+      // package, whose pages the kernel must supply anew. 64 KiB pieces took half the CPU to unpack 1 MiB on the
+      // project's VMs (13 → 6 ms; 280 → 25 page faults).
+      const input = createReadStream(file, { highWaterMark: 64 * 1024 });
+      // Once an entry is refused the package is: nothing more is written, and reading stops too (past the unpacked
+      // bound, reading on would decompress up to a thousand times the archive for nothing). The parser, told the
+      // input ended early, fails with a truncated archive; the vetting's reason is what is reported.
+      let stopping = false;
+      const stop = () => {
+        if (stopping) return;
+        stopping = true;
+        setImmediate(() => {
+          input.unpipe(unpack);
+          input.destroy();
+          unpack.end();
+        });
+      };
+      const unpack: tar.Unpack = new tar.Unpack({
+        cwd: staging,
+        preserveOwner: false, // as root, owners would otherwise come from the archive
+        strict: true, // a corrupt header is an error, not a silently skipped entry
+        filter: (_path, entry) => {
+          const admitted = 'type' in entry ? vetting.admit({ path: entry.path, type: entry.type, linkpath: entry.linkpath, size: entry.size }) : vetting.refuse('not an archive entry');
+          if (!admitted) return (stop(), false);
+          // No setuid/setgid/sticky bits from a package: the agent may run as root.
+          if (typeof entry.mode === 'number') entry.mode &= 0o777;
+          return true;
+        },
+      });
+      const failed = (e: unknown) => {
+        input.destroy();
+        fail(e);
+      };
+      unpack.on('error', failed);
+      unpack.on('close', () => done());
+      input.on('error', failed);
+      input.pipe(unpack);
     });
     const unsafe = vetting.verdict();
-    if (unsafe) throw unsafe;
+    if (unsafe) throw new UnsafePackageError(unsafe);
     return staging;
   } catch (err) {
     await rm(staging, { recursive: true, force: true });
     // node-tar refuses some hostile entries itself (a link climbing out): the reason we report is ours, naming it.
-    throw vetting.verdict() ?? err;
+    const unsafe = vetting.verdict();
+    throw unsafe ? new UnsafePackageError(unsafe) : err;
   }
 }
 
@@ -212,116 +236,6 @@ async function claimInstallFolder(staging: string, parent: string, version: stri
     return candidate;
   }
   throw new Error(`no free install folder for ${version} under ${parent}`);
-}
-
-/**
- * Judges an archive's entries in the order they come, before each is written, and the whole at the end:
- * - an entry on its own: type, absolute paths, "..", backslashes (`entryProblem`);
- * - no entry at or below a symlink that came before it (it would be written through the link), and no symlink where
- *   an entry came before at or below its path (the final tree would depend on extraction order);
- * - at the end, every symlink's target resolved as the kernel would, following the archive's other links
- *   (`resolvesInside`): a link pointing outside the package fails the whole package.
- * The first problem is kept; `verdict()` gives it as an UnsafePackageError naming the entry.
- */
-class ArchiveVetting {
-  private problem: string | null = null;
-  private readonly symlinks = new Map<string, string>(); // normalized path -> raw target
-  /** Every path written so far and every folder above one. */
-  private readonly occupied = new Set<string>();
-
-  refuse(problem: string): false {
-    this.problem ??= problem;
-    return false;
-  }
-
-  admit(rawPath: string, type: string, linkpath?: string): boolean {
-    if (this.problem) return false; // the package is refused anyway: write nothing more
-    const problem = entryProblem(rawPath, type);
-    if (problem) return this.refuse(problem);
-    const path = normalizeEntryPath(rawPath);
-    const parts = path.split('/');
-    for (let i = 1; i < parts.length; i++) {
-      const ancestor = parts.slice(0, i).join('/');
-      if (this.symlinks.has(ancestor)) return this.refuse(`archive entry "${path}" would be written through symlink "${ancestor}"`);
-    }
-    if (this.symlinks.has(path)) return this.refuse(`symlink "${path}" shares its path with another archive entry`);
-    if (type === 'SymbolicLink') {
-      if (this.occupied.has(path)) return this.refuse(`symlink "${path}" shares its path with another archive entry`);
-      this.symlinks.set(path, linkpath ?? '');
-    }
-    for (let i = 1; i <= parts.length; i++) this.occupied.add(parts.slice(0, i).join('/'));
-    return true;
-  }
-
-  /** The package's fault, once the entries read so far are judged as a whole; null if there is none. */
-  verdict(): UnsafePackageError | null {
-    if (!this.problem) {
-      for (const [link, target] of this.symlinks) {
-        if (!resolvesInside(link, target, this.symlinks)) {
-          this.problem = `symlink "${link}" -> "${target}" points outside the package`;
-          break;
-        }
-      }
-    }
-    return this.problem ? new UnsafePackageError(this.problem) : null;
-  }
-}
-
-const ALLOWED_TYPES = new Set(['File', 'Directory', 'SymbolicLink']);
-
-/** Why a single entry is unacceptable on its own, or null. */
-function entryProblem(rawPath: string, type: string): string | null {
-  const name = JSON.stringify(rawPath);
-  if (type === 'Link') return `archive entry ${name} is a hard link, which packages may not contain`;
-  if (!ALLOWED_TYPES.has(type)) return `archive entry ${name} has unsupported type ${type}`;
-  if (rawPath.startsWith('/') || win32.isAbsolute(rawPath) || /^[a-zA-Z]:/.test(rawPath)) {
-    return `archive entry ${name} has an absolute path`;
-  }
-  // On POSIX a backslash is an ordinary character, elsewhere a separator: refuse the ambiguity outright.
-  if (rawPath.includes('\\')) return `archive entry ${name} contains a backslash`;
-  if (rawPath.split('/').includes('..')) return `archive entry ${name} contains a ".." segment`;
-  if (normalizeEntryPath(rawPath) === '' && type !== 'Directory') {
-    return `archive entry ${name} would replace the package folder itself`;
-  }
-  return null;
-}
-
-/** `./a//b/` -> `a/b`; the package root itself is ''. */
-function normalizeEntryPath(p: string): string {
-  return p
-    .split('/')
-    .filter((s) => s !== '' && s !== '.')
-    .join('/');
-}
-
-/**
- * Resolves a symlink's target the way the kernel would once the archive is extracted, following other symlinks of
- * the archive, and reports whether it stays inside the package. A purely lexical check is not enough: with
- * `x -> .`, the target `x/y/../..` looks like `.` but really climbs one level above the package.
- */
-function resolvesInside(link: string, target: string, symlinks: Map<string, string>): boolean {
-  const MAX_HOPS = 40; // as Linux's ELOOP limit; a cycle counts as unsafe
-  const stack = link.split('/').slice(0, -1); // where the link lives
-  if (target.startsWith('/')) return false;
-  let pending = target.split('/');
-  let hops = 0;
-  while (pending.length > 0) {
-    const part = pending.shift()!;
-    if (part === '' || part === '.') continue;
-    if (part === '..') {
-      if (stack.length === 0) return false; // climbs above the package root
-      stack.pop();
-      continue;
-    }
-    stack.push(part);
-    const next = symlinks.get(stack.join('/'));
-    if (next !== undefined) {
-      if (++hops > MAX_HOPS || next.startsWith('/')) return false;
-      stack.pop(); // the link's own target is relative to the folder containing it
-      pending = [...next.split('/'), ...pending];
-    }
-  }
-  return true;
 }
 
 function assertSafeName(what: string, value: string): void {

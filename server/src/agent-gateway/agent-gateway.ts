@@ -194,7 +194,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
         this.agents.add(machineId, socket);
         await this.machines.repo.update({ id: machineId }, { connectedNode: this.config.nodeId, connectedAt: new Date(), lastSeenAt: new Date(), agentVersion: msg.agentVersion });
         const { machineName: name } = socket.data as AgentSocketData;
-        send({ type: 'welcome', machineId, name, heartbeatMs: this.config.heartbeatMs, leaseTtlMs: this.config.leaseTtlMs, serverVersion: this.config.version });
+        send({ type: 'welcome', machineId, name, heartbeatMs: this.config.heartbeatMs, leaseTtlMs: this.config.leaseTtlMs, serverVersion: this.config.version, maxUnpackedBytes: this.config.maxUnpackedBytes });
         this.live.emit('machines');
         this.log.info('agent connected', { context: 'agents', machine: name, agentVersion: msg.agentVersion, leases: msg.leases.length });
         // Leases the agent runs that the server has given up on (expired while it was away) must stop.

@@ -34,6 +34,17 @@ export const IS_PUBLIC = 'cuttle:public';
 /** Marks a route that needs no API key (agent registration, health, docs). */
 export const Public = () => SetMetadata(IS_PUBLIC, true);
 
+/**
+ * A whole-number query parameter: absent is `dflt`; anything but digits, or a value outside [min, max], is a 400
+ * naming it (a number past PostgreSQL's integer or bigint range would otherwise fail in the database as a 500).
+ */
+export function intQuery(name: string, raw: string | undefined, o: { min: number; max: number; dflt: number }): number {
+  if (raw === undefined || raw === '') return o.dflt;
+  const n = /^\d{1,16}$/.test(raw) ? Number(raw) : NaN;
+  if (!Number.isSafeInteger(n) || n < o.min || n > o.max) throw new BadRequestException(`${name} must be an integer from ${o.min} to ${o.max}`);
+  return n;
+}
+
 export function badRequest(messages: string | string[]): never {
   throw new BadRequestException(messages);
 }
@@ -44,6 +55,16 @@ export function conflict(message: string): never {
 const PG_UNIQUE_VIOLATION = '23505';
 const PG_BAD_TEXT = '22P02';
 const PG_FK_VIOLATION = '23503';
+/**
+ * Text or numbers PostgreSQL cannot hold (a NUL in text, a NUL escape in jsonb, an integer past its column). The
+ * edges refuse these first with the field named (InputBoundsPipe, DTOs, intQuery); this is the backstop.
+ */
+const PG_UNSTORABLE: Record<string, string> = {
+  '22021': 'text holds a character the database cannot store (NUL)',
+  '22P05': 'text holds a character the database cannot store (NUL)',
+  '22003': 'a number is out of range',
+  '54001': 'the input is nested too deeply',
+};
 
 /**
  * Every error leaves as JSON `{statusCode, error, message}`. Database errors that are the client's doing become
@@ -79,6 +100,11 @@ export class ErrorFilter implements ExceptionFilter {
       const code = (err as unknown as { code?: string }).code;
       if (code === PG_UNIQUE_VIOLATION) {
         res.status(409).json({ statusCode: 409, error: 'Conflict', message: `already exists${e.detail ? `: ${e.detail}` : ''}` });
+        return;
+      }
+      if (code && PG_UNSTORABLE[code]) {
+        this.log.warn(`database refused input on ${req.method} ${req.path}`, { context: 'http', code, error: e.message });
+        res.status(400).json({ statusCode: 400, error: 'Bad Request', message: PG_UNSTORABLE[code] });
         return;
       }
       if (code === PG_BAD_TEXT || code === PG_FK_VIOLATION) {

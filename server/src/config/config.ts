@@ -34,6 +34,8 @@ const EnvSchema = z
     CUTTLE_AGENT_URL: z.url({ error: 'CUTTLE_AGENT_URL must be a URL like https://deploy.example.com:10943' }).optional(),
     CUTTLE_LEASE_TTL_SECONDS: seconds('CUTTLE_LEASE_TTL_SECONDS', 30, 3),
     CUTTLE_MAX_PACKAGE_MB: z.coerce.number({ error: 'CUTTLE_MAX_PACKAGE_MB must be a number' }).positive('CUTTLE_MAX_PACKAGE_MB must be positive').default(1024),
+    /** What a package may unpack to (the sum of its files): refused at upload past it, and agents stop unpacking there. */
+    CUTTLE_MAX_UNPACKED_MB: z.coerce.number({ error: 'CUTTLE_MAX_UNPACKED_MB must be a number' }).positive('CUTTLE_MAX_UNPACKED_MB must be positive').default(4096),
     CUTTLE_LOG_LEVEL: z.enum(['error', 'warn', 'info', 'debug'], { error: 'CUTTLE_LOG_LEVEL must be one of error, warn, info, debug' }).default('info'),
     CUTTLE_LOG_FORMAT: z.enum(['json', 'pretty'], { error: 'CUTTLE_LOG_FORMAT must be json or pretty' }).optional(),
     CUTTLE_NODE_ID: z.string().max(100).optional(),
@@ -55,6 +57,7 @@ export interface CuttleConfig {
   leaseTtlMs: number;
   heartbeatMs: number;
   maxPackageBytes: number;
+  maxUnpackedBytes: number;
   logLevel: 'error' | 'warn' | 'info' | 'debug';
   logFormat: 'json' | 'pretty';
   nodeId: string;
@@ -90,6 +93,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CuttleConfig {
     // A third of the TTL: two heartbeats may be lost before a lease expires.
     heartbeatMs: Math.max(1000, Math.floor(leaseTtlMs / 3)),
     maxPackageBytes: Math.floor(e.CUTTLE_MAX_PACKAGE_MB * 1024 * 1024),
+    maxUnpackedBytes: Math.floor(e.CUTTLE_MAX_UNPACKED_MB * 1024 * 1024),
     logLevel: e.CUTTLE_LOG_LEVEL,
     logFormat: e.CUTTLE_LOG_FORMAT ?? (process.stdout.isTTY ? 'pretty' : 'json'),
     // Stable across restarts of the same service (host and port), so a restarted node takes its deployments back at

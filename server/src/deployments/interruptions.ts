@@ -21,7 +21,7 @@ type Kind = keyof typeof RESULTS;
 
 export class SubmitInterruptionDto {
   @ApiProperty({ type: String })
-  @IsString() result: string;
+  @IsString() @MaxLength(50) result: string;
   @ApiPropertyOptional({ type: String })
   @IsOptional() @IsString() @MaxLength(4000) notes?: string;
 }

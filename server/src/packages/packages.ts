@@ -1,5 +1,5 @@
 import { createHash, randomBytes } from 'node:crypto';
-import { createWriteStream, existsSync, mkdirSync } from 'node:fs';
+import { createReadStream, createWriteStream, existsSync, mkdirSync } from 'node:fs';
 import { open, rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform, type Writable } from 'node:stream';
@@ -23,6 +23,7 @@ import { ApiBody, ApiConsumes, ApiHeader, ApiTags } from '@nestjs/swagger';
 import type { Request } from 'express';
 import * as tar from 'tar';
 import { Repository } from 'typeorm';
+import { ArchiveVetting } from '#shared/packages/archive.js';
 import { conflict } from '../common/http.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
@@ -185,31 +186,42 @@ export class PackagesService {
     }
   }
 
-  /** Refuses archives that are not gzip'd tar or that name paths outside their root (the agent checks again). */
+  /**
+   * Refuses archives that are not gzip'd tar, or that the agent would refuse to unpack: the same judgement
+   * (`ArchiveVetting`: entry types, paths escaping the folder directly or through links, name and path lengths,
+   * entry count and the unpacked size bound), so that a bad package is a 400 here, not a failed target later.
+   */
   private async checkArchive(file: string) {
-    const problems: string[] = [];
+    const vetting = new ArchiveVetting(this.config.maxUnpackedBytes);
     try {
-      await tar.t({
-        file,
-        strict: true,
-        onReadEntry: (e) => {
-          const p = e.path.replace(/\\/g, '/');
-          if (p.startsWith('/') || p.split('/').includes('..')) problems.push(`entry "${e.path}" escapes the package folder`);
-          else if (e.type === 'Link') problems.push(`entry "${e.path}" is a hard link, which packages may not contain`);
-          else if (e.type === 'SymbolicLink') {
-            const target = String(e.linkpath ?? '');
-            const depth = p.split('/').filter((s) => s && s !== '.').length - 1;
-            let level = depth;
-            for (const seg of target.split('/')) if (seg === '..') level--; else if (seg && seg !== '.') level++;
-            if (target.startsWith('/') || level < 0) problems.push(`symlink "${e.path}" points outside the package folder (${target})`);
-          } else if (e.type !== 'File' && e.type !== 'Directory' && e.type !== 'OldFile' && e.type !== 'ContiguousFile')
-            problems.push(`entry "${e.path}" has type ${e.type}, which packages may not contain`);
-        },
+      await new Promise<void>((done, fail) => {
+        const input = createReadStream(file, { highWaterMark: 64 * 1024 });
+        const parser: tar.Parser = new tar.Parser({
+          strict: true,
+          onReadEntry: (e) => {
+            e.resume();
+            // The first problem decides: stop reading (past the unpacked bound, reading on would decompress up to a
+            // thousand times the upload for nothing).
+            if (!vetting.admit({ path: e.path, type: e.type, linkpath: e.linkpath, size: e.size })) {
+              input.destroy();
+              done();
+            }
+          },
+        });
+        const failed = (e: unknown) => {
+          input.destroy();
+          fail(e);
+        };
+        input.on('error', failed);
+        parser.on('error', failed);
+        parser.on('end', () => done());
+        input.pipe(parser);
       });
     } catch (e) {
-      throw new BadRequestException(`body is not a valid .tar.gz: ${(e as Error).message}`);
+      if (!vetting.verdict()) throw new BadRequestException(`body is not a valid .tar.gz: ${(e as Error).message}`);
     }
-    if (problems.length) throw new BadRequestException(`package refused: ${problems.slice(0, 5).join('; ')}`);
+    const problem = vetting.verdict();
+    if (problem) throw new BadRequestException(`package refused: ${problem}`);
   }
 
   list() {

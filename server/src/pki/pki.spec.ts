@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import forge from 'node-forge';
 import { signSha256 } from '#shared/pki/index.js';
-import { ensurePki, serial, signAgentCsr } from './pki.js';
+import { CsrError, ensurePki, serial, signAgentCsr } from './pki.js';
 
 describe('certificates', () => {
   const home = mkdtempSync(join(tmpdir(), 'cuttle-pki-'));
@@ -50,5 +50,44 @@ describe('certificates', () => {
     csr.setSubject([{ name: 'commonName', value: 'mallory' }]);
     signSha256(csr, b.privateKey);
     expect(() => signAgentCsr(pki, forge.pki.certificationRequestToPem(csr), 'mallory')).toThrow();
+  });
+});
+
+describe('corrupted certificate requests', () => {
+  const home = mkdtempSync(join(tmpdir(), 'cuttle-pki-'));
+  afterAll(() => rmSync(home, { recursive: true, force: true }));
+
+  /** A valid CSR with its signature bits replaced by `sig` (node-forge throws on some of these instead of failing). */
+  function withSignature(sig: (s: string) => string): string {
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+    const csr = forge.pki.createCertificationRequest();
+    csr.publicKey = forge.pki.publicKeyFromPem(publicKey);
+    csr.setSubject([{ name: 'commonName', value: 'bent' }]);
+    signSha256(csr, privateKey);
+    const asn1 = forge.pki.certificationRequestToAsn1(csr);
+    const bits = (asn1.value as forge.asn1.Asn1[])[2];
+    bits.value = sig(bits.value as string);
+    return forge.pem.encode({ type: 'CERTIFICATE REQUEST', body: forge.asn1.toDer(asn1).getBytes() });
+  }
+
+  // Every corruption is a CsrError (the registration's 400 with a reason), never another exception (a 500).
+  it.each([
+    ['a flipped byte', (s: string) => s.slice(0, 100) + String.fromCharCode(s.charCodeAt(100) ^ 0xff) + s.slice(101)],
+    ['all zeros', (s: string) => '\0'.repeat(s.length)],
+    ['all ones', (s: string) => '\0' + '\xff'.repeat(s.length - 1)],
+    ['a truncated signature', (s: string) => s.slice(0, 60)],
+    ['an empty signature', () => '\0'],
+    ['a signature longer than the key', (s: string) => s + s],
+  ])('refuses a CSR with %s as its signature', (_name, sig) => {
+    const pki = ensurePki(home, [], '127.0.0.1');
+    const pem = withSignature(sig);
+    let thrown: unknown;
+    try {
+      signAgentCsr(pki, pem, 'bent');
+    } catch (e) {
+      thrown = e;
+    }
+    expect(thrown).toBeInstanceOf(CsrError);
+    expect((thrown as Error).message).toMatch(/^csr /);
   });
 });

@@ -128,21 +128,33 @@ export function ensurePki(home: string, extraHosts: string[], listenHost: string
 
 export class CsrError extends Error {}
 
-/** Signs an agent's CSR. The agent's private key never leaves the target: only its public key arrives here. */
+/**
+ * Signs an agent's CSR. The agent's private key never leaves the target: only its public key arrives here. Every way
+ * a CSR can be unreadable or fail to verify is a CsrError with the reason (node-forge throws on some corrupted
+ * signatures instead of returning false).
+ */
 export function signAgentCsr(pki: PkiMaterial, csrPem: string, commonName: string): { certificate: string; fingerprint: string } {
   let csr: forge.pki.CertificateSigningRequest;
   try {
     csr = forge.pki.certificationRequestFromPem(csrPem);
-  } catch {
-    throw new CsrError('csr must be a PEM certificate signing request');
+  } catch (e) {
+    throw new CsrError(`csr must be a PEM certificate signing request with an RSA key (${reason(e)})`);
   }
-  if (!csr.verify()) throw new CsrError('csr signature does not verify');
+  let verified: boolean;
+  try {
+    verified = csr.verify();
+  } catch (e) {
+    throw new CsrError(`csr signature does not verify (${reason(e)})`);
+  }
+  if (!verified) throw new CsrError('csr signature does not verify');
   if (!csr.publicKey) throw new CsrError('csr has no public key');
   const rsa = csr.publicKey as forge.pki.rsa.PublicKey;
   if (!rsa.n || rsa.n.bitLength() < 2048) throw new CsrError('csr key must be RSA of at least 2048 bits');
   const certificate = issue({ caCert: pki.caCert, caKey: pki.caKey, publicKey: csr.publicKey, commonName, server: false, years: 5 });
   return { certificate, fingerprint: certificateFingerprint(certificate) };
 }
+
+const reason = (e: unknown) => String((e as Error)?.message ?? e).slice(0, 200);
 
 /** The TLS chain to present: the leaf, then the CA, so a registering agent can check the CA against its pin. */
 export function serverChain(pki: PkiMaterial): string {

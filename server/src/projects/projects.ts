@@ -75,7 +75,8 @@ export const toProjectDto = (p: ProjectEntity) => ({
 
 /** Sensitive values never leave the server through the API. */
 export const maskVariables = (vars: VariableDef[]) => vars.map((v) => (v.sensitive ? { ...v, value: MASK } : v));
-const sameScope = (a: VariableDef, b: VariableDef) => JSON.stringify(a.scope ?? {}) === JSON.stringify(b.scope ?? {});
+/** A variable's name and scope as one key: a sensitive value sent back masked keeps the value stored under it. */
+const scopedKey = (v: VariableDef) => JSON.stringify([v.name, v.scope ?? {}]);
 export const toChannelDto = (c: ChannelEntity) => ({ id: c.id, name: c.name, projectId: c.projectId });
 
 @Injectable()
@@ -135,10 +136,13 @@ export class ProjectsService {
     const v = validateVariables(dto.variables);
     if (!v.ok) throw new BadRequestException(v.messages);
     const p = await this.get(id);
+    // Stored secrets by name and scope, looked up once per variable: linear in the number of variables.
+    const secrets = new Map<string, string>();
+    for (const o of p.variables) if (o.sensitive && !secrets.has(scopedKey(o))) secrets.set(scopedKey(o), o.value);
     const vars = v.value.map((nv) => {
       if (!nv.sensitive || nv.value !== MASK) return nv;
-      const old = p.variables.find((o) => o.name === nv.name && o.sensitive && sameScope(o, nv));
-      return old ? { ...nv, value: old.value } : nv;
+      const old = secrets.get(scopedKey(nv));
+      return old !== undefined ? { ...nv, value: old } : nv;
     });
     const [row] = returned<{ variables_version: number }>(
       await this.repo.query(

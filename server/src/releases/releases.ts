@@ -4,19 +4,26 @@ import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
 import { IsNotEmpty, IsObject, IsOptional, IsString, Matches, MaxLength } from 'class-validator';
 import { Repository } from 'typeorm';
 import { conflict, idOf } from '../common/http.js';
+import { IsStringRecord } from '../common/validation.js';
 import { PackagesModule, PackagesService } from '../packages/packages.js';
 import { maskVariables, ProjectsModule, ProjectsService } from '../projects/projects.js';
 import { ReleaseEntity, type ReleasePackage } from './release.entity.js';
 
+/** Packages a release may name: far beyond any real process (each needs its own package action). */
+const MAX_RELEASE_PACKAGES = 1_000;
+
 export class CreateReleaseDto {
   @ApiProperty({ type: String })
-  @IsString() @IsNotEmpty() projectId: string;
+  @IsString() @IsNotEmpty() @MaxLength(200) projectId: string;
   @ApiProperty({ type: String })
   @IsString() @Matches(/^[A-Za-z0-9][A-Za-z0-9.+_-]{0,99}$/, { message: 'version must be letters, digits, ".", "+", "_" or "-" (at most 100)' }) version: string;
   @ApiPropertyOptional({ type: String })
   @IsOptional() @IsString() @MaxLength(100) channelId?: string;
   @ApiPropertyOptional({ type: 'object', additionalProperties: true })
-  @IsOptional() @IsObject({ message: 'packages must be an object like {"web": "1.0.0"}' }) packages?: Record<string, string>;
+  @IsOptional()
+  @IsObject({ message: 'packages must be an object like {"web": "1.0.0"}' })
+  @IsStringRecord({ maxKeys: MAX_RELEASE_PACKAGES, maxValueLength: 100 })
+  packages?: Record<string, string>;
 }
 
 export const toReleaseDto = (r: ReleaseEntity) => ({

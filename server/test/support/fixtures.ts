@@ -6,6 +6,7 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import type { IncomingHttpHeaders } from 'node:http';
 import { request } from 'node:https';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -82,6 +83,7 @@ export interface ApiResponse<T = any> {
   status: number;
   body: T;
   text: string;
+  headers: IncomingHttpHeaders;
 }
 
 export class TestServer {
@@ -126,7 +128,7 @@ export class TestServer {
           } catch {
             parsed = undefined;
           }
-          res({ status: r.statusCode ?? 0, body: parsed, text });
+          res({ status: r.statusCode ?? 0, body: parsed, text, headers: r.headers });
         });
       });
       req.on('error', rej);
@@ -323,13 +325,13 @@ export class CutProxy {
 }
 
 /** Starts an agent process; the first start registers with `token`. */
-export function startAgent(srv: TestServer, o: { name: string; roles: string[]; environments: string[]; token: string }): TestAgent {
+export function startAgent(srv: TestServer, o: { name: string; roles: string[]; environments: string[]; token: string; work?: string }): TestAgent {
   const home = join(srv.dir, `agent-${o.name}`);
   mkdirSync(home, { recursive: true });
   const logFile = join(srv.dir, `agent-${o.name}.log`);
   const proc = spawnLogged(
     `agent-${o.name}`,
-    ['dist/agent/src/main.js', 'run', '--server', srv.base, '--token', o.token, '--name', o.name, '--roles', o.roles.join(','), '--environments', o.environments.join(','), '--home', home],
+    ['dist/agent/src/main.js', 'run', '--server', srv.base, '--token', o.token, '--name', o.name, '--roles', o.roles.join(','), '--environments', o.environments.join(','), '--home', home, ...(o.work ? ['--work', o.work] : [])],
     { CUTTLE_LOG_FORMAT: 'json' },
     logFile,
   );

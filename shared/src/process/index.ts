@@ -8,15 +8,21 @@ export const STEP_CONDITIONS = ['success', 'failure', 'always'] as const;
 export const START_TRIGGERS = ['afterPrevious', 'withPrevious'] as const;
 export const ACTION_TYPES = ['script', 'package', 'manual-intervention'] as const;
 
-const COUNT_OR_PERCENT = 'must be a positive integer or a percentage like "25%"';
-const COUNT_OR_PERCENT_ZERO = 'must be a non-negative integer or a percentage like "10%"';
+/**
+ * The largest count a window or failure budget may be: far past any real step (the product is built for ten
+ * thousand targets), and well inside the database's integer columns, so a count is refused when the process is saved
+ * rather than when a deployment is planned.
+ */
+export const MAX_STEP_COUNT = 100_000;
+const COUNT_OR_PERCENT = `must be a positive integer or a percentage like "25%" (a count of at most ${MAX_STEP_COUNT})`;
+const COUNT_OR_PERCENT_ZERO = `must be a non-negative integer or a percentage like "10%" (a count of at most ${MAX_STEP_COUNT})`;
 const PERCENT_RE = /^(\d{1,3})%$/;
 
 /** A window size or failure budget: a count, or a percentage of the step's targets. */
 const countOrPercent = (min: 0 | 1, msg: string) =>
   z.union([z.number(), z.string()], { error: msg }).superRefine((v, ctx) => {
     if (typeof v === 'number') {
-      if (!Number.isInteger(v) || v < min) ctx.addIssue({ code: 'custom', message: msg });
+      if (!Number.isInteger(v) || v < min || v > MAX_STEP_COUNT) ctx.addIssue({ code: 'custom', message: msg });
       return;
     }
     const m = PERCENT_RE.exec(v);
@@ -39,9 +45,9 @@ export const ActionSchema = z
     excludedEnvironmentIds: idList.optional(),
     channelIds: idList.optional(),
     disabled: z.boolean({ error: 'must be true or false' }).optional(),
-    timeoutSeconds: z.number().int('must be a whole number of seconds').positive('must be positive').max(7 * 86400).optional(),
-    retries: z.number().int('must be a whole number').min(0, 'must not be negative').max(100).optional(),
-    retryDelaySeconds: z.number().int('must be a whole number of seconds').min(0, 'must not be negative').max(86400).optional(),
+    timeoutSeconds: z.number().int('must be a whole number of seconds').positive('must be positive').max(7 * 86400, 'must be at most 604800 (7 days)').optional(),
+    retries: z.number().int('must be a whole number').min(0, 'must not be negative').max(100, 'must be at most 100').optional(),
+    retryDelaySeconds: z.number().int('must be a whole number of seconds').min(0, 'must not be negative').max(86400, 'must be at most 86400 (a day)').optional(),
     script: z.string({ error: 'must be bash text' }).max(1_000_000, 'must be at most 1,000,000 characters').optional(),
     packageId: z
       .string({ error: 'must be a package id' })
@@ -64,7 +70,10 @@ export const StepSchema = z
     maxFailures: countOrPercent(0, COUNT_OR_PERCENT_ZERO).optional(),
     condition: z.enum(STEP_CONDITIONS, { error: `must be one of ${STEP_CONDITIONS.join(', ')}` }).optional(),
     startTrigger: z.enum(START_TRIGGERS, { error: `must be one of ${START_TRIGGERS.join(', ')}` }).optional(),
-    actions: z.array(ActionSchema, { error: 'must be a list of actions' }).min(1, 'must have at least one action').max(100),
+    actions: z
+      .array(ActionSchema, { error: (i) => (i.code === 'invalid_type' ? 'must be a list of actions' : undefined) })
+      .min(1, 'must have at least one action')
+      .max(100, 'must have at most 100 actions'),
   })
   .strict()
   .superRefine((s, ctx) => {
@@ -84,8 +93,8 @@ export const StepSchema = z
 export type Step = z.infer<typeof StepSchema>;
 
 export const ProcessStepsSchema = z
-  .array(StepSchema, { error: 'must be a list of steps' })
-  .max(200)
+  .array(StepSchema, { error: (i) => (i.code === 'invalid_type' ? 'must be a list of steps' : undefined) })
+  .max(200, 'must have at most 200 steps')
   .superRefine((steps, ctx) => {
     const seen = new Set<string>();
     steps.forEach((s, i) => {

@@ -20,10 +20,14 @@ describe('deployment process validation', () => {
 
   // Every refusal names its field the way api.md shows: steps[1].windowSize must ...
   it.each([
-    [[{ name: 'A', targetRoles: ['web'], windowSize: 0, actions: [script] }], 'steps[0].windowSize must be a positive integer or a percentage like "25%"'],
-    [[{ name: 'A', targetRoles: ['web'], windowSize: '150%', actions: [script] }], 'steps[0].windowSize must be a positive integer or a percentage like "25%"'],
-    [[{ name: 'A', targetRoles: ['web'], windowSize: 1.5, actions: [script] }], 'steps[0].windowSize must be a positive integer or a percentage like "25%"'],
-    [[{ name: 'A', targetRoles: ['web'], maxFailures: -1, actions: [script] }], 'steps[0].maxFailures must be a non-negative integer or a percentage like "10%"'],
+    [[{ name: 'A', targetRoles: ['web'], windowSize: 0, actions: [script] }], 'steps[0].windowSize must be a positive integer or a percentage like "25%" (a count of at most 100000)'],
+    [[{ name: 'A', targetRoles: ['web'], windowSize: '150%', actions: [script] }], 'steps[0].windowSize must be a positive integer or a percentage like "25%" (a count of at most 100000)'],
+    [[{ name: 'A', targetRoles: ['web'], windowSize: 1.5, actions: [script] }], 'steps[0].windowSize must be a positive integer or a percentage like "25%" (a count of at most 100000)'],
+    [[{ name: 'A', targetRoles: ['web'], maxFailures: -1, actions: [script] }], 'steps[0].maxFailures must be a non-negative integer or a percentage like "10%" (a count of at most 100000)'],
+    [[{ name: 'A', targetRoles: ['web'], maxFailures: 1e308, actions: [script] }], 'steps[0].maxFailures must be a non-negative integer or a percentage like "10%" (a count of at most 100000)'],
+    [[{ name: 'A', targetRoles: ['web'], windowSize: 2 ** 31, actions: [script] }], 'steps[0].windowSize must be a positive integer or a percentage like "25%" (a count of at most 100000)'],
+    [[{ name: 'A', targetRoles: ['web'], actions: [{ ...script, timeoutSeconds: 1e308 }] }], 'steps[0].actions[0].timeoutSeconds must be at most 604800 (7 days)'],
+    [[{ name: 'A', targetRoles: ['web'], actions: [{ ...script, retries: 2 ** 53 }] }], 'steps[0].actions[0].retries must be at most 100'],
     [[{ name: 'A', targetRoles: ['web'], condition: 'sometimes', actions: [script] }], 'steps[0].condition must be one of success, failure, always'],
     [[{ name: 'A', targetRoles: ['web'], actions: [] }], 'steps[0].actions must have at least one action'],
     [[{ name: 'A', targetRoles: ['web'], actions: [{ name: 'x', type: 'script' }] }], 'steps[0].actions[0].script is required for a script action'],

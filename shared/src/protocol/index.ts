@@ -21,8 +21,8 @@
  *                   fingerprints before any message is read.
  *   2. hello        agent → server: protocol and agent version, and every lease the agent still knows about
  *                   (running, or finished but not acknowledged).
- *      welcome      server → agent: machine id and name, heartbeat interval and lease time-to-live. A good welcome
- *                   resets the agent's reconnect back-off.
+ *      welcome      server → agent: machine id and name, heartbeat interval and lease time-to-live, and the bound on
+ *                   a package's unpacked size. A good welcome resets the agent's reconnect back-off.
  *   3. lease.offer  server → agent: a lease (one target run: one step's actions, in order, on this target). The
  *                   server has already taken the lease row in the database, so the window is counted before any
  *                   work is sent. An offer repeated for a lease the agent knows is answered with its current state,
@@ -79,20 +79,49 @@ export const packageDownloadPath = (sha256: string, prefetch = false) => `/packa
  */
 export const AGENT_PORT_KEEP_ALIVE_MS = 5_000;
 
-/** Upper bounds that keep one agent from exhausting the server's memory. */
+/**
+ * Upper bounds that keep one agent from exhausting the server's memory. The schemas below enforce them on arrival;
+ * the agent cuts what it sends to them first (`fitAgentMessage`, `splitLines`), so that a message it sends is never
+ * refused for its size: a refused result would leave the target to fail as "agent lost" although the agent is alive.
+ */
 export const LIMITS = {
   /** A longer line is cut to this length and marked with `LOG_TRUNCATED_MARK`. */
   logLineChars: 16 * 1024,
   logLinesPerMessage: 2_000,
+  /**
+   * Characters of log text in one message: even if JSON escaped every one of them as `\uXXXX` (6 bytes), the
+   * message would stay well under `messageBytes`.
+   */
+  logCharsPerMessage: 512 * 1024,
   leasesPerAgent: 1_000,
+  /** A lease result's error (the agent cuts longer ones and marks them). */
+  errorChars: 4_000,
+  /** A name: action, output variable. */
+  nameChars: 200,
+  /** An output variable's value. */
+  outputValueChars: 100_000,
+  /** The agent's version, as it reports it. */
+  versionChars: 50,
+  /** A path the agent reports (its work folder). */
+  pathChars: 4_096,
   /** socket.io's maxHttpBufferSize on the agent port. */
   messageBytes: 4 * 1024 * 1024,
 } as const;
 export const LOG_TRUNCATED_MARK = ' …[truncated]';
 
-const id = z.string().min(1).max(100);
+const id = z.string().min(1).max(100).regex(/^[^\0]*$/, 'must not contain NUL characters');
+/** Free text from an agent: a NUL (which PostgreSQL cannot store) is taken out rather than refusing the message. */
+const text = (max?: number) => (max === undefined ? z.string() : z.string().max(max)).transform((t) => (t.includes('\0') ? t.replaceAll('\0', '') : t));
 const sha256 = z.string().regex(/^[a-f0-9]{64}$/, 'must be a lowercase hex sha256');
-const isoTime = z.string().max(40);
+/**
+ * A moment as the agent's clock read it (`toISOString()`): stored as timestamptz, so anything PostgreSQL cannot read
+ * as one is refused on arrival rather than failing the write it would join.
+ */
+const isoTime = z.iso.datetime({ offset: true });
+/** Counts and sequence numbers stored in integer columns. */
+const INT32 = 2 ** 31 - 1;
+const count = () => z.number().int().min(0).max(INT32);
+const exitCode = z.number().int().min(-INT32).max(INT32).nullable().optional();
 
 export const ActionStateSchema = z.enum(['pending', 'running', 'success', 'failed', 'skipped', 'cancelled']);
 export type ActionState = z.infer<typeof ActionStateSchema>;
@@ -121,18 +150,18 @@ export type LeaseAction = z.infer<typeof LeaseActionSchema>;
 // ---------------------------------------------------------------- agent → server
 export const HelloSchema = z.object({
   type: z.literal('hello'),
-  protocolVersion: z.number().int(),
-  agentVersion: z.string().max(50),
+  protocolVersion: z.number().int().max(INT32),
+  agentVersion: text(LIMITS.versionChars),
   /** Leases the agent still holds: running, or finished with a result not yet acknowledged. */
   leases: z.array(z.object({ leaseId: id, state: z.enum(['running', 'finished']) })).max(LIMITS.leasesPerAgent),
 });
 export const LeaseAcceptedSchema = z.object({ type: z.literal('lease.accepted'), leaseId: id });
 export const LogLineSchema = z.object({
-  seq: z.number().int().positive(),
+  seq: count().positive(),
   at: isoTime,
   level: LogLevelSchema,
-  actionIndex: z.number().int().min(0).optional(),
-  text: z.string(),
+  actionIndex: count().optional(),
+  text: text(),
 });
 export type LogLine = z.infer<typeof LogLineSchema>;
 export const LeaseLogSchema = z.object({
@@ -143,17 +172,17 @@ export const LeaseLogSchema = z.object({
 export const LeaseActionUpdateSchema = z.object({
   type: z.literal('lease.action'),
   leaseId: id,
-  actionIndex: z.number().int().min(0),
+  actionIndex: count(),
   state: ActionStateSchema,
-  exitCode: z.number().int().nullable().optional(),
+  exitCode,
   at: isoTime,
 });
 export const LeaseOutputSchema = z.object({
   type: z.literal('lease.output'),
   leaseId: id,
-  actionIndex: z.number().int().min(0),
-  name: z.string().min(1).max(200),
-  value: z.string().max(100_000),
+  actionIndex: count(),
+  name: text(LIMITS.nameChars).pipe(z.string().min(1)),
+  value: text(LIMITS.outputValueChars),
   sensitive: z.boolean(),
 });
 export const HeartbeatSchema = z.object({
@@ -164,12 +193,12 @@ export const LeaseResultSchema = z.object({
   type: z.literal('lease.result'),
   leaseId: id,
   state: LeaseOutcomeSchema,
-  exitCode: z.number().int().nullable().optional(),
-  error: z.string().max(4_000).optional(),
+  exitCode,
+  error: text(LIMITS.errorChars).optional(),
   /** Every action's final state, so a result alone is enough to settle the target run. */
-  actions: z.array(z.object({ index: z.number().int().min(0), state: ActionStateSchema, exitCode: z.number().int().nullable().optional() })).max(1_000),
+  actions: z.array(z.object({ index: count(), state: ActionStateSchema, exitCode })).max(1_000),
   /** Highest log sequence the agent produced for this lease: lets the server tell a complete log from a short one. */
-  lastLogSeq: z.number().int().min(0),
+  lastLogSeq: count(),
   /**
    * The lease's last log lines, not sent before: stored with the result in one transaction (one message and one
    * write less per target). Deduplicated like lease.log lines; the result's acknowledgement covers them.
@@ -181,11 +210,11 @@ export const LeaseResultSchema = z.object({
 export const HealthReportSchema = z.object({
   type: z.literal('health.report'),
   requestId: id,
-  agentVersion: z.string().max(50),
-  workDir: z.string().max(4096),
-  freeDiskBytes: z.number().min(0),
-  uptimeSeconds: z.number().min(0),
-  runningLeases: z.number().int().min(0),
+  agentVersion: text(LIMITS.versionChars),
+  workDir: text(LIMITS.pathChars),
+  freeDiskBytes: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER),
+  uptimeSeconds: z.number().min(0).max(Number.MAX_SAFE_INTEGER),
+  runningLeases: count(),
 });
 
 export const AgentMessageSchema = z.discriminatedUnion('type', [
@@ -209,6 +238,8 @@ export const WelcomeSchema = z.object({
   heartbeatMs: z.number().int().positive(),
   leaseTtlMs: z.number().int().positive(),
   serverVersion: z.string(),
+  /** The server's bound on a package's unpacked size (CUTTLE_MAX_UNPACKED_MB): the agent stops unpacking past it. */
+  maxUnpackedBytes: z.number().int().positive().optional(),
 });
 export const LeaseOfferSchema = z.object({
   type: z.literal('lease.offer'),
@@ -272,5 +303,58 @@ export function parseServerMessage(raw: unknown): Parsed<ServerMessage> {
 
 /** Cuts an oversized log line and marks it, so a runaway script cannot blow up a message or a row. */
 export function clampLogText(text: string): string {
-  return text.length > LIMITS.logLineChars ? text.slice(0, LIMITS.logLineChars) + LOG_TRUNCATED_MARK : text;
+  return cutText(text, LIMITS.logLineChars);
+}
+
+/** `text` cut to `max` characters (plus the mark) when longer; never splits a surrogate pair. */
+export function cutText(text: string, max: number): string {
+  if (text.length <= max) return text;
+  const end = /[\uD800-\uDBFF]/.test(text[max - 1]) ? max - 1 : max;
+  return text.slice(0, end) + LOG_TRUNCATED_MARK;
+}
+
+/**
+ * The message as the protocol's limits allow it: every text cut to its bound (and marked), every line clamped. The
+ * agent passes everything it sends through this, so no message of its own is refused on arrival for a length.
+ * Lists are not cut here: their senders split them (`splitLines`).
+ */
+export function fitAgentMessage(m: AgentMessage): AgentMessage {
+  const cut = (t: string, max: number) => (t.length <= max ? t : cutText(t, max - LOG_TRUNCATED_MARK.length));
+  const lines = (ls: LogLine[]) => (ls.some((l) => l.text.length > LIMITS.logLineChars) ? ls.map((l) => ({ ...l, text: clampLogText(l.text) })) : ls);
+  switch (m.type) {
+    case 'hello':
+      return { ...m, agentVersion: cut(m.agentVersion, LIMITS.versionChars) };
+    case 'health.report':
+      return { ...m, agentVersion: cut(m.agentVersion, LIMITS.versionChars), workDir: cut(m.workDir, LIMITS.pathChars) };
+    case 'lease.log':
+      return { ...m, lines: lines(m.lines) };
+    case 'lease.output':
+      return { ...m, name: cut(m.name, LIMITS.nameChars), value: cut(m.value, LIMITS.outputValueChars) };
+    case 'lease.result':
+      return { ...m, ...(m.error !== undefined ? { error: cut(m.error, LIMITS.errorChars) } : {}), ...(m.lines ? { lines: lines(m.lines) } : {}) };
+    default:
+      return m;
+  }
+}
+
+/**
+ * Log lines in pieces that fit one message each: at most `maxLines` lines (and `LIMITS.logLinesPerMessage`), and at
+ * most `LIMITS.logCharsPerMessage` characters of text.
+ */
+export function splitLines(lines: LogLine[], maxLines: number = LIMITS.logLinesPerMessage): LogLine[][] {
+  const out: LogLine[][] = [];
+  let piece: LogLine[] = [];
+  let chars = 0;
+  const most = Math.min(maxLines, LIMITS.logLinesPerMessage);
+  for (const l of lines) {
+    if (piece.length && (piece.length >= most || chars + l.text.length > LIMITS.logCharsPerMessage)) {
+      out.push(piece);
+      piece = [];
+      chars = 0;
+    }
+    piece.push(l);
+    chars += l.text.length;
+  }
+  if (piece.length) out.push(piece);
+  return out;
 }

@@ -28,8 +28,14 @@ export const VariableSchema = z
   .refine((v) => !v.name.startsWith('Cuttle.'), { message: 'names starting with "Cuttle." are reserved for system variables', path: ['name'] });
 export type VariableDef = z.infer<typeof VariableSchema>;
 
+/** Variables of one project: thousands are already more than people can keep in order. */
+export const MAX_VARIABLES = 5_000;
+
 export function validateVariables(list: unknown): ValidationResult<VariableDef[]> {
-  const r = z.array(VariableSchema, { error: 'must be a list of variables' }).max(5_000).safeParse(list);
+  const r = z
+    .array(VariableSchema, { error: (i) => (i.code === 'invalid_type' ? 'must be a list of variables' : undefined) })
+    .max(MAX_VARIABLES, `must have at most ${MAX_VARIABLES} variables`)
+    .safeParse(list);
   return r.success ? { ok: true, value: r.data } : { ok: false, messages: zodMessages(r.error, ['variables']) };
 }
 

@@ -1,0 +1,29 @@
+/** class-validator decorators the built-in ones lack. */
+import { registerDecorator, type ValidationArguments } from 'class-validator';
+
+/**
+ * A map of names to text (`{"web": "1.0.0"}`) with at most `maxKeys` entries and values of at most `maxValueLength`
+ * characters; the message names the property and, for a bad value, its key.
+ */
+export function IsStringRecord(o: { maxKeys: number; maxValueLength: number }) {
+  const problem = (value: unknown, property: string): string | null => {
+    if (value === null || typeof value !== 'object' || Array.isArray(value)) return null; // IsObject's to say
+    const entries = Object.entries(value);
+    if (entries.length > o.maxKeys) return `${property} has ${entries.length} entries (at most ${o.maxKeys})`;
+    for (const [k, v] of entries) {
+      if (typeof v !== 'string' || !v) return `${property}.${k} must be a version string`;
+      if (v.length > o.maxValueLength) return `${property}.${k} must be at most ${o.maxValueLength} characters`;
+    }
+    return null;
+  };
+  return (target: object, propertyName: string) =>
+    registerDecorator({
+      name: 'isStringRecord',
+      target: target.constructor,
+      propertyName,
+      validator: {
+        validate: (value: unknown, args: ValidationArguments) => problem(value, args.property) === null,
+        defaultMessage: (args: ValidationArguments) => problem(args.value, args.property) ?? `${args.property} is not valid`,
+      },
+    });
+}
