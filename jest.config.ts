@@ -1,8 +1,9 @@
 import type { Config } from 'jest';
 
-// Two tiers: `unit` (*.spec.ts next to the code, pure, fast) and `integration` (server/test, agent/test: real
-// server processes, real agents over mTLS, real databases). `npm test` builds first: integration tests spawn the
-// compiled server and agents exactly as an operator would.
+// Three tiers: `unit` (*.spec.ts next to the code, pure, fast), `database` (*.db.test.ts next to the code: services
+// in the test process against a real database, in-process PGlite or PostgreSQL with DATABASE_URL, seconds per file)
+// and `integration` (server/test, agent/test: real server processes, real agents over mTLS, real databases).
+// Integration tests build first: they spawn the compiled server and agents exactly as an operator would.
 const common = {
   extensionsToTreatAsEsm: ['.ts'],
   transform: { '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.json', diagnostics: { ignoreCodes: [151002] } }] },
@@ -16,6 +17,7 @@ const common = {
 const config: Config = {
   projects: [
     { ...common, displayName: 'unit', testMatch: ['<rootDir>/{server,agent,shared,cli}/src/**/*.spec.ts'] },
+    { ...common, displayName: 'database', testMatch: ['<rootDir>/server/src/**/*.db.test.ts'] },
     {
       ...common,
       displayName: 'integration',

@@ -7,23 +7,22 @@
 import { createServer, type Server as HttpsServer } from 'node:https';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TLSSocket } from 'node:tls';
-import { stat } from 'node:fs/promises';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { Server, type Socket } from 'socket.io';
 import { normalizeFingerprint } from '#shared/pki/index.js';
-import { AGENT_EVENT, AGENT_PORT_KEEP_ALIVE_MS, LIMITS, parseAgentMessage, PROTOCOL_VERSION, type AgentMessage } from '#shared/protocol/index.js';
+import { AGENT_EVENT, AGENT_PORT_KEEP_ALIVE_MS, LIMITS, parseAgentMessage, PROTOCOL_VERSION, SERVER_EVENT, type AgentMessage, type ServerMessage } from '#shared/protocol/index.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { PKI } from '../core.module.js';
-import { LeasesService } from '../leases/leases.js';
+import { DeploymentLogService } from '../deployments/deployment-log.service.js';
+import { LeasesService } from '../leases/leases.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
+import { HealthChecks } from '../machines/health-checks.js';
 import { MachineEvents, MachinesService } from '../machines/machines.js';
 import { Dispatcher } from '../orchestration/dispatcher.js';
-import { PackageFiles } from '../packages/packages.js';
+import { OffersService } from '../orchestration/offers.service.js';
+import { PackageDownloads } from '../packages/package-downloads.js';
 import { serverChain, type PkiMaterial } from '../pki/pki.js';
 import { AgentConnections } from './agent-connections.js';
-import { DownloadPriority } from './download-priority.js';
-import { HealthChecks } from '../machines/health-checks.js';
-import { LiveEvents } from '../live/live-events.js';
 
 const MAX_QUEUED_MESSAGES = 2_000;
 
@@ -36,18 +35,16 @@ interface AgentSocketData {
 export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdown {
   private https?: HttpsServer;
   private io?: Server;
-  /** Bytes of package data sent by this node (the benchmark reads it from the health endpoint). */
-  packageBytesSent = 0;
-  private readonly downloads = new DownloadPriority();
 
   constructor(
     private readonly agents: AgentConnections,
     private readonly machines: MachinesService,
     private readonly leases: LeasesService,
+    private readonly deploymentLog: DeploymentLogService,
+    private readonly offers: OffersService,
     private readonly dispatcher: Dispatcher,
-    private readonly packages: PackageFiles,
+    private readonly downloads: PackageDownloads,
     events: MachineEvents,
-    private readonly live: LiveEvents,
     private readonly health: HealthChecks,
     @Inject(PKI) private readonly pki: PkiMaterial,
     @Inject(CONFIG) private readonly config: CuttleConfig,
@@ -102,35 +99,14 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
     return this.machines.findByFingerprint(normalizeFingerprint(cert.fingerprint256));
   }
 
+  /** `GET /packages/<sha256>`: only for a machine we know by its certificate (403 otherwise). */
   private async handleHttp(req: IncomingMessage, res: ServerResponse) {
-    const m = /^\/packages\/([a-f0-9]{64})(\?prefetch=1)?$/.exec(req.url ?? '');
-    try {
-      const machine = await this.authenticate(req.socket as TLSSocket);
-      if (!machine) {
-        res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ statusCode: 403, message: 'unknown or revoked machine' }));
-        return;
-      }
-      if (req.method !== 'GET' || !m) {
-        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ statusCode: 404, message: 'not found' }));
-        return;
-      }
-      if (!this.packages.has(m[1])) {
-        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ statusCode: 404, message: `no package with sha256 ${m[1]}` }));
-        return;
-      }
-      const { size } = await stat(this.packages.pathOf(m[1]));
-      const transfer = async () => {
-        res.writeHead(200, { 'content-type': 'application/gzip', 'content-length': size });
-        await this.packages.send(m[1], res);
-      };
-      await (m[2] ? this.downloads.prefetch(transfer) : this.downloads.lease(transfer));
-      this.packageBytesSent += size;
-      this.log.debug('package sent', { context: 'agents', machine: machine.name, sha256: m[1], bytes: size });
-    } catch (e) {
-      this.log.warn('package download failed', { context: 'agents', error: (e as Error).message });
-      if (!res.headersSent) res.writeHead(500).end();
-      else res.destroy();
+    const machine = await this.authenticate(req.socket as TLSSocket).catch(() => null);
+    if (!machine) {
+      res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ statusCode: 403, message: 'unknown or revoked machine' }));
+      return;
     }
+    await this.downloads.serve(req, res, machine.name);
   }
 
   private onConnection(socket: Socket) {
@@ -144,7 +120,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
       // growing this queue without bound; a well-behaved agent waits for acknowledgements and never gets near it.
       if (++queued > MAX_QUEUED_MESSAGES) {
         this.log.warn('agent flooded the server with messages; disconnecting it', { context: 'agents', machine: machineName, queued });
-        socket.emit('server:message', { type: 'protocol.error', message: `more than ${MAX_QUEUED_MESSAGES} messages waiting: slow down`, fatal: false });
+        socket.emit(SERVER_EVENT, { type: 'protocol.error', message: `more than ${MAX_QUEUED_MESSAGES} messages waiting: slow down`, fatal: false });
         socket.disconnect(true);
         return;
       }
@@ -153,11 +129,11 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
         const parsed = parseAgentMessage(raw);
         if (!parsed.ok) {
           this.log.warn('invalid message from agent', { context: 'agents', machine: machineName, error: parsed.error });
-          socket.emit('server:message', { type: 'protocol.error', message: `invalid message: ${parsed.error}`, fatal: false });
+          socket.emit(SERVER_EVENT, { type: 'protocol.error', message: `invalid message: ${parsed.error}`, fatal: false });
           return;
         }
         if (!greeted && parsed.message.type !== 'hello') {
-          socket.emit('server:message', { type: 'protocol.error', message: 'send hello first', fatal: false });
+          socket.emit(SERVER_EVENT, { type: 'protocol.error', message: 'send hello first', fatal: false });
           return;
         }
         try {
@@ -170,20 +146,15 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
     });
     socket.on('disconnect', (reason) => {
       this.agents.remove(machineId, socket);
-      void this.machines.repo
-        .createQueryBuilder()
-        .update()
-        .set({ connectedNode: null })
-        .where('id = :id AND connected_node = :node', { id: machineId, node: this.config.nodeId })
-        .execute()
-        .catch(() => {});
+      void this.machines.markDisconnected(machineId, this.config.nodeId).catch(() => {});
       this.log.info('agent disconnected', { context: 'agents', machine: machineName, reason });
-      this.live.emit('machines');
     });
   }
 
   private async handle(socket: Socket, machineId: string, msg: AgentMessage) {
-    const send = (m: Parameters<AgentConnections['send']>[1]) => socket.emit('server:message', m);
+    const send = (m: ServerMessage) => socket.emit(SERVER_EVENT, m);
+    // Messages about a lease speak only for the agent's own leases; another machine's (or an unknown) lease is ignored.
+    const own = (leaseId: string) => this.leases.own(machineId, leaseId);
     switch (msg.type) {
       case 'hello': {
         if (msg.protocolVersion !== PROTOCOL_VERSION) {
@@ -192,10 +163,9 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
           return;
         }
         this.agents.add(machineId, socket);
-        await this.machines.repo.update({ id: machineId }, { connectedNode: this.config.nodeId, connectedAt: new Date(), lastSeenAt: new Date(), agentVersion: msg.agentVersion });
+        await this.machines.markConnected(machineId, this.config.nodeId, msg.agentVersion);
         const { machineName: name } = socket.data as AgentSocketData;
         send({ type: 'welcome', machineId, name, heartbeatMs: this.config.heartbeatMs, leaseTtlMs: this.config.leaseTtlMs, serverVersion: this.config.version, maxUnpackedBytes: this.config.maxUnpackedBytes });
-        this.live.emit('machines');
         this.log.info('agent connected', { context: 'agents', machine: name, agentVersion: msg.agentVersion, leases: msg.leases.length });
         // Leases the agent runs that the server has given up on (expired while it was away) must stop.
         const running = msg.leases.filter((l) => l.state === 'running').map((l) => l.leaseId);
@@ -208,29 +178,34 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
         return;
       }
       case 'lease.log': {
-        const seq = await this.leases.appendAgentLog(machineId, msg.leaseId, msg.lines);
-        if (seq !== null) send({ type: 'log.ack', leaseId: msg.leaseId, seq });
+        const ctx = await own(msg.leaseId);
+        if (ctx) send({ type: 'log.ack', leaseId: msg.leaseId, seq: await this.deploymentLog.appendAgentLines(ctx, msg.lines) });
         return;
       }
-      case 'lease.action':
-        await this.leases.actionUpdate(machineId, msg);
+      case 'lease.action': {
+        const ctx = await own(msg.leaseId);
+        if (ctx) await this.leases.actionUpdate(ctx, msg);
         return;
+      }
       case 'health.report':
         this.health.onReport(machineId, msg);
         return;
-      case 'lease.output':
-        await this.leases.storeOutput(machineId, msg);
+      case 'lease.output': {
+        const ctx = await own(msg.leaseId);
+        if (ctx) await this.offers.storeOutput(ctx, msg);
         return;
+      }
       case 'heartbeat': {
+        this.machines.markSeen(machineId);
         for (const gone of await this.leases.renew(machineId, msg.leaseIds)) send({ type: 'lease.cancel', leaseId: gone, reason: 'the lease is no longer active' });
         return;
       }
       case 'lease.result': {
-        const r = await this.leases.complete(machineId, msg);
+        const ctx = await own(msg.leaseId);
+        if (ctx) await this.leases.complete(ctx, msg);
         // Acknowledge even a duplicate, so the agent can forget it; an unknown lease is acknowledged too (nothing
         // here will ever accept it, and the agent must not resend it forever).
         send({ type: 'result.ack', leaseId: msg.leaseId });
-        if (r && !r.duplicate) this.dispatcher.kick(r.deploymentId);
         return;
       }
     }

@@ -7,7 +7,8 @@ import { ChannelEntity, ProjectEntity } from '../projects/project.entity.js';
 import { ReleaseEntity } from '../releases/release.entity.js';
 
 /**
- * Entities mapped by TypeORM. Deployments, target runs, leases and the log are reached with SQL through the
- * transaction's EntityManager (deployments/, leases/): their writes are the hot path and need exact locking.
+ * Entities mapped by TypeORM. The deployment aggregate (deployments, steps, target runs, leases, interruptions, output
+ * variables, the log) is reached with SQL through deployments/deployment.repository.ts alone: its writes are the hot
+ * path and need exact locking, in the order that file's header gives.
  */
 export const ENTITIES = [ApiKeyEntity, EnvironmentEntity, MachineEntity, RegistrationTokenEntity, ProjectEntity, ChannelEntity, PackageEntity, ReleaseEntity];

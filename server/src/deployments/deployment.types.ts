@@ -57,3 +57,81 @@ export interface TargetRunRow {
   started_at: Date | null;
   finished_at: Date | null;
 }
+
+export interface LeaseRow {
+  id: string;
+  deployment_id: string;
+  step_index: number;
+  slot: number;
+  target_run_id: string;
+  machine_id: string;
+  node_id: string;
+  state: 'offered' | 'accepted' | 'released';
+  expires_at: Date;
+  released_at: Date | null;
+  outcome: string | null;
+  last_log_seq: number;
+}
+
+export type InterruptionKind = 'manual-intervention' | 'guided-failure';
+
+export interface InterruptionRow {
+  id: string;
+  deployment_id: string;
+  kind: InterruptionKind;
+  step_index: number;
+  action_index: number;
+  target_run_id: string;
+  machine_id: string | null;
+  instructions: string | null;
+  state: 'pending' | 'submitted' | 'cancelled';
+  result: string | null;
+  notes: string | null;
+  submitted_by: string | null;
+  submitted_at: Date | null;
+  created_at: Date;
+}
+
+export interface OutputVariableRow {
+  deployment_id: string;
+  step_name: string;
+  action_name: string;
+  machine_id: string | null;
+  machine_name: string;
+  name: string;
+  value: string;
+  sensitive: boolean;
+}
+
+/** A line to append to a deployment's log. */
+export interface LogEntryInput {
+  level: 'debug' | 'info' | 'warn' | 'error';
+  text: string;
+  at?: Date | string;
+  machineId?: string | null;
+  stepName?: string | null;
+  actionName?: string | null;
+}
+
+/** A line of a deployment's log as the API shows it. */
+export interface LogEntry {
+  seq: number;
+  at: string;
+  level: string;
+  machineId?: string;
+  stepName?: string;
+  actionName?: string;
+  text: string;
+}
+
+/** Immutable facts about a lease (who, which step, the action names), as the paths that handle agents' messages need them. */
+export interface LeaseContext {
+  leaseId: string;
+  deploymentId: string;
+  machineId: string;
+  machineName: string;
+  targetRunId: string;
+  stepIndex: number;
+  stepName: string;
+  actionNames: string[];
+}

@@ -1,7 +1,9 @@
-import { Controller, Get, HttpCode, Inject, Param, Post, ServiceUnavailableException } from '@nestjs/common';
+import { Controller, Get, HttpCode, Inject, Module, Param, Post, ServiceUnavailableException } from '@nestjs/common';
 import { DataSource } from 'typeorm';
 import { ApiTags } from '@nestjs/swagger';
-import { AgentGateway } from '../agent-gateway/agent-gateway.js';
+import { MachinesModule } from '../machines/machines.module.js';
+import { PackageDownloads } from '../packages/package-downloads.js';
+import { PackagesModule } from '../packages/packages.js';
 import { idOf, Public } from '../common/http.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { HealthChecks } from '../machines/health-checks.js';
@@ -11,7 +13,7 @@ import { HealthChecks } from '../machines/health-checks.js';
 export class HealthController {
   constructor(
     private readonly ds: DataSource,
-    private readonly gateway: AgentGateway,
+    private readonly downloads: PackageDownloads,
     private readonly checks: HealthChecks,
     @Inject(CONFIG) private readonly config: CuttleConfig,
   ) {}
@@ -31,7 +33,7 @@ export class HealthController {
     } catch {
       throw new ServiceUnavailableException({ status: 'unavailable', database: 'down', version: this.config.version });
     }
-    return { status: 'ok', database: 'up', version: this.config.version, node: this.config.nodeId, agents, packageBytesSent: this.gateway.packageBytesSent };
+    return { status: 'ok', database: 'up', version: this.config.version, node: this.config.nodeId, agents, packageBytesSent: this.downloads.bytesSent };
   }
 
   /** Readiness for load balancers and orchestrators: the database answers and every migration is applied. */
@@ -56,3 +58,7 @@ export class HealthController {
     return this.checks.check(id);
   }
 }
+
+/** Liveness, readiness, and machines' health checks on demand. */
+@Module({ imports: [MachinesModule, PackagesModule], controllers: [HealthController] })
+export class HealthModule {}

@@ -11,14 +11,16 @@
  * Changes made by another server node raise no event here, so subscribed deployments are also compared with the
  * database every 2 s.
  */
-import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, Module, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { Server, type Namespace, type Socket } from 'socket.io';
-import { DataSource } from 'typeorm';
 import { z } from 'zod';
 import { ApiKeysService } from '../auth/api-keys.service.js';
-import { DeploymentLogService } from '../deployments/deployment-log.js';
-import { DeploymentsService } from '../deployments/deployments.js';
+import { AuthModule } from '../auth/auth.module.js';
+import { DeploymentLogService } from '../deployments/deployment-log.service.js';
+import { DeploymentRepository } from '../deployments/deployment.repository.js';
+import { DeploymentsModule } from '../deployments/deployments.module.js';
+import { DeploymentsService } from '../deployments/deployments.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 import { LiveEvents } from './live-events.js';
 
@@ -46,7 +48,7 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
     private readonly keys: ApiKeysService,
     private readonly deployments: DeploymentsService,
     private readonly log: DeploymentLogService,
-    private readonly ds: DataSource,
+    private readonly repo: DeploymentRepository,
     events: LiveEvents,
     @Inject(LOGGER) private readonly logger: Logger,
   ) {
@@ -113,8 +115,7 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
 
   /** A deployment's last log sequence and its state; null when there is no such deployment. */
   private async head(id: string): Promise<{ seq: number; state: string } | null> {
-    const [row] = await this.ds.query(`SELECT COALESCE(h.seq, 0) AS log_seq, d.state FROM deployments d LEFT JOIN deployment_log_heads h ON h.deployment_id = d.id WHERE d.id = $1`, [id]);
-    return row ? { seq: Number(row.log_seq), state: row.state } : null;
+    return (await this.repo.logHead(id)) ?? null;
   }
 
   private subscribers(id: string) {
@@ -179,3 +180,7 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
     }, 300);
   }
 }
+
+/** The dashboard's live channel. */
+@Module({ imports: [AuthModule, DeploymentsModule], providers: [LiveGateway] })
+export class LiveModule {}

@@ -10,7 +10,6 @@ import {
   HttpCode,
   Inject,
   Injectable,
-  Module,
   NotFoundException,
   Param,
   Patch,
@@ -19,21 +18,22 @@ import {
   Req,
   UnauthorizedException,
 } from '@nestjs/common';
-import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
+import { InjectRepository } from '@nestjs/typeorm';
 import { ArrayMaxSize, IsArray, IsBoolean, IsInt, IsNotEmpty, IsOptional, IsString, Matches, Max, MaxLength, Min } from 'class-validator';
 import type { Request } from 'express';
-import { IsNull, Repository } from 'typeorm';
+import { In, IsNull, Repository, type EntityManager } from 'typeorm';
 import { formatRegistrationToken, parseRegistrationToken } from '#shared/pki/index.js';
-import { conflict, idOf, Public } from '../common/http.js';
+import { conflict, idOf, isUuid, Public } from '../common/http.js';
 import { returned } from '../database/sql.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
-import { EnvironmentsModule, EnvironmentsService } from '../environments/environments.js';
+import { EnvironmentsService } from '../environments/environments.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 import { PKI } from '../core.module.js';
 import { CsrError, signAgentCsr, type PkiMaterial } from '../pki/pki.js';
 import { MachineEntity } from './machine.entity.js';
 import { LiveEvents } from '../live/live-events.js';
 import { RegistrationTokenEntity } from './registration-token.entity.js';
+
 
 const ROLE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
@@ -81,6 +81,10 @@ const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 
 @Injectable()
 export class MachinesService {
+  /** Machines heard from since the last write of `last_seen_at` (see markSeen). */
+  private seen = new Set<string>();
+  private seenTimer?: NodeJS.Timeout;
+
   constructor(
     @InjectRepository(MachineEntity) readonly repo: Repository<MachineEntity>,
     @InjectRepository(RegistrationTokenEntity) private readonly tokens: Repository<RegistrationTokenEntity>,
@@ -185,6 +189,68 @@ export class MachinesService {
     return qb.getMany();
   }
 
+  /**
+   * The machines a deployment may use: in the environment, not revoked, not disabled, narrowed by the operator's
+   * lists (refused with a 400 naming the list when they name an unknown machine, or one outside the environment).
+   * `db`: the caller's transaction, when in one.
+   */
+  async deployable(environmentId: string, specific: string[], excluded: string[], db: EntityManager = this.repo.manager): Promise<MachineEntity[]> {
+    for (const [field, ids] of [['specificMachineIds', specific], ['excludedMachineIds', excluded]] as const) {
+      const bad = ids.find((i) => !isUuid(i));
+      if (bad) throw new BadRequestException(`${field} names an unknown machine "${bad}"`);
+      if (ids.length) {
+        const found = await db.find(MachineEntity, { where: { id: In(ids) } });
+        const known = new Set(found.map((f) => f.id));
+        const missing = ids.find((i) => !known.has(i));
+        if (missing) throw new BadRequestException(`${field} names an unknown machine "${missing}"`);
+        const outside = found.find((f) => !f.environmentIds.includes(environmentId));
+        if (outside && field === 'specificMachineIds') throw new BadRequestException(`${field}: machine ${outside.name} is not in the deployment's environment`);
+      }
+    }
+    const all = await db.createQueryBuilder(MachineEntity, 'm').where('m.revoked_at IS NULL AND m.disabled = false AND m.environment_ids ? :env', { env: environmentId }).getMany();
+    // Sets, not lists: ten thousand ids against ten thousand machines stays linear.
+    const only = new Set(specific);
+    const not = new Set(excluded);
+    return all.filter((x) => (!only.size || only.has(x.id)) && !not.has(x.id));
+  }
+
+  /** The machine's agent said hello on this node. */
+  async markConnected(machineId: string, node: string, agentVersion: string): Promise<void> {
+    await this.repo.update({ id: machineId }, { connectedNode: node, connectedAt: new Date(), lastSeenAt: new Date(), agentVersion });
+    this.live.emit('machines');
+  }
+
+  /** The machine's connection to this node closed (another node may hold a newer one: its mark stays). */
+  async markDisconnected(machineId: string, node: string): Promise<void> {
+    await this.repo.createQueryBuilder().update().set({ connectedNode: null }).where('id = :id AND connected_node = :node', { id: machineId, node }).execute();
+    this.live.emit('machines');
+  }
+
+  /** Which of these machines are not revoked. */
+  async notRevoked(ids: string[]): Promise<Set<string>> {
+    const rows = await this.repo.find({ where: { id: In(ids), revokedAt: IsNull() }, select: { id: true } });
+    return new Set(rows.map((r) => r.id));
+  }
+
+  /** Records that a machine was heard from; written within a second, for all machines heard in one statement. */
+  markSeen(machineId: string) {
+    this.seen.add(machineId);
+    this.seenTimer ??= setTimeout(() => {
+      this.seenTimer = undefined;
+      const ids = [...this.seen];
+      this.seen.clear();
+      this.repo.update({ id: In(ids) }, { lastSeenAt: () => 'now()' }).catch((e) => this.log.warn('last-seen update failed', { context: 'machines', error: (e as Error).message }));
+    }, 1_000);
+    this.seenTimer.unref?.();
+  }
+
+  /** Machines' names by id, revoked ones included (history names them). */
+  async namesOf(ids: string[]): Promise<Map<string, string>> {
+    if (!ids.length) return new Map();
+    const rows = await this.repo.find({ where: { id: In(ids) }, select: { id: true, name: true } });
+    return new Map(rows.map((r) => [r.id, r.name]));
+  }
+
   async get(id: string) {
     const m = await this.repo.findOne({ where: { id, revokedAt: IsNull() } });
     if (!m) throw new NotFoundException(`machine ${id} not found`);
@@ -261,11 +327,3 @@ export class MachinesController {
     await this.machines.revoke(id);
   }
 }
-
-@Module({
-  imports: [TypeOrmModule.forFeature([MachineEntity, RegistrationTokenEntity]), EnvironmentsModule],
-  providers: [MachinesService, MachineEvents],
-  controllers: [MachinesController],
-  exports: [MachinesService, MachineEvents],
-})
-export class MachinesModule {}

@@ -8,19 +8,21 @@
  * arrive at any node; they change rows, and the owner sees them on its next round.
  */
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
-import { DataSource, type EntityManager } from 'typeorm';
+import type { EntityManager } from 'typeorm';
+import type { PackageRef } from '#shared/protocol/index.js';
 import { AgentConnections } from '../agent-gateway/agent-connections.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
-import { DeploymentLogService, type LogEntryInput } from '../deployments/deployment-log.js';
-import type { DeploymentRow, StepRow, TargetRunRow } from '../deployments/deployment.types.js';
-import { DeploymentsService } from '../deployments/deployments.js';
-import { LeasesService } from '../leases/leases.js';
+import { DeploymentEvents } from '../deployments/deployment-events.js';
+import { DeploymentLogService } from '../deployments/deployment-log.service.js';
+import { DeploymentRepository } from '../deployments/deployment.repository.js';
+import { ACTIVE_STATES, type DeploymentRow, type LogEntryInput, type TargetRunRow } from '../deployments/deployment.types.js';
+import { InterruptionsService } from '../deployments/interruptions.service.js';
+import { LeasesService } from '../leases/leases.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
-import { returned } from '../database/sql.js';
-import { plan, type PlanInput } from './planner.js';
-import { openManualIntervention } from '../deployments/interruptions.js';
+import { MachinesService } from '../machines/machines.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
-import type { PackageRef } from '#shared/protocol/index.js';
+import { OffersService } from './offers.service.js';
+import { plan, type PlanInput } from './planner.js';
 
 const TICK_MS = 500;
 const REOFFER_MS = 3_000;
@@ -40,21 +42,25 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
   private prefetched = new Map<string, Set<string>>();
 
   constructor(
-    private readonly ds: DataSource,
+    private readonly repo: DeploymentRepository,
     private readonly leases: LeasesService,
+    private readonly offers: OffersService,
+    private readonly interruptions: InterruptionsService,
     private readonly log: DeploymentLogService,
     private readonly agents: AgentConnections,
-    deployments: DeploymentsService,
+    private readonly machines: MachinesService,
+    events: DeploymentEvents,
     @Inject(CONFIG) private readonly config: CuttleConfig,
     @Inject(LOGGER) private readonly logger: Logger,
   ) {
-    deployments.onChange = (id) => void this.claimAndKick(id);
+    events.on('changed', (id) => void this.claimAndKick(id));
+    events.on('progressed', (id) => this.kick(id));
   }
 
   async onApplicationBootstrap() {
     // Agents need time to reconnect after a server restart: a lease must not expire merely because no server was
-    // there to receive its heartbeats. Give every active lease one TTL from now.
-    await this.ds.query(`UPDATE leases SET expires_at = greatest(expires_at, now() + make_interval(secs => $1)) WHERE released_at IS NULL`, [this.config.leaseTtlMs / 1000]);
+    // there to receive its heartbeats.
+    await this.leases.extendAll();
     this.timer = setInterval(() => void this.tick(), TICK_MS);
     void this.tick();
   }
@@ -70,7 +76,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     this.ticking = true;
     try {
       const owned = await this.claim();
-      for (const id of await this.leases.expire()) if (owned.includes(id)) this.kick(id);
+      await this.leases.expire(); // each deployment touched is kicked through DeploymentEvents
       for (const id of owned) this.kick(id);
       await this.deliverPending();
       await this.dropRevoked();
@@ -82,17 +88,8 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
   }
 
   /** Takes or renews ownership of active deployments that nobody else holds. */
-  private async claim(onlyId?: string): Promise<string[]> {
-    const rows = returned<{ id: string }>(
-      await this.ds.query(
-        `UPDATE deployments SET owner_node = $1, owner_expires_at = now() + make_interval(secs => $2)
-         WHERE state IN ('queued', 'executing', 'waiting', 'cancelling') ${onlyId ? 'AND id = $3' : ''}
-           AND (owner_node IS NULL OR owner_node = $1 OR owner_expires_at < now())
-         RETURNING id`,
-        onlyId ? [this.config.nodeId, this.config.ownershipTtlMs / 1000, onlyId] : [this.config.nodeId, this.config.ownershipTtlMs / 1000],
-      ),
-    );
-    return rows.map((r) => r.id);
+  private claim(onlyId?: string): Promise<string[]> {
+    return this.repo.claimOwnership(this.config.nodeId, this.config.ownershipTtlMs / 1000, onlyId);
   }
 
   private async claimAndKick(id: string) {
@@ -133,25 +130,17 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     const began = performance.now();
     const offers: Array<{ leaseId: string; machineId: string }> = [];
     let prefetch = new Map<string, PackageRef[]>();
-    await this.ds.transaction(async (m) => {
-      const [d]: DeploymentRow[] = await m.query(`SELECT * FROM deployments WHERE id = $1 AND owner_node = $2 FOR NO KEY UPDATE`, [id, this.config.nodeId]);
-      if (!d || !['queued', 'executing', 'waiting', 'cancelling'].includes(d.state)) return;
-      // Steps, target runs and whether a person is awaited in one round trip (a round's cost is mostly round trips to
-      // the database). Read after the row lock, so by a statement that sees what was committed before it: the
-      // interruptions are opened and answered under this lock, and what this round opens is counted below. The
-      // state's flip between executing and waiting then needs no statement in a round that changes neither.
-      const [both] = await m.query(
-        `SELECT (SELECT coalesce(json_agg(s ORDER BY s.step_index), '[]') FROM deployment_steps s WHERE s.deployment_id = $1) AS steps,
-                (SELECT coalesce(json_agg(t ORDER BY t.step_index, t.position), '[]') FROM target_runs t WHERE t.deployment_id = $1) AS runs,
-                EXISTS (SELECT 1 FROM interruptions i WHERE i.deployment_id = $1 AND i.state = 'pending') AS awaits_person`,
-        [id],
-      );
-      let awaitsPerson: boolean = both.awaits_person;
-      const steps: StepRow[] = both.steps;
-      const runs: TargetRunRow[] = both.runs;
+    await this.repo.transaction(async (tx) => {
+      const d = await this.repo.lockOwnedDeployment(tx, id, this.config.nodeId);
+      if (!d || !(ACTIVE_STATES as readonly string[]).includes(d.state)) return;
+      // Steps, target runs and whether a person is awaited, read after the row lock: the interruptions are opened
+      // and answered under this lock, and what this round opens is counted below. The state's flip between
+      // executing and waiting then needs no statement in a round that changes neither.
+      const { steps, runs, awaitsPerson: awaited } = await this.repo.readRound(tx, id);
+      let awaitsPerson = awaited;
       const lines: LogEntryInput[] = [];
       if (d.state === 'queued') {
-        await m.query(`UPDATE deployments SET state = 'executing', started_at = now() WHERE id = $1`, [id]);
+        await this.repo.startDeployment(tx, id);
         d.state = 'executing';
       }
       const input: PlanInput = {
@@ -169,12 +158,11 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         })),
       };
       const decision = plan(input);
-      prefetch = await this.prefetchFor(m, d, runs, decision.next.map((x) => x.targetId));
+      prefetch = await this.prefetchFor(tx, d, runs, decision.next.map((x) => x.targetId));
 
       for (const u of decision.steps) {
         const s = steps[u.index];
-        const col = u.state === 'running' ? 'started_at' : 'finished_at';
-        await m.query(`UPDATE deployment_steps SET state = $3, ${col} = now() WHERE deployment_id = $1 AND step_index = $2`, [id, u.index, u.state]);
+        await this.repo.setStepState(tx, id, u.index, u.state);
         const failedTargets = runs.filter((r) => r.step_index === u.index && r.state === 'failed').length;
         lines.push({
           level: u.state === 'failed' ? 'error' : u.state === 'skipped' || u.state === 'cancelled' ? 'warn' : 'info',
@@ -185,35 +173,31 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
               : `Step ${s.name} ${STEP_TEXT[u.state]}${u.reason ? ` (${SKIP_TEXT[u.reason]})` : ''}${u.state === 'failed' ? `: ${failedTargets} target(s) failed, budget ${s.max_failures}` : ''}`,
         });
       }
-      for (const u of decision.targets) {
-        await m.query(
-          `UPDATE target_runs SET state = $2, actions = (SELECT jsonb_agg(CASE WHEN a->>'state' = 'pending' THEN jsonb_set(a, '{state}', to_jsonb($2::text)) ELSE a END ORDER BY i) FROM jsonb_array_elements(actions) WITH ORDINALITY AS x(a, i)) WHERE id = $1`,
-          [u.targetId, u.state],
-        );
-      }
+      for (const u of decision.targets) await this.repo.settleUnstarted(tx, u.targetId, u.state);
       let process: ReleaseEntity['process'] | undefined;
       const toLease = new Map<number, TargetRunRow[]>();
+      const runById = new Map(runs.map((r) => [r.id, r]));
       for (const s of decision.start) {
-        const run = runs.find((r) => r.id === s.targetId)!;
+        const run = runById.get(s.targetId)!;
         const step = steps[s.stepIndex];
         if (!run.machine_id) {
           // A step without target roles runs on the server: its manual interventions become interruptions.
-          process ??= (await m.query(`SELECT process FROM releases WHERE id = $1`, [d.release_id]))[0].process as ReleaseEntity['process'];
-          await m.query(`UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now() WHERE id = $1`, [run.id]);
-          const interruption = await openManualIntervention(m, id, run, process);
+          process ??= (await this.offers.release(d.release_id, tx)).process;
+          await this.repo.startTargetRun(tx, run.id);
+          const interruption = await this.interruptions.openManualIntervention(tx, id, run, process);
           if (interruption) {
             awaitsPerson = true;
             const action = process[s.stepIndex].actions[run.actions.findIndex((a) => a.state === 'pending')];
             lines.push({ level: 'warn', stepName: step.name, actionName: action?.name, text: `Waiting for manual intervention ${action?.name} (interruption ${interruption}): ${action?.instructions ?? ''}`.trim() });
           } else {
-            await m.query(`UPDATE target_runs SET state = 'success', finished_at = now() WHERE id = $1`, [run.id]);
+            await this.repo.finishTargetRun(tx, run.id, 'success');
             this.kick(id);
           }
           continue;
         }
         if (!run.actions.some((a) => a.state === 'pending')) {
           // Every action of this target was skipped by its conditions: nothing to send, the target is done.
-          await m.query(`UPDATE target_runs SET state = 'success', started_at = now(), finished_at = now() WHERE id = $1`, [run.id]);
+          await this.repo.finishTargetRun(tx, run.id, 'success', { started: true });
           lines.push({ level: 'info', stepName: step.name, machineId: run.machine_id, text: `${step.name} on ${run.machine_name}: every action is skipped here` });
           this.kick(id);
           continue;
@@ -223,26 +207,26 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       for (const [stepIndex, wanted] of toLease) {
         const step = steps[stepIndex];
         // Targets that find the window full in the database (another node's lease) wait for the next round.
-        const taken = await this.leases.acquire(m, { deploymentId: id, stepIndex, window: step.window_size, targets: wanted.map((r) => ({ targetRunId: r.id, machineId: r.machine_id! })) });
+        const taken = await this.leases.take(tx, { deploymentId: id, stepIndex, window: step.window_size, targets: wanted.map((r) => ({ targetRunId: r.id, machineId: r.machine_id! })) });
         if (!taken.length) continue;
-        const order = (l: { targetRunId: string }) => wanted.findIndex((r) => r.id === l.targetRunId);
-        for (const lease of taken.sort((a, b) => order(a) - order(b))) {
-          const run = wanted[order(lease)];
+        const position = new Map(wanted.map((r, i) => [r.id, i]));
+        for (const lease of taken.sort((a, b) => position.get(a.targetRunId)! - position.get(b.targetRunId)!)) {
+          const run = wanted[position.get(lease.targetRunId)!];
           lines.push({ level: 'info', stepName: step.name, machineId: run.machine_id, text: `${step.name} on ${run.machine_name}: lease taken (slot ${lease.slot + 1} of ${step.window_size})` });
           offers.push({ leaseId: lease.id, machineId: lease.machineId });
         }
       }
       if (!decision.outcome && d.state !== 'cancelling') {
         const state = awaitsPerson ? 'waiting' : 'executing';
-        if (state !== d.state) await m.query(`UPDATE deployments SET state = $2 WHERE id = $1`, [id, state]);
+        if (state !== d.state) await this.repo.setDeploymentState(tx, id, state);
       }
       if (decision.outcome) {
-        await m.query(`UPDATE deployments SET state = $2, finished_at = now(), owner_node = NULL WHERE id = $1`, [id, decision.outcome]);
+        await this.repo.finishDeployment(tx, id, decision.outcome);
         lines.push({ level: decision.outcome === 'success' ? 'info' : decision.outcome === 'failed' ? 'error' : 'warn', text: `Deployment ${decision.outcome === 'success' ? 'succeeded' : decision.outcome}` });
         this.logger.info('deployment finished', { context: 'dispatcher', deploymentId: id, outcome: decision.outcome });
         this.prefetched.delete(id);
       }
-      await this.log.append(m, id, lines);
+      await this.log.append(tx, id, lines);
     });
     const committed = performance.now();
     await this.sendOffers(offers);
@@ -256,12 +240,12 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
    * The packages to send ahead to the agents of target runs next in line (see `package.prefetch`), each target run
    * once. Their agents download, verify and unpack while the window is busy with the targets before them.
    */
-  private async prefetchFor(m: EntityManager, d: DeploymentRow, runs: TargetRunRow[], next: string[]): Promise<Map<string, PackageRef[]>> {
+  private async prefetchFor(tx: EntityManager, d: DeploymentRow, runs: TargetRunRow[], next: string[]): Promise<Map<string, PackageRef[]>> {
     const done = this.prefetched.get(d.id) ?? new Set<string>();
     const named = new Set(next);
     const due = runs.filter((r) => named.has(r.id) && !done.has(r.id));
     if (!due.length) return new Map();
-    const release = await this.leases.release(d.release_id, m);
+    const release = await this.offers.release(d.release_id, tx);
     for (const r of due) done.add(r.id);
     // Deployments that end on another node (taken over) are never deleted here: keep the memory bounded.
     if (this.prefetched.size > 10_000) this.prefetched.clear();
@@ -276,7 +260,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
   private async sendOffers(offers: Array<{ leaseId: string; machineId: string }>) {
     const machineOf = new Map(offers.filter((o) => this.agents.isConnected(o.machineId)).map((o) => [o.leaseId, o.machineId]));
     const now = Date.now();
-    for (const offer of await this.leases.buildOffers([...machineOf.keys()])) {
+    for (const offer of await this.offers.build([...machineOf.keys()])) {
       this.lastOffered.set(offer.leaseId, now);
       this.agents.send(machineOf.get(offer.leaseId)!, offer);
     }
@@ -286,8 +270,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
   private async dropRevoked() {
     const ids = this.agents.machineIds();
     if (!ids.length) return;
-    const live: Array<{ id: string }> = await this.ds.query(`SELECT id FROM machines WHERE id = ANY($1::uuid[]) AND revoked_at IS NULL`, [ids]);
-    const keep = new Set(live.map((r) => r.id));
+    const keep = await this.machines.notRevoked(ids);
     for (const id of ids) if (!keep.has(id)) this.agents.disconnect(id);
   }
 

@@ -6,7 +6,7 @@ import { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { CuttleConfig } from '../config/config.js';
-import { PackageFiles } from './packages.js';
+import { PackageFiles } from './package-files.js';
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 /** `p`, or 'still waiting' after `ms`. */

@@ -2,7 +2,7 @@ import { ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
 import { BadRequestException, Body, Controller, Get, HttpCode, Injectable, Module, NotFoundException, Param, Post, Query } from '@nestjs/common';
 import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
 import { IsNotEmpty, IsObject, IsOptional, IsString, Matches, MaxLength } from 'class-validator';
-import { Repository } from 'typeorm';
+import { Repository, type EntityManager } from 'typeorm';
 import { conflict, idOf } from '../common/http.js';
 import { IsStringRecord } from '../common/validation.js';
 import { PackagesModule, PackagesService } from '../packages/packages.js';
@@ -81,8 +81,9 @@ export class ReleasesService {
     );
   }
 
-  async get(id: string) {
-    const r = await this.repo.findOne({ where: { id } });
+  /** `tx`: read in the caller's transaction. */
+  async get(id: string, tx?: EntityManager) {
+    const r = await (tx ? tx.getRepository(ReleaseEntity) : this.repo).findOne({ where: { id } });
     if (!r) throw new NotFoundException(`release ${id} not found`);
     return r;
   }

@@ -1,0 +1,12 @@
+import { EventEmitter } from 'node:events';
+import { Injectable } from '@nestjs/common';
+
+/**
+ * In-process notices that a deployment changed in a way its driver must act on now rather than at its next round.
+ * The dispatcher listens; on another node the same changes are seen at that node's next round (every 0.5 s), since
+ * all state is in the database.
+ * - `changed`: an operator changed it (created, cancelled, an interruption answered): take it up and deliver at once;
+ * - `progressed`: a target run settled (a result, an expired lease): its slot may have freed, plan the next round.
+ */
+@Injectable()
+export class DeploymentEvents extends EventEmitter<{ changed: [deploymentId: string]; progressed: [deploymentId: string] }> {}

@@ -1,0 +1,30 @@
+import { Injectable } from '@nestjs/common';
+import { DeploymentRepository } from './deployment.repository.js';
+
+/**
+ * The values a deployment's log must never show: its release's sensitive variables and the sensitive output
+ * variables its scripts set. Read once per deployment per node and kept (a release is immutable; outputs are added
+ * here as they are stored), so that masking a burst of log lines costs no query.
+ */
+@Injectable()
+export class DeploymentSecrets {
+  private secrets = new Map<string, Set<string>>();
+
+  constructor(private readonly repo: DeploymentRepository) {}
+
+  async of(deploymentId: string): Promise<Set<string>> {
+    const hit = this.secrets.get(deploymentId);
+    if (hit) return hit;
+    const variables = await this.repo.releaseVariablesOf(deploymentId);
+    const outputs = await this.repo.sensitiveOutputValues(deploymentId);
+    const set = new Set<string>([...variables.filter((v) => v.sensitive && v.value).map((v) => v.value), ...outputs]);
+    if (this.secrets.size > 1_000) this.secrets.clear();
+    this.secrets.set(deploymentId, set);
+    return set;
+  }
+
+  /** A script set a sensitive output variable: from now on it is masked too. */
+  async add(deploymentId: string, value: string): Promise<void> {
+    if (value) (await this.of(deploymentId)).add(value);
+  }
+}

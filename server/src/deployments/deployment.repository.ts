@@ -1,0 +1,587 @@
+/**
+ * The deployment aggregate's one data-access home: every statement on `deployments`, `deployment_steps`,
+ * `target_runs`, `leases`, `interruptions`, `output_variables`, `deployment_log` and `deployment_log_heads` is here,
+ * with typed rows in and out. Services decide; this file only reads and writes. Raw SQL is kept where it earns its
+ * place (row locks, one-statement rounds, batched `unnest` writes); the CRUD entities elsewhere stay on TypeORM.
+ *
+ * Transactions: `transaction(fn)` hands `fn` the transaction's EntityManager (`tx`); every method that takes a `tx`
+ * must be given it while inside one. On the embedded database a statement sent through the pool from inside a
+ * transaction waits for ever (one connection), so methods that may run either way take `db`, the manager or the
+ * DataSource.
+ *
+ * Lock order, for every transaction on every node:
+ *   1. the deployment's row (`lockDeployment`, `lockOwnedDeployment`: FOR NO KEY UPDATE);
+ *   2. an interruption's row (`lockInterruption`);
+ *   3. lease rows, in id order when several (`lockLease`, `lockLeasesForLog`, `lockSuccesses`, `lockExpiredLease`),
+ *      then target-run rows (`lockTargetRun`, or with their leases in `lockSuccesses`);
+ *   4. the deployment's log head row, last (taken by `appendLog`, held until commit).
+ * A transaction may skip levels but never goes back up: then no two transactions wait on each other in a cycle,
+ * whether they are a dispatcher round, an agent's result, an operator's answer or a batch of log lines. The
+ * deployment row is locked FOR NO KEY UPDATE, not FOR UPDATE: rows that reference it (log lines, leases) take a
+ * key-share lock through their foreign key, and must not queue behind a round or a result.
+ *
+ * `deployment_steps` rows are written only under their deployment's lock (level 1), so they need no lock of their
+ * own. A success result changes neither the deployment nor its steps: it takes levels 3 and 4 only (see
+ * `lockSuccesses`), so a wave of results does not queue behind the dispatcher's rounds.
+ */
+import { Injectable } from '@nestjs/common';
+import { DataSource, type EntityManager } from 'typeorm';
+import type { ReleaseEntity } from '../releases/release.entity.js';
+import { returned } from '../database/sql.js';
+import type { RunState } from '../orchestration/planner.js';
+import type {
+  DeploymentRow,
+  DeploymentState,
+  InterruptionKind,
+  InterruptionRow,
+  LeaseRow,
+  LogEntry,
+  LogEntryInput,
+  OutputVariableRow,
+  StepRow,
+  TargetAction,
+  TargetRunRow,
+} from './deployment.types.js';
+
+/** The transaction's manager, or the DataSource for a statement of its own. */
+export type Db = EntityManager | DataSource;
+type Process = ReleaseEntity['process'];
+
+/** What an offer is built from: a lease joined to its target run, deployment, project, environment and machine. */
+export interface OfferRow {
+  id: string;
+  deployment_id: string;
+  step_index: number;
+  target_run_id: string;
+  target_actions: TargetAction[];
+  machine_name: string;
+  machine_id: string;
+  machine_roles: string[];
+  release_id: string;
+  project_id: string;
+  project_name: string;
+  environment_id: string;
+  environment_name: string;
+}
+
+@Injectable()
+export class DeploymentRepository {
+  constructor(private readonly ds: DataSource) {}
+
+  transaction<T>(fn: (tx: EntityManager) => Promise<T>): Promise<T> {
+    return this.ds.transaction(fn);
+  }
+
+  // ------------------------------------------------------------------ deployments
+
+  async insertDeployment(
+    tx: EntityManager,
+    d: { releaseId: string; projectId: string; environmentId: string; guidedFailure: boolean; specific: string[]; excluded: string[]; ownerNode: string; ownershipTtlSeconds: number },
+  ): Promise<string> {
+    const [row] = returned<{ id: string }>(
+      await tx.query(
+        `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids, owner_node, owner_expires_at)
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, now() + make_interval(secs => $8)) RETURNING id`,
+        [d.releaseId, d.projectId, d.environmentId, d.guidedFailure, JSON.stringify(d.specific), JSON.stringify(d.excluded), d.ownerNode, d.ownershipTtlSeconds],
+      ),
+    );
+    return row.id;
+  }
+
+  async findDeployment(id: string, db: Db = this.ds): Promise<DeploymentRow | undefined> {
+    const [row] = await db.query(`SELECT * FROM deployments WHERE id = $1`, [id]);
+    return row;
+  }
+
+  /** Level 1 of the lock order. */
+  async lockDeployment(tx: EntityManager, id: string): Promise<DeploymentRow | undefined> {
+    const [row] = await tx.query(`SELECT * FROM deployments WHERE id = $1 FOR NO KEY UPDATE`, [id]);
+    return row;
+  }
+
+  /** Level 1, only if this node owns the deployment. */
+  async lockOwnedDeployment(tx: EntityManager, id: string, node: string): Promise<DeploymentRow | undefined> {
+    const [row] = await tx.query(`SELECT * FROM deployments WHERE id = $1 AND owner_node = $2 FOR NO KEY UPDATE`, [id, node]);
+    return row;
+  }
+
+  /** A deployment's steps and target runs (in order) and its release's version: what the API shows. */
+  async readView(d: DeploymentRow, db: Db = this.ds): Promise<{ steps: StepRow[]; runs: TargetRunRow[]; releaseVersion: string }> {
+    const [steps, runs, [release]]: [StepRow[], TargetRunRow[], Array<{ version: string }>] = await Promise.all([
+      db.query(`SELECT * FROM deployment_steps WHERE deployment_id = $1 ORDER BY step_index`, [d.id]),
+      db.query(`SELECT * FROM target_runs WHERE deployment_id = $1 ORDER BY step_index, position`, [d.id]),
+      db.query(`SELECT version FROM releases WHERE id = $1`, [d.release_id]),
+    ]);
+    return { steps, runs, releaseVersion: release.version };
+  }
+
+  /**
+   * Steps, target runs and whether a person is awaited, in one round trip (a dispatcher round's cost is mostly round
+   * trips). Read after the deployment's lock, by a statement that sees what was committed before it.
+   */
+  async readRound(tx: EntityManager, id: string): Promise<{ steps: StepRow[]; runs: TargetRunRow[]; awaitsPerson: boolean }> {
+    const [row] = await tx.query(
+      `SELECT (SELECT coalesce(json_agg(s ORDER BY s.step_index), '[]') FROM deployment_steps s WHERE s.deployment_id = $1) AS steps,
+              (SELECT coalesce(json_agg(t ORDER BY t.step_index, t.position), '[]') FROM target_runs t WHERE t.deployment_id = $1) AS runs,
+              EXISTS (SELECT 1 FROM interruptions i WHERE i.deployment_id = $1 AND i.state = 'pending') AS awaits_person`,
+      [id],
+    );
+    return { steps: row.steps, runs: row.runs, awaitsPerson: row.awaits_person };
+  }
+
+  listDeployments(f: { projectId?: string; environmentId?: string; state?: string; limit: number }): Promise<DeploymentRow[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    const add = (sql: string, value: unknown) => {
+      params.push(value);
+      where.push(sql.replace('?', `$${params.length}`));
+    };
+    if (f.projectId) add('project_id = ?', f.projectId);
+    if (f.environmentId) add('environment_id = ?', f.environmentId);
+    if (f.state) add('state = ?', f.state);
+    params.push(f.limit);
+    return this.ds.query(`SELECT * FROM deployments ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created_at DESC LIMIT $${params.length}`, params);
+  }
+
+  /** A deployment's release's process: immutable, so it may be read outside any lock. */
+  async processOf(deploymentId: string, db: Db = this.ds): Promise<Process | undefined> {
+    const [row] = await db.query(`SELECT r.process FROM deployments d JOIN releases r ON r.id = d.release_id WHERE d.id = $1`, [deploymentId]);
+    return row?.process;
+  }
+
+  /** The release's variables of a deployment (for its secrets). */
+  async releaseVariablesOf(deploymentId: string): Promise<ReleaseEntity['variables']> {
+    const [row] = await this.ds.query(`SELECT r.variables FROM deployments d JOIN releases r ON r.id = d.release_id WHERE d.id = $1`, [deploymentId]);
+    return row?.variables ?? [];
+  }
+
+  async setDeploymentState(tx: EntityManager, id: string, state: DeploymentState): Promise<void> {
+    await tx.query(`UPDATE deployments SET state = $2 WHERE id = $1`, [id, state]);
+  }
+
+  async startDeployment(tx: EntityManager, id: string): Promise<void> {
+    await tx.query(`UPDATE deployments SET state = 'executing', started_at = now() WHERE id = $1`, [id]);
+  }
+
+  async finishDeployment(tx: EntityManager, id: string, outcome: 'success' | 'failed' | 'cancelled'): Promise<void> {
+    await tx.query(`UPDATE deployments SET state = $2, finished_at = now(), owner_node = NULL WHERE id = $1`, [id, outcome]);
+  }
+
+  /** A person is awaited now (an interruption was opened). */
+  async markWaiting(tx: EntityManager, id: string): Promise<void> {
+    await tx.query(`UPDATE deployments SET state = 'waiting' WHERE id = $1 AND state IN ('queued', 'executing')`, [id]);
+  }
+
+  /** Back to executing once no interruption of the deployment is pending. */
+  async resumeIfNoneWaiting(tx: EntityManager, id: string): Promise<void> {
+    await tx.query(
+      `UPDATE deployments SET state = 'executing' WHERE id = $1 AND state = 'waiting' AND NOT EXISTS (SELECT 1 FROM interruptions WHERE deployment_id = $1 AND state = 'pending')`,
+      [id],
+    );
+  }
+
+  /**
+   * Takes or renews this node's ownership of active deployments nobody else holds (or only `onlyId`); returns the
+   * ids it holds now.
+   */
+  async claimOwnership(node: string, ttlSeconds: number, onlyId?: string): Promise<string[]> {
+    const rows = returned<{ id: string }>(
+      await this.ds.query(
+        `UPDATE deployments SET owner_node = $1, owner_expires_at = now() + make_interval(secs => $2)
+         WHERE state IN ('queued', 'executing', 'waiting', 'cancelling') ${onlyId ? 'AND id = $3' : ''}
+           AND (owner_node IS NULL OR owner_node = $1 OR owner_expires_at < now())
+         RETURNING id`,
+        onlyId ? [node, ttlSeconds, onlyId] : [node, ttlSeconds],
+      ),
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /** A deployment's last log sequence and its state; undefined when there is no such deployment. */
+  async logHead(id: string): Promise<{ seq: number; state: DeploymentState } | undefined> {
+    const [row] = await this.ds.query(`SELECT COALESCE(h.seq, 0) AS log_seq, d.state FROM deployments d LEFT JOIN deployment_log_heads h ON h.deployment_id = d.id WHERE d.id = $1`, [id]);
+    return row ? { seq: Number(row.log_seq), state: row.state } : undefined;
+  }
+
+  // ------------------------------------------------------------------ steps
+
+  async insertSteps(
+    tx: EntityManager,
+    deploymentId: string,
+    steps: Array<{ index: number; name: string; state: RunState; window: number; maxFailures: number; condition: string; startTrigger: string; skipReason: string | null }>,
+  ): Promise<void> {
+    if (!steps.length) return;
+    await tx.query(
+      `INSERT INTO deployment_steps (deployment_id, step_index, name, state, window_size, max_failures, condition, start_trigger, skip_reason)
+       SELECT $1, x.i, x.n, x.s, x.w, x.f, x.c, x.t, x.r FROM unnest($2::int[], $3::text[], $4::text[], $5::int[], $6::int[], $7::text[], $8::text[], $9::text[]) AS x(i, n, s, w, f, c, t, r)`,
+      [
+        deploymentId,
+        steps.map((s) => s.index),
+        steps.map((s) => s.name),
+        steps.map((s) => s.state),
+        steps.map((s) => s.window),
+        steps.map((s) => s.maxFailures),
+        steps.map((s) => s.condition),
+        steps.map((s) => s.startTrigger),
+        steps.map((s) => s.skipReason),
+      ],
+    );
+  }
+
+  /** A step started (`running`: started_at) or ended (finished_at). */
+  async setStepState(tx: EntityManager, deploymentId: string, stepIndex: number, state: RunState): Promise<void> {
+    const col = state === 'running' ? 'started_at' : 'finished_at';
+    await tx.query(`UPDATE deployment_steps SET state = $3, ${col} = now() WHERE deployment_id = $1 AND step_index = $2`, [deploymentId, stepIndex, state]);
+  }
+
+  async abortStep(tx: EntityManager, deploymentId: string, stepIndex: number): Promise<void> {
+    await tx.query(`UPDATE deployment_steps SET aborted = true WHERE deployment_id = $1 AND step_index = $2`, [deploymentId, stepIndex]);
+  }
+
+  // ------------------------------------------------------------------ target runs
+
+  async insertTargetRuns(tx: EntityManager, deploymentId: string, stepIndex: number, state: RunState, actions: TargetAction[], targets: Array<{ id: string | null; name: string }>): Promise<void> {
+    await tx.query(
+      `INSERT INTO target_runs (deployment_id, step_index, machine_id, machine_name, position, state, actions)
+       SELECT $1, $2, mid, mname, pos, $3, $4::jsonb FROM unnest($5::uuid[], $6::text[], $7::int[]) AS x(mid, mname, pos)`,
+      [deploymentId, stepIndex, state, JSON.stringify(actions), targets.map((t) => t.id), targets.map((t) => t.name), targets.map((_, i) => i)],
+    );
+  }
+
+  /** Level 3 (after the target run's lease, when there is one). */
+  async lockTargetRun(tx: EntityManager, id: string): Promise<TargetRunRow> {
+    const [row] = await tx.query(`SELECT * FROM target_runs WHERE id = $1 FOR UPDATE`, [id]);
+    return row;
+  }
+
+  /** A target run the planner settles without running it: its pending actions take the same state. */
+  async settleUnstarted(tx: EntityManager, targetRunId: string, state: RunState): Promise<void> {
+    await tx.query(
+      `UPDATE target_runs SET state = $2, actions = (SELECT jsonb_agg(CASE WHEN a->>'state' = 'pending' THEN jsonb_set(a, '{state}', to_jsonb($2::text)) ELSE a END ORDER BY i) FROM jsonb_array_elements(actions) WITH ORDINALITY AS x(a, i)) WHERE id = $1`,
+      [targetRunId, state],
+    );
+  }
+
+  /** A target run starts without a lease (a step on the server). */
+  async startTargetRun(tx: EntityManager, id: string): Promise<void> {
+    await tx.query(`UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now() WHERE id = $1`, [id]);
+  }
+
+  /** A target run ends: its state, and its actions and error when given (a success on the server keeps both). */
+  async finishTargetRun(tx: EntityManager, id: string, state: RunState, change: { actions?: TargetAction[]; error?: string | null; started?: boolean } = {}): Promise<void> {
+    const sets = ['state = $2', 'finished_at = now()'];
+    const params: unknown[] = [id, state];
+    if (change.actions) sets.push(`actions = $${params.push(JSON.stringify(change.actions))}::jsonb`);
+    if (change.error !== undefined) sets.push(`error = $${params.push(change.error)}`);
+    if (change.started) sets.push('started_at = now()');
+    await tx.query(`UPDATE target_runs SET ${sets.join(', ')} WHERE id = $1`, params);
+  }
+
+  /** A target run's actions (and error, when given) change, its state does not. */
+  async setTargetActions(tx: EntityManager, id: string, actions: TargetAction[], error?: string | null): Promise<void> {
+    if (error === undefined) await tx.query(`UPDATE target_runs SET actions = $2::jsonb WHERE id = $1`, [id, JSON.stringify(actions)]);
+    else await tx.query(`UPDATE target_runs SET actions = $2::jsonb, error = $3 WHERE id = $1`, [id, JSON.stringify(actions), error]);
+  }
+
+  /** A target run goes back to pending to run again (guided failure's retry). */
+  async resetTargetRun(tx: EntityManager, id: string, actions: TargetAction[]): Promise<void> {
+    await tx.query(`UPDATE target_runs SET state = 'pending', actions = $2::jsonb, error = NULL WHERE id = $1`, [id, JSON.stringify(actions)]);
+  }
+
+  /** Target runs that waited on closed interruptions end cancelled, unless a lease of theirs is still active. */
+  async cancelWaitingTargetRuns(tx: EntityManager, targetRunIds: string[]): Promise<void> {
+    for (const id of targetRunIds) {
+      await tx.query(
+        `UPDATE target_runs SET state = 'cancelled', finished_at = now(),
+           actions = (SELECT jsonb_agg(CASE WHEN a->>'state' IN ('pending', 'running') THEN jsonb_set(a, '{state}', '"cancelled"') ELSE a END ORDER BY i) FROM jsonb_array_elements(actions) WITH ORDINALITY AS x(a, i))
+         WHERE id = $1 AND NOT EXISTS (SELECT 1 FROM leases WHERE target_run_id = $1 AND released_at IS NULL)`,
+        [id],
+      );
+    }
+  }
+
+  /**
+   * An action's state changed on the agent: recorded only while the lease is active (a late "running" never reopens
+   * a settled target). One statement; it locks the lease row first, as a result does, so the two are ordered.
+   */
+  async updateActionWhileLeased(leaseId: string, targetRunId: string, actionIndex: number, patch: { state: string; exitCode: number | null }): Promise<void> {
+    await this.ds.query(
+      `WITH l AS (SELECT id FROM leases WHERE id = $5 AND released_at IS NULL FOR UPDATE)
+       UPDATE target_runs SET actions = jsonb_set(actions, $2::text[], (actions->($3::int)) || $4::jsonb) WHERE id = $1 AND EXISTS (SELECT 1 FROM l)`,
+      [targetRunId, `{${actionIndex}}`, actionIndex, JSON.stringify(patch), leaseId],
+    );
+  }
+
+  // ------------------------------------------------------------------ leases
+
+  /**
+   * Takes free slots `0 <= slot < window` of a step for target runs, in their order, as many as are free, and marks
+   * those target runs running; returns the leases taken. The caller holds the deployment's lock; the partial unique
+   * index over active (deployment, step, slot) refuses a second holder of a slot even if a path forgot the lock.
+   * One statement for every target of a round: the free slots are read, paired with the targets in order, taken,
+   * and the target runs updated, in one round trip.
+   */
+  async takeLeases(
+    tx: EntityManager,
+    p: { deploymentId: string; stepIndex: number; window: number; node: string; ttlSeconds: number; targets: Array<{ targetRunId: string; machineId: string }> },
+  ): Promise<Array<{ id: string; slot: number; targetRunId: string; machineId: string }>> {
+    const rows = returned<{ id: string; slot: number; target_run_id: string; machine_id: string }>(
+      await tx.query(
+        `WITH free AS (
+           SELECT s AS slot, row_number() OVER (ORDER BY s) AS n FROM generate_series(0, $4::int - 1) AS s
+           WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.deployment_id = $1 AND l.step_index = $2 AND l.released_at IS NULL AND l.slot = s)
+         ), taken AS (
+           INSERT INTO leases (deployment_id, step_index, slot, target_run_id, machine_id, node_id, expires_at)
+           SELECT $1, $2, f.slot, x.target_run_id, x.machine_id, $3, now() + make_interval(secs => $5)
+           FROM unnest($6::uuid[], $7::uuid[]) WITH ORDINALITY AS x(target_run_id, machine_id, n) JOIN free f ON f.n = x.n
+           ON CONFLICT DO NOTHING RETURNING id, slot, target_run_id, machine_id
+         ), started AS (
+           UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now(), error = NULL
+           WHERE id IN (SELECT target_run_id FROM taken)
+         )
+         SELECT * FROM taken`,
+        [p.deploymentId, p.stepIndex, p.node, p.window, p.ttlSeconds, p.targets.map((c) => c.targetRunId), p.targets.map((c) => c.machineId)],
+      ),
+    );
+    return rows.map((r) => ({ id: r.id, slot: r.slot, targetRunId: r.target_run_id, machineId: r.machine_id }));
+  }
+
+  /** A lease with its target run's machine name and its release's process (for `LeaseContext`). */
+  async leaseWithProcess(leaseId: string): Promise<{ lease: Pick<LeaseRow, 'id' | 'deployment_id' | 'machine_id' | 'target_run_id' | 'step_index'>; machineName: string; process: Process } | undefined> {
+    const [row] = await this.ds.query(
+      `SELECT l.id, l.deployment_id, l.machine_id, l.target_run_id, l.step_index, t.machine_name, r.process
+       FROM leases l JOIN target_runs t ON t.id = l.target_run_id JOIN deployments d ON d.id = l.deployment_id JOIN releases r ON r.id = d.release_id
+       WHERE l.id = $1`,
+      [leaseId],
+    );
+    return row ? { lease: row, machineName: row.machine_name, process: row.process } : undefined;
+  }
+
+  /** Active leases joined to what their offers need. */
+  offerRows(leaseIds: string[]): Promise<OfferRow[]> {
+    return this.ds.query(
+      `SELECT l.id, l.deployment_id, l.step_index, t.id AS target_run_id, t.actions AS target_actions, t.machine_name, t.machine_id,
+              mc.roles AS machine_roles, d.release_id, p.id AS project_id, p.name AS project_name, e.id AS environment_id, e.name AS environment_name
+       FROM leases l JOIN target_runs t ON t.id = l.target_run_id JOIN deployments d ON d.id = l.deployment_id
+       JOIN projects p ON p.id = d.project_id JOIN environments e ON e.id = d.environment_id JOIN machines mc ON mc.id = t.machine_id
+       WHERE l.id = ANY($1::uuid[]) AND l.released_at IS NULL`,
+      [leaseIds],
+    );
+  }
+
+  /** Offered leases of these machines not accepted yet, oldest first. */
+  unacceptedLeases(machineIds: string[]): Promise<Array<{ id: string; machine_id: string }>> {
+    return this.ds.query(`SELECT id, machine_id FROM leases WHERE machine_id = ANY($1::uuid[]) AND released_at IS NULL AND state = 'offered' ORDER BY acquired_at`, [machineIds]);
+  }
+
+  /** Active leases of these machines whose deployment is being cancelled. */
+  leasesToCancel(machineIds: string[]): Promise<Array<{ id: string; machine_id: string }>> {
+    return this.ds.query(
+      `SELECT l.id, l.machine_id FROM leases l JOIN deployments d ON d.id = l.deployment_id
+       WHERE l.machine_id = ANY($1::uuid[]) AND l.released_at IS NULL AND d.state = 'cancelling'`,
+      [machineIds],
+    );
+  }
+
+  /** The agent accepted the lease: true when it is still active. */
+  async acceptLease(leaseId: string, machineId: string, ttlSeconds: number): Promise<boolean> {
+    const rows = returned(
+      await this.ds.query(
+        `UPDATE leases SET state = 'accepted', accepted_at = COALESCE(accepted_at, now()), expires_at = now() + make_interval(secs => $3)
+         WHERE id = $1 AND machine_id = $2 AND released_at IS NULL RETURNING id`,
+        [leaseId, machineId, ttlSeconds],
+      ),
+    );
+    return rows.length > 0;
+  }
+
+  /** Renews the machine's active leases among `leaseIds`; returns those renewed. */
+  async renewLeases(machineId: string, leaseIds: string[], ttlSeconds: number): Promise<string[]> {
+    const rows = returned<{ id: string }>(
+      await this.ds.query(`UPDATE leases SET expires_at = now() + make_interval(secs => $3) WHERE id = ANY($1::uuid[]) AND machine_id = $2 AND released_at IS NULL RETURNING id`, [
+        leaseIds,
+        machineId,
+        ttlSeconds,
+      ]),
+    );
+    return rows.map((r) => r.id);
+  }
+
+  /** Gives every active lease at least `ttlSeconds` from now (a server starting: agents need time to reconnect). */
+  async extendActiveLeases(ttlSeconds: number): Promise<void> {
+    await this.ds.query(`UPDATE leases SET expires_at = greatest(expires_at, now() + make_interval(secs => $1)) WHERE released_at IS NULL`, [ttlSeconds]);
+  }
+
+  /** Level 3, for a log batch: the leases' last stored sequence, in id order. */
+  lockLeasesForLog(tx: EntityManager, leaseIds: string[]): Promise<Array<{ id: string; last_log_seq: number }>> {
+    return tx.query(`SELECT id, last_log_seq FROM leases WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, [leaseIds]);
+  }
+
+  async setLeaseLogSeqs(tx: EntityManager, changed: Array<[leaseId: string, seq: number]>): Promise<void> {
+    if (!changed.length) return;
+    await tx.query(`UPDATE leases SET last_log_seq = x.seq FROM unnest($1::uuid[], $2::int[]) AS x(id, seq) WHERE leases.id = x.id`, [changed.map((c) => c[0]), changed.map((c) => c[1])]);
+  }
+
+  /** Level 3: one lease, for its result. */
+  async lockLease(tx: EntityManager, leaseId: string): Promise<Pick<LeaseRow, 'released_at' | 'last_log_seq'> | undefined> {
+    const [row] = await tx.query(`SELECT released_at, last_log_seq FROM leases WHERE id = $1 FOR UPDATE`, [leaseId]);
+    return row;
+  }
+
+  /** The lease ends; `lastLogSeq` when its result brought lines. */
+  async releaseLease(tx: EntityManager, leaseId: string, outcome: string, lastLogSeq?: number): Promise<void> {
+    if (lastLogSeq === undefined) await tx.query(`UPDATE leases SET released_at = now(), state = 'released', outcome = $2 WHERE id = $1`, [leaseId, outcome]);
+    else await tx.query(`UPDATE leases SET released_at = now(), state = 'released', outcome = $2, last_log_seq = $3 WHERE id = $1`, [leaseId, outcome, lastLogSeq]);
+  }
+
+  /**
+   * Level 3 for a batch of success results: their leases and target runs, locked and read in one statement (lease
+   * before target run, leases in id order, so two batches never wait on each other in a cycle).
+   */
+  lockSuccesses(tx: EntityManager, leaseIds: string[]): Promise<Array<{ id: string; released_at: Date | null; last_log_seq: number; run: TargetRunRow }>> {
+    return tx.query(
+      `SELECT l.id, l.released_at, l.last_log_seq, to_jsonb(t) AS run
+       FROM leases l JOIN target_runs t ON t.id = l.target_run_id
+       WHERE l.id = ANY($1::uuid[]) ORDER BY l.id FOR UPDATE OF l, t`,
+      [leaseIds],
+    );
+  }
+
+  /** Releases the leases of a success batch and settles their target runs as succeeded, in one statement. */
+  async settleSuccesses(tx: EntityManager, s: { leaseIds: string[]; seqs: number[]; runIds: string[]; actions: TargetAction[][]; errors: Array<string | null> }): Promise<void> {
+    await tx.query(
+      `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::text[]) AS x(lease_id, seq, run_id, actions, error)),
+       released AS (UPDATE leases l SET released_at = now(), state = 'released', outcome = 'success', last_log_seq = x.seq FROM x WHERE l.id = x.lease_id)
+       UPDATE target_runs t SET state = 'success', actions = x.actions::jsonb, error = x.error, finished_at = now() FROM x WHERE t.id = x.run_id`,
+      [s.leaseIds, s.seqs, s.runIds, s.actions.map((a) => JSON.stringify(a)), s.errors],
+    );
+  }
+
+  /** Active leases past their expiry, oldest first. */
+  expiredLeases(limit: number): Promise<Array<{ id: string; deployment_id: string }>> {
+    return this.ds.query(`SELECT id, deployment_id FROM leases WHERE released_at IS NULL AND expires_at < now() ORDER BY expires_at LIMIT $1`, [limit]);
+  }
+
+  /** Level 3: the lease, if it is still active and expired. */
+  async lockExpiredLease(tx: EntityManager, leaseId: string): Promise<LeaseRow | undefined> {
+    const [row] = await tx.query(`SELECT * FROM leases WHERE id = $1 AND released_at IS NULL AND expires_at < now() FOR UPDATE`, [leaseId]);
+    return row;
+  }
+
+  // ------------------------------------------------------------------ interruptions
+
+  async insertInterruption(
+    tx: EntityManager,
+    i: { deploymentId: string; kind: InterruptionKind; stepIndex: number; actionIndex: number; targetRunId: string; machineId: string | null; instructions: string },
+  ): Promise<string> {
+    const [row] = returned<{ id: string }>(
+      await tx.query(
+        `INSERT INTO interruptions (deployment_id, kind, step_index, action_index, target_run_id, machine_id, instructions) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
+        [i.deploymentId, i.kind, i.stepIndex, i.actionIndex, i.targetRunId, i.machineId, i.instructions],
+      ),
+    );
+    return row.id;
+  }
+
+  listInterruptions(f: { deploymentId?: string; state?: string }): Promise<InterruptionRow[]> {
+    const where: string[] = [];
+    const params: unknown[] = [];
+    if (f.deploymentId) where.push(`deployment_id = $${params.push(f.deploymentId)}`);
+    if (f.state) where.push(`state = $${params.push(f.state)}`);
+    return this.ds.query(`SELECT * FROM interruptions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created_at LIMIT 1000`, params);
+  }
+
+  async findInterruption(id: string): Promise<InterruptionRow | undefined> {
+    const [row] = await this.ds.query(`SELECT * FROM interruptions WHERE id = $1`, [id]);
+    return row;
+  }
+
+  /** Level 2. */
+  async lockInterruption(tx: EntityManager, id: string): Promise<InterruptionRow> {
+    const [row] = await tx.query(`SELECT * FROM interruptions WHERE id = $1 FOR UPDATE`, [id]);
+    return row;
+  }
+
+  async answerInterruption(tx: EntityManager, id: string, a: { result: string; notes: string | null; by: string }): Promise<void> {
+    await tx.query(`UPDATE interruptions SET state = 'submitted', result = $2, notes = $3, submitted_by = $4, submitted_at = now() WHERE id = $1`, [id, a.result, a.notes, a.by]);
+  }
+
+  /** Closes a deployment's pending interruptions (a cancel); returns the target runs that waited on them. */
+  async closePendingInterruptions(tx: EntityManager, deploymentId: string): Promise<string[]> {
+    const rows = returned<{ target_run_id: string }>(await tx.query(`UPDATE interruptions SET state = 'cancelled' WHERE deployment_id = $1 AND state = 'pending' RETURNING target_run_id`, [deploymentId]));
+    return rows.map((r) => r.target_run_id);
+  }
+
+  // ------------------------------------------------------------------ output variables
+
+  outputVariables(deploymentIds: string[]): Promise<OutputVariableRow[]> {
+    return this.ds.query(`SELECT deployment_id, step_name, action_name, machine_id, machine_name, name, value, sensitive FROM output_variables WHERE deployment_id = ANY($1::uuid[])`, [deploymentIds]);
+  }
+
+  async sensitiveOutputValues(deploymentId: string): Promise<string[]> {
+    const rows: Array<{ value: string }> = await this.ds.query(`SELECT value FROM output_variables WHERE deployment_id = $1 AND sensitive`, [deploymentId]);
+    return rows.map((r) => r.value);
+  }
+
+  /** The latest value per (step, action, machine, name) wins. */
+  async upsertOutputVariable(o: Omit<OutputVariableRow, 'machine_id'> & { machine_id: string }): Promise<void> {
+    await this.ds.query(
+      `INSERT INTO output_variables (deployment_id, step_name, action_name, machine_id, machine_name, name, value, sensitive)
+       VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+       ON CONFLICT (deployment_id, step_name, action_name, machine_name, name) DO UPDATE SET value = EXCLUDED.value, sensitive = EXCLUDED.sensitive`,
+      [o.deployment_id, o.step_name, o.action_name, o.machine_id, o.machine_name, o.name, o.value, o.sensitive],
+    );
+  }
+
+  // ------------------------------------------------------------------ the log
+
+  /**
+   * Appends lines in one statement, level 4 of the lock order: bumps the deployment's log head (held until commit, so
+   * one deployment's log commits in sequence order and a reader never sees a line appear below one it has seen) and
+   * inserts the lines numbered below the new head with unnest() of parallel arrays. Returns the new head.
+   */
+  async appendLog(tx: EntityManager, deploymentId: string, entries: LogEntryInput[]): Promise<number> {
+    const now = new Date().toISOString();
+    const [row] = returned<{ seq: string }>(
+      await tx.query(
+        `WITH h AS (
+           INSERT INTO deployment_log_heads AS h (deployment_id, seq) VALUES ($1, $2)
+           ON CONFLICT (deployment_id) DO UPDATE SET seq = h.seq + EXCLUDED.seq RETURNING seq
+         ), ins AS (
+           INSERT INTO deployment_log (deployment_id, seq, at, level, machine_id, step_name, action_name, text)
+           SELECT $1, (SELECT seq FROM h) - $2 + x.n, x.a, x.l, x.mi, x.sn, x.an, x.t
+           FROM unnest($3::timestamptz[], $4::text[], $5::uuid[], $6::text[], $7::text[], $8::text[]) WITH ORDINALITY AS x(a, l, mi, sn, an, t, n)
+         )
+         SELECT seq FROM h`,
+        [
+          deploymentId,
+          entries.length,
+          entries.map((e) => (e.at instanceof Date ? e.at.toISOString() : (e.at ?? now))),
+          entries.map((e) => e.level),
+          entries.map((e) => e.machineId ?? null),
+          entries.map((e) => e.stepName ?? null),
+          entries.map((e) => e.actionName ?? null),
+          entries.map((e) => e.text),
+        ],
+      ),
+    );
+    return Number(row.seq);
+  }
+
+  async readLog(deploymentId: string, afterSeq: number, limit: number, machineId?: string): Promise<LogEntry[]> {
+    const rows: Array<{ seq: string; at: Date; level: string; machine_id: string | null; step_name: string | null; action_name: string | null; text: string }> = await this.ds.query(
+      `SELECT seq, at, level, machine_id, step_name, action_name, text FROM deployment_log
+       WHERE deployment_id = $1 AND seq > $2 ${machineId ? 'AND machine_id = $4' : ''} ORDER BY seq LIMIT $3`,
+      machineId ? [deploymentId, afterSeq, limit, machineId] : [deploymentId, afterSeq, limit],
+    );
+    return rows.map((r) => ({
+      seq: Number(r.seq),
+      at: r.at.toISOString(),
+      level: r.level,
+      ...(r.machine_id ? { machineId: r.machine_id } : {}),
+      ...(r.step_name ? { stepName: r.step_name } : {}),
+      ...(r.action_name ? { actionName: r.action_name } : {}),
+      text: r.text,
+    }));
+  }
+}

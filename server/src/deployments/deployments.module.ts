@@ -1,0 +1,22 @@
+import { Module } from '@nestjs/common';
+import { EnvironmentsModule } from '../environments/environments.js';
+import { MachinesModule } from '../machines/machines.module.js';
+import { ProjectsModule } from '../projects/projects.js';
+import { ReleasesModule } from '../releases/releases.js';
+import { DeploymentEvents } from './deployment-events.js';
+import { DeploymentLogService } from './deployment-log.service.js';
+import { DeploymentRepository } from './deployment.repository.js';
+import { DeploymentSecrets } from './deployment-secrets.js';
+import { DeploymentsController } from './deployments.controller.js';
+import { DeploymentsService } from './deployments.service.js';
+import { InterruptionsController } from './interruptions.controller.js';
+import { InterruptionsService } from './interruptions.service.js';
+
+/** The deployment aggregate: deployments, their steps and target runs, interruptions, the log, and its repository. */
+@Module({
+  imports: [ReleasesModule, EnvironmentsModule, ProjectsModule, MachinesModule],
+  providers: [DeploymentRepository, DeploymentEvents, DeploymentSecrets, DeploymentLogService, InterruptionsService, DeploymentsService],
+  controllers: [DeploymentsController, InterruptionsController],
+  exports: [DeploymentRepository, DeploymentEvents, DeploymentSecrets, DeploymentLogService, InterruptionsService, DeploymentsService],
+})
+export class DeploymentsModule {}

@@ -1,0 +1,230 @@
+/**
+ * Deployments as operators see them: created (with their plan laid out), read, listed, previewed, cancelled. Driving
+ * one is the dispatcher's (orchestration/); this service tells it through DeploymentEvents.
+ */
+import { BadRequestException, ConflictException, Inject, Injectable, NotFoundException } from '@nestjs/common';
+import { isUuid } from '../common/http.js';
+import { CONFIG, type CuttleConfig } from '../config/config.js';
+import { EnvironmentsService } from '../environments/environments.js';
+import { LOGGER, type Logger } from '../logging/logger.js';
+import { MachinesService } from '../machines/machines.js';
+import { ProjectsService } from '../projects/projects.js';
+import { ReleasesService } from '../releases/releases.js';
+import { DeploymentEvents } from './deployment-events.js';
+import { DeploymentLogService } from './deployment-log.service.js';
+import { DeploymentRepository, type Db } from './deployment.repository.js';
+import { ACTIVE_STATES, type DeploymentRow, type LogEntryInput, type TargetAction } from './deployment.types.js';
+import type { CreateDeploymentDto } from './dto/create-deployment.dto.js';
+import { layoutDeployment } from './layout.js';
+
+/** The name shown for the target run of a step that runs on the server (manual intervention). */
+export const SERVER_TARGET_NAME = '(server)';
+
+/** Why a target failed, for people and for automation: an agent that went away is not a broken script. */
+export function failureKind(error: string | null): 'agent-lost' | 'unknown-result' | 'timeout' | 'script' {
+  if (!error) return 'script';
+  if (error.startsWith('agent lost')) return 'agent-lost';
+  if (error.startsWith('unknown result')) return 'unknown-result';
+  if (error.startsWith('timed out')) return 'timeout';
+  return 'script';
+}
+
+export type DeploymentView = Awaited<ReturnType<DeploymentsService['get']>>;
+
+@Injectable()
+export class DeploymentsService {
+  constructor(
+    private readonly repo: DeploymentRepository,
+    private readonly releases: ReleasesService,
+    private readonly envs: EnvironmentsService,
+    private readonly projects: ProjectsService,
+    private readonly machines: MachinesService,
+    private readonly log: DeploymentLogService,
+    private readonly events: DeploymentEvents,
+    @Inject(LOGGER) private readonly logger: Logger,
+    @Inject(CONFIG) private readonly config: CuttleConfig,
+  ) {}
+
+  /**
+   * Creates a deployment and lays out its plan: each step's targets (fixed now, in name order), resolved window and
+   * failure budget, and each target's actions with those the conditions skip already marked. Returns it as created
+   * (`queued`), read in the creating transaction: the dispatcher starts on it the moment it commits, and a read after
+   * that would race its first round.
+   */
+  async create(dto: CreateDeploymentDto): Promise<DeploymentView> {
+    if (!isUuid(dto.releaseId)) throw new BadRequestException(`releaseId names an unknown release "${dto.releaseId}"`);
+    const release = await this.releases.get(dto.releaseId).catch(() => {
+      throw new BadRequestException(`releaseId names an unknown release "${dto.releaseId}"`);
+    });
+    const [env] = await this.envs.resolve([dto.environmentId], 'environmentId');
+    const project = await this.projects.get(release.projectId);
+    const specific = (dto.specificMachineIds ?? []).map((s) => s.toLowerCase());
+    const excluded = (dto.excludedMachineIds ?? []).map((s) => s.toLowerCase());
+    const created = await this.repo.transaction(async (tx) => {
+      const machines = await this.machines.deployable(env.id, specific, excluded, tx);
+      const steps = layoutDeployment(release.process, env.id, release.channelId, machines);
+      // The node that creates a deployment drives it (it holds the ownership lease from the first moment).
+      const id = await this.repo.insertDeployment(tx, {
+        releaseId: release.id,
+        projectId: release.projectId,
+        environmentId: env.id,
+        guidedFailure: dto.guidedFailure ?? env.guidedFailure,
+        specific,
+        excluded,
+        ownerNode: this.config.nodeId,
+        ownershipTtlSeconds: this.config.ownershipTtlMs / 1000,
+      });
+      const lines: LogEntryInput[] = [{ level: 'info', text: `Deploying ${project.name} release ${release.version} to ${env.name}` }];
+      // A step that cannot run here at all is settled now, with its reason, so the plan reads true from the start.
+      await this.repo.insertSteps(
+        tx,
+        id,
+        steps.map((s) => ({
+          index: s.index,
+          name: s.name,
+          state: s.skipReason ? 'skipped' : 'pending',
+          window: s.window,
+          maxFailures: s.maxFailures,
+          condition: s.condition,
+          startTrigger: s.startTrigger,
+          skipReason: s.skipReason ?? null,
+        })),
+      );
+      for (const step of steps) {
+        if (step.skipReason) {
+          lines.push({ level: 'warn', stepName: step.name, text: `Step ${step.name} will be skipped: ${step.skipReason}` });
+          if (step.runsOn === 'targets' && step.targets.length === 0) continue;
+        }
+        const state = step.skipReason ? 'skipped' : 'pending';
+        const actions: TargetAction[] = step.actions.map((a) =>
+          a.willRun ? { name: a.name, type: a.type, state: state === 'skipped' ? 'skipped' : 'pending' } : { name: a.name, type: a.type, state: 'skipped', skipReason: a.skipReason },
+        );
+        for (const a of step.actions) if (!a.willRun && !step.skipReason) lines.push({ level: 'info', stepName: step.name, actionName: a.name, text: `Action ${a.name} will be skipped: ${a.skipReason}` });
+        const targets = step.runsOn === 'server' ? [{ id: null, name: SERVER_TARGET_NAME }] : step.targets;
+        await this.repo.insertTargetRuns(tx, id, step.index, state, actions, targets);
+      }
+      await this.log.append(tx, id, lines);
+      return this.get(id, tx);
+    });
+    this.logger.info('deployment created', { context: 'deployments', deploymentId: created.id, release: release.version, environment: env.name });
+    this.events.emit('changed', created.id);
+    return created;
+  }
+
+  /** What a deployment of this release to this environment would do, without running anything. */
+  async preview(q: { releaseId?: string; environmentId?: string; specificMachineIds?: string; excludedMachineIds?: string }) {
+    if (!q.releaseId) throw new BadRequestException('releaseId is required');
+    if (!q.environmentId) throw new BadRequestException('environmentId is required');
+    if (!isUuid(q.releaseId)) throw new BadRequestException(`releaseId names an unknown release "${q.releaseId}"`);
+    const release = await this.releases.get(q.releaseId).catch(() => {
+      throw new BadRequestException(`releaseId names an unknown release "${q.releaseId}"`);
+    });
+    const [env] = await this.envs.resolve([q.environmentId], 'environmentId');
+    const list = (s?: string) => (s ? s.split(',').map((x) => x.trim().toLowerCase()).filter(Boolean) : []);
+    const machines = await this.machines.deployable(env.id, list(q.specificMachineIds), list(q.excludedMachineIds));
+    const steps = layoutDeployment(release.process, env.id, release.channelId, machines);
+    const FAILURE_ONLY = 'condition: runs only if an earlier step failed';
+    return {
+      releaseId: release.id,
+      environmentId: env.id,
+      steps: steps.map((s) => {
+        const conditionSkip = !s.skipReason && s.condition === 'failure';
+        const skipReason = s.skipReason ?? (conditionSkip ? FAILURE_ONLY : undefined);
+        return {
+          name: s.name,
+          runsOn: s.runsOn,
+          condition: s.condition,
+          startTrigger: s.startTrigger,
+          windowSize: s.window,
+          maxFailures: s.maxFailures,
+          willRun: !skipReason,
+          ...(skipReason ? { skipReason } : {}),
+          targets: s.targets.map((t) => ({ machineId: t.id, machineName: t.name })),
+          actions: s.actions.map((a) => {
+            const reason = a.skipReason ?? (s.skipReason ? `step: ${s.skipReason}` : conditionSkip ? FAILURE_ONLY : undefined);
+            return { name: a.name, type: a.type, willRun: !reason, ...(reason ? { skipReason: reason } : {}) };
+          }),
+        };
+      }),
+    };
+  }
+
+  async getRow(id: string, db?: Db): Promise<DeploymentRow> {
+    const row = await this.repo.findDeployment(id, db);
+    if (!row) throw new NotFoundException(`deployment ${id} not found`);
+    return row;
+  }
+
+  /** The deployment as the API shows it; `db`: read in that transaction (see create). */
+  async get(id: string, db?: Db) {
+    const d = await this.getRow(id, db);
+    // Through `db` alone: inside a transaction on the embedded database (one connection), a read through the pool
+    // would wait for ever.
+    const { steps, runs, releaseVersion } = await this.repo.readView(d, db);
+    return {
+      id: d.id,
+      releaseId: d.release_id,
+      releaseVersion,
+      projectId: d.project_id,
+      environmentId: d.environment_id,
+      state: d.state,
+      guidedFailure: d.guided_failure,
+      specificMachineIds: d.specific_machine_ids,
+      excludedMachineIds: d.excluded_machine_ids,
+      error: d.error ?? undefined,
+      ownerNode: d.owner_node ?? undefined,
+      createdAt: d.created_at,
+      startedAt: d.started_at,
+      finishedAt: d.finished_at,
+      steps: steps.map((s) => ({
+        name: s.name,
+        state: s.state,
+        windowSize: s.window_size,
+        maxFailures: s.max_failures,
+        condition: s.condition,
+        startTrigger: s.start_trigger,
+        ...(s.skip_reason ? { skipReason: s.skip_reason } : {}),
+        startedAt: s.started_at,
+        finishedAt: s.finished_at,
+        targets: runs
+          .filter((t) => t.step_index === s.step_index)
+          .map((t) => ({
+            machineId: t.machine_id,
+            machineName: t.machine_name,
+            state: t.state,
+            attempt: t.attempt,
+            error: t.error ?? undefined,
+            ...(t.state === 'failed' ? { failureKind: failureKind(t.error) } : {}),
+            startedAt: t.started_at,
+            finishedAt: t.finished_at,
+            actions: t.actions.map((a) => ({ name: a.name, state: a.state, exitCode: a.exitCode ?? null, ...(a.skipReason ? { skipReason: a.skipReason } : {}) })),
+          })),
+      })),
+    };
+  }
+
+  async list(filter: { projectId?: string; environmentId?: string; state?: string; limit?: number }) {
+    const projectId = filter.projectId ? (await this.projects.get(filter.projectId)).id : undefined;
+    if (filter.environmentId && !isUuid(filter.environmentId)) return [];
+    const rows = await this.repo.listDeployments({ projectId, environmentId: filter.environmentId, state: filter.state, limit: filter.limit ?? 100 });
+    return rows.map((d) => ({ id: d.id, releaseId: d.release_id, projectId: d.project_id, environmentId: d.environment_id, state: d.state, createdAt: d.created_at, startedAt: d.started_at, finishedAt: d.finished_at }));
+  }
+
+  /** Asks a deployment to stop: nothing new starts, running scripts are killed, it ends `cancelled`. */
+  async cancel(id: string) {
+    await this.repo.transaction(async (tx) => {
+      const d = await this.repo.lockDeployment(tx, id);
+      if (!d) throw new NotFoundException(`deployment ${id} not found`);
+      if (d.state === 'cancelling') return;
+      if (!(ACTIVE_STATES as readonly string[]).includes(d.state)) throw new ConflictException(`deployment ${id} has already finished (${d.state})`);
+      await this.repo.setDeploymentState(tx, id, 'cancelling');
+      // Questions nobody needs to answer any more are closed; the targets that waited on them end cancelled.
+      const closed = await this.repo.closePendingInterruptions(tx, id);
+      await this.repo.cancelWaitingTargetRuns(tx, closed);
+      await this.log.append(tx, id, [
+        { level: 'warn', text: `Cancellation requested: no new work starts; running scripts are being stopped${closed.length ? `; ${closed.length} pending interruption(s) closed` : ''}` },
+      ]);
+    });
+    this.events.emit('changed', id);
+  }
+}

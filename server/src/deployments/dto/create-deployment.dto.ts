@@ -1,0 +1,15 @@
+import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
+import { ArrayMaxSize, IsArray, IsBoolean, IsNotEmpty, IsOptional, IsString, MaxLength } from 'class-validator';
+
+export class CreateDeploymentDto {
+  @ApiProperty({ type: String })
+  @IsString() @IsNotEmpty() @MaxLength(200) releaseId: string;
+  @ApiProperty({ type: String })
+  @IsString() @IsNotEmpty() @MaxLength(200) environmentId: string;
+  @ApiPropertyOptional({ type: [String] })
+  @IsOptional() @IsArray() @ArrayMaxSize(10_000) @IsString({ each: true }) specificMachineIds?: string[];
+  @ApiPropertyOptional({ type: [String] })
+  @IsOptional() @IsArray() @ArrayMaxSize(10_000) @IsString({ each: true }) excludedMachineIds?: string[];
+  @ApiPropertyOptional({ type: Boolean })
+  @IsOptional() @IsBoolean() guidedFailure?: boolean;
+}

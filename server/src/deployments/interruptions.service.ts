@@ -1,0 +1,167 @@
+/**
+ * Interruptions: questions a deployment waits on. A manual intervention (proceed / abort) runs on the server as a
+ * step without target roles; a guided failure (retry / skip / abort) is raised for one failed target when the
+ * deployment runs with guided failure. Each interruption belongs to one target run: an answer never applies to
+ * another target. Submitting twice is a conflict. Opening one (in the caller's transaction) turns the deployment to
+ * `waiting`; the last answer turns it back to `executing`.
+ */
+import { BadRequestException, ConflictException, Injectable, NotFoundException } from '@nestjs/common';
+import type { EntityManager } from 'typeorm';
+import type { ReleaseEntity } from '../releases/release.entity.js';
+import { isUuid } from '../common/http.js';
+import { MachinesService } from '../machines/machines.js';
+import { DeploymentEvents } from './deployment-events.js';
+import { DeploymentLogService } from './deployment-log.service.js';
+import { DeploymentRepository } from './deployment.repository.js';
+import type { InterruptionKind, InterruptionRow, LogEntryInput, TargetAction, TargetRunRow } from './deployment.types.js';
+import type { SubmitInterruptionDto } from './dto/submit-interruption.dto.js';
+
+export const RESULTS = { 'manual-intervention': ['proceed', 'abort'], 'guided-failure': ['retry', 'skip', 'abort'] } as const satisfies Record<InterruptionKind, readonly string[]>;
+const STATES = ['pending', 'submitted', 'cancelled'];
+
+@Injectable()
+export class InterruptionsService {
+  constructor(
+    private readonly repo: DeploymentRepository,
+    private readonly log: DeploymentLogService,
+    private readonly events: DeploymentEvents,
+    private readonly machines: MachinesService,
+  ) {}
+
+  /**
+   * Opens a manual intervention for the first pending manual-intervention action of a server target run, in the
+   * caller's transaction (which holds the deployment's lock); returns its id, or null when none is left.
+   */
+  async openManualIntervention(tx: EntityManager, deploymentId: string, run: TargetRunRow, process: ReleaseEntity['process']): Promise<string | null> {
+    const index = run.actions.findIndex((a) => a.state === 'pending' && a.type === 'manual-intervention');
+    if (index < 0) return null;
+    const action = process[run.step_index].actions[index];
+    const id = await this.repo.insertInterruption(tx, {
+      deploymentId,
+      kind: 'manual-intervention',
+      stepIndex: run.step_index,
+      actionIndex: index,
+      targetRunId: run.id,
+      machineId: null,
+      instructions: action.instructions ?? `Approve ${action.name} to continue`,
+    });
+    await this.repo.setTargetActions(
+      tx,
+      run.id,
+      run.actions.map((a, i) => (i === index ? { ...a, state: 'running' as const } : a)),
+    );
+    await this.repo.markWaiting(tx, deploymentId);
+    return id;
+  }
+
+  /**
+   * Opens a guided failure for a failed target run (the caller keeps it in flight, holding its place in the window),
+   * in the caller's transaction; returns its id.
+   */
+  async openGuidedFailure(tx: EntityManager, p: { deploymentId: string; run: TargetRunRow; stepName: string; failedAt: number; actionName?: string; error: string | null }): Promise<string> {
+    const id = await this.repo.insertInterruption(tx, {
+      deploymentId: p.deploymentId,
+      kind: 'guided-failure',
+      stepIndex: p.run.step_index,
+      actionIndex: p.failedAt,
+      targetRunId: p.run.id,
+      machineId: p.run.machine_id,
+      instructions: `${p.stepName} failed on ${p.run.machine_name}${p.error ? `: ${p.error}` : ''}. Retry it from action ${p.actionName ?? p.failedAt + 1}, skip this target, or abort the step.`,
+    });
+    await this.repo.markWaiting(tx, p.deploymentId);
+    return id;
+  }
+
+  private async dto(rows: InterruptionRow[]) {
+    const processes = new Map<string, ReleaseEntity['process']>();
+    for (const r of rows) if (!processes.has(r.deployment_id)) processes.set(r.deployment_id, (await this.repo.processOf(r.deployment_id))!);
+    const names = await this.machines.namesOf([...new Set(rows.map((r) => r.machine_id).filter((m): m is string => !!m))]);
+    return rows.map((r) => {
+      const step = processes.get(r.deployment_id)![r.step_index];
+      return {
+        id: r.id,
+        deploymentId: r.deployment_id,
+        kind: r.kind,
+        stepName: step.name,
+        actionName: step.actions[r.action_index]?.name,
+        ...(r.machine_id ? { machineId: r.machine_id, machineName: names.get(r.machine_id) } : {}),
+        instructions: r.instructions,
+        state: r.state,
+        allowedResults: RESULTS[r.kind],
+        ...(r.result ? { result: r.result } : {}),
+        ...(r.notes ? { notes: r.notes } : {}),
+        ...(r.submitted_by ? { submittedBy: r.submitted_by, submittedAt: r.submitted_at } : {}),
+        createdAt: r.created_at,
+      };
+    });
+  }
+
+  async list(q: { deploymentId?: string; state?: string }) {
+    if (q.deploymentId && !isUuid(q.deploymentId)) throw new BadRequestException('deploymentId must be a deployment id');
+    if (q.state && !STATES.includes(q.state)) throw new BadRequestException(`state must be one of ${STATES.join(', ')}`);
+    return this.dto(await this.repo.listInterruptions(q));
+  }
+
+  async get(id: string) {
+    const row = await this.repo.findInterruption(id);
+    if (!row) throw new NotFoundException(`interruption ${id} not found`);
+    return (await this.dto([row]))[0];
+  }
+
+  async submit(id: string, dto: SubmitInterruptionDto, submitter: string) {
+    const pre = await this.repo.findInterruption(id);
+    if (!pre) throw new NotFoundException(`interruption ${id} not found`);
+    const allowed = RESULTS[pre.kind] as readonly string[];
+    if (!allowed.includes(dto.result)) throw new BadRequestException(`result must be one of ${allowed.join(', ')} for a ${pre.kind}`);
+    const process = (await this.repo.processOf(pre.deployment_id))!;
+    await this.repo.transaction(async (tx) => {
+      const dep = (await this.repo.lockDeployment(tx, pre.deployment_id))!;
+      const intr = await this.repo.lockInterruption(tx, id);
+      if (intr.state !== 'pending')
+        throw new ConflictException(intr.state === 'cancelled' ? `interruption ${id} was closed when the deployment was cancelled` : `interruption ${id} was already answered (${intr.result} by ${intr.submitted_by})`);
+      const run = await this.repo.lockTargetRun(tx, intr.target_run_id);
+      await this.repo.answerInterruption(tx, id, { result: dto.result, notes: dto.notes ?? null, by: submitter });
+      const step = process[intr.step_index];
+      const action = step.actions[intr.action_index];
+      const who = `${dto.result} by ${submitter}${dto.notes ? `: ${dto.notes}` : ''}`;
+      const lines: LogEntryInput[] = [
+        {
+          level: dto.result === 'abort' ? 'warn' : 'info',
+          stepName: step.name,
+          actionName: action?.name,
+          machineId: run.machine_id,
+          text: intr.kind === 'manual-intervention' ? `Manual intervention ${action?.name}: ${who}` : `Guided failure of ${step.name} on ${run.machine_name}: ${who}`,
+        },
+      ];
+      const skipRest = (as: TargetAction[]) => as.map((a) => (a.state === 'pending' || a.state === 'running' ? { ...a, state: 'skipped' as const } : a));
+
+      if (intr.kind === 'manual-intervention') {
+        const actions = run.actions.map((a, i) => (i === intr.action_index ? { ...a, state: dto.result === 'proceed' ? ('success' as const) : ('failed' as const) } : a));
+        if (dto.result === 'proceed') {
+          run.actions = actions;
+          await this.repo.setTargetActions(tx, run.id, actions);
+          if (!(await this.openManualIntervention(tx, dep.id, run, process))) await this.repo.finishTargetRun(tx, run.id, 'success', { actions });
+        } else {
+          await this.repo.finishTargetRun(tx, run.id, 'failed', { actions: skipRest(actions) });
+          await this.repo.abortStep(tx, dep.id, intr.step_index);
+        }
+      } else if (dto.result === 'retry') {
+        // From the failed action on, everything runs again (actions the conditions skipped stay skipped).
+        await this.repo.resetTargetRun(
+          tx,
+          run.id,
+          run.actions.map((a, i) => (i >= intr.action_index && !a.skipReason ? { name: a.name, type: a.type, state: 'pending' as const } : a)),
+        );
+      } else if (dto.result === 'skip') {
+        await this.repo.finishTargetRun(tx, run.id, 'skipped', { actions: skipRest(run.actions) });
+      } else {
+        await this.repo.finishTargetRun(tx, run.id, 'failed', { actions: skipRest(run.actions) });
+        await this.repo.abortStep(tx, dep.id, intr.step_index);
+      }
+      await this.repo.resumeIfNoneWaiting(tx, dep.id);
+      await this.log.append(tx, dep.id, lines);
+    });
+    this.events.emit('changed', pre.deployment_id);
+    return this.get(id);
+  }
+}

@@ -1,0 +1,16 @@
+import { Module } from '@nestjs/common';
+import { AgentConnectionsModule } from '../agent-gateway/agent-connections.module.js';
+import { DeploymentsModule } from '../deployments/deployments.module.js';
+import { LeasesModule } from '../leases/leases.module.js';
+import { MachinesModule } from '../machines/machines.module.js';
+import { ReleasesModule } from '../releases/releases.js';
+import { Dispatcher } from './dispatcher.js';
+import { OffersService } from './offers.service.js';
+
+/** Driving deployments: the planner (pure), the dispatcher (rounds, leases, delivery) and the offers agents run. */
+@Module({
+  imports: [DeploymentsModule, LeasesModule, AgentConnectionsModule, MachinesModule, ReleasesModule],
+  providers: [Dispatcher, OffersService],
+  exports: [Dispatcher, OffersService],
+})
+export class OrchestrationModule {}
