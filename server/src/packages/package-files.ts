@@ -59,7 +59,13 @@ export class PackageFiles {
         writes[i] = write(bufs[i].subarray(0, bytesRead));
       }
       await Promise.race([Promise.all(writes.map((w) => w?.promise)), closed]);
-      await Promise.race([new Promise<void>((resolve) => out.end(resolve)), closed]);
+      // Every byte is written: an agent that closes the connection now, having read them, ends the transfer as well
+      // as the response's own end does ('close' can come before end's callback).
+      out.off('close', onClose);
+      await new Promise<void>((resolve) => {
+        out.once('close', resolve);
+        out.end(resolve);
+      });
     } finally {
       out.off('close', onClose);
       await file.close();
