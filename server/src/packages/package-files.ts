@@ -26,15 +26,23 @@ export class PackageFiles {
    * from a pool, each refilled once its last write has completed: a read stream would allocate a new buffer per
    * piece, and on a server sending a package to a hundred agents those allocations (a megabyte per agent) made V8
    * run a full garbage collection every 64 MB (its "external memory" limit), about once a second in a rolling
-   * deployment, for half the server's CPU there. Rejects if `out` closes first (the agent went away).
+   * deployment, for half the server's CPU there. Rejects if `out` closes before every byte was handed to it (the
+   * agent went away); a close after that is the agent done reading, as good as the response's own end.
    */
   async send(sha256: string, out: Writable): Promise<void> {
     const file = await open(this.pathOf(sha256), 'r');
+    const size = (await file.stat()).size;
+    let issued = 0;
+    let closedAfterAll = false;
     const bufs = [this.pool.take(), this.pool.take()];
     // An HTTP response whose socket is gone neither calls write callbacks nor errors: its 'close' ends the wait.
     let onClose!: () => void;
-    const closed = new Promise<never>((_, reject) => {
-      onClose = () => reject(new Error('connection closed during the transfer'));
+    const closed = new Promise<void>((resolve, reject) => {
+      onClose = () => {
+        if (issued < size) return reject(new Error('connection closed during the transfer'));
+        closedAfterAll = true;
+        resolve();
+      };
       out.once('close', onClose);
     });
     closed.catch(() => undefined);
@@ -57,15 +65,17 @@ export class PackageFiles {
         const { bytesRead } = await file.read(bufs[i], 0, bufs[i].length, null);
         if (bytesRead === 0) break;
         writes[i] = write(bufs[i].subarray(0, bytesRead));
+        issued += bytesRead;
       }
       await Promise.race([Promise.all(writes.map((w) => w?.promise)), closed]);
-      // Every byte is written: an agent that closes the connection now, having read them, ends the transfer as well
-      // as the response's own end does ('close' can come before end's callback).
-      out.off('close', onClose);
-      await new Promise<void>((resolve) => {
-        out.once('close', resolve);
-        out.end(resolve);
-      });
+      if (!closedAfterAll) {
+        // 'close' can come before end's callback, when the agent closes as soon as it has read every byte.
+        out.off('close', onClose);
+        await new Promise<void>((resolve) => {
+          out.once('close', resolve);
+          out.end(resolve);
+        });
+      }
     } finally {
       out.off('close', onClose);
       await file.close();
