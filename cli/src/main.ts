@@ -54,12 +54,20 @@ async function follow(api: CuttleClient, id: string): Promise<any> {
   const stepBars = d.steps.map((s: any) => bars?.create(Math.max(1, s.targets.length), 0, { step: s.name.slice(0, 20).padEnd(20), status: '' }));
   const last: string[] = [];
   const told = new Set<string>();
+  let queuedBehind: string | undefined;
+  const say = (msg: string) => {
+    if (bars) bars.log(msg + '\n');
+    else if (!json) process.stderr.write(msg + '\n');
+  };
   for (;;) {
+    if (d.queuedBehind && d.queuedBehind !== queuedBehind) say(`queued behind deployment ${d.queuedBehind} (deployments of a project to an environment run one at a time)`);
+    queuedBehind = d.queuedBehind;
     d.steps.forEach((s: any, i: number) => {
       const done = s.targets.filter((t: any) => TERMINAL.includes(t.state) || t.state === 'skipped').length;
       const failed = s.targets.filter((t: any) => t.state === 'failed').length;
       const running = s.targets.filter((t: any) => t.state === 'running').length;
-      const status = `${s.state}${running ? `, ${running}/${s.windowSize} in flight` : ''}${failed ? `, ${failed} failed` : ''}`;
+      const waiting = s.targets.filter((t: any) => t.waitingFor === 'machine').length;
+      const status = `${d.state === 'queued' ? 'queued' : s.state}${running ? `, ${running}/${s.windowSize} in flight` : ''}${waiting ? `, ${waiting} waiting for busy machines` : ''}${failed ? `, ${failed} failed` : ''}`;
       if (bars) stepBars[i].update(done, { status });
       else if (!json) {
         const line = `${s.name}: ${done}/${s.targets.length} targets, ${status}`;
@@ -71,9 +79,7 @@ async function follow(api: CuttleClient, id: string): Promise<any> {
       for (const i of await api.get(`/api/interruptions?deploymentId=${id}&state=pending`)) {
         if (told.has(i.id)) continue;
         told.add(i.id);
-        const msg = `waiting on ${i.kind} ${i.stepName}/${i.actionName}${i.machineName ? ` on ${i.machineName}` : ''}: ${i.instructions ?? ''}\n  answer with: cuttle submit ${i.id} --result ${i.allowedResults.join('|')}`;
-        if (bars) bars.log(msg + '\n');
-        else if (!json) process.stderr.write(msg + '\n');
+        say(`waiting on ${i.kind} ${i.stepName}/${i.actionName}${i.machineName ? ` on ${i.machineName}` : ''}: ${i.instructions ?? ''}\n  answer with: cuttle submit ${i.id} --result ${i.allowedResults.join('|')}`);
       }
     }
     if (TERMINAL.includes(d.state)) break;

@@ -82,12 +82,12 @@ export interface Release {
   packages: Array<{ packageId: string; version: string; sha256: string; sizeBytes: number }>;
 }
 export interface TargetRun {
-  machineId: string | null; machineName: string; state: string; startedAt?: string; finishedAt?: string; error?: string;
+  machineId: string | null; machineName: string; state: string; waitingFor?: string; startedAt?: string; finishedAt?: string; error?: string;
   failureKind?: string; attempt?: number; actions: Array<{ name: string; state: string; exitCode?: number | null; skipReason?: string }>;
 }
 export interface StepRun { name: string; state: string; windowSize?: number; maxFailures?: number; skipReason?: string; targets: TargetRun[] }
 export interface Deployment {
-  id: string; releaseId: string; environmentId: string; projectId?: string; releaseVersion?: string; state: string;
+  id: string; releaseId: string; environmentId: string; projectId?: string; releaseVersion?: string; state: string; queuedBehind?: string;
   createdAt: string; startedAt?: string; finishedAt?: string; guidedFailure?: boolean; steps: StepRun[];
 }
 export interface LogEntry { seq: number; at: string; level: string; machineId?: string | null; stepName?: string; actionName?: string; text: string }

@@ -45,7 +45,7 @@ export async function deploymentsView(root: HTMLElement) {
                   h('td', null, h('a', { href: `#/deployments/${d.id}` }, project?.name ?? 'deployment')),
                   h('td', null, rel?.version ?? d.releaseId.slice(0, 8)),
                   h('td', null, names.env(d.environmentId)),
-                  h('td', null, h('a', { href: `#/deployments/${d.id}` }, badge(d.state))),
+                  h('td', null, h('a', { href: `#/deployments/${d.id}` }, badge(d.state)), d.queuedBehind ? h('span', { class: 'small muted' }, ` behind ${d.queuedBehind.slice(0, 8)}`) : null),
                   h('td', null, fmtTime(d.createdAt)),
                   h('td', null, d.startedAt ? elapsed(d.startedAt, d.finishedAt) : '—'),
                 );
@@ -124,7 +124,14 @@ export async function deploymentView(root: HTMLElement, id: string) {
   }
 
   function renderHeader(d: Deployment) {
-    clear(stateEl, badge(d.state, 'deployment-state'), d.guidedFailure ? h('span', { class: 'tag' }, 'guided failure') : null);
+    clear(
+      stateEl,
+      badge(d.state, 'deployment-state'),
+      d.guidedFailure ? h('span', { class: 'tag' }, 'guided failure') : null,
+      d.queuedBehind
+        ? h('span', { class: 'small muted', 'data-testid': 'queued-behind' }, ' queued behind ', h('a', { href: `#/deployments/${d.queuedBehind}`, class: 'mono' }, d.queuedBehind.slice(0, 8)), ' (one deployment at a time per project and environment)')
+        : null,
+    );
     clear(timesEl, ` created ${fmtTime(d.createdAt)}`, d.startedAt ? [' · elapsed ', elapsed(d.startedAt, d.finishedAt, 'deployment-elapsed')] : ' · not started');
     cancelBtn.hidden = FINISHED.has(d.state);
     cancelBtn.disabled = d.state === 'cancelling';
@@ -168,6 +175,7 @@ export async function deploymentView(root: HTMLElement, id: string) {
                   'td',
                   { class: `cell state-${t.state}`, 'data-testid': `cell-${s.name}-${t.machineName}`, 'data-state': t.state, title: t.error ?? '' },
                   h('div', { class: 'cell-head' }, h('span', { class: 'cell-state' }, t.state), t.startedAt ? elapsed(t.startedAt, t.finishedAt) : null),
+                  t.waitingFor ? h('div', { class: 'small muted', 'data-testid': `waiting-${s.name}-${t.machineName}` }, `waiting for the ${t.waitingFor} (busy with another deployment)`) : null,
                   t.attempt && t.attempt > 1 ? h('div', { class: 'small' }, `attempt ${t.attempt}`) : null,
                   t.error ? h('div', { class: 'small err' }, t.failureKind ? `${t.failureKind}: ` : '', t.error) : null,
                   h(

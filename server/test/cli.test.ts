@@ -118,3 +118,15 @@ it('exits 2 on bad usage', async () => {
   expect(unknown.code).toBe(2);
   expect(unknown.stderr).toMatch(/404 project Nope not found/);
 });
+
+// A deployment queued behind another (one at a time per project and environment): deploy --wait says behind which,
+// then follows it to its end once the first is done.
+it('shows that a deployment is queued, and behind which', async () => {
+  await createProject(srv, 'Queue', [{ name: 'Web', targetRoles: ['web'], actions: [{ name: 'Slow', type: 'script', script: 'sleep 1.5' }] }]);
+  for (const v of ['1', '2']) expect((await cuttle(['create-release', '--project', 'Queue', '--version', v])).code).toBe(0);
+  const first = jsonOf(await cuttle(['deploy', '--project', 'Queue', '--release', '1', '--environment', 'Staging', '--json']));
+  const second = await cuttle(['deploy', '--project', 'Queue', '--release', '2', '--environment', 'Staging', '--wait']);
+  expect(second.code).toBe(0);
+  expect(second.stderr).toContain(`queued behind deployment ${first.id}`);
+  expect(second.stderr).toMatch(/Web: 2\/2 targets, success/);
+});

@@ -232,3 +232,21 @@ browserIt('sends security headers everywhere and keeps the key for the session u
   expect(await back.p.evaluate(() => (globalThis as any).localStorage.length + (globalThis as any).sessionStorage.length)).toBe(0);
   await back.ctx.close();
 }, 60_000);
+
+// A deployment queued behind another shows so, naming (and linking) the one ahead; once that one ends it runs, and
+// the live view follows it to success without a reload.
+browserIt('shows a queued deployment and behind which', async () => {
+  const p = await createProject(srv, 'Queued site', [{ name: 'Web', targetRoles: ['web'], windowSize: 3, actions: [{ name: 'Slow', type: 'script', script: 'sleep 2' }] }]);
+  const deploy = async (version: string) => {
+    const rel = await srv.must('POST', '/api/releases', { projectId: p.id, version });
+    return srv.must('POST', '/api/deployments', { releaseId: rel.id, environmentId: 'Demo' });
+  };
+  const first = await deploy('1');
+  const second = await deploy('2');
+  await page.goto(`${srv.base}/#/deployments/${second.id}`);
+  await page.waitForSelector(`${el('deployment-state')}[data-state="queued"]`);
+  expect(await page.textContent(el('queued-behind'))).toContain(first.id.slice(0, 8));
+  expect(await page.getAttribute(`${el('queued-behind')} a`, 'href')).toBe(`#/deployments/${first.id}`);
+  await page.waitForSelector(`${el('deployment-state')}[data-state="success"]`, { timeout: 30_000 });
+  expect(await page.locator(el('queued-behind')).count()).toBe(0);
+}, 60_000);

@@ -10,7 +10,11 @@
  * DataSource.
  *
  * Lock order, for every transaction on every node:
+ *   0. a (project, environment) pair's queue lock, taken only by a deployment's creation (`insertDeployment`: an
+ *      advisory lock held until commit, so deployments of a pair commit in the order of their `queue_seq`);
  *   1. the deployment's row (`lockDeployment`, `lockOwnedDeployment`: FOR NO KEY UPDATE);
+ *   1b. machines' locks, in key order, taken only by `takeLeases` under level 1 (advisory locks held until commit:
+ *      two deployments cannot both see a machine free and both take a lease on it, on whichever nodes they run);
  *   2. an interruption's row (`lockInterruption`);
  *   3. lease rows, in id order when several (`lockLease`, `lockLeasesForLog`, `lockSuccesses`, `lockExpiredLease`),
  *      then target-run rows (`lockTargetRun`, or with their leases in `lockSuccesses`);
@@ -43,6 +47,20 @@ import type {
   TargetRunRow,
 } from './deployment.types.js';
 
+/**
+ * The deployment a target run's machine is busy with, or NULL (see `machinesBusy`), for a row `x` of (run_id,
+ * machine_id, since) and the deployment `$1`: another deployment's active lease on the machine, else another
+ * deployment's target run waiting for it since earlier. Projects that allow concurrent work on machines count for
+ * neither.
+ */
+const MACHINE_HOLDER = `coalesce(
+  (SELECT l.deployment_id FROM leases l JOIN deployments od ON od.id = l.deployment_id JOIN projects op ON op.id = od.project_id
+   WHERE l.machine_id = x.machine_id AND l.released_at IS NULL AND l.deployment_id <> $1 AND NOT op.allow_concurrent_on_machines LIMIT 1),
+  (SELECT w.deployment_id FROM target_runs w JOIN deployments wd ON wd.id = w.deployment_id JOIN projects wp ON wp.id = wd.project_id
+   WHERE w.machine_id = x.machine_id AND w.waiting_since IS NOT NULL AND w.state = 'pending' AND w.deployment_id <> $1
+     AND wd.state = 'executing' AND NOT wp.allow_concurrent_on_machines AND (x.since IS NULL OR w.waiting_since < x.since)
+   ORDER BY w.waiting_since LIMIT 1))`;
+
 /** The transaction's manager, or the DataSource for a statement of its own. */
 export type Db = EntityManager | DataSource;
 type Process = ReleaseEntity['process'];
@@ -74,10 +92,16 @@ export class DeploymentRepository {
 
   // ------------------------------------------------------------------ deployments
 
+  /**
+   * Inserts a queued deployment. Its `queue_seq` (creation order) is taken under the (project, environment) pair's
+   * queue lock, held until commit: a deployment with a later number can never be committed, and so start, before an
+   * earlier one is visible to it.
+   */
   async insertDeployment(
     tx: EntityManager,
     d: { releaseId: string; projectId: string; environmentId: string; guidedFailure: boolean; specific: string[]; excluded: string[]; ownerNode: string; ownershipTtlSeconds: number },
   ): Promise<string> {
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2::text, 0))`, [d.projectId, d.environmentId]);
     const [row] = returned<{ id: string }>(
       await tx.query(
         `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids, owner_node, owner_expires_at)
@@ -119,28 +143,51 @@ export class DeploymentRepository {
    * Steps, target runs and whether a person is awaited, in one round trip (a dispatcher round's cost is mostly round
    * trips). Read after the deployment's lock, by a statement that sees what was committed before it.
    */
-  async readRound(tx: EntityManager, id: string): Promise<{ steps: StepRow[]; runs: TargetRunRow[]; awaitsPerson: boolean }> {
+  async readRound(tx: EntityManager, d: DeploymentRow): Promise<{ steps: StepRow[]; runs: TargetRunRow[]; awaitsPerson: boolean; concurrentOnMachines: boolean }> {
     const [row] = await tx.query(
       `SELECT (SELECT coalesce(json_agg(s ORDER BY s.step_index), '[]') FROM deployment_steps s WHERE s.deployment_id = $1) AS steps,
               (SELECT coalesce(json_agg(t ORDER BY t.step_index, t.position), '[]') FROM target_runs t WHERE t.deployment_id = $1) AS runs,
-              EXISTS (SELECT 1 FROM interruptions i WHERE i.deployment_id = $1 AND i.state = 'pending') AS awaits_person`,
-      [id],
+              EXISTS (SELECT 1 FROM interruptions i WHERE i.deployment_id = $1 AND i.state = 'pending') AS awaits_person,
+              (SELECT allow_concurrent_on_machines FROM projects WHERE id = $2) AS concurrent`,
+      [d.id, d.project_id],
     );
-    return { steps: row.steps, runs: row.runs, awaitsPerson: row.awaits_person };
+    // json_agg gives times as text: the machines' line compares them, so they are dates again.
+    const runs: TargetRunRow[] = row.runs.map((r: TargetRunRow) => ({ ...r, waiting_since: r.waiting_since ? new Date(r.waiting_since) : null }));
+    return { steps: row.steps, runs, awaitsPerson: row.awaits_person, concurrentOnMachines: !!row.concurrent };
   }
 
-  listDeployments(f: { projectId?: string; environmentId?: string; state?: string; limit: number }): Promise<DeploymentRow[]> {
+  /**
+   * The active deployment of the same project and environment directly ahead of this one in creation order, which it
+   * waits for (one at a time per pair); undefined when none is.
+   */
+  async queuedBehind(d: Pick<DeploymentRow, 'project_id' | 'environment_id' | 'queue_seq'>, db: Db = this.ds): Promise<string | undefined> {
+    const [row] = await db.query(
+      `SELECT id FROM deployments WHERE project_id = $1 AND environment_id = $2 AND state IN ('queued', 'executing', 'waiting', 'cancelling') AND queue_seq < $3
+       ORDER BY queue_seq DESC LIMIT 1`,
+      [d.project_id, d.environment_id, d.queue_seq],
+    );
+    return row?.id;
+  }
+
+  /** Deployments, newest first; a queued one carries `queued_behind` (see queuedBehind). */
+  listDeployments(f: { projectId?: string; environmentId?: string; state?: string; limit: number }): Promise<Array<DeploymentRow & { queued_behind: string | null }>> {
     const where: string[] = [];
     const params: unknown[] = [];
     const add = (sql: string, value: unknown) => {
       params.push(value);
       where.push(sql.replace('?', `$${params.length}`));
     };
-    if (f.projectId) add('project_id = ?', f.projectId);
-    if (f.environmentId) add('environment_id = ?', f.environmentId);
-    if (f.state) add('state = ?', f.state);
+    if (f.projectId) add('d.project_id = ?', f.projectId);
+    if (f.environmentId) add('d.environment_id = ?', f.environmentId);
+    if (f.state) add('d.state = ?', f.state);
     params.push(f.limit);
-    return this.ds.query(`SELECT * FROM deployments ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created_at DESC LIMIT $${params.length}`, params);
+    return this.ds.query(
+      `SELECT d.*, CASE WHEN d.state = 'queued' THEN (
+         SELECT p.id FROM deployments p WHERE p.project_id = d.project_id AND p.environment_id = d.environment_id
+           AND p.state IN ('queued', 'executing', 'waiting', 'cancelling') AND p.queue_seq < d.queue_seq ORDER BY p.queue_seq DESC LIMIT 1) END AS queued_behind
+       FROM deployments d ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY d.created_at DESC LIMIT $${params.length}`,
+      params,
+    );
   }
 
   /** A deployment's release's process: immutable, so it may be read outside any lock. */
@@ -312,6 +359,30 @@ export class DeploymentRepository {
     );
   }
 
+  // ------------------------------------------------------------------ machines' line
+
+  /**
+   * Which of these target runs (of deployment `deploymentId`) find their machine busy, and with which deployment: a
+   * machine is busy for a target run while another deployment holds an active lease on it, or while another
+   * deployment's target run has been waiting for it longer (its line: who began waiting first goes first). A project
+   * that allows concurrent work on machines neither waits nor holds anyone up. Read under the deployment's lock; the
+   * lease's take checks again under the machines' locks.
+   */
+  async machinesBusy(tx: EntityManager, deploymentId: string, runs: Array<{ id: string; machineId: string; waitingSince: Date | null }>): Promise<Map<string, string>> {
+    if (!runs.length) return new Map();
+    const rows: Array<{ run_id: string; holder: string | null }> = await tx.query(
+      `SELECT x.run_id, ${MACHINE_HOLDER} AS holder FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[]) AS x(run_id, machine_id, since)`,
+      [deploymentId, runs.map((r) => r.id), runs.map((r) => r.machineId), runs.map((r) => r.waitingSince)],
+    );
+    return new Map(rows.filter((r) => r.holder).map((r) => [r.run_id, r.holder!]));
+  }
+
+  /** These target runs wait for their machines; a run already waiting keeps its place in the line. */
+  async markWaitingForMachine(tx: EntityManager, targetRunIds: string[]): Promise<void> {
+    if (!targetRunIds.length) return;
+    await tx.query(`UPDATE target_runs SET waiting_for = 'machine', waiting_since = coalesce(waiting_since, now()) WHERE id = ANY($1::uuid[])`, [targetRunIds]);
+  }
+
   // ------------------------------------------------------------------ leases
 
   /**
@@ -323,24 +394,52 @@ export class DeploymentRepository {
    */
   async takeLeases(
     tx: EntityManager,
-    p: { deploymentId: string; stepIndex: number; window: number; node: string; ttlSeconds: number; targets: Array<{ targetRunId: string; machineId: string }> },
+    p: {
+      deploymentId: string;
+      stepIndex: number;
+      window: number;
+      node: string;
+      ttlSeconds: number;
+      /** The machine rule applies (the project does not allow concurrent work on machines). */
+      exclusive: boolean;
+      targets: Array<{ targetRunId: string; machineId: string; waitingSince: Date | null }>;
+    },
   ): Promise<Array<{ id: string; slot: number; targetRunId: string; machineId: string }>> {
+    // Level 1b: the machines' locks, in key order, then the machine rule checked again by the insert itself.
+    if (p.exclusive)
+      await tx.query(`SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended('machine/' || m, 0) AS k FROM unnest($1::text[]) AS m ORDER BY k) AS keys`, [
+        p.targets.map((t) => t.machineId),
+      ]);
     const rows = returned<{ id: string; slot: number; target_run_id: string; machine_id: string }>(
       await tx.query(
         `WITH free AS (
            SELECT s AS slot, row_number() OVER (ORDER BY s) AS n FROM generate_series(0, $4::int - 1) AS s
            WHERE NOT EXISTS (SELECT 1 FROM leases l WHERE l.deployment_id = $1 AND l.step_index = $2 AND l.released_at IS NULL AND l.slot = s)
+         ), wanted AS (
+           SELECT x.target_run_id, x.machine_id, row_number() OVER (ORDER BY x.n) AS n
+           FROM unnest($6::uuid[], $7::uuid[], $8::timestamptz[]) WITH ORDINALITY AS x(target_run_id, machine_id, since, n)
+           WHERE NOT $9::boolean OR ${MACHINE_HOLDER} IS NULL
          ), taken AS (
            INSERT INTO leases (deployment_id, step_index, slot, target_run_id, machine_id, node_id, expires_at)
-           SELECT $1, $2, f.slot, x.target_run_id, x.machine_id, $3, now() + make_interval(secs => $5)
-           FROM unnest($6::uuid[], $7::uuid[]) WITH ORDINALITY AS x(target_run_id, machine_id, n) JOIN free f ON f.n = x.n
+           SELECT $1, $2, f.slot, w.target_run_id, w.machine_id, $3, now() + make_interval(secs => $5)
+           FROM wanted w JOIN free f ON f.n = w.n
            ON CONFLICT DO NOTHING RETURNING id, slot, target_run_id, machine_id
          ), started AS (
-           UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now(), error = NULL
+           UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now(), error = NULL, waiting_for = NULL, waiting_since = NULL
            WHERE id IN (SELECT target_run_id FROM taken)
          )
          SELECT * FROM taken`,
-        [p.deploymentId, p.stepIndex, p.node, p.window, p.ttlSeconds, p.targets.map((c) => c.targetRunId), p.targets.map((c) => c.machineId)],
+        [
+          p.deploymentId,
+          p.stepIndex,
+          p.node,
+          p.window,
+          p.ttlSeconds,
+          p.targets.map((c) => c.targetRunId),
+          p.targets.map((c) => c.machineId),
+          p.targets.map((c) => c.waitingSince),
+          p.exclusive,
+        ],
       ),
     );
     return rows.map((r) => ({ id: r.id, slot: r.slot, targetRunId: r.target_run_id, machineId: r.machine_id }));

@@ -14,6 +14,8 @@ export interface DeploymentRow {
   excluded_machine_ids: string[];
   error: string | null;
   owner_node: string | null;
+  /** Creation order per project and environment, as committed (see DeploymentRepository.insertDeployment). */
+  queue_seq: string;
   created_at: Date;
   started_at: Date | null;
   finished_at: Date | null;
@@ -54,6 +56,10 @@ export interface TargetRunRow {
   actions: TargetAction[];
   attempt: number;
   error: string | null;
+  /** `machine`: pending because its machine is busy with another deployment (it holds no slot meanwhile). */
+  waiting_for: 'machine' | null;
+  /** When it began waiting: its place in its machine's line. */
+  waiting_since: Date | null;
   started_at: Date | null;
   finished_at: Date | null;
 }

@@ -103,6 +103,9 @@ export class DeploymentsService {
         const targets = step.runsOn === 'server' ? [{ id: null, name: SERVER_TARGET_NAME }] : step.targets;
         await this.repo.insertTargetRuns(tx, id, step.index, state, actions, targets);
       }
+      // Read under the pair's queue lock that insertDeployment took: every deployment ahead of this one is visible.
+      const ahead = await this.repo.queuedBehind({ project_id: release.projectId, environment_id: env.id, queue_seq: (await this.getRow(id, tx)).queue_seq }, tx);
+      if (ahead) lines.push({ level: 'info', text: `Queued behind deployment ${ahead}: deployments of ${project.name} to ${env.name} run one at a time, in the order they were created` });
       await this.log.append(tx, id, lines);
       return this.get(id, tx);
     });
@@ -161,6 +164,7 @@ export class DeploymentsService {
     // Through `db` alone: inside a transaction on the embedded database (one connection), a read through the pool
     // would wait for ever.
     const { steps, runs, releaseVersion } = await this.repo.readView(d, db);
+    const queuedBehind = d.state === 'queued' ? await this.repo.queuedBehind(d, db) : undefined;
     return {
       id: d.id,
       releaseId: d.release_id,
@@ -168,6 +172,7 @@ export class DeploymentsService {
       projectId: d.project_id,
       environmentId: d.environment_id,
       state: d.state,
+      ...(queuedBehind ? { queuedBehind } : {}),
       guidedFailure: d.guided_failure,
       specificMachineIds: d.specific_machine_ids,
       excludedMachineIds: d.excluded_machine_ids,
@@ -192,6 +197,7 @@ export class DeploymentsService {
             machineId: t.machine_id,
             machineName: t.machine_name,
             state: t.state,
+            ...(t.state === 'pending' && t.waiting_for ? { waitingFor: t.waiting_for } : {}),
             attempt: t.attempt,
             error: t.error ?? undefined,
             ...(t.state === 'failed' ? { failureKind: failureKind(t.error) } : {}),
@@ -207,7 +213,17 @@ export class DeploymentsService {
     const projectId = filter.projectId ? (await this.projects.get(filter.projectId)).id : undefined;
     if (filter.environmentId && !isUuid(filter.environmentId)) return [];
     const rows = await this.repo.listDeployments({ projectId, environmentId: filter.environmentId, state: filter.state, limit: filter.limit ?? 100 });
-    return rows.map((d) => ({ id: d.id, releaseId: d.release_id, projectId: d.project_id, environmentId: d.environment_id, state: d.state, createdAt: d.created_at, startedAt: d.started_at, finishedAt: d.finished_at }));
+    return rows.map((d) => ({
+      id: d.id,
+      releaseId: d.release_id,
+      projectId: d.project_id,
+      environmentId: d.environment_id,
+      state: d.state,
+      ...(d.queued_behind ? { queuedBehind: d.queued_behind } : {}),
+      createdAt: d.created_at,
+      startedAt: d.started_at,
+      finishedAt: d.finished_at,
+    }));
   }
 
   /** Asks a deployment to stop: nothing new starts, running scripts are killed, it ends `cancelled`. */

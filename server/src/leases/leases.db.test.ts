@@ -37,36 +37,56 @@ beforeAll(async () => {
 
 afterAll(() => db?.close());
 
-/** A deployment of one step over `targets` machines, as DeploymentsService lays one out; returns its target runs. */
-async function deployment(targets: number, window: number): Promise<{ id: string; runs: TargetRunRow[] }> {
-  const q = (sql: string, params: unknown[] = []) => db.ds.query(sql, params);
+const q = (sql: string, params: unknown[] = []) => db.ds.query(sql, params);
+
+/** Machines of their own (in an environment of their own, unless given one). */
+async function machines(count: number, environmentId?: string): Promise<{ env: string; machines: Array<{ id: string; name: string }> }> {
   const tag = randomUUID().slice(0, 8);
-  const [env] = await q(`INSERT INTO environments (name) VALUES ($1) RETURNING id`, [`env-${tag}`]);
-  const [project] = await q(`INSERT INTO projects (name, slug) VALUES ($1, $1) RETURNING id`, [`p-${tag}`]);
-  const [channel] = await q(`INSERT INTO channels (project_id, name) VALUES ($1, 'Default') RETURNING id`, [project.id]);
-  const process = [{ name: 'Roll', targetRoles: ['web'], actions: [{ name: 'a', type: 'script', script: 'true' }] }];
-  const [release] = await q(`INSERT INTO releases (project_id, channel_id, version, process_version, process) VALUES ($1, $2, '1', 1, $3) RETURNING id`, [project.id, channel.id, JSON.stringify(process)]);
-  const machines: Array<{ id: string; name: string }> = [];
-  for (let i = 0; i < targets; i++) {
+  const env = environmentId ?? (await q(`INSERT INTO environments (name) VALUES ($1) RETURNING id`, [`env-${tag}`]))[0].id;
+  const list: Array<{ id: string; name: string }> = [];
+  for (let i = 0; i < count; i++) {
     const name = `m-${tag}-${i}`;
-    const [m] = await q(`INSERT INTO machines (name, roles, environment_ids, fingerprint, certificate) VALUES ($1, '["web"]', $2, $1, 'x') RETURNING id`, [name, JSON.stringify([env.id])]);
-    machines.push({ id: m.id, name });
+    const [m] = await q(`INSERT INTO machines (name, roles, environment_ids, fingerprint, certificate) VALUES ($1, '["web"]', $2, $1, 'x') RETURNING id`, [name, JSON.stringify([env])]);
+    list.push({ id: m.id, name });
   }
+  return { env, machines: list };
+}
+
+async function project(opts: { concurrent?: boolean } = {}) {
+  const tag = randomUUID().slice(0, 8);
+  const [p] = await q(`INSERT INTO projects (name, slug, allow_concurrent_on_machines) VALUES ($1, $1, $2) RETURNING id`, [`p-${tag}`, opts.concurrent ?? false]);
+  const [channel] = await q(`INSERT INTO channels (project_id, name) VALUES ($1, 'Default') RETURNING id`, [p.id]);
+  const process = [{ name: 'Roll', targetRoles: ['web'], actions: [{ name: 'a', type: 'script', script: 'true' }] }];
+  const [release] = await q(`INSERT INTO releases (project_id, channel_id, version, process_version, process) VALUES ($1, $2, '1', 1, $3) RETURNING id`, [p.id, channel.id, JSON.stringify(process)]);
+  return { projectId: p.id as string, releaseId: release.id as string };
+}
+
+/** A deployment of one step over `targets` machines (new ones, or those given), as DeploymentsService lays one out. */
+async function deployment(
+  targets: number,
+  window: number,
+  over: { on?: { env: string; machines: Array<{ id: string; name: string }> }; project?: { projectId: string; releaseId: string } } = {},
+): Promise<{ id: string; runs: TargetRunRow[] }> {
+  const { env, machines: list } = over.on ?? (await machines(targets));
+  const { projectId, releaseId } = over.project ?? (await project());
   const id = await repo.transaction(async (tx) => {
-    const dep = await repo.insertDeployment(tx, { releaseId: release.id, projectId: project.id, environmentId: env.id, guidedFailure: false, specific: [], excluded: [], ownerNode: 'test-node', ownershipTtlSeconds: 15 });
+    const dep = await repo.insertDeployment(tx, { releaseId, projectId, environmentId: env, guidedFailure: false, specific: [], excluded: [], ownerNode: 'test-node', ownershipTtlSeconds: 15 });
     await repo.insertSteps(tx, dep, [{ index: 0, name: 'Roll', state: 'running', window, maxFailures: 0, condition: 'success', startTrigger: 'afterPrevious', skipReason: null }]);
-    await repo.insertTargetRuns(tx, dep, 0, 'pending', [{ name: 'a', type: 'script', state: 'pending' }], machines);
+    await repo.insertTargetRuns(tx, dep, 0, 'pending', [{ name: 'a', type: 'script', state: 'pending' }], list);
     return dep;
   });
+  await q(`UPDATE deployments SET state = 'executing' WHERE id = $1`, [id]);
   const runs: TargetRunRow[] = await q(`SELECT * FROM target_runs WHERE deployment_id = $1 ORDER BY position`, [id]);
   return { id, runs };
 }
 
 /** Takes leases for these target runs as a dispatcher round does: under the deployment's lock. */
-function take(id: string, window: number, runs: TargetRunRow[]) {
+function take(id: string, window: number, runs: TargetRunRow[], exclusive = true) {
   return repo.transaction(async (tx) => {
     await repo.lockDeployment(tx, id);
-    return leases.take(tx, { deploymentId: id, stepIndex: 0, window, targets: runs.map((r) => ({ targetRunId: r.id, machineId: r.machine_id! })) });
+    const fresh: TargetRunRow[] = await tx.query(`SELECT * FROM target_runs WHERE id = ANY($1::uuid[])`, [runs.map((r) => r.id)]);
+    const since = new Map(fresh.map((r) => [r.id, r.waiting_since]));
+    return leases.take(tx, { deploymentId: id, stepIndex: 0, window, exclusive, targets: runs.map((r) => ({ targetRunId: r.id, machineId: r.machine_id!, waitingSince: since.get(r.id) ?? null })) });
   });
 }
 
@@ -82,7 +102,7 @@ const result = (leaseId: string, over: Partial<AgentMessageOf<'lease.result'>> =
 });
 const line = (seq: number, text = `line ${seq}`): LogLine => ({ seq, at: AT(), level: 'info', text });
 const ctxOf = async (leaseId: string) => (await leases.context(leaseId)) as LeaseContext;
-const runState = async (id: string) => (await db.ds.query(`SELECT state, error FROM target_runs WHERE id = $1`, [id]))[0];
+const runState = async (id: string) => (await q(`SELECT state, error FROM target_runs WHERE id = $1`, [id]))[0];
 const logTexts = async (id: string) => (await log.read(id, 0, 10_000)).entries.map((e) => e.text);
 
 describe(`lease accounting (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'})`, () => {
@@ -153,7 +173,7 @@ describe(`lease accounting (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'
   it('gives the last free slot to one of two concurrent takes', async () => {
     const { id, runs } = await deployment(2, 1);
     const raw = (run: TargetRunRow) =>
-      repo.transaction((tx) => leases.take(tx, { deploymentId: id, stepIndex: 0, window: 1, targets: [{ targetRunId: run.id, machineId: run.machine_id! }] }));
+      repo.transaction((tx) => leases.take(tx, { deploymentId: id, stepIndex: 0, window: 1, exclusive: true, targets: [{ targetRunId: run.id, machineId: run.machine_id!, waitingSince: null }] }));
     const [x, y] = await Promise.all([raw(runs[0]), raw(runs[1])]);
     expect(x.length + y.length).toBe(1);
     const states = [(await runState(runs[0].id)).state, (await runState(runs[1].id)).state].sort();
@@ -179,5 +199,87 @@ describe(`lease accounting (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'
     expect(agentLines).toEqual(['line 1', 'line 2', 'line 3', 'line 4', 'line 5', 'line 6', 'line 7']);
     const seqs = (await log.read(id, 0, 10_000)).entries.map((e) => e.seq);
     expect(seqs).toEqual(seqs.map((_, i) => i + 1)); // the deployment's log has no gap and no duplicate
+  });
+});
+
+describe('one deployment at a time per project and environment, one per machine', () => {
+  const busyWith = (id: string, runs: TargetRunRow[]) =>
+    repo.transaction((tx) => repo.machinesBusy(tx, id, runs.map((r) => ({ id: r.id, machineId: r.machine_id!, waitingSince: r.waiting_since }))));
+
+  // Deployments of a pair queue in creation order: each names the one directly ahead of it, until that one ends.
+  it('queues deployments of one project and environment in creation order', async () => {
+    const on = await machines(1);
+    const p = await project();
+    const [a, b, c] = [await deployment(1, 1, { on, project: p }), await deployment(1, 1, { on, project: p }), await deployment(1, 1, { on, project: p })];
+    const row = (id: string) => repo.findDeployment(id).then((d) => d!);
+    expect(await repo.queuedBehind(await row(a.id))).toBeUndefined();
+    expect(await repo.queuedBehind(await row(b.id))).toBe(a.id);
+    expect(await repo.queuedBehind(await row(c.id))).toBe(b.id);
+    await q(`UPDATE deployments SET state = 'success' WHERE id = $1`, [a.id]);
+    expect(await repo.queuedBehind(await row(b.id))).toBeUndefined();
+    // Another project, or another environment, does not queue behind them.
+    const other = await deployment(1, 1, { on });
+    expect(await repo.queuedBehind(await row(other.id))).toBeUndefined();
+  });
+
+  // A machine runs one deployment's work at a time: while X holds a lease on it, Y gets none there (and is told
+  // whom it waits for); once X's lease is released, Y gets it.
+  it('gives a busy machine to no other deployment until it frees', async () => {
+    const on = await machines(1);
+    const x = await deployment(1, 1, { on });
+    const y = await deployment(1, 1, { on });
+    const [held] = await take(x.id, 1, x.runs);
+    expect(await busyWith(y.id, y.runs)).toEqual(new Map([[y.runs[0].id, x.id]]));
+    expect(await take(y.id, 1, y.runs)).toEqual([]);
+    expect((await runState(y.runs[0].id)).state).toBe('pending');
+    await leases.complete(await ctxOf(held.id), result(held.id));
+    expect(await busyWith(y.id, y.runs)).toEqual(new Map());
+    expect(await take(y.id, 1, y.runs)).toHaveLength(1);
+  });
+
+  // A project that allows concurrent work on machines neither waits for a busy machine nor holds anyone up.
+  it('lets a project that opts out share machines both ways', async () => {
+    const on = await machines(1);
+    const x = await deployment(1, 1, { on });
+    const shared = await deployment(1, 1, { on, project: await project({ concurrent: true }) });
+    const z = await deployment(1, 1, { on });
+    await take(x.id, 1, x.runs);
+    expect(await take(shared.id, 1, shared.runs, false)).toHaveLength(1);
+    await q(`UPDATE leases SET released_at = now() WHERE deployment_id = $1`, [x.id]);
+    expect(await busyWith(z.id, z.runs)).toEqual(new Map()); // the opted-out lease on the machine does not count
+    expect(await take(z.id, 1, z.runs)).toHaveLength(1);
+  });
+
+  // The machine's line: a target that began waiting first gets the machine when it frees, before later work of
+  // other deployments for it (no starvation); a waiter's own later rounds keep its place.
+  it('gives a freed machine to the target that waited longest', async () => {
+    const on = await machines(1);
+    const [x, y, z] = [await deployment(1, 1, { on }), await deployment(1, 1, { on }), await deployment(1, 1, { on })];
+    const [held] = await take(x.id, 1, x.runs);
+    await repo.transaction((tx) => repo.markWaitingForMachine(tx, [y.runs[0].id]));
+    await q(`UPDATE target_runs SET waiting_since = now() - interval '1 second' WHERE id = $1`, [y.runs[0].id]);
+    await leases.complete(await ctxOf(held.id), result(held.id));
+    expect(await busyWith(z.id, z.runs)).toEqual(new Map([[z.runs[0].id, y.id]]));
+    expect(await take(z.id, 1, z.runs)).toEqual([]);
+    const taken = await take(y.id, 1, y.runs);
+    expect(taken).toHaveLength(1);
+    expect(await q(`SELECT waiting_for, waiting_since FROM target_runs WHERE id = $1`, [y.runs[0].id])).toEqual([{ waiting_for: null, waiting_since: null }]);
+    // A waiter whose deployment ended holds no one up.
+    await repo.transaction((tx) => repo.markWaitingForMachine(tx, [z.runs[0].id]));
+    await q(`UPDATE deployments SET state = 'cancelled' WHERE id = $1`, [z.id]);
+    await leases.complete(await ctxOf(taken[0].id), result(taken[0].id));
+    const w = await deployment(1, 1, { on });
+    expect(await take(w.id, 1, w.runs)).toHaveLength(1);
+  });
+
+  // Two deployments racing for one free machine, each under its own deployment's lock (as two dispatcher rounds, on
+  // two nodes, would): the machines' locks let exactly one of them have it.
+  it('gives one free machine to one of two concurrent rounds', async () => {
+    const on = await machines(1);
+    const x = await deployment(1, 1, { on });
+    const y = await deployment(1, 1, { on });
+    const [a, b] = await Promise.all([take(x.id, 1, x.runs), take(y.id, 1, y.runs)]);
+    expect(a.length + b.length).toBe(1);
+    expect((await q(`SELECT count(*)::int AS n FROM leases WHERE machine_id = $1 AND released_at IS NULL`, [on.machines[0].id]))[0].n).toBe(1);
   });
 });

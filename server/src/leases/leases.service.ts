@@ -58,11 +58,13 @@ export class LeasesService {
 
   /**
    * Takes free slots `0 <= slot < window` of a step for target runs, in their order, as many as are free, and marks
-   * those target runs running; returns the leases taken. The caller holds the deployment's row lock.
+   * those target runs running; returns the leases taken. The caller holds the deployment's row lock. With
+   * `exclusive` (the machine rule), a target run whose machine is busy with another deployment gets no lease, and the
+   * ones after it take the free slots: a lease is taken only when both a slot and the machine are free.
    */
   take(
     tx: EntityManager,
-    p: { deploymentId: string; stepIndex: number; window: number; targets: Array<{ targetRunId: string; machineId: string }> },
+    p: { deploymentId: string; stepIndex: number; window: number; exclusive: boolean; targets: Array<{ targetRunId: string; machineId: string; waitingSince: Date | null }> },
   ): Promise<Array<{ id: string; slot: number; targetRunId: string; machineId: string }>> {
     if (!p.targets.length || p.window < 1) return Promise.resolve([]);
     return this.repo.takeLeases(tx, { ...p, node: this.config.nodeId, ttlSeconds: this.ttlSeconds });

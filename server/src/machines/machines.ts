@@ -261,7 +261,7 @@ export class MachinesService {
     const m = await this.get(id);
     if (dto.roles) m.roles = [...new Set(dto.roles)];
     if (dto.environmentIds) m.environmentIds = (await this.envs.resolve(dto.environmentIds, 'environmentIds')).map((e) => e.id);
-    if (dto.disabled !== undefined) m.disabled = dto.disabled;
+    if (typeof dto.disabled === 'boolean') m.disabled = dto.disabled; // null passes @IsOptional; the column is NOT NULL
     const saved = await this.repo.save(m);
     this.live.emit('machines');
     return saved;

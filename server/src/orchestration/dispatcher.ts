@@ -40,6 +40,12 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
   private ticking = false;
   /** Per deployment: target runs whose agents were asked to get packages ready (best effort, so memory is enough). */
   private prefetched = new Map<string, Set<string>>();
+  /**
+   * Deployments of this node that wait on others: queued behind the deployment ahead of them, or with targets waiting
+   * for busy machines. Any target settling or deployment ending here may free them: they get a round at once then,
+   * not at the next tick.
+   */
+  private blocked = new Set<string>();
 
   constructor(
     private readonly repo: DeploymentRepository,
@@ -54,7 +60,10 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     @Inject(LOGGER) private readonly logger: Logger,
   ) {
     events.on('changed', (id) => void this.claimAndKick(id));
-    events.on('progressed', (id) => this.kick(id));
+    events.on('progressed', (id) => {
+      this.kick(id);
+      this.kickBlocked();
+    });
   }
 
   async onApplicationBootstrap() {
@@ -125,18 +134,30 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     })();
   }
 
+  private kickBlocked() {
+    for (const id of this.blocked) this.kick(id);
+  }
+
   /** One planner round for one deployment, applied atomically; then the new leases' work is sent. */
   async advance(id: string) {
     const began = performance.now();
     const offers: Array<{ leaseId: string; machineId: string }> = [];
     let prefetch = new Map<string, PackageRef[]>();
+    let finished = false;
     await this.repo.transaction(async (tx) => {
       const d = await this.repo.lockOwnedDeployment(tx, id, this.config.nodeId);
       if (!d || !(ACTIVE_STATES as readonly string[]).includes(d.state)) return;
+      if (d.state === 'queued') {
+        // One deployment at a time per project and environment, in creation order: this one waits for the one ahead.
+        if (await this.repo.queuedBehind(d, tx)) {
+          this.blocked.add(id);
+          return;
+        }
+      }
       // Steps, target runs and whether a person is awaited, read after the row lock: the interruptions are opened
       // and answered under this lock, and what this round opens is counted below. The state's flip between
       // executing and waiting then needs no statement in a round that changes neither.
-      const { steps, runs, awaitsPerson: awaited } = await this.repo.readRound(tx, id);
+      const { steps, runs, awaitsPerson: awaited, concurrentOnMachines } = await this.repo.readRound(tx, d);
       let awaitsPerson = awaited;
       const lines: LogEntryInput[] = [];
       if (d.state === 'queued') {
@@ -157,7 +178,20 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
           targets: runs.filter((r) => r.step_index === s.step_index).map((r) => ({ id: r.id, state: r.state })),
         })),
       };
-      const decision = plan(input);
+      const runById = new Map(runs.map((r) => [r.id, r]));
+      const { decision, busy } = concurrentOnMachines ? { decision: plan(input), busy: new Map<string, string>() } : await this.planAroundBusyMachines(tx, id, input, runById);
+      if (decision.waiting.length) this.blocked.add(id);
+      else this.blocked.delete(id);
+      // Targets that begin waiting for their machine now take their place in its line (one waiting already keeps it).
+      const fresh = decision.waiting.filter((w) => !runById.get(w.targetId)!.waiting_since);
+      await this.repo.markWaitingForMachine(
+        tx,
+        fresh.map((w) => w.targetId),
+      );
+      for (const w of fresh) {
+        const run = runById.get(w.targetId)!;
+        lines.push({ level: 'info', stepName: steps[w.stepIndex].name, machineId: run.machine_id, text: `${steps[w.stepIndex].name} on ${run.machine_name}: waiting for the machine, busy with deployment ${busy.get(w.targetId)}` });
+      }
       prefetch = await this.prefetchFor(tx, d, runs, decision.next.map((x) => x.targetId));
 
       for (const u of decision.steps) {
@@ -176,7 +210,6 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       for (const u of decision.targets) await this.repo.settleUnstarted(tx, u.targetId, u.state);
       let process: ReleaseEntity['process'] | undefined;
       const toLease = new Map<number, TargetRunRow[]>();
-      const runById = new Map(runs.map((r) => [r.id, r]));
       for (const s of decision.start) {
         const run = runById.get(s.targetId)!;
         const step = steps[s.stepIndex];
@@ -207,7 +240,13 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       for (const [stepIndex, wanted] of toLease) {
         const step = steps[stepIndex];
         // Targets that find the window full in the database (another node's lease) wait for the next round.
-        const taken = await this.leases.take(tx, { deploymentId: id, stepIndex, window: step.window_size, targets: wanted.map((r) => ({ targetRunId: r.id, machineId: r.machine_id! })) });
+        const taken = await this.leases.take(tx, {
+          deploymentId: id,
+          stepIndex,
+          window: step.window_size,
+          exclusive: !concurrentOnMachines,
+          targets: wanted.map((r) => ({ targetRunId: r.id, machineId: r.machine_id!, waitingSince: r.waiting_since })),
+        });
         if (!taken.length) continue;
         const position = new Map(wanted.map((r, i) => [r.id, i]));
         for (const lease of taken.sort((a, b) => position.get(a.targetRunId)! - position.get(b.targetRunId)!)) {
@@ -225,15 +264,45 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         lines.push({ level: decision.outcome === 'success' ? 'info' : decision.outcome === 'failed' ? 'error' : 'warn', text: `Deployment ${decision.outcome === 'success' ? 'succeeded' : decision.outcome}` });
         this.logger.info('deployment finished', { context: 'dispatcher', deploymentId: id, outcome: decision.outcome });
         this.prefetched.delete(id);
+        this.blocked.delete(id);
+        finished = true;
       }
       await this.log.append(tx, id, lines);
     });
     const committed = performance.now();
+    // The deployment queued behind this one, and targets waiting for the machines it held, may go now.
+    if (finished) this.kickBlocked();
     await this.sendOffers(offers);
     // After the offers: a target next in line must not start its download ahead of the targets whose leases wait on
     // theirs (the server lets lease downloads go first only once they have begun).
     for (const [machineId, packages] of prefetch) if (this.agents.isConnected(machineId)) this.agents.send(machineId, { type: 'package.prefetch', deploymentId: id, packages });
     this.logger.debug('round', { context: 'dispatcher', deploymentId: id, started: offers.length, transactionMs: Math.round(committed - began), offersMs: Math.round(performance.now() - committed) });
+  }
+
+  /**
+   * Plans a round with the machine rule: the targets the planner would start are checked against their machines (busy
+   * with another deployment's lease, or another deployment's target waiting longer), and the round planned again
+   * without the busy ones, until the targets it starts are all free (a few passes at most; the lease's take checks
+   * again under the machines' locks). Returns the decision and, for each busy target, the deployment it waits for.
+   */
+  private async planAroundBusyMachines(tx: EntityManager, id: string, input: PlanInput, runById: Map<string, TargetRunRow>) {
+    const busy = new Map<string, string>();
+    const checked = new Set<string>();
+    let decision = plan(input);
+    for (let pass = 0; pass < 5; pass++) {
+      const unchecked = decision.start.map((s) => runById.get(s.targetId)!).filter((r) => r.machine_id && !checked.has(r.id));
+      if (!unchecked.length) break;
+      for (const r of unchecked) checked.add(r.id);
+      const found = await this.repo.machinesBusy(
+        tx,
+        id,
+        unchecked.map((r) => ({ id: r.id, machineId: r.machine_id!, waitingSince: r.waiting_since })),
+      );
+      if (!found.size) break;
+      for (const [run, holder] of found) busy.set(run, holder);
+      decision = plan({ ...input, busy: new Set(busy.keys()) });
+    }
+    return { decision, busy };
   }
 
   /**

@@ -255,3 +255,49 @@ describe('plan: cancel', () => {
     expect(d2.outcome).toBe('cancelled');
   });
 });
+
+describe('targets whose machines are busy', () => {
+  // A busy target holds no slot: the free slots go to the next targets in order whose machines are free, and the busy
+  // ones met on the way are reported as waiting; targets beyond the slots are not.
+  it('skips busy targets without holding their slots', () => {
+    const s = step(0, ['pending', 'pending', 'pending', 'pending', 'pending'], { state: 'running', window: 2 });
+    const d = plan(input([s], { busy: new Set(['s0t0', 's0t2']) }));
+    expect(d.start.map((x) => x.targetId)).toEqual(['s0t1', 's0t3']);
+    expect(d.waiting.map((x) => x.targetId)).toEqual(['s0t0', 's0t2']);
+    expect(d.next.map((x) => x.targetId)).toEqual(['s0t4']);
+  });
+
+  // With every slot taken nothing waits (the busy target is not next yet); with all pending targets busy, none
+  // starts and the step neither succeeds nor stalls as failed: it waits.
+  it('waits without a slot, and never finishes a step over busy targets', () => {
+    const full = step(0, ['running', 'running', 'pending'], { state: 'running', window: 2 });
+    expect(plan(input([full], { busy: new Set(['s0t2']) })).waiting).toEqual([]);
+    const blocked = step(0, ['success', 'pending', 'pending'], { state: 'running', window: 2 });
+    const d = plan(input([blocked], { busy: new Set(['s0t1', 's0t2']) }));
+    expect(d.start).toEqual([]);
+    expect(d.waiting.map((x) => x.targetId)).toEqual(['s0t1', 's0t2']);
+    expect(d.steps).toEqual([]);
+    expect(d.outcome).toBeUndefined();
+  });
+
+  // Whatever is busy, the window is never exceeded and every target runs once its machine frees.
+  it('keeps the window while machines free one by one', () => {
+    const s = step(0, Array.from({ length: 8 }, () => 'pending' as RunState), { window: 3 });
+    const busy = new Set(['s0t0', 's0t1', 's0t5']);
+    const started: string[] = [];
+    for (let round = 0; started.length < 8; round++) {
+      const d = plan(input([s], { busy }));
+      for (const u of d.steps) s.state = u.state;
+      expect(d.start.length + s.targets.filter((t) => t.state === 'running').length).toBeLessThanOrEqual(3);
+      for (const x of d.start) {
+        s.targets.find((t) => t.id === x.targetId)!.state = 'running';
+        started.push(x.targetId);
+      }
+      const running = s.targets.find((t) => t.state === 'running');
+      if (running) running.state = 'success';
+      busy.delete([...busy][0] ?? ''); // one machine frees per round
+      if (round > 50) throw new Error('stalled');
+    }
+    expect(new Set(started).size).toBe(8);
+  });
+});

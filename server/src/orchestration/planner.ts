@@ -38,6 +38,11 @@ export interface PlanInput {
   cancelling: boolean;
   /** Something failed outside the steps (an aborted manual intervention): counts as an earlier failure. */
   failedOutsideSteps?: boolean;
+  /**
+   * Target runs whose machine is busy with another deployment: they cannot start now, and hold no slot; the targets
+   * after them take the free slots.
+   */
+  busy?: ReadonlySet<string>;
 }
 
 export type SkipReason = 'condition' | 'no-targets' | 'cancelled';
@@ -49,6 +54,8 @@ export interface PlanDecision {
   targets: Array<{ stepIndex: number; targetId: string; state: RunState }>;
   /** Target runs to start now, in order; each needs a lease. */
   start: Array<{ stepIndex: number; targetId: string }>;
+  /** Busy target runs the step would have started now: they wait for their machines (and keep their place there). */
+  waiting: Array<{ stepIndex: number; targetId: string }>;
   /**
    * Target runs likely to start next (the next window's worth of each running step, and the first window of the
    * steps that would start after them as things stand): their agents can get packages ready ahead of their lease.
@@ -77,7 +84,7 @@ export function shouldRun(condition: StepCondition, failedSoFar: boolean): boole
 }
 
 export function plan(input: PlanInput): PlanDecision {
-  const decision: PlanDecision = { steps: [], targets: [], start: [], next: [] };
+  const decision: PlanDecision = { steps: [], targets: [], start: [], waiting: [], next: [] };
   // Work on a copy so that a step's changes are visible to the rest of this round (a skipped step lets the next
   // group start in the same round) without touching the caller's data.
   const steps = input.steps.map((s) => ({ ...s, targets: s.targets.map((t) => ({ ...t })) }));
@@ -113,7 +120,7 @@ export function plan(input: PlanInput): PlanDecision {
         }
         setStep(step, 'running');
       }
-      if (step.state === 'running') advanceStep(step, input.cancelling, decision, setStep, settleTarget);
+      if (step.state === 'running') advanceStep(step, input.cancelling, input.busy, decision, setStep, settleTarget);
     }
     for (const step of group) if (step.state === 'failed') failedSoFar = true;
     if (!group.every((s) => isTerminal(s.state))) {
@@ -134,6 +141,7 @@ export function plan(input: PlanInput): PlanDecision {
 function advanceStep(
   step: PlanStep,
   cancelling: boolean,
+  busy: ReadonlySet<string> | undefined,
   decision: PlanDecision,
   setStep: (s: PlanStep, state: RunState, reason?: SkipReason) => void,
   settleTarget: (s: PlanStep, t: PlanTarget, state: RunState) => void,
@@ -151,8 +159,17 @@ function advanceStep(
     setStep(step, cancelling && !overBudget ? 'cancelled' : 'failed');
     return;
   }
-  const free = Math.max(0, step.window - running);
-  for (const t of pending.slice(0, free)) decision.start.push({ stepIndex: step.index, targetId: t.id });
-  for (const t of pending.slice(free, free + step.window)) decision.next.push({ stepIndex: step.index, targetId: t.id });
+  // The free slots go to the first pending targets in order whose machines are free; busy ones met on the way wait.
+  let free = Math.max(0, step.window - running);
+  let i = 0;
+  for (; i < pending.length && free > 0; i++) {
+    const t = pending[i];
+    if (busy?.has(t.id)) decision.waiting.push({ stepIndex: step.index, targetId: t.id });
+    else {
+      decision.start.push({ stepIndex: step.index, targetId: t.id });
+      free--;
+    }
+  }
+  for (const t of pending.slice(i, i + step.window)) decision.next.push({ stepIndex: step.index, targetId: t.id });
   if (pending.length === 0 && running === 0) setStep(step, 'success');
 }

@@ -16,6 +16,8 @@ export class ProjectEntity {
   @Column('integer', { name: 'variables_version', default: 1 }) variablesVersion: number;
   /** Applied to actions without their own timeoutSeconds. */
   @Column('integer', { name: 'default_timeout_seconds', nullable: true }) defaultTimeoutSeconds: number | null;
+  /** Its deployments may run on a machine while another deployment's work runs there (the machine rule's opt-out). */
+  @Column('boolean', { name: 'allow_concurrent_on_machines', default: false }) allowConcurrentOnMachines: boolean;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
 }
 

@@ -2,7 +2,7 @@ import { ApiBody, ApiOperation, ApiProperty, ApiPropertyOptional, ApiTags } from
 import { z } from 'zod';
 import { BadRequestException, Body, Controller, Get, HttpCode, Injectable, Module, NotFoundException, Param, Patch, Post, Put } from '@nestjs/common';
 import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
-import { IsDefined, IsInt, IsNotEmpty, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
+import { IsBoolean, IsDefined, IsInt, IsNotEmpty, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
 import { Repository } from 'typeorm';
 import { ProcessStepsSchema, validateSteps } from '#shared/process/index.js';
 import { MASK, validateVariables, VariableSchema, type VariableDef } from '#shared/variables/index.js';
@@ -17,6 +17,8 @@ export class CreateProjectDto {
   @IsOptional() @IsString() @MaxLength(2000) description?: string;
   @ApiPropertyOptional({ type: Number })
   @IsOptional() @IsInt() @Min(1) @Max(7 * 86400) defaultTimeoutSeconds?: number;
+  @ApiPropertyOptional({ type: Boolean })
+  @IsOptional() @IsBoolean() allowConcurrentOnMachines?: boolean;
 }
 
 export class UpdateProjectDto {
@@ -27,6 +29,9 @@ export class UpdateProjectDto {
   /** null removes the default. */
   @ApiPropertyOptional({ type: Number })
   @IsOptional() @IsInt() @Min(1) @Max(7 * 86400) defaultTimeoutSeconds?: number | null;
+  /** Let this project's deployments run on machines busy with another deployment (off by default). */
+  @ApiPropertyOptional({ type: Boolean })
+  @IsOptional() @IsBoolean() allowConcurrentOnMachines?: boolean;
 }
 
 export class PutVariablesDto {
@@ -70,6 +75,7 @@ export const toProjectDto = (p: ProjectEntity) => ({
   description: p.description,
   defaultChannelId: p.defaultChannelId,
   defaultTimeoutSeconds: p.defaultTimeoutSeconds,
+  allowConcurrentOnMachines: p.allowConcurrentOnMachines,
   createdAt: p.createdAt,
 });
 
@@ -93,7 +99,7 @@ export class ProjectsService {
     for (let i = 2; await this.repo.exists({ where: { slug } }); i++) slug = `${slugify(name)}-${i}`;
     return this.repo.manager.transaction(async (m) => {
       const project = await m.save(
-        m.create(ProjectEntity, { name, slug, description: dto.description ?? null, processSteps: [], processVersion: 1, variables: [], defaultTimeoutSeconds: dto.defaultTimeoutSeconds ?? null }),
+        m.create(ProjectEntity, { name, slug, description: dto.description ?? null, processSteps: [], processVersion: 1, variables: [], defaultTimeoutSeconds: dto.defaultTimeoutSeconds ?? null, allowConcurrentOnMachines: dto.allowConcurrentOnMachines ?? false }),
       );
       const channel = await m.save(m.create(ChannelEntity, { projectId: project.id, name: 'Default' }));
       project.defaultChannelId = channel.id;
@@ -114,12 +120,14 @@ export class ProjectsService {
 
   async update(id: string, dto: UpdateProjectDto) {
     const p = await this.get(id);
-    if (dto.name !== undefined && dto.name.trim() !== p.name) {
+    // `null` passes @IsOptional: only a string renames (a name cannot be removed).
+    if (typeof dto.name === 'string' && dto.name.trim() !== p.name) {
       if (await this.repo.exists({ where: { name: dto.name.trim() } })) conflict(`a project named "${dto.name.trim()}" already exists`);
       p.name = dto.name.trim();
     }
     if (dto.description !== undefined) p.description = dto.description;
     if (dto.defaultTimeoutSeconds !== undefined) p.defaultTimeoutSeconds = dto.defaultTimeoutSeconds;
+    if (typeof dto.allowConcurrentOnMachines === 'boolean') p.allowConcurrentOnMachines = dto.allowConcurrentOnMachines;
     return this.repo.save(p);
   }
 
@@ -146,8 +154,8 @@ export class ProjectsService {
     });
     const [row] = returned<{ variables_version: number }>(
       await this.repo.query(
-        `UPDATE projects SET variables = $1::jsonb, variables_version = variables_version + 1 WHERE id = $2 ${dto.version !== undefined ? 'AND variables_version = $3' : ''} RETURNING variables_version`,
-        dto.version !== undefined ? [JSON.stringify(vars), p.id, dto.version] : [JSON.stringify(vars), p.id],
+        `UPDATE projects SET variables = $1::jsonb, variables_version = variables_version + 1 WHERE id = $2 ${typeof dto.version === 'number' ? 'AND variables_version = $3' : ''} RETURNING variables_version`,
+        typeof dto.version === 'number' ? [JSON.stringify(vars), p.id, dto.version] : [JSON.stringify(vars), p.id],
       ),
     );
     if (!row) conflict(`the variables were changed by someone else: version ${dto.version} is stale (current is ${p.variablesVersion})`);
