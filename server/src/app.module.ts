@@ -9,17 +9,17 @@ import type { CuttleConfig } from './config/config.js';
 import { CoreModule } from './core.module.js';
 import { dataSourceOptions } from './database/data-source.js';
 import { DeploymentsModule } from './deployments/deployments.module.js';
-import { EnvironmentsModule } from './environments/environments.js';
-import { HealthModule } from './health/health.js';
+import { EnvironmentsModule } from './environments/environments.module.js';
+import { HealthModule } from './health/health.module.js';
 import { LeasesModule } from './leases/leases.module.js';
 import { LiveModule } from './live/live.js';
 import type { Logger } from './logging/logger.js';
 import { MachinesModule } from './machines/machines.module.js';
 import { OrchestrationModule } from './orchestration/orchestration.module.js';
-import { PackagesModule } from './packages/packages.js';
+import { PackagesModule } from './packages/packages.module.js';
 import type { PkiMaterial } from './pki/pki.js';
-import { ProjectsModule } from './projects/projects.js';
-import { ReleasesModule } from './releases/releases.js';
+import { ProjectsModule } from './projects/projects.module.js';
+import { ReleasesModule } from './releases/releases.module.js';
 
 /** The server: one module per domain; the API key guard and the error filter apply to every route. */
 @Module({})

@@ -14,6 +14,7 @@ import type { NestExpressApplication } from '@nestjs/platform-express';
 import { AppModule } from './app.module.js';
 import { ApiKeysService } from './auth/api-keys.service.js';
 import { InputBoundsPipe } from './common/input-bounds.js';
+import { finishDocument } from './common/openapi.js';
 import { ConfigError, loadConfig } from './config/config.js';
 import { EMBEDDED_POOL_SIZE, POOL_SIZE } from './database/data-source.js';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './database/embedded.js';
@@ -60,15 +61,19 @@ async function main() {
   await app.get(ApiKeysService).ensureAdminKey();
 
   // The REST API described from the code, for people at /api/docs and as JSON at /api/docs-json (no key needed).
-  const openapi = SwaggerModule.createDocument(
+  const openapi = finishDocument(
+    SwaggerModule.createDocument(
     app,
     new DocumentBuilder()
       .setTitle('Cuttle')
       .setDescription('Deployment orchestrator: environments, machines, projects and their deployment process, packages, releases, deployments, interruptions. Send X-Api-Key on every call except agent registration and health.')
       .setVersion(config.version)
+      .setLicense('MIT', 'https://opensource.org/license/mit')
+      .addServer('/', 'this server')
       .addApiKey({ type: 'apiKey', in: 'header', name: 'X-Api-Key' }, 'apiKey')
       .addSecurityRequirements('apiKey')
       .build(),
+    ),
   );
   SwaggerModule.setup('api/docs', app, openapi, { jsonDocumentUrl: 'api/docs-json', customSiteTitle: 'Cuttle API' });
 

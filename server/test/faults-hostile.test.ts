@@ -15,6 +15,7 @@ import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import forge from 'node-forge';
 import { io, type Socket } from 'socket.io-client';
+import { ERROR_STATUS, type ErrorCode } from '#shared/api/errors.js';
 import { createProject, makeTarGz, startAgent, startDeployment, startServer, stopAll, waitFor, waitOnline, type TestServer } from './support/fixtures.js';
 
 let srv: TestServer;
@@ -46,7 +47,7 @@ afterAll(async () => {
   );
 });
 
-type Bad = { name: string; method: string; path: string; body?: unknown; raw?: Buffer; headers?: Record<string, string>; key?: string | null; status: number; message?: RegExp };
+type Bad = { name: string; method: string; path: string; body?: unknown; raw?: Buffer; headers?: Record<string, string>; key?: string | null; status: number; message?: RegExp; code?: ErrorCode };
 
 const gz = { 'content-type': 'application/gzip' };
 const step = (over: Record<string, unknown> = {}, action: Record<string, unknown> = {}) => ({ name: 'S', targetRoles: ['h'], actions: [{ name: 'a', type: 'script', script: 'true', ...action }], ...over });
@@ -81,7 +82,7 @@ function rawTar(entries: Array<{ name: string; type?: string; link?: string; con
 function badInputs(): Bad[] {
   const P = `/api/projects/${project.id}`;
   return [
-    { name: 'no API key', method: 'GET', path: '/api/projects', key: null, status: 401, message: /X-Api-Key header is required/ },
+    { name: 'no API key', method: 'GET', path: '/api/projects', key: null, status: 401, message: /X-Api-Key header is required/, code: 'unauthorized' },
     { name: 'wrong API key', method: 'GET', path: '/api/projects', key: 'ck_nope', status: 401 },
     { name: 'invalid JSON', method: 'POST', path: '/api/environments', raw: Buffer.from('{"name": '), headers: { 'content-type': 'application/json' }, status: 400, message: /not valid JSON/ },
     { name: 'JSON over 5 MB', method: 'POST', path: '/api/environments', raw: Buffer.from(JSON.stringify({ name: 'x'.repeat(6 * 1024 * 1024) })), headers: { 'content-type': 'application/json' }, status: 413 },
@@ -90,34 +91,34 @@ function badInputs(): Bad[] {
     { name: 'environment name empty', method: 'POST', path: '/api/environments', body: { name: '' }, status: 400, message: /name should not be empty/ },
     { name: 'environment name too long', method: 'POST', path: '/api/environments', body: { name: 'x'.repeat(101) }, status: 400, message: /name must be shorter/ },
     { name: 'environment unknown field', method: 'POST', path: '/api/environments', body: { name: 'x', color: 'red' }, status: 400, message: /property color should not exist/ },
-    { name: 'environment duplicate', method: 'POST', path: '/api/environments', body: { name: 'Hostile' }, status: 409 },
+    { name: 'environment duplicate', method: 'POST', path: '/api/environments', body: { name: 'Hostile' }, status: 409, code: 'already_exists' },
     { name: 'environment body is an array', method: 'POST', path: '/api/environments', body: [{ name: 'x' }], status: 400 },
     { name: 'guidedFailure not boolean', method: 'POST', path: '/api/environments', body: { name: 'y', guidedFailure: 'yes' }, status: 400, message: /guidedFailure/ },
     { name: 'unknown environment id', method: 'GET', path: `/api/environments/${UNKNOWN}`, status: 404 },
     { name: 'malformed environment id', method: 'GET', path: '/api/environments/../../etc', status: 404 },
     { name: 'token without environments', method: 'POST', path: '/api/registration-tokens', body: {}, status: 400, message: /environmentIds/ },
     { name: 'token environments not a list', method: 'POST', path: '/api/registration-tokens', body: { environmentIds: 'Hostile' }, status: 400, message: /environmentIds/ },
-    { name: 'token unknown environment', method: 'POST', path: '/api/registration-tokens', body: { environmentIds: ['Nowhere'] }, status: 400, message: /environmentIds names an unknown environment "Nowhere"/ },
+    { name: 'token unknown environment', method: 'POST', path: '/api/registration-tokens', body: { environmentIds: ['Nowhere'] }, status: 400, message: /environmentIds names an unknown environment "Nowhere"/, code: 'unknown_reference' },
     { name: 'token empty environments', method: 'POST', path: '/api/registration-tokens', body: { environmentIds: [] }, status: 400, message: /at least one/ },
     { name: 'token bad role', method: 'POST', path: '/api/registration-tokens', body: { environmentIds: [env], roles: ['a b'] }, status: 400, message: /roles/ },
     { name: 'token expiry zero', method: 'POST', path: '/api/registration-tokens', body: { environmentIds: [env], expiresInSeconds: 0 }, status: 400, message: /expiresInSeconds/ },
     { name: 'token maxUses zero', method: 'POST', path: '/api/registration-tokens', body: { environmentIds: [env], maxUses: 0 }, status: 400, message: /maxUses/ },
     { name: 'token maxUses text', method: 'POST', path: '/api/registration-tokens', body: { environmentIds: [env], maxUses: 'many' }, status: 400, message: /maxUses/ },
     { name: 'register without token', method: 'POST', path: '/api/agents/register', key: null, body: { name: 'x', csr: 'x' }, status: 400, message: /token/ },
-    { name: 'register bad token', method: 'POST', path: '/api/agents/register', key: null, body: { token: 'nope', name: 'x', csr: 'x' }, status: 401 },
+    { name: 'register bad token', method: 'POST', path: '/api/agents/register', key: null, body: { token: 'nope', name: 'x', csr: 'x' }, status: 401, code: 'token_invalid' },
     { name: 'register bad name', method: 'POST', path: '/api/agents/register', key: null, body: { token: 'nope', name: 'a b', csr: 'x' }, status: 400, message: /name must be letters/ },
     { name: 'register without csr', method: 'POST', path: '/api/agents/register', key: null, body: { token: 'nope', name: 'x' }, status: 400, message: /csr/ },
-    { name: 'unknown machine', method: 'GET', path: `/api/machines/${UNKNOWN}`, status: 404 },
+    { name: 'unknown machine', method: 'GET', path: `/api/machines/${UNKNOWN}`, status: 404, code: 'not_found' },
     { name: 'malformed machine id', method: 'PATCH', path: '/api/machines/1;DROP TABLE machines', body: { disabled: true }, status: 404 },
     { name: 'revoke unknown machine', method: 'DELETE', path: `/api/machines/${UNKNOWN}`, status: 404 },
     { name: 'project without name', method: 'POST', path: '/api/projects', body: { description: 'x' }, status: 400, message: /name/ },
     { name: 'project duplicate', method: 'POST', path: '/api/projects', body: { name: 'Target' }, status: 409 },
     { name: 'project bad default timeout', method: 'POST', path: '/api/projects', body: { name: 'T2', defaultTimeoutSeconds: -5 }, status: 400, message: /defaultTimeoutSeconds/ },
     { name: 'unknown project', method: 'GET', path: '/api/projects/no-such-project', status: 404 },
-    { name: 'process stale version', method: 'PUT', path: `${P}/deployment-process`, body: { version: 1, steps: [] }, status: 409, message: /stale/ },
+    { name: 'process stale version', method: 'PUT', path: `${P}/deployment-process`, body: { version: 1, steps: [] }, status: 409, message: /stale/, code: 'stale_version' },
     { name: 'process without version', method: 'PUT', path: `${P}/deployment-process`, body: { steps: [] }, status: 400, message: /version/ },
     { name: 'process steps not a list', method: 'PUT', path: `${P}/deployment-process`, body: proc({ a: 1 }), status: 400, message: /steps must be a list/ },
-    { name: 'process bad windowSize', method: 'PUT', path: `${P}/deployment-process`, body: proc([step({ windowSize: '0%' })]), status: 400, message: /steps\[0\]\.windowSize/ },
+    { name: 'process bad windowSize', method: 'PUT', path: `${P}/deployment-process`, body: proc([step({ windowSize: '0%' })]), status: 400, message: /steps\[0\]\.windowSize/, code: 'validation_failed' },
     { name: 'process bad maxFailures', method: 'PUT', path: `${P}/deployment-process`, body: proc([step({ maxFailures: 'half' })]), status: 400, message: /steps\[0\]\.maxFailures/ },
     { name: 'process bad condition', method: 'PUT', path: `${P}/deployment-process`, body: proc([step({ condition: 'maybe' })]), status: 400, message: /steps\[0\]\.condition/ },
     { name: 'process bad startTrigger', method: 'PUT', path: `${P}/deployment-process`, body: proc([step({ startTrigger: 'now' })]), status: 400, message: /steps\[0\]\.startTrigger/ },
@@ -142,11 +143,11 @@ function badInputs(): Bad[] {
     { name: 'channel duplicate', method: 'POST', path: `${P}/channels`, body: { name: 'Default' }, status: 409 },
     { name: 'package bad id', method: 'POST', path: '/api/packages/bad%20id/1.0.0', raw: Buffer.from('x'), headers: gz, status: 400, message: /packageId must be/ },
     { name: 'package bad version', method: 'POST', path: '/api/packages/app/1.0%3B0', raw: Buffer.from('x'), headers: gz, status: 400, message: /version must be/ },
-    { name: 'package wrong content type', method: 'POST', path: '/api/packages/app/1.0.0', raw: Buffer.from('x'), headers: { 'content-type': 'text/plain' }, status: 415 },
+    { name: 'package wrong content type', method: 'POST', path: '/api/packages/app/1.0.0', raw: Buffer.from('x'), headers: { 'content-type': 'text/plain' }, status: 415, code: 'unsupported_media_type' },
     { name: 'package empty', method: 'POST', path: '/api/packages/app/1.0.0', raw: Buffer.alloc(0), headers: gz, status: 400, message: /empty/ },
-    { name: 'package not gzip', method: 'POST', path: '/api/packages/app/1.0.0', raw: Buffer.from('this is not a tarball'), headers: gz, status: 400, message: /not a valid \.tar\.gz/ },
-    { name: 'package over the size limit', method: 'POST', path: '/api/packages/app/9.9.9', raw: Buffer.alloc(2 * 1024 * 1024, 7), headers: gz, status: 413 },
-    { name: 'package checksum mismatch', method: 'POST', path: '/api/packages/app/1.0.1', raw: rawTar([{ name: 'ok.txt', content: 'ok' }]), headers: { ...gz, 'x-checksum-sha256': 'a'.repeat(64) }, status: 400, message: /X-Checksum-Sha256/ },
+    { name: 'package not gzip', method: 'POST', path: '/api/packages/app/1.0.0', raw: Buffer.from('this is not a tarball'), headers: gz, status: 400, message: /not a valid \.tar\.gz/, code: 'package_refused' },
+    { name: 'package over the size limit', method: 'POST', path: '/api/packages/app/9.9.9', raw: Buffer.alloc(2 * 1024 * 1024, 7), headers: gz, status: 413, code: 'payload_too_large' },
+    { name: 'package checksum mismatch', method: 'POST', path: '/api/packages/app/1.0.1', raw: rawTar([{ name: 'ok.txt', content: 'ok' }]), headers: { ...gz, 'x-checksum-sha256': 'a'.repeat(64) }, status: 400, message: /X-Checksum-Sha256/, code: 'checksum_mismatch' },
     { name: 'release without project', method: 'POST', path: '/api/releases', body: { version: '1' }, status: 400, message: /projectId/ },
     { name: 'release unknown project', method: 'POST', path: '/api/releases', body: { projectId: 'Nope', version: '1' }, status: 400, message: /unknown project/ },
     { name: 'release bad version', method: 'POST', path: '/api/releases', body: { projectId: project.id, version: '1 0' }, status: 400, message: /version must be/ },
@@ -172,7 +173,7 @@ function badInputs(): Bad[] {
     { name: 'interruptions bad deployment', method: 'GET', path: '/api/interruptions?deploymentId=x', status: 400, message: /deploymentId/ },
     { name: 'API key without name', method: 'POST', path: '/api/api-keys', body: {}, status: 400, message: /name/ },
     { name: 'API key bad name', method: 'POST', path: '/api/api-keys', body: { name: '<script>' }, status: 400, message: /name must be/ },
-    { name: 'API key duplicate', method: 'POST', path: '/api/api-keys', body: { name: 'taken' }, status: 409 },
+    { name: 'API key duplicate', method: 'POST', path: '/api/api-keys', body: { name: 'taken' }, status: 409, code: 'already_exists' },
     { name: 'revoke unknown API key', method: 'DELETE', path: `/api/api-keys/${UNKNOWN}`, status: 404 },
   ];
 }
@@ -191,6 +192,8 @@ describe('REST', () => {
       if (r.status >= 500) tally.fivexx++;
       const msg = Array.isArray(r.body?.message) ? r.body.message.join('; ') : String(r.body?.message ?? '');
       if (r.status !== b.status || (b.message && !b.message.test(msg))) wrong.push(`${b.name}: ${r.status} ${msg.slice(0, 200)}`);
+      // Every error says what went wrong as a code whose status is the table's (shared/src/api/errors.ts).
+      if (ERROR_STATUS[r.body?.code as ErrorCode] !== r.status || (b.code && r.body.code !== b.code)) wrong.push(`${b.name}: code ${r.body?.code} with ${r.status}`);
     }
     expect(wrong).toEqual([]);
     expect(tally.fivexx).toBe(0);

@@ -3,7 +3,7 @@ import { DeploymentsModule } from '../deployments/deployments.module.js';
 import { LeasesModule } from '../leases/leases.module.js';
 import { MachinesModule } from '../machines/machines.module.js';
 import { OrchestrationModule } from '../orchestration/orchestration.module.js';
-import { PackagesModule } from '../packages/packages.js';
+import { PackagesModule } from '../packages/packages.module.js';
 import { AgentConnectionsModule } from './agent-connections.module.js';
 import { AgentGateway } from './agent-gateway.js';
 

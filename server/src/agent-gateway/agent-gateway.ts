@@ -17,7 +17,7 @@ import { DeploymentLogService } from '../deployments/deployment-log.service.js';
 import { LeasesService } from '../leases/leases.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 import { HealthChecks } from '../machines/health-checks.js';
-import { MachineEvents, MachinesService } from '../machines/machines.js';
+import { MachineEvents, MachinesService } from '../machines/machines.service.js';
 import { Dispatcher } from '../orchestration/dispatcher.js';
 import { OffersService } from '../orchestration/offers.service.js';
 import { PackageDownloads } from '../packages/package-downloads.js';

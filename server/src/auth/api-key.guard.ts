@@ -1,6 +1,7 @@
-import { CanActivate, ExecutionContext, Injectable, UnauthorizedException } from '@nestjs/common';
+import { CanActivate, ExecutionContext, Injectable } from '@nestjs/common';
 import { Reflector } from '@nestjs/core';
 import type { Request } from 'express';
+import { DomainError } from '../common/errors.js';
 import { IS_PUBLIC } from '../common/http.js';
 import { ApiKeysService } from './api-keys.service.js';
 
@@ -20,9 +21,9 @@ export class ApiKeyGuard implements CanActivate {
     if (this.reflector.getAllAndOverride<boolean>(IS_PUBLIC, [ctx.getHandler(), ctx.getClass()])) return true;
     const req = ctx.switchToHttp().getRequest<AuthedRequest>();
     const key = req.header('x-api-key');
-    if (!key) throw new UnauthorizedException('X-Api-Key header is required');
+    if (!key) throw new DomainError('unauthorized', 'X-Api-Key header is required');
     const name = await this.keys.verify(key);
-    if (!name) throw new UnauthorizedException('X-Api-Key is not a valid API key');
+    if (!name) throw new DomainError('unauthorized', 'X-Api-Key is not a valid API key');
     req.apiKeyName = name;
     return true;
   }

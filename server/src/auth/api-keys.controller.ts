@@ -1,50 +1,34 @@
-import { ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
-import { randomBytes } from 'node:crypto';
-import { Body, ConflictException, Controller, Delete, Get, HttpCode, NotFoundException, Param, Post } from '@nestjs/common';
-import { InjectRepository } from '@nestjs/typeorm';
-import { IsString, Matches } from 'class-validator';
-import { Repository } from 'typeorm';
-import { conflict, idOf } from '../common/http.js';
-import { ApiKeyEntity } from './api-key.entity.js';
-import { ApiKeysService, hashKey } from './api-keys.service.js';
-
-export class CreateApiKeyDto {
-  @ApiProperty({ type: String })
-  @IsString() @Matches(/^[A-Za-z0-9][A-Za-z0-9 ._@-]{0,99}$/, { message: 'name must be letters, digits, spaces, ".", "_", "@" or "-" (at most 100)' }) name: string;
-}
-
-const toDto = (k: ApiKeyEntity) => ({ id: k.id, name: k.name, createdAt: k.createdAt, revokedAt: k.revokedAt });
+import { Body, Controller, Delete, Get, HttpCode, Param, Post } from '@nestjs/common';
+import { ApiTags } from '@nestjs/swagger';
+import type { ApiKey, ApiKeyCreated } from '#shared/api/types.js';
+import { idOf } from '../common/http.js';
+import { Returns } from '../common/openapi.js';
+import { ApiKeysService } from './api-keys.service.js';
+import { CreateApiKeyDto } from './dto/create-api-key.dto.js';
 
 /** API keys: the key itself is shown once, at creation; only its SHA-256 is stored. */
 @ApiTags('api-keys')
 @Controller('api/api-keys')
 export class ApiKeysController {
-  constructor(
-    @InjectRepository(ApiKeyEntity) private readonly repo: Repository<ApiKeyEntity>,
-    private readonly keys: ApiKeysService,
-  ) {}
+  constructor(private readonly keys: ApiKeysService) {}
 
   @Post()
   @HttpCode(201)
-  async create(@Body() dto: CreateApiKeyDto) {
-    if (await this.repo.exists({ where: { name: dto.name } })) conflict(`an API key named "${dto.name}" already exists`);
-    const key = `ck_${randomBytes(24).toString('base64url')}`;
-    const row = await this.repo.save(this.repo.create({ name: dto.name, keyHash: hashKey(key), revokedAt: null }));
-    return { ...toDto(row), key };
+  @Returns('Create an API key (shown this once)', 201, 'ApiKeyCreated', ['already_exists'])
+  create(@Body() dto: CreateApiKeyDto): Promise<ApiKeyCreated> {
+    return this.keys.create(dto);
   }
 
   @Get()
-  async list() {
-    return (await this.repo.find({ order: { createdAt: 'ASC' } })).map(toDto);
+  @Returns('List API keys (without the keys)', 200, ['ApiKey'])
+  list(): Promise<ApiKey[]> {
+    return this.keys.list();
   }
 
   @Delete(':id')
   @HttpCode(204)
-  async revoke(@Param('id', idOf('API key')) id: string) {
-    const k = await this.repo.findOne({ where: { id } });
-    if (!k) throw new NotFoundException(`API key ${id} not found`);
-    if (k.name === 'admin') throw new ConflictException('the admin key is managed by CUTTLE_ADMIN_API_KEY or $CUTTLE_HOME/admin-api-key; change it there');
-    if (!k.revokedAt) await this.repo.update({ id }, { revokedAt: new Date() });
-    this.keys.forget();
+  @Returns('Revoke an API key', 204, null, ['not_found', 'admin_key_protected'])
+  revoke(@Param('id', idOf('API key')) id: string): Promise<void> {
+    return this.keys.revoke(id);
   }
 }

@@ -4,10 +4,18 @@ import { join } from 'node:path';
 import { Inject, Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { IsNull, Repository } from 'typeorm';
+import type { ApiKey, ApiKeyCreated } from '#shared/api/types.js';
+import { alreadyExists, DomainError, notFound } from '../common/errors.js';
+import { iso } from '../database/sql.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { ApiKeyEntity } from './api-key.entity.js';
+import type { CreateApiKeyDto } from './dto/create-api-key.dto.js';
 
+/** API keys are stored as their SHA-256 only. */
 export const hashKey = (key: string) => createHash('sha256').update(key).digest('hex');
+/** A new key: `ck_` and 24 random bytes. */
+const newKey = () => `ck_${randomBytes(24).toString('base64url')}`;
+const toDto = (k: ApiKeyEntity): ApiKey => ({ id: k.id, name: k.name, createdAt: k.createdAt.toISOString(), revokedAt: iso(k.revokedAt) });
 
 @Injectable()
 export class ApiKeysService {
@@ -29,7 +37,7 @@ export class ApiKeysService {
     if (!key) {
       if (existsSync(file)) key = readFileSync(file, 'utf8').trim();
       else {
-        key = `ck_${randomBytes(24).toString('base64url')}`;
+        key = newKey();
         writeFileSync(file, key + '\n', { mode: 0o600 });
       }
     }
@@ -43,8 +51,24 @@ export class ApiKeysService {
     return key;
   }
 
-  /** Drops cached verdicts (after a revocation; other nodes' caches expire within 5 s). */
-  forget() {
+  /** A new key: shown this once, only its hash is kept. */
+  async create(dto: CreateApiKeyDto): Promise<ApiKeyCreated> {
+    if (await this.repo.exists({ where: { name: dto.name } })) throw alreadyExists(`an API key named "${dto.name}" already exists`);
+    const key = newKey();
+    const row = await this.repo.save(this.repo.create({ name: dto.name, keyHash: hashKey(key), revokedAt: null }));
+    return { ...toDto(row), key };
+  }
+
+  async list(): Promise<ApiKey[]> {
+    return (await this.repo.find({ order: { createdAt: 'ASC' } })).map(toDto);
+  }
+
+  /** Revokes a key; cached verdicts are dropped here (other nodes' caches expire within 5 s). */
+  async revoke(id: string): Promise<void> {
+    const k = await this.repo.findOne({ where: { id } });
+    if (!k) throw notFound(`API key ${id} not found`);
+    if (k.name === 'admin') throw new DomainError('admin_key_protected', 'the admin key is managed by CUTTLE_ADMIN_API_KEY or $CUTTLE_HOME/admin-api-key; change it there');
+    if (!k.revokedAt) await this.repo.update({ id }, { revokedAt: new Date() });
     this.cache.clear();
   }
 

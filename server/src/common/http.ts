@@ -1,18 +1,10 @@
-/** HTTP edge helpers shared by every controller: id parameters, the public-route marker, error mapping. */
-import {
-  ArgumentsHost,
-  BadRequestException,
-  Catch,
-  ConflictException,
-  ExceptionFilter,
-  HttpException,
-  Inject,
-  Injectable,
-  NotFoundException,
-  PipeTransform,
-  SetMetadata,
-} from '@nestjs/common';
+/** HTTP edge helpers shared by every controller: id parameters, numeric query parameters, the public-route marker, and the one filter that maps errors to HTTP. */
+import { STATUS_CODES } from 'node:http';
+import { applyDecorators, ArgumentsHost, Catch, ExceptionFilter, HttpException, Inject, Injectable, PipeTransform, SetMetadata } from '@nestjs/common';
+import { ApiExtension } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
+import { codeForStatus, ERROR_STATUS, type ErrorCode } from '#shared/api/errors.js';
+import { DomainError, invalid, notFound } from './errors.js';
 import { QueryFailedError } from 'typeorm';
 import { LOGGER, type Logger } from '../logging/logger.js';
 
@@ -24,15 +16,15 @@ export const isUuid = (s: unknown): s is string => typeof s === 'string' && UUID
 export class IdPipe implements PipeTransform<string, string> {
   constructor(private readonly what: string) {}
   transform(value: string): string {
-    if (!isUuid(value)) throw new NotFoundException(`${this.what} ${value} not found`);
+    if (!isUuid(value)) throw notFound(`${this.what} ${value} not found`);
     return value.toLowerCase();
   }
 }
 export const idOf = (what: string) => new IdPipe(what);
 
 export const IS_PUBLIC = 'cuttle:public';
-/** Marks a route that needs no API key (agent registration, health, docs). */
-export const Public = () => SetMetadata(IS_PUBLIC, true);
+/** Marks a route that needs no API key (agent registration, health, docs); the OpenAPI document says so too. */
+export const Public = () => applyDecorators(SetMetadata(IS_PUBLIC, true), ApiExtension('x-public', true));
 
 /**
  * A whole-number query parameter: absent is `dflt`; anything but digits, or a value outside [min, max], is a 400
@@ -41,15 +33,8 @@ export const Public = () => SetMetadata(IS_PUBLIC, true);
 export function intQuery(name: string, raw: string | undefined, o: { min: number; max: number; dflt: number }): number {
   if (raw === undefined || raw === '') return o.dflt;
   const n = /^\d{1,16}$/.test(raw) ? Number(raw) : NaN;
-  if (!Number.isSafeInteger(n) || n < o.min || n > o.max) throw new BadRequestException(`${name} must be an integer from ${o.min} to ${o.max}`);
+  if (!Number.isSafeInteger(n) || n < o.min || n > o.max) throw invalid(`${name} must be an integer from ${o.min} to ${o.max}`);
   return n;
-}
-
-export function badRequest(messages: string | string[]): never {
-  throw new BadRequestException(messages);
-}
-export function conflict(message: string): never {
-  throw new ConflictException(message);
 }
 
 const PG_UNIQUE_VIOLATION = '23505';
@@ -67,8 +52,10 @@ const PG_UNSTORABLE: Record<string, string> = {
 };
 
 /**
- * Every error leaves as JSON `{statusCode, error, message}`. Database errors that are the client's doing become
- * 4xx; anything else is a 500 that is logged with its stack and answered without internals.
+ * Every error leaves as JSON `{statusCode, error, code, message}`: a DomainError with its code's status (the table in
+ * shared/src/api/errors.ts), a framework's HttpException (validation, an unknown route) with the code of its status,
+ * a body parser's 4xx, and database errors that are the client's doing as 4xx; anything else is a 500 that is
+ * logged with its stack and answered without internals.
  */
 @Catch()
 export class ErrorFilter implements ExceptionFilter {
@@ -78,41 +65,35 @@ export class ErrorFilter implements ExceptionFilter {
     const ctx = host.switchToHttp();
     const res = ctx.getResponse<Response>();
     const req = ctx.getRequest<Request>();
+    const send = (code: ErrorCode, message: string | string[], status: number = ERROR_STATUS[code], extra: Record<string, unknown> = {}) =>
+      res.status(status).json({ ...extra, statusCode: status, error: STATUS_CODES[status] ?? 'Error', code, message });
+    if (err instanceof DomainError) return send(err.code, err.detail);
     if (err instanceof HttpException) {
       // The body parser's SyntaxError arrives wrapped: say what is wrong in the client's terms.
       const cause = (err as { cause?: unknown }).cause as { type?: string; message?: string } | undefined;
-      if (cause instanceof SyntaxError && (cause as { type?: string }).type === 'entity.parse.failed') {
-        res.status(400).json({ statusCode: 400, error: 'Bad Request', message: `request body is not valid JSON: ${cause.message}` });
-        return;
-      }
+      if (cause instanceof SyntaxError && (cause as { type?: string }).type === 'entity.parse.failed') return send('validation_failed', `request body is not valid JSON: ${cause.message}`);
+      const status = err.getStatus();
       const body = err.getResponse();
-      res.status(err.getStatus()).json(typeof body === 'string' ? { statusCode: err.getStatus(), error: err.name, message: body } : body);
-      return;
+      if (typeof body === 'string') return send(codeForStatus(status), body, status);
+      const { message, statusCode: _s, error: _e, ...extra } = body as { message?: string | string[]; statusCode?: number; error?: string };
+      return send(codeForStatus(status), message ?? STATUS_CODES[status] ?? 'error', status, extra);
     }
     const e = err as { status?: number; type?: string; code?: string; message?: string; detail?: string };
     // body-parser errors (oversized or malformed bodies) carry their own 4xx status.
     if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
       const msg = e.type === 'entity.too.large' ? 'request body is too large' : e.type === 'entity.parse.failed' ? 'request body is not valid JSON' : (e.message ?? 'bad request');
-      res.status(e.status).json({ statusCode: e.status, error: e.status === 413 ? 'Payload Too Large' : 'Bad Request', message: msg });
-      return;
+      return send(codeForStatus(e.status), msg, e.status);
     }
     if (err instanceof QueryFailedError) {
       const code = (err as unknown as { code?: string }).code;
-      if (code === PG_UNIQUE_VIOLATION) {
-        res.status(409).json({ statusCode: 409, error: 'Conflict', message: `already exists${e.detail ? `: ${e.detail}` : ''}` });
-        return;
-      }
+      if (code === PG_UNIQUE_VIOLATION) return send('already_exists', `already exists${e.detail ? `: ${e.detail}` : ''}`);
       if (code && PG_UNSTORABLE[code]) {
         this.log.warn(`database refused input on ${req.method} ${req.path}`, { context: 'http', code, error: e.message });
-        res.status(400).json({ statusCode: 400, error: 'Bad Request', message: PG_UNSTORABLE[code] });
-        return;
+        return send('validation_failed', PG_UNSTORABLE[code]);
       }
-      if (code === PG_BAD_TEXT || code === PG_FK_VIOLATION) {
-        res.status(400).json({ statusCode: 400, error: 'Bad Request', message: e.detail ?? 'a referenced id is not valid' });
-        return;
-      }
+      if (code === PG_BAD_TEXT || code === PG_FK_VIOLATION) return send('unknown_reference', e.detail ?? 'a referenced id is not valid');
     }
     this.log.error(`unhandled error on ${req.method} ${req.url}`, { context: 'http', error: e.message, stack: (err as Error)?.stack });
-    res.status(500).json({ statusCode: 500, error: 'Internal Server Error', message: 'internal error (see the server log)' });
+    return send('internal', 'internal error (see the server log)');
   }
 }

@@ -676,7 +676,7 @@ export class DeploymentRepository {
     return rows.map((r) => ({
       seq: Number(r.seq),
       at: r.at.toISOString(),
-      level: r.level,
+      level: r.level as LogEntry['level'],
       ...(r.machine_id ? { machineId: r.machine_id } : {}),
       ...(r.step_name ? { stepName: r.step_name } : {}),
       ...(r.action_name ? { actionName: r.action_name } : {}),

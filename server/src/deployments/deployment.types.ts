@@ -120,15 +120,7 @@ export interface LogEntryInput {
 }
 
 /** A line of a deployment's log as the API shows it. */
-export interface LogEntry {
-  seq: number;
-  at: string;
-  level: string;
-  machineId?: string;
-  stepName?: string;
-  actionName?: string;
-  text: string;
-}
+export type { LogEntry } from '#shared/api/types.js';
 
 /** Immutable facts about a lease (who, which step, the action names), as the paths that handle agents' messages need them. */
 export interface LeaseContext {

@@ -1,5 +1,8 @@
 import { ApiTags } from '@nestjs/swagger';
-import { BadRequestException, Body, Controller, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
+import type { CancelAccepted, Deployment, DeploymentSummary, LogPage, Preview } from '#shared/api/types.js';
+import { invalid } from '../common/errors.js';
+import { Returns } from '../common/openapi.js';
 import { idOf, intQuery, isUuid } from '../common/http.js';
 import { DeploymentLogService } from './deployment-log.service.js';
 import { DeploymentsService } from './deployments.service.js';
@@ -15,42 +18,48 @@ export class DeploymentsController {
 
   @Post()
   @HttpCode(201)
-  async create(@Body() dto: CreateDeploymentDto) {
+  @Returns('Deploy a release to an environment (queued; one at a time per project and environment)', 201, 'Deployment', ['unknown_reference'])
+  async create(@Body() dto: CreateDeploymentDto): Promise<Deployment> {
     return this.deployments.create(dto);
   }
 
   @Get()
-  list(@Query('projectId') projectId?: string, @Query('environmentId') environmentId?: string, @Query('state') state?: string, @Query('limit') limit?: string) {
+  @Returns('List deployments, newest first', 200, ['DeploymentSummary'], ['not_found'])
+  list(@Query('projectId') projectId?: string, @Query('environmentId') environmentId?: string, @Query('state') state?: string, @Query('limit') limit?: string): Promise<DeploymentSummary[]> {
     return this.deployments.list({ projectId, environmentId, state, limit: intQuery('limit', limit, { min: 1, max: 1000, dflt: 100 }) });
   }
 
   @Get('preview')
+  @Returns('What a deployment of a release to an environment would run where, without running anything', 200, 'Preview', ['unknown_reference'])
   preview(
     @Query('releaseId') releaseId?: string,
     @Query('environmentId') environmentId?: string,
     @Query('specificMachineIds') specificMachineIds?: string,
     @Query('excludedMachineIds') excludedMachineIds?: string,
-  ) {
+  ): Promise<Preview> {
     return this.deployments.preview({ releaseId, environmentId, specificMachineIds, excludedMachineIds });
   }
 
   @Get(':id')
-  get(@Param('id', idOf('deployment')) id: string) {
+  @Returns('Get a deployment: its steps, targets and actions as they run', 200, 'Deployment', ['not_found'])
+  get(@Param('id', idOf('deployment')) id: string): Promise<Deployment> {
     return this.deployments.get(id);
   }
 
   @Get(':id/log')
-  async readLog(@Param('id', idOf('deployment')) id: string, @Query('afterSeq') afterSeq?: string, @Query('limit') limit?: string, @Query('machineId') machineId?: string) {
+  @Returns("Read a deployment's log by cursor (seq order, no gaps)", 200, 'LogPage', ['not_found'])
+  async readLog(@Param('id', idOf('deployment')) id: string, @Query('afterSeq') afterSeq?: string, @Query('limit') limit?: string, @Query('machineId') machineId?: string): Promise<LogPage> {
     const after = intQuery('afterSeq', afterSeq, { min: 0, max: Number.MAX_SAFE_INTEGER, dflt: 0 });
     const lim = intQuery('limit', limit, { min: 1, max: 10_000, dflt: 1000 });
-    if (machineId !== undefined && !isUuid(machineId)) throw new BadRequestException('machineId must be a machine id');
+    if (machineId !== undefined && !isUuid(machineId)) throw invalid('machineId must be a machine id');
     await this.deployments.getRow(id);
     return this.log.read(id, after, lim, machineId);
   }
 
   @Post(':id/cancel')
   @HttpCode(202)
-  async cancel(@Param('id', idOf('deployment')) id: string) {
+  @Returns('Cancel a deployment: nothing new starts, running scripts are stopped', 202, 'CancelAccepted', ['not_found', 'deployment_finished'])
+  async cancel(@Param('id', idOf('deployment')) id: string): Promise<CancelAccepted> {
     await this.deployments.cancel(id);
     return { id, state: 'cancelling' };
   }

@@ -1,8 +1,8 @@
 import { Module } from '@nestjs/common';
-import { EnvironmentsModule } from '../environments/environments.js';
+import { EnvironmentsModule } from '../environments/environments.module.js';
 import { MachinesModule } from '../machines/machines.module.js';
-import { ProjectsModule } from '../projects/projects.js';
-import { ReleasesModule } from '../releases/releases.js';
+import { ProjectsModule } from '../projects/projects.module.js';
+import { ReleasesModule } from '../releases/releases.module.js';
 import { DeploymentEvents } from './deployment-events.js';
 import { DeploymentLogService } from './deployment-log.service.js';
 import { DeploymentRepository } from './deployment.repository.js';

@@ -2,16 +2,19 @@
  * Deployments as operators see them: created (with their plan laid out), read, listed, previewed, cancelled. Driving
  * one is the dispatcher's (orchestration/); this service tells it through DeploymentEvents.
  */
-import { BadRequestException, ConflictException, Inject, Injectable, NotFoundException } from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
+import type { Deployment, DeploymentSummary, FailureKind, Preview } from '#shared/api/types.js';
+import { DomainError, invalid, notFound, unknownReference } from '../common/errors.js';
 import { isUuid } from '../common/http.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
-import { EnvironmentsService } from '../environments/environments.js';
+import { EnvironmentsService } from '../environments/environments.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
-import { MachinesService } from '../machines/machines.js';
-import { ProjectsService } from '../projects/projects.js';
-import { ReleasesService } from '../releases/releases.js';
+import { MachinesService } from '../machines/machines.service.js';
+import { ProjectsService } from '../projects/projects.service.js';
+import { ReleasesService } from '../releases/releases.service.js';
 import { DeploymentEvents } from './deployment-events.js';
 import { DeploymentLogService } from './deployment-log.service.js';
+import { iso } from '../database/sql.js';
 import { DeploymentRepository, type Db } from './deployment.repository.js';
 import { ACTIVE_STATES, type DeploymentRow, type LogEntryInput, type TargetAction } from './deployment.types.js';
 import type { CreateDeploymentDto } from './dto/create-deployment.dto.js';
@@ -21,7 +24,7 @@ import { layoutDeployment } from './layout.js';
 export const SERVER_TARGET_NAME = '(server)';
 
 /** Why a target failed, for people and for automation: an agent that went away is not a broken script. */
-export function failureKind(error: string | null): 'agent-lost' | 'unknown-result' | 'timeout' | 'script' {
+export function failureKind(error: string | null): FailureKind {
   if (!error) return 'script';
   if (error.startsWith('agent lost')) return 'agent-lost';
   if (error.startsWith('unknown result')) return 'unknown-result';
@@ -29,7 +32,6 @@ export function failureKind(error: string | null): 'agent-lost' | 'unknown-resul
   return 'script';
 }
 
-export type DeploymentView = Awaited<ReturnType<DeploymentsService['get']>>;
 
 @Injectable()
 export class DeploymentsService {
@@ -51,10 +53,10 @@ export class DeploymentsService {
    * (`queued`), read in the creating transaction: the dispatcher starts on it the moment it commits, and a read after
    * that would race its first round.
    */
-  async create(dto: CreateDeploymentDto): Promise<DeploymentView> {
-    if (!isUuid(dto.releaseId)) throw new BadRequestException(`releaseId names an unknown release "${dto.releaseId}"`);
+  async create(dto: CreateDeploymentDto): Promise<Deployment> {
+    if (!isUuid(dto.releaseId)) throw unknownReference(`releaseId names an unknown release "${dto.releaseId}"`);
     const release = await this.releases.get(dto.releaseId).catch(() => {
-      throw new BadRequestException(`releaseId names an unknown release "${dto.releaseId}"`);
+      throw unknownReference(`releaseId names an unknown release "${dto.releaseId}"`);
     });
     const [env] = await this.envs.resolve([dto.environmentId], 'environmentId');
     const project = await this.projects.get(release.projectId);
@@ -115,12 +117,12 @@ export class DeploymentsService {
   }
 
   /** What a deployment of this release to this environment would do, without running anything. */
-  async preview(q: { releaseId?: string; environmentId?: string; specificMachineIds?: string; excludedMachineIds?: string }) {
-    if (!q.releaseId) throw new BadRequestException('releaseId is required');
-    if (!q.environmentId) throw new BadRequestException('environmentId is required');
-    if (!isUuid(q.releaseId)) throw new BadRequestException(`releaseId names an unknown release "${q.releaseId}"`);
+  async preview(q: { releaseId?: string; environmentId?: string; specificMachineIds?: string; excludedMachineIds?: string }): Promise<Preview> {
+    if (!q.releaseId) throw invalid('releaseId is required');
+    if (!q.environmentId) throw invalid('environmentId is required');
+    if (!isUuid(q.releaseId)) throw unknownReference(`releaseId names an unknown release "${q.releaseId}"`);
     const release = await this.releases.get(q.releaseId).catch(() => {
-      throw new BadRequestException(`releaseId names an unknown release "${q.releaseId}"`);
+      throw unknownReference(`releaseId names an unknown release "${q.releaseId}"`);
     });
     const [env] = await this.envs.resolve([q.environmentId], 'environmentId');
     const list = (s?: string) => (s ? s.split(',').map((x) => x.trim().toLowerCase()).filter(Boolean) : []);
@@ -154,12 +156,12 @@ export class DeploymentsService {
 
   async getRow(id: string, db?: Db): Promise<DeploymentRow> {
     const row = await this.repo.findDeployment(id, db);
-    if (!row) throw new NotFoundException(`deployment ${id} not found`);
+    if (!row) throw notFound(`deployment ${id} not found`);
     return row;
   }
 
   /** The deployment as the API shows it; `db`: read in that transaction (see create). */
-  async get(id: string, db?: Db) {
+  async get(id: string, db?: Db): Promise<Deployment> {
     const d = await this.getRow(id, db);
     // Through `db` alone: inside a transaction on the embedded database (one connection), a read through the pool
     // would wait for ever.
@@ -178,9 +180,9 @@ export class DeploymentsService {
       excludedMachineIds: d.excluded_machine_ids,
       error: d.error ?? undefined,
       ownerNode: d.owner_node ?? undefined,
-      createdAt: d.created_at,
-      startedAt: d.started_at,
-      finishedAt: d.finished_at,
+      createdAt: iso(d.created_at)!,
+      startedAt: iso(d.started_at),
+      finishedAt: iso(d.finished_at),
       steps: steps.map((s) => ({
         name: s.name,
         state: s.state,
@@ -189,8 +191,8 @@ export class DeploymentsService {
         condition: s.condition,
         startTrigger: s.start_trigger,
         ...(s.skip_reason ? { skipReason: s.skip_reason } : {}),
-        startedAt: s.started_at,
-        finishedAt: s.finished_at,
+        startedAt: iso(s.started_at),
+        finishedAt: iso(s.finished_at),
         targets: runs
           .filter((t) => t.step_index === s.step_index)
           .map((t) => ({
@@ -201,15 +203,15 @@ export class DeploymentsService {
             attempt: t.attempt,
             error: t.error ?? undefined,
             ...(t.state === 'failed' ? { failureKind: failureKind(t.error) } : {}),
-            startedAt: t.started_at,
-            finishedAt: t.finished_at,
+            startedAt: iso(t.started_at),
+            finishedAt: iso(t.finished_at),
             actions: t.actions.map((a) => ({ name: a.name, state: a.state, exitCode: a.exitCode ?? null, ...(a.skipReason ? { skipReason: a.skipReason } : {}) })),
           })),
       })),
     };
   }
 
-  async list(filter: { projectId?: string; environmentId?: string; state?: string; limit?: number }) {
+  async list(filter: { projectId?: string; environmentId?: string; state?: string; limit?: number }): Promise<DeploymentSummary[]> {
     const projectId = filter.projectId ? (await this.projects.get(filter.projectId)).id : undefined;
     if (filter.environmentId && !isUuid(filter.environmentId)) return [];
     const rows = await this.repo.listDeployments({ projectId, environmentId: filter.environmentId, state: filter.state, limit: filter.limit ?? 100 });
@@ -220,9 +222,9 @@ export class DeploymentsService {
       environmentId: d.environment_id,
       state: d.state,
       ...(d.queued_behind ? { queuedBehind: d.queued_behind } : {}),
-      createdAt: d.created_at,
-      startedAt: d.started_at,
-      finishedAt: d.finished_at,
+      createdAt: iso(d.created_at)!,
+      startedAt: iso(d.started_at),
+      finishedAt: iso(d.finished_at),
     }));
   }
 
@@ -230,9 +232,9 @@ export class DeploymentsService {
   async cancel(id: string) {
     await this.repo.transaction(async (tx) => {
       const d = await this.repo.lockDeployment(tx, id);
-      if (!d) throw new NotFoundException(`deployment ${id} not found`);
+      if (!d) throw notFound(`deployment ${id} not found`);
       if (d.state === 'cancelling') return;
-      if (!(ACTIVE_STATES as readonly string[]).includes(d.state)) throw new ConflictException(`deployment ${id} has already finished (${d.state})`);
+      if (!(ACTIVE_STATES as readonly string[]).includes(d.state)) throw new DomainError('deployment_finished', `deployment ${id} has already finished (${d.state})`);
       await this.repo.setDeploymentState(tx, id, 'cancelling');
       // Questions nobody needs to answer any more are closed; the targets that waited on them end cancelled.
       const closed = await this.repo.closePendingInterruptions(tx, id);

@@ -5,11 +5,14 @@
  * another target. Submitting twice is a conflict. Opening one (in the caller's transaction) turns the deployment to
  * `waiting`; the last answer turns it back to `executing`.
  */
-import { BadRequestException, ConflictException, Injectable, NotFoundException } from '@nestjs/common';
+import { Injectable } from '@nestjs/common';
+import type { Interruption } from '#shared/api/types.js';
+import { DomainError, invalid, notFound } from '../common/errors.js';
+import { iso } from '../database/sql.js';
 import type { EntityManager } from 'typeorm';
 import type { ReleaseEntity } from '../releases/release.entity.js';
 import { isUuid } from '../common/http.js';
-import { MachinesService } from '../machines/machines.js';
+import { MachinesService } from '../machines/machines.service.js';
 import { DeploymentEvents } from './deployment-events.js';
 import { DeploymentLogService } from './deployment-log.service.js';
 import { DeploymentRepository } from './deployment.repository.js';
@@ -72,7 +75,7 @@ export class InterruptionsService {
     return id;
   }
 
-  private async dto(rows: InterruptionRow[]) {
+  private async dto(rows: InterruptionRow[]): Promise<Interruption[]> {
     const processes = new Map<string, ReleaseEntity['process']>();
     for (const r of rows) if (!processes.has(r.deployment_id)) processes.set(r.deployment_id, (await this.repo.processOf(r.deployment_id))!);
     const names = await this.machines.namesOf([...new Set(rows.map((r) => r.machine_id).filter((m): m is string => !!m))]);
@@ -87,38 +90,40 @@ export class InterruptionsService {
         ...(r.machine_id ? { machineId: r.machine_id, machineName: names.get(r.machine_id) } : {}),
         instructions: r.instructions,
         state: r.state,
-        allowedResults: RESULTS[r.kind],
+        allowedResults: [...RESULTS[r.kind]],
         ...(r.result ? { result: r.result } : {}),
         ...(r.notes ? { notes: r.notes } : {}),
-        ...(r.submitted_by ? { submittedBy: r.submitted_by, submittedAt: r.submitted_at } : {}),
-        createdAt: r.created_at,
+        ...(r.submitted_by ? { submittedBy: r.submitted_by, submittedAt: iso(r.submitted_at) } : {}),
+        createdAt: iso(r.created_at)!,
       };
     });
   }
 
   async list(q: { deploymentId?: string; state?: string }) {
-    if (q.deploymentId && !isUuid(q.deploymentId)) throw new BadRequestException('deploymentId must be a deployment id');
-    if (q.state && !STATES.includes(q.state)) throw new BadRequestException(`state must be one of ${STATES.join(', ')}`);
+    if (q.deploymentId && !isUuid(q.deploymentId)) throw invalid('deploymentId must be a deployment id');
+    if (q.state && !STATES.includes(q.state)) throw invalid(`state must be one of ${STATES.join(', ')}`);
     return this.dto(await this.repo.listInterruptions(q));
   }
 
   async get(id: string) {
     const row = await this.repo.findInterruption(id);
-    if (!row) throw new NotFoundException(`interruption ${id} not found`);
+    if (!row) throw notFound(`interruption ${id} not found`);
     return (await this.dto([row]))[0];
   }
 
   async submit(id: string, dto: SubmitInterruptionDto, submitter: string) {
     const pre = await this.repo.findInterruption(id);
-    if (!pre) throw new NotFoundException(`interruption ${id} not found`);
+    if (!pre) throw notFound(`interruption ${id} not found`);
     const allowed = RESULTS[pre.kind] as readonly string[];
-    if (!allowed.includes(dto.result)) throw new BadRequestException(`result must be one of ${allowed.join(', ')} for a ${pre.kind}`);
+    if (!allowed.includes(dto.result)) throw invalid(`result must be one of ${allowed.join(', ')} for a ${pre.kind}`);
     const process = (await this.repo.processOf(pre.deployment_id))!;
     await this.repo.transaction(async (tx) => {
       const dep = (await this.repo.lockDeployment(tx, pre.deployment_id))!;
       const intr = await this.repo.lockInterruption(tx, id);
       if (intr.state !== 'pending')
-        throw new ConflictException(intr.state === 'cancelled' ? `interruption ${id} was closed when the deployment was cancelled` : `interruption ${id} was already answered (${intr.result} by ${intr.submitted_by})`);
+        throw new DomainError(
+          'interruption_closed',
+          intr.state === 'cancelled' ? `interruption ${id} was closed when the deployment was cancelled` : `interruption ${id} was already answered (${intr.result} by ${intr.submitted_by})`);
       const run = await this.repo.lockTargetRun(tx, intr.target_run_id);
       await this.repo.answerInterruption(tx, id, { result: dto.result, notes: dto.notes ?? null, by: submitter });
       const step = process[intr.step_index];

@@ -14,7 +14,7 @@ import { DeploymentSecrets } from '../deployments/deployment-secrets.js';
 import type { LeaseContext, TargetRunRow } from '../deployments/deployment.types.js';
 import { InterruptionsService } from '../deployments/interruptions.service.js';
 import { LiveEvents } from '../live/live-events.js';
-import type { MachinesService } from '../machines/machines.js';
+import type { MachinesService } from '../machines/machines.service.js';
 import { LeasesService } from './leases.service.js';
 
 let db: TestDatabase;

@@ -12,20 +12,13 @@ import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { LiveEvents } from '../live/live-events.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 import type { MachineEntity } from './machine.entity.js';
-import { MachinesService } from './machines.js';
+import type { HealthCheck } from '#shared/api/types.js';
+import { iso } from '../database/sql.js';
+import { MachinesService } from './machines.service.js';
 
 const REPORT_TIMEOUT_MS = 10_000;
 
-export interface HealthResult {
-  machineId: string;
-  health: 'healthy' | 'unhealthy' | 'unknown';
-  reason?: string;
-  checkedAt: Date | null;
-  roundTripMs?: number | null;
-  freeDiskBytes?: number | null;
-  agentVersion?: string | null;
-  checkedBy?: string;
-}
+export type HealthResult = HealthCheck;
 
 @Injectable()
 export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdown {
@@ -60,17 +53,8 @@ export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdo
   async checkAll() {
     for (const id of this.agents.machineIds()) await this.check(id).catch(() => undefined);
     // Machines nobody holds: unhealthy, once they have been gone for 3 heartbeats.
-    const gone = await this.machines.repo
-      .createQueryBuilder('m')
-      .where(`m.revoked_at IS NULL AND NOT (m.health = 'unhealthy' AND coalesce(m.health_reason, '') LIKE 'not connected%')`)
-      .andWhere(`(m.connected_node IS NULL OR m.last_seen_at IS NULL OR m.last_seen_at < now() - make_interval(secs => :s))`, { s: (3 * this.config.heartbeatMs) / 1000 })
-      .getMany();
-    for (const m of gone) await this.store(m.id, { health: 'unhealthy', healthReason: `not connected${m.lastSeenAt ? ` (last seen ${m.lastSeenAt.toISOString()})` : ''}`, healthCheckedAt: new Date() });
-  }
-
-  private async store(id: string, patch: Partial<MachineEntity>) {
-    await this.machines.repo.update({ id }, patch);
-    this.live.emit('machines');
+    for (const m of await this.machines.offlineUnmarked())
+      await this.machines.recordHealth(m.id, { health: 'unhealthy', healthReason: `not connected${m.lastSeenAt ? ` (last seen ${m.lastSeenAt.toISOString()})` : ''}`, healthCheckedAt: new Date() });
   }
 
   /** Checks one machine now. A machine connected to another node is reported as that node last measured it. */
@@ -78,12 +62,12 @@ export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdo
     const m = await this.machines.get(machineId);
     if (!this.agents.isConnected(machineId)) {
       if (this.machines.isOnline(m)) {
-        return { machineId, health: m.health as HealthResult['health'], reason: m.healthReason ?? undefined, checkedAt: m.healthCheckedAt, roundTripMs: m.healthRttMs, freeDiskBytes: m.freeDiskBytes, agentVersion: m.agentVersion, checkedBy: m.connectedNode ?? undefined };
+        return { machineId, health: m.health, reason: m.healthReason ?? undefined, checkedAt: iso(m.healthCheckedAt), roundTripMs: m.healthRttMs, freeDiskBytes: m.freeDiskBytes, agentVersion: m.agentVersion, checkedBy: m.connectedNode ?? undefined };
       }
       const checkedAt = new Date();
       const reason = `not connected${m.lastSeenAt ? ` (last seen ${m.lastSeenAt.toISOString()})` : ''}`;
-      await this.store(machineId, { health: 'unhealthy', healthReason: reason, healthCheckedAt: checkedAt });
-      return { machineId, health: 'unhealthy', reason, checkedAt, checkedBy: this.config.nodeId };
+      await this.machines.recordHealth(machineId, { health: 'unhealthy', healthReason: reason, healthCheckedAt: checkedAt });
+      return { machineId, health: 'unhealthy', reason, checkedAt: checkedAt.toISOString(), checkedBy: this.config.nodeId };
     }
     const requestId = randomUUID();
     const sentAt = Date.now();
@@ -105,15 +89,15 @@ export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdo
     const checkedAt = new Date();
     if (!report) {
       const reason = `no answer within ${REPORT_TIMEOUT_MS / 1000} s`;
-      await this.store(machineId, { health: 'unhealthy', healthReason: reason, healthCheckedAt: checkedAt, healthRttMs: null });
-      return { machineId, health: 'unhealthy', reason, checkedAt, checkedBy: this.config.nodeId };
+      await this.machines.recordHealth(machineId, { health: 'unhealthy', healthReason: reason, healthCheckedAt: checkedAt, healthRttMs: null });
+      return { machineId, health: 'unhealthy', reason, checkedAt: checkedAt.toISOString(), checkedBy: this.config.nodeId };
     }
     const rtt = Date.now() - sentAt;
     const lowDisk = report.freeDiskBytes < this.config.minFreeDiskBytes;
     const reason = lowDisk ? `only ${Math.floor(report.freeDiskBytes / 1024 / 1024)} MB free in ${report.workDir} (at least ${Math.floor(this.config.minFreeDiskBytes / 1024 / 1024)} MB needed)` : undefined;
     const health = lowDisk ? 'unhealthy' : 'healthy';
-    await this.store(machineId, { health, healthReason: reason ?? null, healthCheckedAt: checkedAt, healthRttMs: rtt, freeDiskBytes: report.freeDiskBytes, agentVersion: report.agentVersion });
+    await this.machines.recordHealth(machineId, { health, healthReason: reason ?? null, healthCheckedAt: checkedAt, healthRttMs: rtt, freeDiskBytes: report.freeDiskBytes, agentVersion: report.agentVersion });
     if (lowDisk) this.log.warn('machine unhealthy', { context: 'health', machineId, reason });
-    return { machineId, health, ...(reason ? { reason } : {}), checkedAt, roundTripMs: rtt, freeDiskBytes: report.freeDiskBytes, agentVersion: report.agentVersion, checkedBy: this.config.nodeId };
+    return { machineId, health, ...(reason ? { reason } : {}), checkedAt: checkedAt.toISOString(), roundTripMs: rtt, freeDiskBytes: report.freeDiskBytes, agentVersion: report.agentVersion, checkedBy: this.config.nodeId };
   }
 }

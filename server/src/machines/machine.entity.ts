@@ -15,7 +15,7 @@ export class MachineEntity {
   @Column('timestamptz', { name: 'connected_at', nullable: true }) connectedAt: Date | null;
   @Column('timestamptz', { name: 'last_seen_at', nullable: true }) lastSeenAt: Date | null;
   @Column('text', { name: 'agent_version', nullable: true }) agentVersion: string | null;
-  @Column('text', { default: 'unknown' }) health: string;
+  @Column('text', { default: 'unknown' }) health: 'healthy' | 'unhealthy' | 'unknown';
   @Column('text', { name: 'health_reason', nullable: true }) healthReason: string | null;
   @Column('timestamptz', { name: 'health_checked_at', nullable: true }) healthCheckedAt: Date | null;
   @Column('integer', { name: 'health_rtt_ms', nullable: true }) healthRttMs: number | null;

@@ -19,7 +19,7 @@ import { ACTIVE_STATES, type DeploymentRow, type LogEntryInput, type TargetRunRo
 import { InterruptionsService } from '../deployments/interruptions.service.js';
 import { LeasesService } from '../leases/leases.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
-import { MachinesService } from '../machines/machines.js';
+import { MachinesService } from '../machines/machines.service.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
 import { OffersService } from './offers.service.js';
 import { plan, type PlanInput } from './planner.js';

@@ -12,7 +12,7 @@ import { DeploymentSecrets } from '../deployments/deployment-secrets.js';
 import { DeploymentRepository, type OfferRow } from '../deployments/deployment.repository.js';
 import type { LeaseContext, OutputVariableRow } from '../deployments/deployment.types.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
-import { ReleasesService } from '../releases/releases.js';
+import { ReleasesService } from '../releases/releases.service.js';
 
 export interface ReleaseFacts {
   process: ReleaseEntity['process'];

@@ -3,7 +3,7 @@ import { AgentConnectionsModule } from '../agent-gateway/agent-connections.modul
 import { DeploymentsModule } from '../deployments/deployments.module.js';
 import { LeasesModule } from '../leases/leases.module.js';
 import { MachinesModule } from '../machines/machines.module.js';
-import { ReleasesModule } from '../releases/releases.js';
+import { ReleasesModule } from '../releases/releases.module.js';
 import { Dispatcher } from './dispatcher.js';
 import { OffersService } from './offers.service.js';
 

@@ -1,83 +1,35 @@
-import { ApiProperty, ApiPropertyOptional, ApiTags } from '@nestjs/swagger';
+/**
+ * Machines (deployment targets): registration tokens, registration (a CSR signed by the server's CA, the token's use
+ * spent once), the machines' state as the API shows it, changes, revocation, and the marks the agent gateway and the
+ * health checks record (connected, last seen).
+ */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { EventEmitter } from 'node:events';
-import {
-  BadRequestException,
-  Body,
-  Controller,
-  Delete,
-  Get,
-  HttpCode,
-  Inject,
-  Injectable,
-  NotFoundException,
-  Param,
-  Patch,
-  Post,
-  Query,
-  Req,
-  UnauthorizedException,
-} from '@nestjs/common';
+import { Inject, Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
-import { ArrayMaxSize, IsArray, IsBoolean, IsInt, IsNotEmpty, IsOptional, IsString, Matches, Max, MaxLength, Min } from 'class-validator';
-import type { Request } from 'express';
 import { In, IsNull, Repository, type EntityManager } from 'typeorm';
+import type { Machine, Registration, RegistrationToken } from '#shared/api/types.js';
 import { formatRegistrationToken, parseRegistrationToken } from '#shared/pki/index.js';
-import { conflict, idOf, isUuid, Public } from '../common/http.js';
-import { returned } from '../database/sql.js';
+import { alreadyExists, DomainError, invalid, notFound, unknownReference } from '../common/errors.js';
+import { isUuid } from '../common/http.js';
+import { iso, returned } from '../database/sql.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
-import { EnvironmentsService } from '../environments/environments.js';
+import { EnvironmentsService } from '../environments/environments.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 import { PKI } from '../core.module.js';
 import { CsrError, signAgentCsr, type PkiMaterial } from '../pki/pki.js';
-import { MachineEntity } from './machine.entity.js';
 import { LiveEvents } from '../live/live-events.js';
+import type { CreateTokenDto, RegisterDto, UpdateMachineDto } from './dto/machine.dto.js';
+import { MachineEntity } from './machine.entity.js';
 import { RegistrationTokenEntity } from './registration-token.entity.js';
-
-
-const ROLE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
-const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
-
-export class CreateTokenDto {
-  @ApiProperty({ type: [String] })
-  @IsArray() @ArrayMaxSize(100) @IsString({ each: true }) environmentIds: string[];
-  @ApiPropertyOptional({ type: [String] })
-  @IsOptional() @IsArray() @ArrayMaxSize(100) @Matches(ROLE_RE, { each: true, message: 'roles must be names of letters, digits, ".", "_" or "-"' }) roles?: string[];
-  @ApiPropertyOptional({ type: Number })
-  @IsOptional() @IsInt() @Min(1) @Max(30 * 86400) expiresInSeconds?: number;
-  @ApiPropertyOptional({ type: Number })
-  @IsOptional() @IsInt() @Min(1) @Max(100_000) maxUses?: number;
-}
-
-export class RegisterDto {
-  @ApiProperty({ type: String })
-  @IsString() @IsNotEmpty() @MaxLength(400) token: string;
-  @ApiProperty({ type: String })
-  @IsString() @Matches(NAME_RE, { message: 'name must be letters, digits, ".", "_" or "-" (at most 100)' }) name: string;
-  @ApiPropertyOptional({ type: [String] })
-  @IsOptional() @IsArray() @ArrayMaxSize(100) @Matches(ROLE_RE, { each: true, message: 'roles must be names of letters, digits, ".", "_" or "-"' }) roles?: string[];
-  @ApiPropertyOptional({ type: [String] })
-  @IsOptional() @IsArray() @ArrayMaxSize(100) @IsString({ each: true }) environmentIds?: string[];
-  @ApiProperty({ type: String })
-  @IsString() @IsNotEmpty() @MaxLength(20_000) csr: string;
-  @ApiPropertyOptional({ type: String })
-  @IsOptional() @IsString() @MaxLength(50) agentVersion?: string;
-}
-
-export class UpdateMachineDto {
-  @ApiPropertyOptional({ type: [String] })
-  @IsOptional() @IsArray() @ArrayMaxSize(100) @Matches(ROLE_RE, { each: true, message: 'roles must be names of letters, digits, ".", "_" or "-"' }) roles?: string[];
-  @ApiPropertyOptional({ type: [String] })
-  @IsOptional() @IsArray() @ArrayMaxSize(100) @IsString({ each: true }) environmentIds?: string[];
-  @ApiPropertyOptional({ type: Boolean })
-  @IsOptional() @IsBoolean() disabled?: boolean;
-}
 
 /** In-process events about machines; the agent gateway listens for revocations to drop connections at once. */
 @Injectable()
 export class MachineEvents extends EventEmitter<{ revoked: [machineId: string] }> {}
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
+/** A machine not heard from for this many heartbeats is offline. */
+const ONLINE_HEARTBEATS = 3;
 
 @Injectable()
 export class MachinesService {
@@ -86,7 +38,7 @@ export class MachinesService {
   private seenTimer?: NodeJS.Timeout;
 
   constructor(
-    @InjectRepository(MachineEntity) readonly repo: Repository<MachineEntity>,
+    @InjectRepository(MachineEntity) private readonly repo: Repository<MachineEntity>,
     @InjectRepository(RegistrationTokenEntity) private readonly tokens: Repository<RegistrationTokenEntity>,
     private readonly envs: EnvironmentsService,
     private readonly events: MachineEvents,
@@ -96,12 +48,41 @@ export class MachinesService {
     @Inject(LOGGER) private readonly log: Logger,
   ) {}
 
-  isOnline(m: MachineEntity): boolean {
-    // A node that died cannot clear its `connected_node` marks: a machine not seen for 3 heartbeats is offline.
-    return !!m.connectedNode && !!m.lastSeenAt && m.lastSeenAt.getTime() > Date.now() - 3 * this.config.heartbeatMs;
+  /** The one online rule: connected to a node, and seen within 3 heartbeats (a node that died cannot clear its marks). */
+  private get onlineWithinSeconds() {
+    return (ONLINE_HEARTBEATS * this.config.heartbeatMs) / 1000;
   }
 
-  toDto(m: MachineEntity) {
+  isOnline(m: MachineEntity): boolean {
+    return !!m.connectedNode && !!m.lastSeenAt && m.lastSeenAt.getTime() > Date.now() - this.onlineWithinSeconds * 1000;
+  }
+
+  /** Machines online and in all (revoked ones left out), by the same rule as isOnline. */
+  async counts(): Promise<{ online: number; total: number }> {
+    const [row] = await this.repo.query(
+      `SELECT count(*) FILTER (WHERE connected_node IS NOT NULL AND last_seen_at > now() - make_interval(secs => $1))::int AS online, count(*)::int AS total
+       FROM machines WHERE revoked_at IS NULL`,
+      [this.onlineWithinSeconds],
+    );
+    return { online: row.online, total: row.total };
+  }
+
+  /** Machines that are offline by the online rule and not yet marked unhealthy for it (the health checks mark them). */
+  offlineUnmarked(): Promise<MachineEntity[]> {
+    return this.repo
+      .createQueryBuilder('m')
+      .where(`m.revoked_at IS NULL AND NOT (m.health = 'unhealthy' AND coalesce(m.health_reason, '') LIKE 'not connected%')`)
+      .andWhere(`(m.connected_node IS NULL OR m.last_seen_at IS NULL OR m.last_seen_at < now() - make_interval(secs => :s))`, { s: this.onlineWithinSeconds })
+      .getMany();
+  }
+
+  /** A health check's outcome. */
+  async recordHealth(id: string, h: Partial<Pick<MachineEntity, 'health' | 'healthReason' | 'healthCheckedAt' | 'healthRttMs' | 'freeDiskBytes' | 'agentVersion'>>): Promise<void> {
+    await this.repo.update({ id }, h);
+    this.live.emit('machines');
+  }
+
+  toDto(m: MachineEntity): Machine {
     return {
       id: m.id,
       name: m.name,
@@ -111,65 +92,65 @@ export class MachinesService {
       disabled: m.disabled,
       health: m.health,
       healthReason: m.healthReason ?? undefined,
-      healthCheckedAt: m.healthCheckedAt,
+      healthCheckedAt: iso(m.healthCheckedAt),
       roundTripMs: m.healthRttMs,
       freeDiskBytes: m.freeDiskBytes,
-      lastSeenAt: m.lastSeenAt,
+      lastSeenAt: iso(m.lastSeenAt),
       agentVersion: m.agentVersion,
       fingerprint: m.fingerprint,
-      createdAt: m.createdAt,
+      createdAt: m.createdAt.toISOString(),
     };
   }
 
-  async createToken(dto: CreateTokenDto) {
-    if (!dto.environmentIds.length) throw new BadRequestException('environmentIds must name at least one environment');
+  async createToken(dto: CreateTokenDto): Promise<RegistrationToken> {
+    if (!dto.environmentIds.length) throw invalid('environmentIds must name at least one environment');
     const envs = await this.envs.resolve(dto.environmentIds, 'environmentIds');
     const secret = randomBytes(24).toString('base64url');
     const expiresAt = new Date(Date.now() + (dto.expiresInSeconds ?? 3600) * 1000);
     await this.tokens.insert({ secretHash: sha256(secret), environmentIds: envs.map((e) => e.id), roles: dto.roles ?? [], maxUses: dto.maxUses ?? 1, expiresAt });
-    return { token: formatRegistrationToken(this.pki.caFingerprint, secret), expiresAt };
+    return { token: formatRegistrationToken(this.pki.caFingerprint, secret), expiresAt: expiresAt.toISOString() };
   }
 
   /**
    * Registers an agent: checks the token (one use spent atomically), signs the agent's CSR and records the
    * certificate's fingerprint, which is from then on the agent's only credential.
    */
-  async register(dto: RegisterDto, host: string | undefined) {
+  async register(dto: RegisterDto, host: string | undefined): Promise<Registration> {
     const parsed = parseRegistrationToken(dto.token);
     if (!parsed || !timingSafeEqual(Buffer.from(parsed.caFingerprint), Buffer.from(this.pki.caFingerprint)))
-      throw new UnauthorizedException('token is not a registration token of this server');
+      throw new DomainError('token_invalid', 'token is not a registration token of this server');
     const secretHash = sha256(parsed.secret);
     const token = await this.tokens.findOne({ where: { secretHash } });
-    if (!token) throw new UnauthorizedException('token is unknown');
-    if (token.expiresAt.getTime() < Date.now()) throw new UnauthorizedException('token has expired');
-    if (token.uses >= token.maxUses) throw new UnauthorizedException('token has been used up');
+    if (!token) throw new DomainError('token_invalid', 'token is unknown');
+    if (token.expiresAt.getTime() < Date.now()) throw new DomainError('token_invalid', 'token has expired');
+    if (token.uses >= token.maxUses) throw new DomainError('token_invalid', 'token has been used up');
 
     let environmentIds = token.environmentIds;
     if (dto.environmentIds?.length) {
       const envs = await this.envs.resolve(dto.environmentIds, 'environmentIds');
       const outside = envs.find((e) => !token.environmentIds.includes(e.id));
-      if (outside) throw new BadRequestException(`environmentIds: the token does not allow environment "${outside.name}"`);
+      if (outside) throw invalid(`environmentIds: the token does not allow environment "${outside.name}"`);
       environmentIds = envs.map((e) => e.id);
     }
     let roles = dto.roles?.length ? dto.roles : token.roles;
     if (token.roles.length && dto.roles?.length) {
       const extra = dto.roles.find((r) => !token.roles.includes(r));
-      if (extra) throw new BadRequestException(`roles: the token does not allow role "${extra}"`);
+      if (extra) throw invalid(`roles: the token does not allow role "${extra}"`);
     }
     roles = [...new Set(roles)];
-    if (await this.repo.exists({ where: { name: dto.name } })) conflict(`a machine named "${dto.name}" is already registered (delete it first to register again)`);
+    if (await this.repo.exists({ where: { name: dto.name } })) throw alreadyExists(`a machine named "${dto.name}" is already registered (delete it first to register again)`);
 
     let signed: { certificate: string; fingerprint: string };
     try {
       signed = signAgentCsr(this.pki, dto.csr, dto.name);
     } catch (e) {
-      if (e instanceof CsrError) throw new BadRequestException(e.message);
+      if (e instanceof CsrError) throw new DomainError('csr_invalid', e.message);
       throw e;
     }
     const machine = await this.repo.manager.transaction(async (m) => {
       // Spend one use only if one is left: two agents racing for the last use cannot both win.
       const spent = await m.query(`UPDATE registration_tokens SET uses = uses + 1 WHERE id = $1 AND uses < max_uses AND expires_at > now() RETURNING id`, [token.id]);
-      if (!returned(spent).length) throw new UnauthorizedException('token has been used up');
+      if (!returned(spent).length) throw new DomainError('token_invalid', 'token has been used up');
       const row = m.create(MachineEntity, { name: dto.name, roles, environmentIds, fingerprint: signed.fingerprint, certificate: signed.certificate, agentVersion: dto.agentVersion ?? null });
       return m.save(row);
     });
@@ -197,14 +178,14 @@ export class MachinesService {
   async deployable(environmentId: string, specific: string[], excluded: string[], db: EntityManager = this.repo.manager): Promise<MachineEntity[]> {
     for (const [field, ids] of [['specificMachineIds', specific], ['excludedMachineIds', excluded]] as const) {
       const bad = ids.find((i) => !isUuid(i));
-      if (bad) throw new BadRequestException(`${field} names an unknown machine "${bad}"`);
+      if (bad) throw unknownReference(`${field} names an unknown machine "${bad}"`);
       if (ids.length) {
         const found = await db.find(MachineEntity, { where: { id: In(ids) } });
         const known = new Set(found.map((f) => f.id));
         const missing = ids.find((i) => !known.has(i));
-        if (missing) throw new BadRequestException(`${field} names an unknown machine "${missing}"`);
+        if (missing) throw unknownReference(`${field} names an unknown machine "${missing}"`);
         const outside = found.find((f) => !f.environmentIds.includes(environmentId));
-        if (outside && field === 'specificMachineIds') throw new BadRequestException(`${field}: machine ${outside.name} is not in the deployment's environment`);
+        if (outside && field === 'specificMachineIds') throw invalid(`${field}: machine ${outside.name} is not in the deployment's environment`);
       }
     }
     const all = await db.createQueryBuilder(MachineEntity, 'm').where('m.revoked_at IS NULL AND m.disabled = false AND m.environment_ids ? :env', { env: environmentId }).getMany();
@@ -253,7 +234,7 @@ export class MachinesService {
 
   async get(id: string) {
     const m = await this.repo.findOne({ where: { id, revokedAt: IsNull() } });
-    if (!m) throw new NotFoundException(`machine ${id} not found`);
+    if (!m) throw notFound(`machine ${id} not found`);
     return m;
   }
 
@@ -288,42 +269,3 @@ function hostForUrl(hostHeader: string): string {
   return h === '0.0.0.0' ? '127.0.0.1' : h;
 }
 
-@ApiTags('machines')
-@Controller('api')
-export class MachinesController {
-  constructor(private readonly machines: MachinesService) {}
-
-  @Post('registration-tokens')
-  @HttpCode(201)
-  createToken(@Body() dto: CreateTokenDto) {
-    return this.machines.createToken(dto);
-  }
-
-  @Public()
-  @Post('agents/register')
-  @HttpCode(201)
-  register(@Body() dto: RegisterDto, @Req() req: Request) {
-    return this.machines.register(dto, req.headers.host);
-  }
-
-  @Get('machines')
-  async list(@Query('environmentId') environmentId?: string, @Query('role') role?: string) {
-    return (await this.machines.list({ environmentId, role })).map((m) => this.machines.toDto(m));
-  }
-
-  @Get('machines/:id')
-  async get(@Param('id', idOf('machine')) id: string) {
-    return this.machines.toDto(await this.machines.get(id));
-  }
-
-  @Patch('machines/:id')
-  async update(@Param('id', idOf('machine')) id: string, @Body() dto: UpdateMachineDto) {
-    return this.machines.toDto(await this.machines.update(id, dto));
-  }
-
-  @Delete('machines/:id')
-  @HttpCode(204)
-  async revoke(@Param('id', idOf('machine')) id: string) {
-    await this.machines.revoke(id);
-  }
-}

@@ -1,42 +1,30 @@
+/**
+ * The package feed: uploads (streamed to disk while hashed, checked as the agent would check them, stored by sha256
+ * so the same bytes under two versions are kept once) and the versions in the feed.
+ */
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream, createWriteStream } from 'node:fs';
 import { rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { Transform } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
-import {
-  BadRequestException,
-  Controller,
-  Get,
-  HttpCode,
-  HttpException,
-  Inject,
-  Injectable,
-  Module,
-  Param,
-  Post,
-  Req,
-  UnsupportedMediaTypeException,
-} from '@nestjs/common';
-import { InjectRepository, TypeOrmModule } from '@nestjs/typeorm';
-import { ApiBody, ApiConsumes, ApiHeader, ApiTags } from '@nestjs/swagger';
+import { Inject, Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
 import type { Request } from 'express';
 import * as tar from 'tar';
 import { Repository } from 'typeorm';
+import type { Package } from '#shared/api/types.js';
 import { ArchiveVetting } from '#shared/packages/archive.js';
-import { conflict } from '../common/http.js';
+import { alreadyExists, DomainError, invalid } from '../common/errors.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 import { PackageEntity } from './package.entity.js';
-import { PackageDownloads } from './package-downloads.js';
 import { PackageFiles } from './package-files.js';
-
-export { PackageFiles } from './package-files.js';
 
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 const VERSION_RE = /^[A-Za-z0-9][A-Za-z0-9.+_-]{0,99}$/;
 
-export const toPackageDto = (p: PackageEntity) => ({ packageId: p.packageId, version: p.version, sha256: p.sha256, sizeBytes: p.sizeBytes, createdAt: p.createdAt });
+export const toPackageDto = (p: PackageEntity): Package => ({ packageId: p.packageId, version: p.version, sha256: p.sha256, sizeBytes: Number(p.sizeBytes), createdAt: p.createdAt.toISOString() });
 
 /** Compares versions segment by segment, numerically where both are numbers: 1.10.0 is newer than 1.9.3. */
 export function compareVersions(a: string, b: string): number {
@@ -54,6 +42,7 @@ export function compareVersions(a: string, b: string): number {
 }
 
 class TooLarge extends Error {}
+const tooLarge = (max: number) => new DomainError('payload_too_large', `package is larger than the limit of ${max} bytes`);
 
 @Injectable()
 export class PackagesService {
@@ -69,14 +58,14 @@ export class PackagesService {
    * escape their folder, then stores it under its sha256. Nothing is kept of a refused upload.
    */
   async upload(packageId: string, version: string, req: Request) {
-    if (!ID_RE.test(packageId)) throw new BadRequestException('packageId must be letters, digits, ".", "_" or "-" (at most 200)');
-    if (!VERSION_RE.test(version)) throw new BadRequestException('version must be letters, digits, ".", "+", "_" or "-" (at most 100)');
+    if (!ID_RE.test(packageId)) throw invalid('packageId must be letters, digits, ".", "_" or "-" (at most 200)');
+    if (!VERSION_RE.test(version)) throw invalid('version must be letters, digits, ".", "+", "_" or "-" (at most 100)');
     const type = (req.headers['content-type'] ?? '').split(';')[0].trim();
     if (!['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/x-tar+gzip'].includes(type))
-      throw new UnsupportedMediaTypeException('Content-Type must be application/gzip (the raw .tar.gz as body)');
+      throw new DomainError('unsupported_media_type', 'Content-Type must be application/gzip (the raw .tar.gz as body)');
     const declared = Number(req.headers['content-length'] ?? 0);
-    if (declared > this.config.maxPackageBytes) throw new HttpException({ statusCode: 413, error: 'Payload Too Large', message: `package is larger than the limit of ${this.config.maxPackageBytes} bytes` }, 413);
-    if (await this.repo.exists({ where: { packageId, version } })) conflict(`package ${packageId} ${version} already exists`);
+    if (declared > this.config.maxPackageBytes) throw tooLarge(this.config.maxPackageBytes);
+    if (await this.repo.exists({ where: { packageId, version } })) throw alreadyExists(`package ${packageId} ${version} already exists`);
 
     const tmp = join(this.files.dir, 'incoming', `${randomBytes(8).toString('hex')}.part`);
     const hash = createHash('sha256');
@@ -92,10 +81,10 @@ export class PackagesService {
     });
     try {
       await pipeline(req, meter, createWriteStream(tmp, { highWaterMark: 1 << 20 })); // large writes: see the agent's download
-      if (size === 0) throw new BadRequestException('body must be the package (.tar.gz); it is empty');
+      if (size === 0) throw new DomainError('package_refused', 'body must be the package (.tar.gz); it is empty');
       const sha256 = hash.digest('hex');
       const expected = String(req.headers['x-checksum-sha256'] ?? '').toLowerCase();
-      if (expected && expected !== sha256) throw new BadRequestException(`X-Checksum-Sha256 is ${expected} but the body's sha256 is ${sha256}: the upload was damaged or is not the package meant`);
+      if (expected && expected !== sha256) throw new DomainError('checksum_mismatch', `X-Checksum-Sha256 is ${expected} but the body's sha256 is ${sha256}: the upload was damaged or is not the package meant`);
       await this.checkArchive(tmp);
       if (!this.files.has(sha256)) await rename(tmp, this.files.pathOf(sha256));
       else await rm(tmp, { force: true });
@@ -104,7 +93,7 @@ export class PackagesService {
       return row;
     } catch (e) {
       await rm(tmp, { force: true });
-      if (e instanceof TooLarge) throw new HttpException({ statusCode: 413, error: 'Payload Too Large', message: `package is larger than the limit of ${max} bytes` }, 413);
+      if (e instanceof TooLarge) throw tooLarge(max);
       throw e;
     }
   }
@@ -141,10 +130,10 @@ export class PackagesService {
         input.pipe(parser);
       });
     } catch (e) {
-      if (!vetting.verdict()) throw new BadRequestException(`body is not a valid .tar.gz: ${(e as Error).message}`);
+      if (!vetting.verdict()) throw new DomainError('package_refused', `body is not a valid .tar.gz: ${(e as Error).message}`);
     }
     const problem = vetting.verdict();
-    if (problem) throw new BadRequestException(`package refused: ${problem}`);
+    if (problem) throw new DomainError('package_refused', `package refused: ${problem}`);
   }
 
   list() {
@@ -163,30 +152,3 @@ export class PackagesService {
   }
 }
 
-@ApiTags('packages')
-@Controller('api/packages')
-export class PackagesController {
-  constructor(private readonly packages: PackagesService) {}
-
-  @Post(':packageId/:version')
-  @HttpCode(201)
-  @ApiConsumes('application/gzip')
-  @ApiBody({ description: 'the raw .tar.gz', schema: { type: 'string', format: 'binary' } })
-  @ApiHeader({ name: 'X-Checksum-Sha256', required: false, description: 'refuse the upload unless the body has this sha256' })
-  async upload(@Param('packageId') packageId: string, @Param('version') version: string, @Req() req: Request) {
-    return toPackageDto(await this.packages.upload(packageId, version, req));
-  }
-
-  @Get()
-  async list() {
-    return (await this.packages.list()).map(toPackageDto);
-  }
-}
-
-@Module({
-  imports: [TypeOrmModule.forFeature([PackageEntity])],
-  providers: [PackagesService, PackageFiles, PackageDownloads],
-  controllers: [PackagesController],
-  exports: [PackagesService, PackageFiles, PackageDownloads],
-})
-export class PackagesModule {}

@@ -1,0 +1,32 @@
+import { Body, Controller, Get, HttpCode, Param, Post } from '@nestjs/common';
+import { ApiTags } from '@nestjs/swagger';
+import type { Environment } from '#shared/api/types.js';
+import { Returns } from '../common/openapi.js';
+import { idOf } from '../common/http.js';
+import { CreateEnvironmentDto } from './dto/create-environment.dto.js';
+import { EnvironmentsService, toEnvironmentDto } from './environments.service.js';
+
+@ApiTags('environments')
+@Controller('api/environments')
+export class EnvironmentsController {
+  constructor(private readonly envs: EnvironmentsService) {}
+
+  @Post()
+  @HttpCode(201)
+  @Returns('Create an environment', 201, 'Environment', ['validation_failed', 'already_exists'])
+  async create(@Body() dto: CreateEnvironmentDto): Promise<Environment> {
+    return toEnvironmentDto(await this.envs.create(dto));
+  }
+
+  @Get()
+  @Returns('List environments', 200, ['Environment'])
+  async list(): Promise<Environment[]> {
+    return (await this.envs.list()).map(toEnvironmentDto);
+  }
+
+  @Get(':id')
+  @Returns('Get an environment', 200, 'Environment', ['not_found'])
+  async get(@Param('id', idOf('environment')) id: string): Promise<Environment> {
+    return toEnvironmentDto(await this.envs.get(id));
+  }
+}

@@ -1,0 +1,44 @@
+import { Injectable } from '@nestjs/common';
+import { InjectRepository } from '@nestjs/typeorm';
+import { In, Repository } from 'typeorm';
+import type { Environment } from '#shared/api/types.js';
+import { alreadyExists, notFound, unknownReference } from '../common/errors.js';
+import { isUuid } from '../common/http.js';
+import type { CreateEnvironmentDto } from './dto/create-environment.dto.js';
+import { EnvironmentEntity } from './environment.entity.js';
+
+export const toEnvironmentDto = (e: EnvironmentEntity): Environment => ({ id: e.id, name: e.name, guidedFailure: e.guidedFailure, createdAt: e.createdAt.toISOString() });
+
+@Injectable()
+export class EnvironmentsService {
+  constructor(@InjectRepository(EnvironmentEntity) private readonly repo: Repository<EnvironmentEntity>) {}
+
+  async create(dto: CreateEnvironmentDto) {
+    const name = dto.name.trim();
+    if (await this.repo.exists({ where: { name } })) throw alreadyExists(`an environment named "${name}" already exists`);
+    return this.repo.save(this.repo.create({ name, guidedFailure: dto.guidedFailure ?? false }));
+  }
+
+  list() {
+    return this.repo.find({ order: { name: 'ASC' } });
+  }
+
+  async get(id: string) {
+    const e = await this.repo.findOne({ where: { id } });
+    if (!e) throw notFound(`environment ${id} not found`);
+    return e;
+  }
+
+  /**
+   * Resolves environments given by id or by name (agents and the CLI may use names). Throws with the field name
+   * and the first unknown value.
+   */
+  async resolve(refs: string[], field: string): Promise<EnvironmentEntity[]> {
+    const ids = refs.filter(isUuid);
+    const names = refs.filter((r) => !isUuid(r));
+    const found = await this.repo.find({ where: [...(ids.length ? [{ id: In(ids) }] : []), ...(names.length ? [{ name: In(names) }] : [])] });
+    const byRef = (r: string) => found.find((e) => e.id === r.toLowerCase() || e.name === r);
+    for (const r of refs) if (!byRef(r)) throw unknownReference(`${field} names an unknown environment "${r}"`);
+    return refs.map((r) => byRef(r)!);
+  }
+}

@@ -1,0 +1,14 @@
+import { Module } from '@nestjs/common';
+import { TypeOrmModule } from '@nestjs/typeorm';
+import { ChannelEntity, ProjectEntity } from './project.entity.js';
+import { ProjectsController } from './projects.controller.js';
+import { ProjectsService } from './projects.service.js';
+
+/** Projects, their deployment process, variables and channels. */
+@Module({
+  imports: [TypeOrmModule.forFeature([ProjectEntity, ChannelEntity])],
+  providers: [ProjectsService],
+  controllers: [ProjectsController],
+  exports: [ProjectsService],
+})
+export class ProjectsModule {}

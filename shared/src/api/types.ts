@@ -1,0 +1,260 @@
+/**
+ * The REST API's responses: one definition, as zod schemas, for the server's controllers (their return types and
+ * the OpenAPI document's response schemas, through server/src/common/openapi.ts), the dashboard and the CLI. Times are
+ * ISO-8601 strings. Objects are open: a client must accept fields it does not know (the API grows by adding them).
+ * Requests are described by the server's DTOs and, for a process and variables, by shared/src/process and
+ * shared/src/variables.
+ */
+import { z } from 'zod';
+import { ProcessStepsSchema } from '../process/index.js';
+import { VariableSchema } from '../variables/index.js';
+import { ERROR_CODES, type ErrorCode } from './errors.js';
+
+const time = z.string().describe('ISO-8601 time');
+const maybeTime = time.nullable();
+const id = z.string().describe('uuid');
+/** A response object; the OpenAPI document marks them open (new fields may appear: clients must accept them). */
+const open = <T extends z.ZodRawShape>(shape: T) => z.object(shape);
+
+export const RunStateSchema = z.enum(['pending', 'running', 'success', 'failed', 'skipped', 'cancelled']);
+export const DeploymentStateSchema = z.enum(['queued', 'executing', 'waiting', 'cancelling', 'success', 'failed', 'cancelled']);
+
+export const ErrorBodySchema = open({
+  statusCode: z.number().int(),
+  error: z.string(),
+  code: z.enum(ERROR_CODES as [ErrorCode, ...ErrorCode[]]).describe('what went wrong, for programs (see the error codes table)'),
+  message: z.union([z.string(), z.array(z.string())]).describe('for people: names the field or thing'),
+});
+
+export const EnvironmentSchema = open({ id, name: z.string(), guidedFailure: z.boolean(), createdAt: time });
+
+export const MachineSchema = open({
+  id,
+  name: z.string(),
+  roles: z.array(z.string()),
+  environmentIds: z.array(id),
+  status: z.enum(['online', 'offline']),
+  disabled: z.boolean(),
+  health: z.enum(['healthy', 'unhealthy', 'unknown']),
+  healthReason: z.string().optional(),
+  healthCheckedAt: maybeTime,
+  roundTripMs: z.number().nullable(),
+  freeDiskBytes: z.number().nullable(),
+  lastSeenAt: maybeTime,
+  agentVersion: z.string().nullable(),
+  fingerprint: z.string(),
+  createdAt: time,
+});
+
+export const RegistrationTokenSchema = open({ token: z.string().describe('give it to the agent: --token'), expiresAt: time });
+export const RegistrationSchema = open({ machineId: id, certificate: z.string(), caCertificate: z.string(), agentUrl: z.string() });
+export const HealthCheckSchema = open({
+  machineId: id,
+  health: z.enum(['healthy', 'unhealthy', 'unknown']),
+  reason: z.string().optional(),
+  checkedAt: maybeTime,
+  roundTripMs: z.number().nullable().optional(),
+  freeDiskBytes: z.number().nullable().optional(),
+  agentVersion: z.string().nullable().optional(),
+  checkedBy: z.string().optional(),
+});
+
+export const ProjectSchema = open({
+  id,
+  name: z.string(),
+  slug: z.string(),
+  description: z.string().nullable(),
+  defaultChannelId: id.nullable(),
+  defaultTimeoutSeconds: z.number().int().nullable(),
+  allowConcurrentOnMachines: z.boolean(),
+  createdAt: time,
+});
+export const ChannelSchema = open({ id, name: z.string(), projectId: id });
+export const DeploymentProcessSchema = open({ projectId: id, version: z.number().int(), steps: ProcessStepsSchema });
+export const VariablesSchema = open({ projectId: id, version: z.number().int(), variables: z.array(VariableSchema) });
+
+export const PackageSchema = open({ packageId: z.string(), version: z.string(), sha256: z.string(), sizeBytes: z.number().int(), createdAt: time });
+export const ReleasePackageSchema = open({ packageId: z.string(), version: z.string(), sha256: z.string(), sizeBytes: z.number().int() });
+export const ReleaseSchema = open({
+  id,
+  projectId: id,
+  channelId: id,
+  version: z.string(),
+  processVersion: z.number().int(),
+  steps: ProcessStepsSchema,
+  packages: z.array(ReleasePackageSchema),
+  variables: z.array(VariableSchema).describe('sensitive values are masked'),
+  defaultTimeoutSeconds: z.number().int().nullable(),
+  createdAt: time,
+});
+
+export const FailureKindSchema = z.enum(['agent-lost', 'unknown-result', 'timeout', 'script']);
+export const TargetRunSchema = open({
+  machineId: id.nullable().describe('null for a step that runs on the server'),
+  machineName: z.string(),
+  state: RunStateSchema,
+  waitingFor: z.literal('machine').optional().describe('pending while its machine is busy with another deployment'),
+  attempt: z.number().int(),
+  error: z.string().optional(),
+  failureKind: FailureKindSchema.optional(),
+  startedAt: maybeTime,
+  finishedAt: maybeTime,
+  actions: z.array(open({ name: z.string(), state: RunStateSchema, exitCode: z.number().int().nullable(), skipReason: z.string().optional() })),
+});
+export const StepRunSchema = open({
+  name: z.string(),
+  state: RunStateSchema,
+  windowSize: z.number().int(),
+  maxFailures: z.number().int(),
+  condition: z.enum(['success', 'failure', 'always']),
+  startTrigger: z.enum(['afterPrevious', 'withPrevious']),
+  skipReason: z.string().optional(),
+  startedAt: maybeTime,
+  finishedAt: maybeTime,
+  targets: z.array(TargetRunSchema),
+});
+export const DeploymentSchema = open({
+  id,
+  releaseId: id,
+  releaseVersion: z.string(),
+  projectId: id,
+  environmentId: id,
+  state: DeploymentStateSchema,
+  queuedBehind: id.optional().describe('while queued: the deployment of the same project and environment directly ahead'),
+  guidedFailure: z.boolean(),
+  specificMachineIds: z.array(id),
+  excludedMachineIds: z.array(id),
+  error: z.string().optional(),
+  ownerNode: z.string().optional(),
+  createdAt: time,
+  startedAt: maybeTime,
+  finishedAt: maybeTime,
+  steps: z.array(StepRunSchema),
+});
+export const DeploymentSummarySchema = open({
+  id,
+  releaseId: id,
+  projectId: id,
+  environmentId: id,
+  state: DeploymentStateSchema,
+  queuedBehind: id.optional(),
+  createdAt: time,
+  startedAt: maybeTime,
+  finishedAt: maybeTime,
+});
+export const CancelAcceptedSchema = open({ id, state: z.literal('cancelling') });
+export const PreviewSchema = open({
+  releaseId: id,
+  environmentId: id,
+  steps: z.array(
+    open({
+      name: z.string(),
+      runsOn: z.enum(['targets', 'server']),
+      condition: z.enum(['success', 'failure', 'always']),
+      startTrigger: z.enum(['afterPrevious', 'withPrevious']),
+      windowSize: z.number().int(),
+      maxFailures: z.number().int(),
+      willRun: z.boolean(),
+      skipReason: z.string().optional(),
+      targets: z.array(open({ machineId: id, machineName: z.string() })),
+      actions: z.array(open({ name: z.string(), type: z.string(), willRun: z.boolean(), skipReason: z.string().optional() })),
+    }),
+  ),
+});
+export const LogEntrySchema = open({
+  seq: z.number().int(),
+  at: time,
+  level: z.enum(['debug', 'info', 'warn', 'error']),
+  machineId: id.optional(),
+  stepName: z.string().optional(),
+  actionName: z.string().optional(),
+  text: z.string(),
+});
+export const LogPageSchema = open({ entries: z.array(LogEntrySchema), nextSeq: z.number().int() });
+
+export const InterruptionSchema = open({
+  id,
+  deploymentId: id,
+  kind: z.enum(['manual-intervention', 'guided-failure']),
+  stepName: z.string(),
+  actionName: z.string().optional(),
+  machineId: id.optional(),
+  machineName: z.string().optional(),
+  instructions: z.string().nullable(),
+  state: z.enum(['pending', 'submitted', 'cancelled']),
+  allowedResults: z.array(z.string()),
+  result: z.string().optional(),
+  notes: z.string().optional(),
+  submittedBy: z.string().optional(),
+  submittedAt: maybeTime.optional(),
+  createdAt: time,
+});
+
+export const ApiKeySchema = open({ id, name: z.string(), createdAt: time, revokedAt: maybeTime });
+export const ApiKeyCreatedSchema = ApiKeySchema.extend({ key: z.string().describe('shown this once; only its hash is stored') });
+
+export const HealthSchema = open({
+  status: z.literal('ok'),
+  database: z.literal('up'),
+  version: z.string(),
+  node: z.string(),
+  agents: open({ online: z.number().int(), total: z.number().int() }),
+  packageBytesSent: z.number(),
+});
+export const ReadySchema = open({ status: z.literal('ready'), database: z.literal('up'), migrations: z.literal('applied'), node: z.string() });
+
+/** Every response schema by the name the OpenAPI document gives it (`#/components/schemas/<name>`). */
+export const API_SCHEMAS = {
+  ErrorBody: ErrorBodySchema,
+  Environment: EnvironmentSchema,
+  Machine: MachineSchema,
+  RegistrationToken: RegistrationTokenSchema,
+  Registration: RegistrationSchema,
+  HealthCheck: HealthCheckSchema,
+  Project: ProjectSchema,
+  Channel: ChannelSchema,
+  DeploymentProcess: DeploymentProcessSchema,
+  Variables: VariablesSchema,
+  Package: PackageSchema,
+  Release: ReleaseSchema,
+  Deployment: DeploymentSchema,
+  DeploymentSummary: DeploymentSummarySchema,
+  CancelAccepted: CancelAcceptedSchema,
+  Preview: PreviewSchema,
+  LogPage: LogPageSchema,
+  Interruption: InterruptionSchema,
+  ApiKey: ApiKeySchema,
+  ApiKeyCreated: ApiKeyCreatedSchema,
+  Health: HealthSchema,
+  Ready: ReadySchema,
+} as const;
+export type ApiSchemaName = keyof typeof API_SCHEMAS;
+
+export type ErrorBodyJson = z.infer<typeof ErrorBodySchema>;
+export type RunState = z.infer<typeof RunStateSchema>;
+export type DeploymentState = z.infer<typeof DeploymentStateSchema>;
+export type Environment = z.infer<typeof EnvironmentSchema>;
+export type Machine = z.infer<typeof MachineSchema>;
+export type RegistrationToken = z.infer<typeof RegistrationTokenSchema>;
+export type Registration = z.infer<typeof RegistrationSchema>;
+export type HealthCheck = z.infer<typeof HealthCheckSchema>;
+export type Project = z.infer<typeof ProjectSchema>;
+export type Channel = z.infer<typeof ChannelSchema>;
+export type DeploymentProcess = z.infer<typeof DeploymentProcessSchema>;
+export type Variables = z.infer<typeof VariablesSchema>;
+export type Package = z.infer<typeof PackageSchema>;
+export type Release = z.infer<typeof ReleaseSchema>;
+export type FailureKind = z.infer<typeof FailureKindSchema>;
+export type TargetRun = z.infer<typeof TargetRunSchema>;
+export type StepRun = z.infer<typeof StepRunSchema>;
+export type Deployment = z.infer<typeof DeploymentSchema>;
+export type DeploymentSummary = z.infer<typeof DeploymentSummarySchema>;
+export type CancelAccepted = z.infer<typeof CancelAcceptedSchema>;
+export type Preview = z.infer<typeof PreviewSchema>;
+export type LogEntry = z.infer<typeof LogEntrySchema>;
+export type LogPage = z.infer<typeof LogPageSchema>;
+export type Interruption = z.infer<typeof InterruptionSchema>;
+export type ApiKey = z.infer<typeof ApiKeySchema>;
+export type ApiKeyCreated = z.infer<typeof ApiKeyCreatedSchema>;
+export type Health = z.infer<typeof HealthSchema>;
+export type Ready = z.infer<typeof ReadySchema>;
