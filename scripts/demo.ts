@@ -11,6 +11,7 @@ import { join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import * as tar from 'tar';
 import { ApiError, CuttleClient } from '#shared/client/index.js';
+import type { Deployment, DeploymentProcess, Environment, Health, LogPage, Machine, Project, RegistrationToken, Release } from '#shared/api/types.js';
 
 const HOME = resolve(process.env.CUTTLE_DEMO_HOME ?? '.cuttle-demo');
 const SERVER_HOME = join(HOME, 'server');
@@ -86,7 +87,7 @@ async function main() {
     if (Date.now() - t0 > 120_000) throw new Error(`the server did not start in 2 minutes; see ${join(LOGS, 'server.log')}`);
     try {
       ca = readFileSync(join(SERVER_HOME, 'pki', 'ca.crt'), 'utf8');
-      const h = await new CuttleClient(base, undefined, ca).get('/api/health');
+      const h = await new CuttleClient(base, undefined, ca).get<Health>('/api/health');
       if (h.status === 'ok') break;
     } catch {
       /* not yet */
@@ -98,16 +99,16 @@ async function main() {
   say(`Server ready on ${base} in ${((Date.now() - t0) / 1000).toFixed(1)} s`);
 
   const env = await orCreate(
-    () => api.post('/api/environments', { name: 'Demo' }),
-    async () => (await api.get<any[]>('/api/environments')).find((e) => e.name === 'Demo'),
+    () => api.post<Environment>('/api/environments', { name: 'Demo' }),
+    async () => (await api.get<Environment[]>('/api/environments')).find((e) => e.name === 'Demo'),
   );
   // A second environment where the process pauses for a person: something to steer from the dashboard.
   const production = await orCreate(
-    () => api.post('/api/environments', { name: 'Production' }),
-    async () => (await api.get<any[]>('/api/environments')).find((e) => e.name === 'Production'),
+    () => api.post<Environment>('/api/environments', { name: 'Production' }),
+    async () => (await api.get<Environment[]>('/api/environments')).find((e) => e.name === 'Production'),
   );
   const unregistered = AGENTS.filter((n) => !existsSync(join(HOME, 'agents', n, 'identity.json')));
-  const token = unregistered.length ? (await api.post('/api/registration-tokens', { environmentIds: [env.id, production.id], roles: ['web'], maxUses: unregistered.length, expiresInSeconds: 600 })).token : '';
+  const token = unregistered.length ? (await api.post<RegistrationToken>('/api/registration-tokens', { environmentIds: [env.id, production.id], roles: ['web'], maxUses: unregistered.length, expiresInSeconds: 600 })).token : '';
   for (const name of AGENTS) {
     const home = join(HOME, 'agents', name);
     mkdirSync(home, { recursive: true });
@@ -117,14 +118,14 @@ async function main() {
   }
   say(`Starting 4 agents (${unregistered.length ? `registering ${unregistered.join(', ')} with a token` : 'already registered'}) ...`);
   for (const t1 = Date.now(); ; ) {
-    const ms = await api.get<any[]>('/api/machines');
+    const ms = await api.get<Machine[]>('/api/machines');
     const online = ms.filter((m) => AGENTS.includes(m.name) && m.status === 'online');
     if (online.length === AGENTS.length) break;
     if (Date.now() - t1 > 60_000) throw new Error(`agents not online after 60 s (${online.map((m) => m.name).join(', ')}); see ${LOGS}`);
     await sleep(300);
   }
   say('Agents online: ' + AGENTS.join(', '));
-  for (const m of await api.get<any[]>('/api/machines')) {
+  for (const m of await api.get<Machine[]>('/api/machines')) {
     if (AGENTS.includes(m.name) && !m.environmentIds.includes(production.id)) await api.request('PATCH', `/api/machines/${m.id}`, { environmentIds: [env.id, production.id] });
   }
 
@@ -141,10 +142,10 @@ async function main() {
   rmSync(pkgFile, { force: true });
 
   const project = await orCreate(
-    () => api.post('/api/projects', { name: 'Demo Website', description: 'Sample project made by npm run demo' }),
-    () => api.get(`/api/projects/${encodeURIComponent('Demo Website')}`),
+    () => api.post<Project>('/api/projects', { name: 'Demo Website', description: 'Sample project made by npm run demo' }),
+    () => api.get<Project>(`/api/projects/${encodeURIComponent('Demo Website')}`),
   );
-  const proc = await api.get(`/api/projects/${project.id}/deployment-process`);
+  const proc = await api.get<DeploymentProcess>(`/api/projects/${project.id}/deployment-process`);
   await api.put(`/api/projects/${project.id}/deployment-process`, {
     version: proc.version,
     steps: [
@@ -164,9 +165,9 @@ async function main() {
       { name: 'Website', targetRoles: ['web'], windowSize: '50%', actions: [{ name: 'Deploy site', type: 'package', packageId: 'demo-site' }] },
     ],
   });
-  const release = await api.post('/api/releases', { projectId: project.id, version });
+  const release = await api.post<Release>('/api/releases', { projectId: project.id, version });
   say(`Release ${release.version} of ${project.name} created; deploying to ${env.name} ...`);
-  const dep = await api.post('/api/deployments', { releaseId: release.id, environmentId: env.id });
+  const dep = await api.post<Deployment>('/api/deployments', { releaseId: release.id, environmentId: env.id });
 
   // Bars on a terminal; on anything else (CI, a pipe) one line per change, which reads well in a log.
   const tty = !!process.stdout.isTTY;
@@ -178,7 +179,7 @@ async function main() {
   let d = dep;
   while (!['success', 'failed', 'cancelled'].includes(d.state)) {
     await sleep(250);
-    d = await api.get(`/api/deployments/${dep.id}`);
+    d = await api.get<Deployment>(`/api/deployments/${dep.id}`);
     d.steps.forEach((s: any, i: number) => {
       const done = s.targets.filter((t: any) => ['success', 'failed', 'skipped', 'cancelled'].includes(t.state)).length;
       const running = s.targets.filter((t: any) => t.state === 'running').length;
@@ -193,8 +194,8 @@ async function main() {
     });
   }
   bars?.stop();
-  say(`\nDeployment ${d.state.toUpperCase()} in ${((new Date(d.finishedAt).getTime() - new Date(d.startedAt).getTime()) / 1000).toFixed(1)} s. Last log lines:`);
-  const log = await api.get(`/api/deployments/${dep.id}/log?afterSeq=0&limit=10000`);
+  say(`\nDeployment ${d.state.toUpperCase()} in ${((new Date(d.finishedAt!).getTime() - new Date(d.startedAt!).getTime()) / 1000).toFixed(1)} s. Last log lines:`);
+  const log = await api.get<LogPage>(`/api/deployments/${dep.id}/log?afterSeq=0&limit=10000`);
   for (const e of log.entries.slice(-8)) say(`  ${e.at.slice(11, 19)} ${e.level.padEnd(5)} ${e.text}`);
   say(`
 Dashboard:   ${base}/   (the certificate is signed by the demo's own CA: ${join(SERVER_HOME, 'pki', 'ca.crt')})

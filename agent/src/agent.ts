@@ -139,10 +139,7 @@ export class Agent {
   private download(sha256: string, dest: string, prefetch = false): Promise<string> {
     return withRetries(() => this.downloadOnce(sha256, dest, prefetch), {
       attempts: DOWNLOAD_ATTEMPTS,
-      retryable: (e) => {
-        const status = (e as { status?: number }).status;
-        return status !== undefined ? status >= 500 : classify(e).cls === 'retryable';
-      },
+      retryable: (e) => classify(e).cls === 'retryable',
       baseMs: 250,
       capMs: 5_000,
       stopped: () => this.stopped,

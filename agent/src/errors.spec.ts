@@ -1,15 +1,22 @@
 import { backoffDelay, classify, FatalAgentError, withRetries } from './errors.js';
 
 describe('agent error classification', () => {
-  // Revocation and refused registrations stop the agent; network trouble is retried.
+  // Revocation and refused registrations stop the agent; network trouble and server errors are retried. The server's
+  // code decides, wherever it travels (a refused connection's data, a REST body, a protocol error), never its words.
   it.each([
-    [new Error('certificate is not that of a known machine'), 'fatal'],
-    [new Error('registration refused (401): token has been used up'), 'fatal'],
-    [new FatalAgentError('anything'), 'fatal'],
-    [Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:10943'), { code: 'ECONNREFUSED' }), 'retryable'],
-    [new Error('websocket error'), 'retryable'],
-    [new Error('registration refused (503): unavailable'), 'retryable'],
-  ])('%s is %s', (err, cls) => {
+    ['a refused connection of a revoked machine', Object.assign(new Error('anything at all'), { data: { code: 'machine_unknown' } }), 'fatal'],
+    ['a used-up token', Object.assign(new Error('registration refused (401)'), { status: 401, body: { code: 'token_invalid' } }), 'fatal'],
+    ['a name taken', Object.assign(new Error('registration refused (409)'), { status: 409, body: { code: 'already_exists' } }), 'fatal'],
+    ['an unsupported protocol', Object.assign(new Error('x'), { code: 'protocol_unsupported' }), 'fatal'],
+    ['any other refusal (4xx)', Object.assign(new Error('package download refused: HTTP 403'), { status: 403 }), 'fatal'],
+    ['a fatal error of the agent', new FatalAgentError('anything'), 'fatal'],
+    ['a refused TCP connection', Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:10943'), { code: 'ECONNREFUSED' }), 'retryable'],
+    ['a websocket that failed to open', new Error('websocket error'), 'retryable'],
+    ['a server that cannot answer now', Object.assign(new Error('registration refused (503)'), { status: 503, body: { code: 'unavailable' } }), 'retryable'],
+    ['a server error without a body', Object.assign(new Error('HTTP 502'), { status: 502 }), 'retryable'],
+    // The words of a refusal do not make it one: only the code does.
+    ['a message that reads like a revocation', new Error('certificate is not that of a known machine'), 'retryable'],
+  ])('%s is %s', (_what, err, cls) => {
     expect(classify(err).cls).toBe(cls);
   });
 });

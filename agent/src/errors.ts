@@ -9,22 +9,46 @@ export class FatalAgentError extends Error {
   readonly exitCode = 78;
 }
 
-const RULES: Array<{ match: RegExp; cls: ErrorClass; hint: string }> = [
-  { match: /not that of a known machine|unknown or revoked machine/i, cls: 'fatal', hint: 'this machine was revoked or is unknown to the server: register it again with a new token' },
-  { match: /protocol version .* not supported/i, cls: 'fatal', hint: 'the server speaks another protocol version: upgrade the agent' },
-  { match: /token (is unknown|has expired|has been used up|is not a registration token)/i, cls: 'fatal', hint: 'ask for a new registration token' },
-  { match: /already registered/i, cls: 'fatal', hint: 'the name is taken: pick another --name or revoke the old machine' },
-  { match: /does not match the token's pin/i, cls: 'fatal', hint: 'the server is not the one the token came from' },
-  { match: /\b(400|403|422)\b/, cls: 'fatal', hint: 'the server refused the request' },
-  { match: /ECONNREFUSED|ECONNRESET|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH|ENOTFOUND|EAI_AGAIN|EPIPE|socket hang up|websocket error|timeout|xhr poll error|transport close/i, cls: 'retryable', hint: 'the server is not reachable yet' },
+/**
+ * Codes the server gives (REST error bodies' `code`, protocol errors' `code`, a refused connection's `data.code`) and
+ * system error codes, with what they mean for the agent. Never a message's words: those are for people.
+ */
+const BY_CODE: Record<string, { cls: ErrorClass; hint: string }> = {
+  machine_unknown: { cls: 'fatal', hint: 'this machine was revoked or is unknown to the server: register it again with a new token' },
+  protocol_unsupported: { cls: 'fatal', hint: 'the server speaks another protocol version: upgrade the agent' },
+  token_invalid: { cls: 'fatal', hint: 'ask for a new registration token' },
+  already_exists: { cls: 'fatal', hint: 'the name is taken: pick another --name or revoke the old machine' },
+  csr_invalid: { cls: 'fatal', hint: 'the server refused our certificate request' },
+  validation_failed: { cls: 'fatal', hint: 'the server refused the request' },
+  unknown_reference: { cls: 'fatal', hint: 'the server does not know an environment or role given: check --environments' },
+  forbidden: { cls: 'fatal', hint: 'the server refused the request' },
+  internal: { cls: 'retryable', hint: 'the server had an error' },
+  unavailable: { cls: 'retryable', hint: 'the server cannot answer now' },
+};
+const NETWORK = new Set(['ECONNREFUSED', 'ECONNRESET', 'ETIMEDOUT', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'EPIPE', 'ECONNABORTED']);
+
+/** Errors of the transport libraries, which carry no code of ours (socket.io's connect errors, TLS handshakes). */
+const TRANSPORT: Array<{ match: RegExp; cls: ErrorClass; hint: string }> = [
+  { match: /socket hang up|websocket error|timeout|xhr poll error|transport close/i, cls: 'retryable', hint: 'the server is not reachable yet' },
   { match: /certificate|CERT_|SSL|TLS|alert/i, cls: 'retryable', hint: 'the TLS handshake failed (server identity or our certificate); retrying' },
-  { match: /\b5\d\d\b/, cls: 'retryable', hint: 'the server had an error' },
 ];
+
+/** An error's code from the server or the system, wherever it travels. */
+function codeOf(err: unknown): string | undefined {
+  const e = err as { code?: unknown; data?: { code?: unknown }; body?: { code?: unknown } } | undefined;
+  for (const c of [e?.data?.code, e?.body?.code, e?.code]) if (typeof c === 'string') return c;
+  return undefined;
+}
 
 export function classify(err: unknown): { cls: ErrorClass; hint: string } {
   if (err instanceof FatalAgentError) return { cls: 'fatal', hint: err.message };
-  const text = `${(err as { code?: string })?.code ?? ''} ${(err as Error)?.message ?? String(err)}`;
-  for (const r of RULES) if (r.match.test(text)) return { cls: r.cls, hint: r.hint };
+  const code = codeOf(err);
+  if (code && BY_CODE[code]) return BY_CODE[code];
+  if (code && NETWORK.has(code)) return { cls: 'retryable', hint: 'the server is not reachable yet' };
+  const status = (err as { status?: unknown })?.status;
+  if (typeof status === 'number') return status >= 500 ? { cls: 'retryable', hint: 'the server had an error' } : { cls: 'fatal', hint: 'the server refused the request' };
+  const text = `${code ?? ''} ${(err as Error)?.message ?? String(err)}`;
+  for (const r of TRANSPORT) if (r.match.test(text)) return { cls: r.cls, hint: r.hint };
   return { cls: 'retryable', hint: 'unexpected error; retrying' };
 }
 

@@ -1,16 +1,17 @@
 #!/usr/bin/env node
 /**
- * `cuttle`: the command line for operators and CI pipelines (shared/api.md, "The cuttle CLI"). Every command takes
+ * `cuttle`: the command line for operators and CI pipelines (docs/api.md, "The cuttle CLI"). Every command takes
  * --json. Exit codes: 0 success; 1 the deployment failed; 2 bad usage or a request refused; 3 cancelled.
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import cliProgress from 'cli-progress';
+import type { Deployment, DeploymentSummary, Environment, Interruption, LogPage, Machine, Project, Release } from '#shared/api/types.js';
 import { ApiError, CuttleClient } from '#shared/client/index.js';
 import { loadConfig, saveConfig, type CliConfig } from './config.js';
 
 const EXIT = { success: 0, failed: 1, usage: 2, cancelled: 3 } as const;
-const TERMINAL = ['success', 'failed', 'cancelled'];
+const TERMINAL: readonly string[] = ['success', 'failed', 'cancelled'];
 
 class UsageError extends Error {}
 
@@ -27,7 +28,7 @@ function client(cfg: CliConfig = loadConfig()): CuttleClient {
   return new CuttleClient(cfg.server, cfg.apiKey, cfg.ca);
 }
 
-function table(rows: Array<Record<string, unknown>>, cols: string[]): string {
+function table<R extends object>(rows: R[], cols: Array<keyof R & string>): string {
   if (!rows.length) return '(none)';
   const cell = (v: unknown) => (v === null || v === undefined ? '' : Array.isArray(v) ? v.join(',') : String(v));
   const w = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
@@ -36,22 +37,22 @@ function table(rows: Array<Record<string, unknown>>, cols: string[]): string {
 }
 
 async function findProject(api: CuttleClient, ref: string) {
-  return api.get(`/api/projects/${encodeURIComponent(ref)}`);
+  return api.get<Project>(`/api/projects/${encodeURIComponent(ref)}`);
 }
 
 async function findRelease(api: CuttleClient, projectId: string, version: string) {
-  const list: any[] = await api.get(`/api/releases?projectId=${projectId}`);
+  const list = await api.get<Release[]>(`/api/releases?projectId=${projectId}`);
   const r = list.find((x) => x.version === version);
   if (!r) throw new UsageError(`project has no release ${version}`);
   return r;
 }
 
 /** Follows a deployment to its end, with a progress bar per step on a terminal and a line per change otherwise. */
-async function follow(api: CuttleClient, id: string): Promise<any> {
+async function follow(api: CuttleClient, id: string): Promise<Deployment> {
   const tty = !!process.stderr.isTTY && !json;
-  let d = await api.get(`/api/deployments/${id}`);
+  let d = await api.get<Deployment>(`/api/deployments/${id}`);
   const bars = tty ? new cliProgress.MultiBar({ format: ' {step} |{bar}| {value}/{total} targets {status}', hideCursor: true, clearOnComplete: false, stream: process.stderr }, cliProgress.Presets.shades_classic) : undefined;
-  const stepBars = d.steps.map((s: any) => bars?.create(Math.max(1, s.targets.length), 0, { step: s.name.slice(0, 20).padEnd(20), status: '' }));
+  const stepBars = d.steps.map((s) => bars?.create(Math.max(1, s.targets.length), 0, { step: s.name.slice(0, 20).padEnd(20), status: '' }));
   const last: string[] = [];
   const told = new Set<string>();
   let queuedBehind: string | undefined;
@@ -62,13 +63,13 @@ async function follow(api: CuttleClient, id: string): Promise<any> {
   for (;;) {
     if (d.queuedBehind && d.queuedBehind !== queuedBehind) say(`queued behind deployment ${d.queuedBehind} (deployments of a project to an environment run one at a time)`);
     queuedBehind = d.queuedBehind;
-    d.steps.forEach((s: any, i: number) => {
-      const done = s.targets.filter((t: any) => TERMINAL.includes(t.state) || t.state === 'skipped').length;
-      const failed = s.targets.filter((t: any) => t.state === 'failed').length;
-      const running = s.targets.filter((t: any) => t.state === 'running').length;
-      const waiting = s.targets.filter((t: any) => t.waitingFor === 'machine').length;
+    d.steps.forEach((s, i) => {
+      const done = s.targets.filter((t) => TERMINAL.includes(t.state) || t.state === 'skipped').length;
+      const failed = s.targets.filter((t) => t.state === 'failed').length;
+      const running = s.targets.filter((t) => t.state === 'running').length;
+      const waiting = s.targets.filter((t) => t.waitingFor === 'machine').length;
       const status = `${d.state === 'queued' ? 'queued' : s.state}${running ? `, ${running}/${s.windowSize} in flight` : ''}${waiting ? `, ${waiting} waiting for busy machines` : ''}${failed ? `, ${failed} failed` : ''}`;
-      if (bars) stepBars[i].update(done, { status });
+      if (bars) stepBars[i]?.update(done, { status });
       else if (!json) {
         const line = `${s.name}: ${done}/${s.targets.length} targets, ${status}`;
         if (line !== last[i]) process.stderr.write(line + '\n');
@@ -76,7 +77,7 @@ async function follow(api: CuttleClient, id: string): Promise<any> {
       }
     });
     if (d.state === 'waiting') {
-      for (const i of await api.get(`/api/interruptions?deploymentId=${id}&state=pending`)) {
+      for (const i of await api.get<Interruption[]>(`/api/interruptions?deploymentId=${id}&state=pending`)) {
         if (told.has(i.id)) continue;
         told.add(i.id);
         say(`waiting on ${i.kind} ${i.stepName}/${i.actionName}${i.machineName ? ` on ${i.machineName}` : ''}: ${i.instructions ?? ''}\n  answer with: cuttle submit ${i.id} --result ${i.allowedResults.join('|')}`);
@@ -84,7 +85,7 @@ async function follow(api: CuttleClient, id: string): Promise<any> {
     }
     if (TERMINAL.includes(d.state)) break;
     await sleep(500);
-    d = await api.get(`/api/deployments/${id}`);
+    d = await api.get<Deployment>(`/api/deployments/${id}`);
   }
   bars?.stop();
   return d;
@@ -113,7 +114,7 @@ program
   .option('--json')
   .action(async (o) => {
     const cfg: CliConfig = { server: o.server.replace(/\/+$/, ''), apiKey: o.apiKey, ca: o.ca ? readFileSync(o.ca, 'utf8') : undefined, insecure: !!o.insecure };
-    const envs = await client(cfg).get('/api/environments');
+    const envs = await client(cfg).get<Environment[]>('/api/environments');
     const file = saveConfig(cfg);
     out(`logged in to ${cfg.server} (${envs.length} environments); saved to ${file}`, { server: cfg.server, configFile: file });
   });
@@ -123,7 +124,7 @@ program
   .description('list environments')
   .option('--json')
   .action(async () => {
-    const envs: any[] = await client().get('/api/environments');
+    const envs = await client().get<Environment[]>('/api/environments');
     out(table(envs, ['name', 'id', 'guidedFailure']), envs);
   });
 
@@ -137,12 +138,12 @@ program
     const api = client();
     let q = '';
     if (o.environment) {
-      const env = (await api.get<any[]>('/api/environments')).find((e) => e.name === o.environment || e.id === o.environment);
+      const env = (await api.get<Environment[]>('/api/environments')).find((e) => e.name === o.environment || e.id === o.environment);
       if (!env) throw new UsageError(`no environment ${o.environment}`);
       q = `?environmentId=${env.id}`;
     }
     if (o.role) q += `${q ? '&' : '?'}role=${encodeURIComponent(o.role)}`;
-    const ms: any[] = await api.get(`/api/machines${q}`);
+    const ms = await api.get<Machine[]>(`/api/machines${q}`);
     out(table(ms, ['name', 'status', 'health', 'roles', 'disabled', 'lastSeenAt', 'agentVersion']), ms);
   });
 
@@ -163,8 +164,8 @@ program
       if (!id || !version) throw new UsageError(`--package ${p}: expected ID:VERSION`);
       packages[id] = version;
     }
-    const r = await api.post('/api/releases', { projectId: project.id, version: o.version, ...(o.channel ? { channelId: o.channel } : {}), ...(Object.keys(packages).length ? { packages } : {}) });
-    out(`release ${r.version} of ${project.name} created (${r.id})${r.packages.length ? `; packages ${r.packages.map((p: any) => `${p.packageId} ${p.version}`).join(', ')}` : ''}`, r);
+    const r = await api.post<Release>('/api/releases', { projectId: project.id, version: o.version, ...(o.channel ? { channelId: o.channel } : {}), ...(Object.keys(packages).length ? { packages } : {}) });
+    out(`release ${r.version} of ${project.name} created (${r.id})${r.packages.length ? `; packages ${r.packages.map((p) => `${p.packageId} ${p.version}`).join(', ')}` : ''}`, r);
   });
 
 program
@@ -180,7 +181,7 @@ program
     const api = client();
     const project = await findProject(api, o.project);
     const release = await findRelease(api, project.id, o.release);
-    const dep = await api.post('/api/deployments', { releaseId: release.id, environmentId: o.environment, ...(o.guidedFailure ? { guidedFailure: true } : {}) });
+    const dep = await api.post<Deployment>('/api/deployments', { releaseId: release.id, environmentId: o.environment, ...(o.guidedFailure ? { guidedFailure: true } : {}) });
     if (!json) process.stderr.write(`deploying ${project.name} ${release.version} to ${o.environment}: deployment ${dep.id}\n`);
     if (!o.wait) return out(dep.id, dep);
     const d = await follow(api, dep.id);
@@ -198,7 +199,7 @@ program
     const q = new URLSearchParams();
     if (o.deployment) q.set('deploymentId', o.deployment);
     if (!o.all) q.set('state', 'pending');
-    const list: any[] = await client().get(`/api/interruptions?${q}`);
+    const list = await client().get<Interruption[]>(`/api/interruptions?${q}`);
     out(table(list.map((i) => ({ ...i, target: i.machineName ?? '', results: i.allowedResults })), ['id', 'kind', 'stepName', 'actionName', 'target', 'state', 'results', 'instructions']), list);
   });
 
@@ -209,7 +210,7 @@ program
   .option('--notes <text>', 'recorded with the answer')
   .option('--json')
   .action(async (id, o) => {
-    const r = await client().post(`/api/interruptions/${id}/submit`, { result: o.result, ...(o.notes ? { notes: o.notes } : {}) });
+    const r = await client().post<Interruption>(`/api/interruptions/${id}/submit`, { result: o.result, ...(o.notes ? { notes: o.notes } : {}) });
     out(`${r.kind} ${r.stepName}/${r.actionName}: ${r.result}`, r);
   });
 
@@ -222,10 +223,10 @@ program
     const api = client();
     await api.post(`/api/deployments/${id}/cancel`);
     if (!o.wait) return out(`cancelling ${id}`, { id, state: 'cancelling' });
-    let d = await api.get(`/api/deployments/${id}`);
+    let d = await api.get<Deployment>(`/api/deployments/${id}`);
     while (!TERMINAL.includes(d.state)) {
       await sleep(500);
-      d = await api.get(`/api/deployments/${id}`);
+      d = await api.get<Deployment>(`/api/deployments/${id}`);
     }
     out(`deployment ${id} ${d.state}`, d);
   });
@@ -239,14 +240,14 @@ program
     const api = client();
     let after = 0;
     for (;;) {
-      const page = await api.get(`/api/deployments/${id}/log?afterSeq=${after}&limit=5000`);
+      const page = await api.get<LogPage>(`/api/deployments/${id}/log?afterSeq=${after}&limit=5000`);
       for (const e of page.entries) process.stdout.write(json ? JSON.stringify(e) + '\n' : `${e.at.slice(11, 23)} ${e.level.padEnd(5)} ${e.text}\n`);
       after = page.nextSeq;
       if (page.entries.length === 5000) continue;
       if (!o.follow) break;
-      const d = await api.get(`/api/deployments/${id}`);
+      const d = await api.get<Deployment>(`/api/deployments/${id}`);
       if (TERMINAL.includes(d.state)) {
-        const rest = await api.get(`/api/deployments/${id}/log?afterSeq=${after}&limit=5000`);
+        const rest = await api.get<LogPage>(`/api/deployments/${id}/log?afterSeq=${after}&limit=5000`);
         if (!rest.entries.length) {
           process.exitCode = exitFor(d.state);
           break;

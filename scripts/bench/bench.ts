@@ -16,6 +16,7 @@ import { join, resolve } from 'node:path';
 import { Command } from 'commander';
 import * as tar from 'tar';
 import { CuttleClient } from '#shared/client/index.js';
+import type { Deployment, DeploymentProcess, Environment, Health, LogPage, Project, RegistrationToken, Release } from '#shared/api/types.js';
 
 const ROOT = resolve(new URL('../../..', import.meta.url).pathname);
 const procs: ChildProcess[] = [];
@@ -184,8 +185,8 @@ async function marked<T>(what: string, timed: () => Promise<T>): Promise<T> {
 
 /** N agents in fleet processes of at most `perProcess`, registered with one token. */
 async function fleet(s: Srv, n: number, role: string, perProcess = 50) {
-  const env = await s.api.post('/api/environments', { name: `E-${role}` });
-  const { token } = await s.api.post('/api/registration-tokens', { environmentIds: [env.id], roles: [role], maxUses: n });
+  const env = await s.api.post<Environment>('/api/environments', { name: `E-${role}` });
+  const { token } = await s.api.post<RegistrationToken>('/api/registration-tokens', { environmentIds: [env.id], roles: [role], maxUses: n });
   const dir = join(s.work, `fleet-${role}`);
   for (let first = 1; first <= n; first += perProcess) {
     const count = Math.min(perProcess, n - first + 1);
@@ -199,7 +200,7 @@ async function fleet(s: Srv, n: number, role: string, perProcess = 50) {
   }
   const t0 = Date.now();
   for (;;) {
-    const h = await s.api.get('/api/health');
+    const h = await s.api.get<Health>('/api/health');
     if (h.agents.online >= n) break;
     if (Date.now() - t0 > 600_000) throw new Error(`only ${h.agents.online} of ${n} agents online`);
     await sleep(500);
@@ -220,27 +221,27 @@ function payload(dir: string, mb: number, deploySh: string): string {
 async function deployAndWait(s: Srv, projectName: string, steps: unknown[], envId: string, packages?: Record<string, string>) {
   let p;
   try {
-    p = await s.api.post('/api/projects', { name: projectName });
+    p = await s.api.post<Project>('/api/projects', { name: projectName });
   } catch {
-    p = await s.api.get(`/api/projects/${encodeURIComponent(projectName)}`);
+    p = await s.api.get<Project>(`/api/projects/${encodeURIComponent(projectName)}`);
   }
-  const proc = await s.api.get(`/api/projects/${p.id}/deployment-process`);
+  const proc = await s.api.get<DeploymentProcess>(`/api/projects/${p.id}/deployment-process`);
   await s.api.put(`/api/projects/${p.id}/deployment-process`, { version: proc.version, steps });
-  const rel = await s.api.post('/api/releases', { projectId: p.id, version: `1.0.${Date.now()}`, ...(packages ? { packages } : {}) });
-  const dep = await s.api.post('/api/deployments', { releaseId: rel.id, environmentId: envId });
+  const rel = await s.api.post<Release>('/api/releases', { projectId: p.id, version: `1.0.${Date.now()}`, ...(packages ? { packages } : {}) });
+  const dep = await s.api.post<Deployment>('/api/deployments', { releaseId: rel.id, environmentId: envId });
   let d = dep;
   // Light polling (the poll itself loads the server); the time is the server's own: from the POST creating the
   // deployment to the success being recorded.
   while (!['success', 'failed', 'cancelled'].includes(d.state)) {
     await sleep(250);
-    d = await s.api.get(`/api/deployments/${dep.id}`);
+    d = await s.api.get<Deployment>(`/api/deployments/${dep.id}`);
   }
   if (d.state !== 'success') {
     // A bench figure of a failed deployment means nothing: stop, saying why it failed.
     const why = (await allLog(s, dep.id)).filter((e) => e.level !== 'info').slice(0, 8);
     throw new Error(`${projectName} deployment ${d.state}:\n${why.map((e) => `  ${e.at} ${e.level} ${e.text}`).join('\n')}`);
   }
-  return { d, wallMs: Date.parse(d.finishedAt) - Date.parse(d.createdAt) };
+  return { d, wallMs: Date.parse(d.finishedAt!) - Date.parse(d.createdAt) };
 }
 
 function pct(values: number[], p: number) {
@@ -493,8 +494,9 @@ async function runLatency() {
     const dispatch: number[] = [];
     const report: number[] = [];
     for (const t of d.steps[0].targets) {
-      if (taken.has(t.machineId) && started.has(t.machineId)) dispatch.push(Math.round(started.get(t.machineId)! - taken.get(t.machineId)!));
-      if (exited.has(t.machineId)) report.push(Date.parse(t.finishedAt) - exited.get(t.machineId)!);
+      const m = t.machineId!; // a step with target roles
+      if (taken.has(m) && started.has(m)) dispatch.push(Math.round(started.get(m)! - taken.get(m)!));
+      if (exited.has(m)) report.push(Date.parse(t.finishedAt!) - exited.get(m)!);
     }
     const floor = await bashFloor(n);
     const [dispatchMs, reportMs, floorMs, floorEachSpawnMs] = [dispatch, report, floor.together, floor.each].map((v) => ({ p50: pct(v, 50), p95: pct(v, 95), p99: pct(v, 99) }));
@@ -542,7 +544,7 @@ async function allLog(s: Srv, id: string) {
   const out: any[] = [];
   let after = 0;
   for (;;) {
-    const page = await s.api.get(`/api/deployments/${id}/log?afterSeq=${after}&limit=10000`);
+    const page = await s.api.get<LogPage>(`/api/deployments/${id}/log?afterSeq=${after}&limit=10000`);
     if (!page.entries.length) return out;
     out.push(...page.entries);
     after = page.nextSeq;
@@ -583,11 +585,11 @@ async function runPackages() {
     const file = payload(s.work, o.packageMb, '#!/bin/sh\ntrue\n');
     await s.api.request('POST', '/api/packages/big/1.0.0', undefined, { data: readFileSync(file), contentType: 'application/gzip' });
     const steps = [{ name: 'Ship', targetRoles: ['p'], actions: [{ name: 'Unpack', type: 'package', packageId: 'big' }] }];
-    const before = (await s.api.get('/api/health')).packageBytesSent;
+    const before = (await s.api.get<Health>('/api/health')).packageBytesSent;
     const first = await deployAndWait(s, 'Packages', steps, env.id, { big: '1.0.0' });
-    const mid = (await s.api.get('/api/health')).packageBytesSent;
+    const mid = (await s.api.get<Health>('/api/health')).packageBytesSent;
     const second = await deployAndWait(s, 'Packages', steps, env.id, { big: '1.0.0' });
-    const after = (await s.api.get('/api/health')).packageBytesSent;
+    const after = (await s.api.get<Health>('/api/health')).packageBytesSent;
     row(`packages ${o.packageMb} MB → ${o.packageAgents}`, 'first deployment wall time', `${(first.wallMs / 1000).toFixed(1)} s (${first.d.state})`);
     row(`packages ${o.packageMb} MB → ${o.packageAgents}`, 'bytes sent by the server', `${((mid - before) / 1024 / 1024).toFixed(0)} MiB`);
     row(`packages ${o.packageMb} MB → ${o.packageAgents}`, 'same version again: bytes sent', `${after - mid}`, '0');

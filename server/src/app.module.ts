@@ -12,7 +12,7 @@ import { DeploymentsModule } from './deployments/deployments.module.js';
 import { EnvironmentsModule } from './environments/environments.module.js';
 import { HealthModule } from './health/health.module.js';
 import { LeasesModule } from './leases/leases.module.js';
-import { LiveModule } from './live/live.js';
+import { LiveModule } from './live/live.module.js';
 import type { Logger } from './logging/logger.js';
 import { MachinesModule } from './machines/machines.module.js';
 import { OrchestrationModule } from './orchestration/orchestration.module.js';

@@ -89,7 +89,7 @@ export class AgentConnection {
         return;
       }
       if (m.type === 'protocol.error') {
-        this.log.warn('server reported a protocol error', { message: m.message });
+        this.log.warn('server reported a protocol error', { code: m.code, message: m.message });
         if (m.fatal) this.fatal(new FatalAgentError(m.message));
         return;
       }

@@ -21,7 +21,7 @@ const MAX_LINES_PER_MESSAGE = 1_000;
 const HIGH_WATER = 20_000;
 const LOW_WATER = 5_000;
 
-type ActionOutcome = { state: 'success' | 'failed' | 'cancelled'; exitCode: number | null; error?: string };
+type ActionOutcome = { state: 'success' | 'failed' | 'cancelled'; exitCode: number | null; error?: string; failureKind?: 'script' | 'timeout' };
 
 interface ActiveLease {
   record: JournalRecord;
@@ -100,6 +100,7 @@ export class LeaseManager {
           state: 'failed',
           exitCode: null,
           error: 'unknown result: the agent restarted while this target was running',
+          failureKind: 'unknown-result',
           actions: rec.actionIndexes.map((index) => ({ index, state: 'failed' as const, exitCode: null })),
           lastLogSeq: rec.lastLogSeq,
           at: new Date().toISOString(),
@@ -311,6 +312,7 @@ export class LeaseManager {
       state: outcome.state,
       exitCode: outcome.exitCode,
       ...(outcome.state !== 'success' && outcome.error ? { error: outcome.error } : {}),
+      ...(outcome.state === 'failed' ? { failureKind: outcome.failureKind ?? 'script' } : {}),
       actions: results,
       lastLogSeq: l.record.lastLogSeq,
       ...(tail.length ? { lines: tail } : {}),
@@ -364,7 +366,7 @@ export class LeaseManager {
         },
       });
       if (r.cancelled) return { state: 'cancelled', exitCode: r.exitCode, error: 'cancelled: the script was stopped' };
-      if (r.timedOut) return { state: 'failed', exitCode: r.exitCode, error: `timed out after ${action.timeoutSeconds} s` };
+      if (r.timedOut) return { state: 'failed', exitCode: r.exitCode, error: `timed out after ${action.timeoutSeconds} s`, failureKind: 'timeout' };
       if (r.exitCode === 0) return { state: 'success', exitCode: 0 };
       return { state: 'failed', exitCode: r.exitCode, error: r.signal ? `killed by ${r.signal}` : undefined };
     };

@@ -90,9 +90,8 @@ export async function register(home: AgentHome, o: RegisterOptions): Promise<Ide
   );
   if (res.status !== 201) {
     const msg = Array.isArray(res.json?.message) ? res.json.message.join('; ') : res.json?.message;
-    const err = `registration refused (${res.status}): ${msg}`;
-    if (res.status >= 400 && res.status < 500) throw new FatalAgentError(err);
-    throw new Error(err);
+    // The server's code decides (the table in errors.ts): a refusal stops the agent, a server error is retried.
+    throw Object.assign(new Error(`registration refused (${res.status}): ${msg}`), { status: res.status, body: res.json });
   }
   const identity: Identity = {
     machineId: res.json.machineId,

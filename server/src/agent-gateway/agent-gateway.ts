@@ -10,7 +10,7 @@ import type { TLSSocket } from 'node:tls';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { Server, type Socket } from 'socket.io';
 import { normalizeFingerprint } from '#shared/pki/index.js';
-import { AGENT_EVENT, AGENT_PORT_KEEP_ALIVE_MS, LIMITS, parseAgentMessage, PROTOCOL_VERSION, SERVER_EVENT, type AgentMessage, type ServerMessage } from '#shared/protocol/index.js';
+import { AGENT_EVENT, AGENT_PORT_KEEP_ALIVE_MS, LIMITS, parseAgentMessage, PROTOCOL_VERSION, SERVER_EVENT, type AgentMessage, type ProtocolErrorCode, type ServerMessage } from '#shared/protocol/index.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { PKI } from '../core.module.js';
 import { DeploymentLogService } from '../deployments/deployment-log.service.js';
@@ -70,7 +70,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
     this.io.use((socket, next) => {
       this.authenticate(socket.request.socket as TLSSocket)
         .then((m) => {
-          if (!m) return next(new Error('certificate is not that of a known machine'));
+          if (!m) return next(Object.assign(new Error('certificate is not that of a known machine'), { data: { code: 'machine_unknown' satisfies ProtocolErrorCode } }));
           (socket.data as AgentSocketData).machineId = m.id;
           (socket.data as AgentSocketData).machineName = m.name;
           next();
@@ -103,7 +103,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
   private async handleHttp(req: IncomingMessage, res: ServerResponse) {
     const machine = await this.authenticate(req.socket as TLSSocket).catch(() => null);
     if (!machine) {
-      res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ statusCode: 403, message: 'unknown or revoked machine' }));
+      res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ statusCode: 403, error: 'Forbidden', code: 'machine_unknown', message: 'unknown or revoked machine' }));
       return;
     }
     await this.downloads.serve(req, res, machine.name);
@@ -120,7 +120,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
       // growing this queue without bound; a well-behaved agent waits for acknowledgements and never gets near it.
       if (++queued > MAX_QUEUED_MESSAGES) {
         this.log.warn('agent flooded the server with messages; disconnecting it', { context: 'agents', machine: machineName, queued });
-        socket.emit(SERVER_EVENT, { type: 'protocol.error', message: `more than ${MAX_QUEUED_MESSAGES} messages waiting: slow down`, fatal: false });
+        socket.emit(SERVER_EVENT, { type: 'protocol.error', code: 'too_many_messages', message: `more than ${MAX_QUEUED_MESSAGES} messages waiting: slow down`, fatal: false });
         socket.disconnect(true);
         return;
       }
@@ -129,11 +129,11 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
         const parsed = parseAgentMessage(raw);
         if (!parsed.ok) {
           this.log.warn('invalid message from agent', { context: 'agents', machine: machineName, error: parsed.error });
-          socket.emit(SERVER_EVENT, { type: 'protocol.error', message: `invalid message: ${parsed.error}`, fatal: false });
+          socket.emit(SERVER_EVENT, { type: 'protocol.error', code: 'invalid_message', message: `invalid message: ${parsed.error}`, fatal: false });
           return;
         }
         if (!greeted && parsed.message.type !== 'hello') {
-          socket.emit(SERVER_EVENT, { type: 'protocol.error', message: 'send hello first', fatal: false });
+          socket.emit(SERVER_EVENT, { type: 'protocol.error', code: 'hello_first', message: 'send hello first', fatal: false });
           return;
         }
         try {
@@ -158,7 +158,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
     switch (msg.type) {
       case 'hello': {
         if (msg.protocolVersion !== PROTOCOL_VERSION) {
-          send({ type: 'protocol.error', message: `protocol version ${msg.protocolVersion} is not supported (server speaks ${PROTOCOL_VERSION})`, fatal: true });
+          send({ type: 'protocol.error', code: 'protocol_unsupported', message: `protocol version ${msg.protocolVersion} is not supported (server speaks ${PROTOCOL_VERSION})`, fatal: true });
           socket.disconnect(true);
           return;
         }

@@ -30,6 +30,7 @@
  */
 import { Injectable } from '@nestjs/common';
 import { DataSource, type EntityManager } from 'typeorm';
+import type { FailureKind } from '#shared/api/types.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
 import { returned } from '../database/sql.js';
 import type { RunState } from '../orchestration/planner.js';
@@ -315,24 +316,30 @@ export class DeploymentRepository {
   }
 
   /** A target run ends: its state, and its actions and error when given (a success on the server keeps both). */
-  async finishTargetRun(tx: EntityManager, id: string, state: RunState, change: { actions?: TargetAction[]; error?: string | null; started?: boolean } = {}): Promise<void> {
+  async finishTargetRun(
+    tx: EntityManager,
+    id: string,
+    state: RunState,
+    change: { actions?: TargetAction[]; error?: string | null; failureKind?: FailureKind | null; started?: boolean } = {},
+  ): Promise<void> {
     const sets = ['state = $2', 'finished_at = now()'];
     const params: unknown[] = [id, state];
     if (change.actions) sets.push(`actions = $${params.push(JSON.stringify(change.actions))}::jsonb`);
     if (change.error !== undefined) sets.push(`error = $${params.push(change.error)}`);
+    if (change.failureKind !== undefined) sets.push(`failure_kind = $${params.push(change.failureKind)}`);
     if (change.started) sets.push('started_at = now()');
     await tx.query(`UPDATE target_runs SET ${sets.join(', ')} WHERE id = $1`, params);
   }
 
-  /** A target run's actions (and error, when given) change, its state does not. */
-  async setTargetActions(tx: EntityManager, id: string, actions: TargetAction[], error?: string | null): Promise<void> {
-    if (error === undefined) await tx.query(`UPDATE target_runs SET actions = $2::jsonb WHERE id = $1`, [id, JSON.stringify(actions)]);
-    else await tx.query(`UPDATE target_runs SET actions = $2::jsonb, error = $3 WHERE id = $1`, [id, JSON.stringify(actions), error]);
+  /** A target run's actions (and its failure, when given) change, its state does not. */
+  async setTargetActions(tx: EntityManager, id: string, actions: TargetAction[], failure?: { error: string | null; kind: FailureKind }): Promise<void> {
+    if (!failure) await tx.query(`UPDATE target_runs SET actions = $2::jsonb WHERE id = $1`, [id, JSON.stringify(actions)]);
+    else await tx.query(`UPDATE target_runs SET actions = $2::jsonb, error = $3, failure_kind = $4 WHERE id = $1`, [id, JSON.stringify(actions), failure.error, failure.kind]);
   }
 
   /** A target run goes back to pending to run again (guided failure's retry). */
   async resetTargetRun(tx: EntityManager, id: string, actions: TargetAction[]): Promise<void> {
-    await tx.query(`UPDATE target_runs SET state = 'pending', actions = $2::jsonb, error = NULL WHERE id = $1`, [id, JSON.stringify(actions)]);
+    await tx.query(`UPDATE target_runs SET state = 'pending', actions = $2::jsonb, error = NULL, failure_kind = NULL WHERE id = $1`, [id, JSON.stringify(actions)]);
   }
 
   /** Target runs that waited on closed interruptions end cancelled, unless a lease of theirs is still active. */
@@ -425,7 +432,7 @@ export class DeploymentRepository {
            FROM wanted w JOIN free f ON f.n = w.n
            ON CONFLICT DO NOTHING RETURNING id, slot, target_run_id, machine_id
          ), started AS (
-           UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now(), error = NULL, waiting_for = NULL, waiting_since = NULL
+           UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now(), error = NULL, failure_kind = NULL, waiting_for = NULL, waiting_since = NULL
            WHERE id IN (SELECT target_run_id FROM taken)
          )
          SELECT * FROM taken`,

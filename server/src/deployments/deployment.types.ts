@@ -1,3 +1,4 @@
+import type { FailureKind } from '#shared/api/types.js';
 import type { RunState } from '../orchestration/planner.js';
 
 export const ACTIVE_STATES = ['queued', 'executing', 'waiting', 'cancelling'] as const;
@@ -56,6 +57,8 @@ export interface TargetRunRow {
   actions: TargetAction[];
   attempt: number;
   error: string | null;
+  /** Why it failed, written when it did (null otherwise). */
+  failure_kind: FailureKind | null;
   /** `machine`: pending because its machine is busy with another deployment (it holds no slot meanwhile). */
   waiting_for: 'machine' | null;
   /** When it began waiting: its place in its machine's line. */

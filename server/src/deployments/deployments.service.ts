@@ -3,7 +3,7 @@
  * one is the dispatcher's (orchestration/); this service tells it through DeploymentEvents.
  */
 import { Inject, Injectable } from '@nestjs/common';
-import type { Deployment, DeploymentSummary, FailureKind, Preview } from '#shared/api/types.js';
+import type { Deployment, DeploymentSummary, Preview } from '#shared/api/types.js';
 import { DomainError, invalid, notFound, unknownReference } from '../common/errors.js';
 import { isUuid } from '../common/http.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
@@ -22,16 +22,6 @@ import { layoutDeployment } from './layout.js';
 
 /** The name shown for the target run of a step that runs on the server (manual intervention). */
 export const SERVER_TARGET_NAME = '(server)';
-
-/** Why a target failed, for people and for automation: an agent that went away is not a broken script. */
-export function failureKind(error: string | null): FailureKind {
-  if (!error) return 'script';
-  if (error.startsWith('agent lost')) return 'agent-lost';
-  if (error.startsWith('unknown result')) return 'unknown-result';
-  if (error.startsWith('timed out')) return 'timeout';
-  return 'script';
-}
-
 
 @Injectable()
 export class DeploymentsService {
@@ -202,7 +192,7 @@ export class DeploymentsService {
             ...(t.state === 'pending' && t.waiting_for ? { waitingFor: t.waiting_for } : {}),
             attempt: t.attempt,
             error: t.error ?? undefined,
-            ...(t.state === 'failed' ? { failureKind: failureKind(t.error) } : {}),
+            ...(t.state === 'failed' ? { failureKind: t.failure_kind ?? 'script' } : {}),
             startedAt: iso(t.started_at),
             finishedAt: iso(t.finished_at),
             actions: t.actions.map((a) => ({ name: a.name, state: a.state, exitCode: a.exitCode ?? null, ...(a.skipReason ? { skipReason: a.skipReason } : {}) })),

@@ -147,7 +147,7 @@ export class InterruptionsService {
           await this.repo.setTargetActions(tx, run.id, actions);
           if (!(await this.openManualIntervention(tx, dep.id, run, process))) await this.repo.finishTargetRun(tx, run.id, 'success', { actions });
         } else {
-          await this.repo.finishTargetRun(tx, run.id, 'failed', { actions: skipRest(actions) });
+          await this.repo.finishTargetRun(tx, run.id, 'failed', { actions: skipRest(actions), failureKind: 'aborted' });
           await this.repo.abortStep(tx, dep.id, intr.step_index);
         }
       } else if (dto.result === 'retry') {

@@ -10,6 +10,7 @@
  */
 import { Inject, Injectable } from '@nestjs/common';
 import type { EntityManager } from 'typeorm';
+import type { FailureKind } from '#shared/api/types.js';
 import type { AgentMessageOf } from '#shared/protocol/index.js';
 import { isUuid } from '../common/http.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
@@ -161,7 +162,7 @@ export class LeasesService {
       const run = await this.repo.lockTargetRun(tx, ctx.targetRunId);
       const actions = mergeActions(run.actions, msg.actions);
       await this.repo.releaseLease(tx, msg.leaseId, msg.state, tail.seq);
-      await this.settleTarget(tx, dep, run, ctx.stepName, msg.state, actions, msg.error ?? null, outcomeText(ctx, msg), tail.entries);
+      await this.settleTarget(tx, dep, run, ctx.stepName, msg.state, actions, { error: msg.error ?? null, kind: msg.failureKind ?? 'script' }, outcomeText(ctx, msg), tail.entries);
       return false;
     });
   }
@@ -250,10 +251,11 @@ export class LeasesService {
     stepName: string,
     state: 'success' | 'failed' | 'cancelled',
     actions: TargetAction[],
-    error: string | null,
+    failure: { error: string | null; kind: FailureKind },
     text: string,
     agentLines: LogEntryInput[] = [],
   ) {
+    const { error } = failure;
     const guided = state === 'failed' && dep.guided_failure && dep.state !== 'cancelling';
     const lines: LogEntryInput[] = [...agentLines, { level: state === 'success' ? 'info' : state === 'failed' ? 'error' : 'warn', text, machineId: run.machine_id, stepName }];
     if (guided) {
@@ -262,12 +264,12 @@ export class LeasesService {
         tx,
         run.id,
         actions.map((a) => (a.state === 'running' ? { ...a, state: 'failed' as const } : a)),
-        error,
+        failure,
       );
       const id = await this.interruptions.openGuidedFailure(tx, { deploymentId: dep.id, run, stepName, failedAt, actionName: actions[failedAt]?.name, error });
       lines.push({ level: 'warn', machineId: run.machine_id, stepName, text: `Guided failure: waiting for an operator to retry, skip or abort ${stepName} on ${run.machine_name} (interruption ${id})` });
     } else {
-      await this.repo.finishTargetRun(tx, run.id, state, { actions: finalActions(actions, state), error });
+      await this.repo.finishTargetRun(tx, run.id, state, { actions: finalActions(actions, state), error, failureKind: state === 'failed' ? failure.kind : null });
     }
     await this.log.append(tx, dep.id, lines);
   }
@@ -290,7 +292,7 @@ export class LeasesService {
         const run = await this.repo.lockTargetRun(tx, lease.target_run_id);
         await this.repo.releaseLease(tx, l.id, 'lost');
         const state = dep.state === 'cancelling' ? 'cancelled' : 'failed';
-        await this.settleTarget(tx, dep, run, ctx?.stepName ?? 'Step', state, run.actions, reason, `${ctx?.stepName ?? 'Step'} on ${run.machine_name} failed: ${reason}`);
+        await this.settleTarget(tx, dep, run, ctx?.stepName ?? 'Step', state, run.actions, { error: reason, kind: 'agent-lost' }, `${ctx?.stepName ?? 'Step'} on ${run.machine_name} failed: ${reason}`);
         this.logger.warn('lease expired', { context: 'leases', leaseId: l.id, deploymentId: l.deployment_id, machine: run.machine_name });
         touched.add(l.deployment_id);
       });

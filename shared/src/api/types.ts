@@ -88,7 +88,12 @@ export const ReleaseSchema = open({
   createdAt: time,
 });
 
-export const FailureKindSchema = z.enum(['agent-lost', 'unknown-result', 'timeout', 'script']);
+/**
+ * Why a target failed: its agent went silent past the lease's TTL, the agent restarted while it ran, an action timed
+ * out, its script failed (or its package could not be fetched or unpacked), or a person aborted it (a manual
+ * intervention).
+ */
+export const FailureKindSchema = z.enum(['agent-lost', 'unknown-result', 'timeout', 'script', 'aborted']);
 export const TargetRunSchema = open({
   machineId: id.nullable().describe('null for a step that runs on the server'),
   machineName: z.string(),

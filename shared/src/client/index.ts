@@ -1,18 +1,13 @@
 /**
- * A small REST client for Cuttle's API (shared/api.md), used by the demo and the CLI. TLS is verified against the
+ * A small REST client for Cuttle's API (docs/api.md), used by the demo and the CLI; responses are typed with
+ * shared/src/api/types.ts. TLS is verified against the
  * server's CA when one is given (the CA certificate is at $CUTTLE_HOME/pki/ca.crt).
  */
 import { request } from 'node:https';
 
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    readonly body: unknown,
-    message: string,
-  ) {
-    super(message);
-  }
-}
+import { ApiError } from '../api/api-error.js';
+
+export { ApiError } from '../api/api-error.js';
 
 export class CuttleClient {
   constructor(
@@ -21,7 +16,7 @@ export class CuttleClient {
     private readonly ca?: string,
   ) {}
 
-  async request<T = any>(method: string, path: string, body?: unknown, raw?: { data: Buffer; contentType: string }): Promise<T> {
+  async request<T = unknown>(method: string, path: string, body?: unknown, raw?: { data: Buffer; contentType: string }): Promise<T> {
     const headers: Record<string, string> = {};
     if (this.apiKey) headers['x-api-key'] = this.apiKey;
     let data: Buffer | undefined;
@@ -51,26 +46,23 @@ export class CuttleClient {
       if (method === 'GET' && e.code === 'ECONNRESET') return send();
       throw e;
     });
-    let json: any;
+    let json: unknown;
     try {
       json = text ? JSON.parse(text) : undefined;
     } catch {
       json = text;
     }
-    if (status >= 400) {
-      const msg = Array.isArray(json?.message) ? json.message.join('; ') : (json?.message ?? text);
-      throw new ApiError(status, json, `${method} ${path}: ${status} ${msg}`);
-    }
+    if (status >= 400) throw ApiError.from(status, json, text, `${method} ${path}: ${status} `);
     return json as T;
   }
 
-  get<T = any>(path: string) {
+  get<T = unknown>(path: string) {
     return this.request<T>('GET', path);
   }
-  post<T = any>(path: string, body?: unknown) {
+  post<T = unknown>(path: string, body?: unknown) {
     return this.request<T>('POST', path, body);
   }
-  put<T = any>(path: string, body?: unknown) {
+  put<T = unknown>(path: string, body?: unknown) {
     return this.request<T>('PUT', path, body);
   }
 }

@@ -195,6 +195,11 @@ export const LeaseResultSchema = z.object({
   state: LeaseOutcomeSchema,
   exitCode,
   error: text(LIMITS.errorChars).optional(),
+  /**
+   * Why a failed run failed, as the agent knows it: its script (or deploy.sh, or the package's download or unpacking)
+   * failed, an action timed out, or the agent restarted while it ran. An older agent sends none: `script`.
+   */
+  failureKind: z.enum(['script', 'timeout', 'unknown-result']).optional(),
   /** Every action's final state, so a result alone is enough to settle the target run. */
   actions: z.array(z.object({ index: count(), state: ActionStateSchema, exitCode })).max(1_000),
   /** Highest log sequence the agent produced for this lease: lets the server tell a complete log from a short one. */
@@ -263,7 +268,18 @@ export type LeaseOffer = z.infer<typeof LeaseOfferSchema>;
 export const LeaseCancelSchema = z.object({ type: z.literal('lease.cancel'), leaseId: id, reason: z.string().max(500).optional() });
 export const LogAckSchema = z.object({ type: z.literal('log.ack'), leaseId: id, seq: z.number().int().min(0) });
 export const ResultAckSchema = z.object({ type: z.literal('result.ack'), leaseId: id });
-export const ProtocolErrorSchema = z.object({ type: z.literal('protocol.error'), message: z.string(), fatal: z.boolean().default(false) });
+/**
+ * Why the server refused something an agent said or did, for the agent's retry table (agent/src/errors.ts); the
+ * message is for people. `machine_unknown` also comes as the `data.code` of a refused connection.
+ */
+export const PROTOCOL_ERROR_CODES = ['invalid_message', 'hello_first', 'protocol_unsupported', 'too_many_messages', 'machine_unknown'] as const;
+export type ProtocolErrorCode = (typeof PROTOCOL_ERROR_CODES)[number];
+export const ProtocolErrorSchema = z.object({
+  type: z.literal('protocol.error'),
+  code: z.enum(PROTOCOL_ERROR_CODES).optional(),
+  message: z.string(),
+  fatal: z.boolean().default(false),
+});
 
 export const HealthRequestSchema = z.object({ type: z.literal('health.request'), requestId: id });
 export const PackagePrefetchSchema = z.object({ type: z.literal('package.prefetch'), deploymentId: id, packages: z.array(PackageRefSchema).min(1).max(100) });

@@ -11,22 +11,18 @@
  * Changes made by another server node raise no event here, so subscribed deployments are also compared with the
  * database every 2 s.
  */
-import { Inject, Injectable, Module, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
+import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { Server, type Namespace, type Socket } from 'socket.io';
-import { z } from 'zod';
+import { LIVE_NAMESPACE, LiveSubscribeSchema, LiveUnsubscribeSchema, type LiveClientEvents, type LiveServerEvents } from '#shared/api/live.js';
 import { ApiKeysService } from '../auth/api-keys.service.js';
-import { AuthModule } from '../auth/auth.module.js';
 import { DeploymentLogService } from '../deployments/deployment-log.service.js';
 import { DeploymentRepository } from '../deployments/deployment.repository.js';
-import { DeploymentsModule } from '../deployments/deployments.module.js';
 import { DeploymentsService } from '../deployments/deployments.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 import { LiveEvents } from './live-events.js';
 
 
-const SubscribeSchema = z.object({ deploymentId: z.string().uuid(), afterSeq: z.number().int().min(0).default(0) });
-const UnsubscribeSchema = z.object({ deploymentId: z.string().uuid() });
 
 interface Room {
   cursor: number;
@@ -37,7 +33,7 @@ interface Room {
 @Injectable()
 export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdown {
   private io?: Server;
-  private ns?: Namespace;
+  private ns?: Namespace<LiveClientEvents, LiveServerEvents>;
   private rooms = new Map<string, Room>();
   private listTimer?: NodeJS.Timeout;
   private machinesTimer?: NodeJS.Timeout;
@@ -58,7 +54,7 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
 
   onApplicationBootstrap() {
     this.io = new Server(this.host.httpAdapter.getHttpServer(), { serveClient: true, transports: ['websocket', 'polling'] });
-    this.ns = this.io.of('/live');
+    this.ns = this.io.of(LIVE_NAMESPACE);
     this.ns.use((socket, next) => {
       const key = (socket.handshake.auth as { apiKey?: unknown })?.apiKey;
       if (typeof key !== 'string' || !key) return next(new Error('unauthorized: give an API key'));
@@ -77,9 +73,9 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
     await new Promise<void>((r) => (this.io ? this.io.close(() => r()) : r()));
   }
 
-  private onConnection(socket: Socket) {
+  private onConnection(socket: Socket<LiveClientEvents, LiveServerEvents>) {
     socket.on('subscribe', async (raw: unknown) => {
-      const p = SubscribeSchema.safeParse(raw);
+      const p = LiveSubscribeSchema.safeParse(raw);
       if (!p.success) return socket.emit('error-message', { message: `subscribe: ${p.error.issues[0]?.path.join('.') || 'body'} ${p.error.issues[0]?.message}` });
       const { deploymentId, afterSeq } = p.data;
       try {
@@ -104,7 +100,7 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
       }
     });
     socket.on('unsubscribe', (raw: unknown) => {
-      const p = UnsubscribeSchema.safeParse(raw);
+      const p = LiveUnsubscribeSchema.safeParse(raw);
       if (p.success) void socket.leave(`dep:${p.data.deploymentId}`);
     });
   }
@@ -180,7 +176,3 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
     }, 300);
   }
 }
-
-/** The dashboard's live channel. */
-@Module({ imports: [AuthModule, DeploymentsModule], providers: [LiveGateway] })
-export class LiveModule {}
