@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 /**
- * `cuttle`: the command line for operators and CI pipelines (shared/api.md, "The cuttle CLI"). Every command takes
+ * `cuttle`: the command line for operators and CI pipelines (docs/api.md, "The cuttle CLI"). Every command takes
  * --json. Exit codes: 0 success; 1 the deployment failed; 2 bad usage or a request refused; 3 cancelled.
  */
 import { readFileSync } from 'node:fs';

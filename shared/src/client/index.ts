@@ -1,5 +1,5 @@
 /**
- * A small REST client for Cuttle's API (shared/api.md), used by the demo and the CLI. TLS is verified against the
+ * A small REST client for Cuttle's API (docs/api.md), used by the demo and the CLI. TLS is verified against the
  * server's CA when one is given (the CA certificate is at $CUTTLE_HOME/pki/ca.crt).
  */
 import { request } from 'node:https';
