@@ -41,7 +41,7 @@ it('marks machines unhealthy with the reason', async () => {
   expect((await srv.must('POST', `/api/machines/${m.id}/health-check`)).health).toBe('unhealthy');
 });
 
-// The OpenAPI document is generated from the code and covers every endpoint of shared/api.md; both the page and
+// The OpenAPI document is generated from the code and covers every endpoint of docs/api.md; both the page and
 // the JSON are public.
 it('documents the REST API at /api/docs', async () => {
   const page = await srv.request('GET', '/api/docs', undefined, { key: null });

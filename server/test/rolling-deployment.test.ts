@@ -1,6 +1,6 @@
 /**
  * The end-to-end path with real parts: a server process, four agent processes registered with a token over mutual
- * TLS, a real tarball, real bash. Everything is driven through the REST API of shared/api.md.
+ * TLS, a real tarball, real bash. Everything is driven through the REST API of docs/api.md.
  */
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { connect } from 'node:tls';

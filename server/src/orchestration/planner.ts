@@ -1,6 +1,6 @@
 /**
  * The planner: given where a deployment stands, decides what happens next. Pure: no I/O, no clock, no randomness,
- * so every rule of execution (shared/design.md, "Execution rules") can be tested exhaustively in planner.spec.ts.
+ * so every rule of execution (docs/architecture.md, "Execution rules") can be tested exhaustively in planner.spec.ts.
  *
  * The dispatcher (dispatcher.service.ts) loads a deployment's steps and target runs, calls `plan`, applies the
  * decision in one transaction, and takes a lease for each target the planner starts. The planner proposes targets

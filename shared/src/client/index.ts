@@ -1,10 +1,9 @@
 /**
  * A small REST client for Cuttle's API (docs/api.md), used by the demo and the CLI; responses are typed with
- * shared/src/api/types.ts. TLS is verified against the
- * server's CA when one is given (the CA certificate is at $CUTTLE_HOME/pki/ca.crt).
+ * shared/src/api/types.ts. TLS is verified against the server's CA when one is given (the CA certificate is at
+ * $CUTTLE_HOME/pki/ca.crt).
  */
 import { request } from 'node:https';
-
 import { ApiError } from '../api/api-error.js';
 
 export { ApiError } from '../api/api-error.js';

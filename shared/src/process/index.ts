@@ -1,6 +1,6 @@
 /**
  * The deployment process model (steps and their actions) and its validation: one definition for the server's REST
- * API, the CLI and the dashboard. Vocabulary and execution rules: ../../../README.md and shared/design.md.
+ * API, the CLI and the dashboard. Vocabulary and execution rules: ../../../README.md and docs/architecture.md.
  */
 import { z } from 'zod';
 
