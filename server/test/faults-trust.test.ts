@@ -105,6 +105,15 @@ describe('agent port', () => {
     expect(agent.log()).toMatch(/revoked or is unknown to the server/);
     expect(await tryConnect(identity)).toBe('refused: certificate is not that of a known machine');
     expect((await srv.request('GET', `/api/machines/${m.id}`)).status).toBe(404);
+    // The host registered again (a new key, a new certificate) may take the revoked machine's name; the old
+    // certificate stays refused; a second machine of that name is refused while the first is not revoked.
+    const again = await register(await token(), 't-1');
+    expect(again.status).toBe(201);
+    expect(again.body.machineId).not.toBe(m.id);
+    expect(await tryConnect(identity)).toBe('refused: certificate is not that of a known machine');
+    const twice = await register(await token(), 't-1');
+    expect([twice.status, twice.body.code]).toEqual([409, 'already_exists']);
+    await srv.must('DELETE', `/api/machines/${again.body.machineId}`);
   });
 
   // A certificate from another CA, even one with our CA's name and a known machine's CN, fails the TLS handshake.

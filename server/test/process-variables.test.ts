@@ -185,7 +185,8 @@ describe('action conditions, preview and machine selection', () => {
         maxFailures: '25%',
         actions: [
           { name: 'Always', type: 'script', script: 'echo always-ran' },
-          { name: 'ProdOnly', type: 'script', environmentIds: [prod], script: 'echo prod-only-ran' },
+          // Environments and channels may be named: stored as ids (an unknown one is refused, naming the field).
+          { name: 'ProdOnly', type: 'script', environmentIds: ['Prod'], script: 'echo prod-only-ran' },
           { name: 'NotTest', type: 'script', excludedEnvironmentIds: [test], script: 'echo not-test-ran' },
           { name: 'Off', type: 'script', disabled: true, script: 'echo off-ran' },
           { name: 'Hotfix', type: 'script', channelIds: [], script: 'echo hotfix-ran' },
@@ -197,8 +198,13 @@ describe('action conditions, preview and machine selection', () => {
     ]);
     const hotfix = await srv.must('POST', `/api/projects/${p.id}/channels`, { name: 'Hotfix' });
     const proc = await srv.must('GET', `/api/projects/${p.id}/deployment-process`);
-    proc.steps[0].actions[4].channelIds = [hotfix.id];
+    proc.steps[0].actions[4].channelIds = ['Hotfix'];
     await srv.must('PUT', `/api/projects/${p.id}/deployment-process`, { version: proc.version, steps: proc.steps });
+    const saved = await srv.must('GET', `/api/projects/${p.id}/deployment-process`);
+    expect([saved.steps[0].actions[1].environmentIds, saved.steps[0].actions[4].channelIds]).toEqual([[prod], [hotfix.id]]);
+    saved.steps[0].actions[1].environmentIds = ['Nowhere'];
+    const unknown = await srv.request('PUT', `/api/projects/${p.id}/deployment-process`, { version: saved.version, steps: saved.steps });
+    expect([unknown.status, unknown.body.code, unknown.body.message]).toEqual([400, 'unknown_reference', 'steps[0].actions[1].environmentIds names an unknown environment "Nowhere"']);
     const rel = await srv.must('POST', '/api/releases', { projectId: p.id, version: '1.0.0' });
 
     const preview = await srv.must('GET', `/api/deployments/preview?releaseId=${rel.id}&environmentId=${test}&excludedMachineIds=${ids['web-03']}`);

@@ -384,6 +384,12 @@ export class DeploymentRepository {
     return new Map(rows.filter((r) => r.holder).map((r) => [r.run_id, r.holder!]));
   }
 
+  /** Level 1b: machines' advisory locks, in key order, held until commit (re-entrant within the transaction). */
+  async lockMachines(tx: EntityManager, machineIds: string[]): Promise<void> {
+    if (!machineIds.length) return;
+    await tx.query(`SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended('machine/' || m, 0) AS k FROM unnest($1::text[]) AS m ORDER BY k) AS keys`, [machineIds]);
+  }
+
   /** These target runs wait for their machines; a run already waiting keeps its place in the line. */
   async markWaitingForMachine(tx: EntityManager, targetRunIds: string[]): Promise<void> {
     if (!targetRunIds.length) return;
@@ -412,11 +418,13 @@ export class DeploymentRepository {
       targets: Array<{ targetRunId: string; machineId: string; waitingSince: Date | null }>;
     },
   ): Promise<Array<{ id: string; slot: number; targetRunId: string; machineId: string }>> {
-    // Level 1b: the machines' locks, in key order, then the machine rule checked again by the insert itself.
+    // Level 1b: the machines' locks (held already when the caller took them first: they are re-entrant), then the
+    // machine rule checked again by the insert itself.
     if (p.exclusive)
-      await tx.query(`SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended('machine/' || m, 0) AS k FROM unnest($1::text[]) AS m ORDER BY k) AS keys`, [
+      await this.lockMachines(
+        tx,
         p.targets.map((t) => t.machineId),
-      ]);
+      );
     const rows = returned<{ id: string; slot: number; target_run_id: string; machine_id: string }>(
       await tx.query(
         `WITH free AS (

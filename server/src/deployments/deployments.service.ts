@@ -203,8 +203,9 @@ export class DeploymentsService {
 
   async list(filter: { projectId?: string; environmentId?: string; state?: string; limit?: number }): Promise<DeploymentSummary[]> {
     const projectId = filter.projectId ? (await this.projects.get(filter.projectId)).id : undefined;
-    if (filter.environmentId && !isUuid(filter.environmentId)) return [];
-    const rows = await this.repo.listDeployments({ projectId, environmentId: filter.environmentId, state: filter.state, limit: filter.limit ?? 100 });
+    // An environment by id or by name (an unknown name is refused).
+    const environmentId = !filter.environmentId ? undefined : isUuid(filter.environmentId) ? filter.environmentId.toLowerCase() : (await this.envs.resolve([filter.environmentId], 'environmentId'))[0].id;
+    const rows = await this.repo.listDeployments({ projectId, environmentId, state: filter.state, limit: filter.limit ?? 100 });
     return rows.map((d) => ({
       id: d.id,
       releaseId: d.release_id,

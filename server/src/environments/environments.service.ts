@@ -29,6 +29,21 @@ export class EnvironmentsService {
     return e;
   }
 
+  /** Environments by every ref (id or name) among `refs` that names one; unknown refs are absent. */
+  async lookup(refs: string[]): Promise<Map<string, EnvironmentEntity>> {
+    const unique = [...new Set(refs)];
+    if (!unique.length) return new Map();
+    const ids = unique.filter(isUuid).map((r) => r.toLowerCase());
+    const names = unique.filter((r) => !isUuid(r));
+    const found = await this.repo.find({ where: [...(ids.length ? [{ id: In(ids) }] : []), ...(names.length ? [{ name: In(names) }] : [])] });
+    const out = new Map<string, EnvironmentEntity>();
+    for (const r of unique) {
+      const e = found.find((x) => x.id === r.toLowerCase() || x.name === r);
+      if (e) out.set(r, e);
+    }
+    return out;
+  }
+
   /**
    * Resolves environments given by id or by name (agents and the CLI may use names). Throws with the field name
    * and the first unknown value.

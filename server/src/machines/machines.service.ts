@@ -138,7 +138,8 @@ export class MachinesService {
       if (extra) throw invalid(`roles: the token does not allow role "${extra}"`);
     }
     roles = [...new Set(roles)];
-    if (await this.repo.exists({ where: { name: dto.name } })) throw alreadyExists(`a machine named "${dto.name}" is already registered (delete it first to register again)`);
+    if (await this.repo.exists({ where: { name: dto.name, revokedAt: IsNull() } }))
+      throw alreadyExists(`a machine named "${dto.name}" is already registered (revoke it first, DELETE /api/machines/:id, to register again)`);
 
     let signed: { certificate: string; fingerprint: string };
     try {
@@ -163,9 +164,13 @@ export class MachinesService {
     };
   }
 
+  /** `environmentId`: an id or a name (an unknown name is refused). */
   async list(filter: { environmentId?: string; role?: string }) {
     const qb = this.repo.createQueryBuilder('m').where('m.revoked_at IS NULL').orderBy('m.name', 'ASC');
-    if (filter.environmentId) qb.andWhere('m.environment_ids ? :env', { env: filter.environmentId });
+    if (filter.environmentId) {
+      const env = isUuid(filter.environmentId) ? filter.environmentId.toLowerCase() : (await this.envs.resolve([filter.environmentId], 'environmentId'))[0].id;
+      qb.andWhere('m.environment_ids ? :env', { env });
+    }
     if (filter.role) qb.andWhere('m.roles ? :role', { role: filter.role });
     return qb.getMany();
   }

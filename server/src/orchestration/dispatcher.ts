@@ -180,6 +180,12 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       };
       const runById = new Map(runs.map((r) => [r.id, r]));
       const { decision, busy } = concurrentOnMachines ? { decision: plan(input), busy: new Map<string, string>() } : await this.planAroundBusyMachines(tx, id, input, runById);
+      // The machines this round may start on are locked now, before any row of level 3 is written (the lock order).
+      if (!concurrentOnMachines)
+        await this.repo.lockMachines(
+          tx,
+          decision.start.map((x) => runById.get(x.targetId)!.machine_id).filter((m): m is string => !!m),
+        );
       if (decision.waiting.length) this.blocked.add(id);
       else this.blocked.delete(id);
       // Targets that begin waiting for their machine now take their place in its line (one waiting already keeps it).

@@ -10,6 +10,7 @@ import { validateSteps } from '#shared/process/index.js';
 import { MASK, validateVariables, type VariableDef } from '#shared/variables/index.js';
 import { alreadyExists, invalid, notFound, staleVersion, unknownReference } from '../common/errors.js';
 import { isUuid } from '../common/http.js';
+import { EnvironmentsService } from '../environments/environments.service.js';
 import { returned } from '../database/sql.js';
 import type { CreateChannelDto, CreateProjectDto, PutProcessDto, PutVariablesDto, UpdateProjectDto } from './dto/project.dto.js';
 import { ChannelEntity, ProjectEntity } from './project.entity.js';
@@ -43,7 +44,23 @@ export class ProjectsService {
   constructor(
     @InjectRepository(ProjectEntity) private readonly repo: Repository<ProjectEntity>,
     @InjectRepository(ChannelEntity) private readonly channels: Repository<ChannelEntity>,
+    private readonly envs: EnvironmentsService,
   ) {}
+
+  /**
+   * Environments named in a process or in variables' scopes, given by id or name, as ids (what deployments compare
+   * with); an unknown one is refused naming its field. One lookup for all of them.
+   */
+  private async environmentIds(fields: Array<{ path: string; refs: string[] }>): Promise<string[][]> {
+    const known = await this.envs.lookup(fields.flatMap((f) => f.refs));
+    return fields.map((f) =>
+      f.refs.map((r) => {
+        const e = known.get(r);
+        if (!e) throw unknownReference(`${f.path} names an unknown environment "${r}"`);
+        return e.id;
+      }),
+    );
+  }
 
   async create(dto: CreateProjectDto) {
     const name = dto.name.trim();
@@ -97,6 +114,9 @@ export class ProjectsService {
     const v = validateVariables(dto.variables);
     if (!v.ok) throw invalid(v.messages);
     const p = await this.get(id);
+    const scoped = v.value.map((x, i) => ({ i, refs: x.scope?.environmentIds })).filter((x): x is { i: number; refs: string[] } => !!x.refs?.length);
+    const resolved = await this.environmentIds(scoped.map((x) => ({ path: `variables[${x.i}].scope.environmentIds`, refs: x.refs })));
+    scoped.forEach((x, k) => (v.value[x.i] = { ...v.value[x.i], scope: { ...v.value[x.i].scope, environmentIds: resolved[k] } }));
     // Stored secrets by name and scope, looked up once per variable: linear in the number of variables.
     const secrets = new Map<string, string>();
     for (const o of p.variables) if (o.sensitive && !secrets.has(scopedKey(o))) secrets.set(scopedKey(o), o.value);
@@ -125,13 +145,24 @@ export class ProjectsService {
     const v = validateSteps(dto.steps);
     if (!v.ok) throw invalid(v.messages);
     const project = await this.get(id);
+    // Environments and channels may be named: stored as ids, which is what a deployment compares them with.
     const channels = await this.channels.find({ where: { projectId: project.id } });
-    v.value.forEach((s, si) =>
-      s.actions.forEach((a, ai) =>
-        (a.channelIds ?? []).forEach((c) => {
-          if (!channels.some((ch) => ch.id === c)) throw unknownReference(`steps[${si}].actions[${ai}].channelIds names an unknown channel "${c}"`);
-        }),
+    const channelId = (ref: string, path: string) => {
+      const c = channels.find((ch) => ch.id === ref.toLowerCase() || ch.name === ref);
+      if (!c) throw unknownReference(`${path} names an unknown channel "${ref}"`);
+      return c.id;
+    };
+    const envFields = v.value.flatMap((s, si) =>
+      s.actions.flatMap((a, ai) =>
+        (['environmentIds', 'excludedEnvironmentIds'] as const).filter((f) => a[f]?.length).map((f) => ({ si, ai, f, path: `steps[${si}].actions[${ai}].${f}`, refs: a[f]! })),
       ),
+    );
+    const envIds = await this.environmentIds(envFields);
+    envFields.forEach((x, k) => (v.value[x.si].actions[x.ai] = { ...v.value[x.si].actions[x.ai], [x.f]: envIds[k] }));
+    v.value.forEach((s, si) =>
+      s.actions.forEach((a, ai) => {
+        if (a.channelIds?.length) s.actions[ai] = { ...a, channelIds: a.channelIds.map((c) => channelId(c, `steps[${si}].actions[${ai}].channelIds`)) };
+      }),
     );
     const [row] = returned<{ process_version: number }>(
       await this.repo.query(`UPDATE projects SET process_steps = $1::jsonb, process_version = process_version + 1 WHERE id = $2 AND process_version = $3 RETURNING process_version`, [
