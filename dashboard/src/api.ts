@@ -61,6 +61,7 @@ export const q = (params: Record<string, string | number | undefined>) =>
 
 // Shapes used by the views (only the fields the dashboard reads).
 export interface Environment { id: string; name: string; guidedFailure?: boolean }
+export interface RegistrationToken { token: string; expiresAt: string }
 export interface Machine {
   id: string; name: string; roles: string[]; environmentIds: string[]; status: 'online' | 'offline'; disabled: boolean;
   health: string; healthReason?: string; lastSeenAt?: string; agentVersion?: string;
