@@ -82,6 +82,14 @@ export interface Release {
   id: string; projectId: string; channelId: string; version: string; createdAt: string;
   packages: Array<{ packageId: string; version: string; sha256: string; sizeBytes: number }>;
 }
+export interface DeploymentPreview {
+  releaseId: string; environmentId: string;
+  steps: Array<{
+    name: string; runsOn: 'server' | 'targets'; condition?: string; startTrigger?: string; windowSize?: number; maxFailures?: number;
+    willRun: boolean; skipReason?: string; targets: Array<{ machineId: string; machineName: string }>;
+    actions: Array<{ name: string; type?: string; willRun: boolean; skipReason?: string }>;
+  }>;
+}
 export interface TargetRun {
   machineId: string | null; machineName: string; state: string; waitingFor?: string; startedAt?: string; finishedAt?: string; error?: string;
   failureKind?: string; attempt?: number; actions: Array<{ name: string; state: string; exitCode?: number | null; skipReason?: string }>;

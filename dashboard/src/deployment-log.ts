@@ -1,10 +1,11 @@
 /**
  * The deployment's log: a target filter, the follow switch and the lines. Lines are keyed by seq, so new ones are
- * appended and nothing already shown is rebuilt; the filter is the store's, so a live update never resets it.
+ * appended and nothing already shown is rebuilt, and they are looked at again only when the log, the filter or the
+ * machines' names changed (guard), not on every snapshot; the filter is the store's, so a live update never resets it.
  */
 import type { Deployment, LogEntry } from './api.js';
 import { matches, type DeploymentState, type DeploymentStore } from './deployment-store.js';
-import { html, live, nothing, repeat } from './lit.js';
+import { guard, html, live, nothing, repeat } from './lit.js';
 import { card, checkedOf, valueOf } from './ui.js';
 
 /** The filter's choices: all, each machine of the deployment by name, the server. */
@@ -15,15 +16,14 @@ function filterOptions(d: Deployment): Array<[string, string]> {
   return [['', 'All targets'], ...sorted, ['server', 'Server only']];
 }
 
-const line = (e: LogEntry, names: Record<string, string>) =>
-  html`<div class="line level-${e.level}" data-seq=${e.seq} data-machine=${e.machineId ?? ''}><span class="ts">${new Date(e.at).toLocaleTimeString()}</span><span class="who">${e.machineId ? (names[e.machineId] ?? e.machineId.slice(0, 8)) : 'server'}</span>${e.stepName ? html`<span class="where">${e.actionName ? `${e.stepName}/${e.actionName}` : e.stepName}</span>` : nothing}<span class="text">${e.text}</span></div>`;
+/** Times as shown, formatted once per line (toLocaleTimeString is slow enough to matter over thousands of lines). */
+const times = new WeakMap<LogEntry, string>();
+const timeOf = (e: LogEntry) => times.get(e) ?? (times.set(e, new Date(e.at).toLocaleTimeString()), times.get(e)!);
 
-/** The filtered lines, computed again only when the log or the filter changed. */
-let memo: { log: LogEntry[]; filter: string; lines: LogEntry[] } | undefined;
-function visible(s: DeploymentState) {
-  if (memo?.log !== s.log || memo.filter !== s.filter) memo = { log: s.log, filter: s.filter, lines: s.filter ? s.log.filter((e) => matches(s.filter, e)) : s.log };
-  return memo.lines;
-}
+const line = (e: LogEntry, names: Record<string, string>) =>
+  html`<div class="line level-${e.level}" data-seq=${e.seq} data-machine=${e.machineId ?? ''}><span class="ts">${timeOf(e)}</span><span class="who">${e.machineId ? (names[e.machineId] ?? e.machineId.slice(0, 8)) : 'server'}</span>${e.stepName ? html`<span class="where">${e.actionName ? `${e.stepName}/${e.actionName}` : e.stepName}</span>` : nothing}<span class="text">${e.text}</span></div>`;
+
+const visible = (s: DeploymentState) => (s.filter ? s.log.filter((e) => matches(s.filter, e)) : s.log);
 
 export function logView(s: DeploymentState, store: DeploymentStore) {
   const onScroll = (e: Event) => {
@@ -41,7 +41,7 @@ export function logView(s: DeploymentState, store: DeploymentStore) {
       <span class="spacer"></span>
       <span class="muted small" data-testid="log-count">${s.log.length} lines</span>
     </div>
-    <div class="log" data-testid="log" role="log" aria-live="polite" @scroll=${onScroll}>${repeat(visible(s), (e) => e.seq, (e) => line(e, s.machineNames))}</div>`,
+    <div class="log" data-testid="log" role="log" aria-live="polite" @scroll=${onScroll}>${guard([s.log, s.filter, s.machineNames], () => repeat(visible(s), (e) => e.seq, (e) => line(e, s.machineNames)))}</div>`,
   );
 }
 

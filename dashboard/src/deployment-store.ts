@@ -56,9 +56,11 @@ export class DeploymentStore extends Store<DeploymentState> {
     this.set((s) => {
       const maxInFlight = { ...s.maxInFlight };
       for (const step of d.steps) maxInFlight[step.name] = Math.max(maxInFlight[step.name] ?? 0, inFlight(step));
-      const machineNames: Record<string, string> = {};
-      for (const step of d.steps) for (const t of step.targets) if (t.machineId) machineNames[t.machineId] = t.machineName;
-      return { deployment: d, maxInFlight, machineNames };
+      const names: Record<string, string> = {};
+      for (const step of d.steps) for (const t of step.targets) if (t.machineId) names[t.machineId] = t.machineName;
+      // The same object while nothing changed: the log is rendered again only when its inputs change.
+      const same = Object.keys(names).length === Object.keys(s.machineNames).length && Object.entries(names).every(([k, v]) => s.machineNames[k] === v);
+      return { deployment: d, maxInFlight, machineNames: same ? s.machineNames : names };
     });
   }
 

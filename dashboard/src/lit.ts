@@ -9,5 +9,6 @@
  * lit-html escapes every value put into text or attributes; `unsafeHTML` is never to be used on data.
  */
 export { html, nothing, render, type TemplateResult } from './vendor/lit-html/lit-html.js';
+export { guard } from './vendor/lit-html/directives/guard.js';
 export { live } from './vendor/lit-html/directives/live.js';
 export { repeat } from './vendor/lit-html/directives/repeat.js';

@@ -1,5 +1,5 @@
 /** Projects: list and create; a project's page: process editor, channels, releases, deploy with preview. */
-import { api, get, q, type Channel, type Environment, type Process, type Project, type Release } from './api.js';
+import { api, get, q, type Channel, type DeploymentPreview as Preview, type Environment, type Process, type Project, type Release } from './api.js';
 import { html, live, nothing } from './lit.js';
 import { ProcessEditor } from './process.js';
 import { mount, Store } from './store.js';
@@ -43,10 +43,6 @@ export async function projectsView(root: HTMLElement) {
         </form>`,
       )}`,
   );
-}
-
-interface Preview {
-  steps: any[];
 }
 
 interface DeployPanel {
@@ -222,10 +218,10 @@ function previewView(p: Preview) {
           <div><strong>${s.name}</strong> ${s.willRun === false ? badge('skipped') : nothing}${s.skipReason ? html`<span class="muted"> ${s.skipReason}</span>` : nothing}</div>
           <div class="small">${s.runsOn === 'server' ? 'runs on the server' : html`<span data-testid="preview-window-${s.name}">window ${s.windowSize ?? 'all'}</span>`} · failure budget ${s.maxFailures ?? 0}${s.condition && s.condition !== 'success' ? ` · condition ${s.condition}` : ''}${s.startTrigger === 'withPrevious' ? ' · with previous' : ''}</div>
           ${s.targets?.length
-            ? html`<div class="targets" data-testid="preview-targets-${s.name}">Targets in order: ${(s.targets as any[]).map((t, i) => html`<span class="tag">${i + 1}. ${t.machineName}</span>`)}</div>`
+            ? html`<div class="targets" data-testid="preview-targets-${s.name}">Targets in order: ${s.targets.map((t, i) => html`<span class="tag">${i + 1}. ${t.machineName}</span>`)}</div>`
             : nothing}
           <ul class="preview-actions">
-            ${(s.actions as any[]).map((a) => html`<li class=${a.willRun ? '' : 'skipped'} data-testid="preview-action-${s.name}-${a.name}">${a.name} (${a.type ?? 'action'})${a.willRun ? '' : html`<span class="muted"> — skipped: ${a.skipReason ?? ''}</span>`}</li>`)}
+            ${s.actions.map((a) => html`<li class=${a.willRun ? '' : 'skipped'} data-testid="preview-action-${s.name}-${a.name}">${a.name} (${a.type ?? 'action'})${a.willRun ? '' : html`<span class="muted"> — skipped: ${a.skipReason ?? ''}</span>`}</li>`)}
           </ul>
         </li>`,
       )}

@@ -5,10 +5,12 @@
  * registration token made in the page, and the process editor's environment, channel, disabled and retry-delay
  * fields. Nothing is mocked; each test says what a person would check.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
+import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import {
   createProject,
+  ROOT,
   startAgent,
   startDeployment,
   startFleet,
@@ -77,6 +79,11 @@ afterAll(async () => {
 });
 
 const el = (testid: string) => `[data-testid="${testid}"]`;
+/** A picture of the page in test-artifacts/, for people to look at. */
+const shot = async (name: string) => {
+  mkdirSync(join(ROOT, 'test-artifacts'), { recursive: true });
+  await page.screenshot({ path: join(ROOT, 'test-artifacts', `${name}.png`), fullPage: true });
+};
 const open = async (hash: string) => {
   await page.goto(`${srv.base}/${hash}`);
   await page.waitForSelector(`${el('live-status')}:has-text("live")`);
@@ -145,6 +152,7 @@ browserIt('retries a failed target, keeping typed notes, focus and the log filte
   expect(await page.textContent(el('log'))).not.toContain('first try fails');
   await page.keyboard.type(', trying again'); // the caret is still at the end of the note
   expect(await page.inputValue(el('interruption-notes'))).toBe('flaky network, trying again');
+  await shot('guided-failure');
 
   await page.click(`${el('interruption')} button:has-text("Retry")`);
   await page.waitForSelector(el('interruption'), { state: 'detached', timeout: 15_000 });
@@ -198,6 +206,7 @@ browserIt('creates a registration token whose command registers an agent', async
   expect(command).toBe(`npm run agent -- run --server ${srv.base} --token ${token} --name edge-01 --roles edge --environments Edge --home /var/lib/cuttle-agent`);
   // The form is cleared for the next token; this one is only in the box above.
   expect(await page.inputValue(el('token-roles'))).toBe('');
+  await shot('registration-token');
 
   const args = command.split(' ').slice(4);
   const opt = (name: string) => args[args.indexOf(name) + 1];
@@ -297,6 +306,7 @@ browserIt('edits and saves action environments, channels, disabled and retry del
   expect(await page.isChecked(`${roll} [data-field="disabled"] input`)).toBe(false);
   expect(await page.isChecked(`${notify} [data-field="disabled"] input`)).toBe(true);
   expect(await page.inputValue(`${notify} [data-field="retry-delay"] input`)).toBe('7');
+  await shot('process-editor-fields');
   const saved = await srv.must('GET', `/api/projects/${p.id}/deployment-process`);
   expect(saved.steps[0].actions).toEqual([
     { name: 'Roll', type: 'script', script: 'echo roll', environmentIds: [staging.id], excludedEnvironmentIds: [production.id], channelIds: [beta.id] },
