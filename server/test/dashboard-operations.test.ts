@@ -194,6 +194,9 @@ browserIt('creates a registration token whose command registers an agent', async
   await open('#/machines');
   await page.fill(el('env-name'), 'Edge');
   await page.click('button:has-text("Create environment")');
+  // Without an environment the API refuses, and says why next to the form.
+  await page.click(el('create-token'));
+  await page.waitForSelector(`${el('token-error')}:has-text("environmentIds")`);
   await page.check(el('token-env-Edge'));
   await page.fill(el('token-roles'), 'edge');
   await page.fill(el('token-max-uses'), '1');
@@ -221,6 +224,10 @@ browserIt('creates a registration token whose command registers an agent', async
     expect(row).toContain('Edge');
     const again = await srv.request('POST', '/api/agents/register', { token, name: 'edge-02', csr: 'not-a-csr' }, { key: null });
     expect([again.status, again.text]).toEqual([401, expect.stringContaining('used up')]);
+    // Done puts the token away: it is not shown again.
+    await page.click(`${el('token-created')} button:has-text("Done")`);
+    await page.waitForSelector(el('token-created'), { state: 'detached' });
+    expect(await page.content()).not.toContain(token);
   } finally {
     await agent?.stop();
   }
