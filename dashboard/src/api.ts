@@ -61,6 +61,7 @@ export const q = (params: Record<string, string | number | undefined>) =>
 
 // Shapes used by the views (only the fields the dashboard reads).
 export interface Environment { id: string; name: string; guidedFailure?: boolean }
+export interface RegistrationToken { token: string; expiresAt: string }
 export interface Machine {
   id: string; name: string; roles: string[]; environmentIds: string[]; status: 'online' | 'offline'; disabled: boolean;
   health: string; healthReason?: string; lastSeenAt?: string; agentVersion?: string;
@@ -80,6 +81,14 @@ export interface Process { version: number; steps: Step[] }
 export interface Release {
   id: string; projectId: string; channelId: string; version: string; createdAt: string;
   packages: Array<{ packageId: string; version: string; sha256: string; sizeBytes: number }>;
+}
+export interface DeploymentPreview {
+  releaseId: string; environmentId: string;
+  steps: Array<{
+    name: string; runsOn: 'server' | 'targets'; condition?: string; startTrigger?: string; windowSize?: number; maxFailures?: number;
+    willRun: boolean; skipReason?: string; targets: Array<{ machineId: string; machineName: string }>;
+    actions: Array<{ name: string; type?: string; willRun: boolean; skipReason?: string }>;
+  }>;
 }
 export interface TargetRun {
   machineId: string | null; machineName: string; state: string; waitingFor?: string; startedAt?: string; finishedAt?: string; error?: string;

@@ -2,9 +2,15 @@
  * The deployment process editor: steps and their actions as cards with a summary line and editable fields; add,
  * remove and reorder (up/down); Save sends PUT /api/projects/:id/deployment-process {version, steps} and shows the
  * API's validation messages (400) or the stale-version conflict (409) next to the form.
+ *
+ * The editor's store holds the process being edited; fields change the steps in place and mark it dirty, and the
+ * editor renders again. A field whose text does not map one to one onto the model (roles "web," while typing, a
+ * number "1.") keeps the text as typed in `drafts` until the process is saved or reloaded, so typing is never undone.
  */
-import { api, ApiError, type Action, type Process, type Step } from './api.js';
-import { clear, errorBox, h } from './dom.js';
+import { api, ApiError, type Action, type Channel, type Environment, type Process, type Step } from './api.js';
+import { html, live, nothing, repeat, type TemplateResult } from './lit.js';
+import { mount, Store } from './store.js';
+import { checkedOf, errorBox, problem, valueOf, type Problem } from './ui.js';
 
 const clone = <T>(v: T): T => JSON.parse(JSON.stringify(v));
 
@@ -21,7 +27,7 @@ function optNumber(v: string): number | undefined {
   return Number.isFinite(n) ? n : (t as unknown as number);
 }
 function setOpt<T extends object>(o: T, k: keyof T, v: unknown) {
-  if (v === undefined || v === '') delete o[k];
+  if (v === undefined || v === '' || v === false || (Array.isArray(v) && v.length === 0)) delete o[k];
   else (o as any)[k] = v;
 }
 function move<T>(list: T[], i: number, d: number) {
@@ -29,206 +35,242 @@ function move<T>(list: T[], i: number, d: number) {
   if (j < 0 || j >= list.length) return;
   [list[i], list[j]] = [list[j], list[i]];
 }
+const str = (v: unknown) => (v === undefined || v === null ? '' : String(v));
 
-export function processEditor(projectId: string, initial: Process) {
-  let version = initial.version;
-  let steps: Step[] = clone(initial.steps ?? []);
-  let dirty = false;
-  const root = h('div', { class: 'process', 'data-testid': 'process-editor' });
-  const list = h('div', { class: 'steps' });
-  const errors = errorBox('process-errors');
-  const status = h('span', { class: 'muted small', 'data-testid': 'process-status' });
-  const saveBtn = h('button', { class: 'primary', 'data-testid': 'save-process' }, 'Save process');
+/** Stable keys for steps and actions (objects), so moving one moves its DOM, focus included. */
+const keys = new WeakMap<object, number>();
+let nextKey = 1;
+const keyOf = (o: object) => keys.get(o) ?? (keys.set(o, nextKey++), nextKey - 1);
 
-  const markDirty = () => {
-    dirty = true;
-    status.textContent = `version ${version} · unsaved changes`;
-  };
+interface EditorState {
+  version: number;
+  steps: Step[];
+  dirty: boolean;
+  saved: boolean;
+  saving: boolean;
+  error: Problem | null;
+  envs: Environment[];
+  channels: Channel[];
+}
 
-  function field(label: string, input: HTMLElement, wide = false) {
-    return h('label', { class: `field${wide ? ' wide' : ''}`, 'data-field': label.split(' (')[0].toLowerCase().replace(/\W+/g, '-') }, h('span', null, label), input);
-  }
-  function text(value: unknown, onInput: (v: string) => void, attrs: Record<string, string> = {}) {
-    const el = h('input', { value: value === undefined || value === null ? '' : String(value), ...attrs });
-    el.addEventListener('input', () => {
-      onInput(el.value);
-      markDirty();
-    });
-    return el;
-  }
-  function select(value: string, options: string[], onChange: (v: string) => void, attrs: Record<string, string> = {}) {
-    const el = h('select', attrs, options.map((o) => h('option', { value: o, selected: o === value }, o)));
-    el.addEventListener('change', () => {
-      onChange(el.value);
-      markDirty();
-      render();
-    });
-    return el;
+export class ProcessEditor {
+  readonly store: Store<EditorState>;
+  readonly el = document.createElement('div');
+  private drafts = new WeakMap<object, Record<string, string>>();
+  private unmount: () => void;
+
+  constructor(
+    private projectId: string,
+    initial: Process,
+    envs: Environment[],
+    channels: Channel[],
+  ) {
+    this.store = new Store<EditorState>({ version: initial.version, steps: clone(initial.steps ?? []), dirty: false, saved: false, saving: false, error: null, envs, channels });
+    this.unmount = mount(this.el, this.store, (s) => this.view(s));
   }
 
-  function stepSummary(s: Step) {
+  setChannels(channels: Channel[]) {
+    this.store.set({ channels });
+  }
+
+  destroy() {
+    this.unmount();
+  }
+
+  // ---- changes
+  private touch() {
+    this.store.set((s) => ({ steps: s.steps, dirty: true, saved: false }));
+  }
+  private change(fn: () => void) {
+    fn();
+    this.touch();
+  }
+
+  private async save() {
+    this.store.set({ error: null, saving: true });
+    const { version, steps } = this.store.state;
+    try {
+      const saved = await api<Process>('PUT', `/api/projects/${this.projectId}/deployment-process`, { version, steps });
+      this.store.set({ version: saved.version, steps: clone(saved.steps), dirty: false, saved: true, saving: false });
+    } catch (err) {
+      const prefix =
+        err instanceof ApiError && err.status === 409
+          ? 'Someone else changed the process meanwhile (stale version). Reload to see it: '
+          : err instanceof ApiError && err.status === 400
+            ? 'The process is not valid: '
+            : undefined;
+      this.store.set({ error: problem(err, prefix), saving: false });
+    }
+  }
+
+  private async reload() {
+    if (this.store.state.dirty && !confirm('Discard your changes?')) return;
+    try {
+      const p = await api<Process>('GET', `/api/projects/${this.projectId}/deployment-process`);
+      this.store.set({ version: p.version, steps: clone(p.steps), dirty: false, saved: false, error: null });
+    } catch (err) {
+      this.store.set({ error: problem(err) });
+    }
+  }
+
+  // ---- fields
+  private field(label: string, control: unknown, wide = false) {
+    return html`<label class="field${wide ? ' wide' : ''}" data-field=${slug(label)}><span>${label}</span>${control}</label>`;
+  }
+
+  /** A text input bound to `obj[key]`: shows the typed text while it is being edited, the model's otherwise. */
+  private text(obj: object, key: string, format: (v: unknown) => string, parse: (raw: string) => unknown, o: { testid?: string; placeholder?: string; numeric?: boolean; keepEmpty?: boolean } = {}) {
+    const typed = this.drafts.get(obj)?.[key];
+    const value = typed ?? format((obj as Record<string, unknown>)[key]);
+    const onInput = (e: Event) => {
+      const raw = valueOf(e);
+      this.drafts.set(obj, { ...(this.drafts.get(obj) ?? {}), [key]: raw });
+      if (o.keepEmpty) (obj as Record<string, unknown>)[key] = parse(raw);
+      else setOpt(obj, key as never, parse(raw));
+      this.touch();
+    };
+    return html`<input .value=${live(value)} data-testid=${o.testid ?? nothing} placeholder=${o.placeholder ?? nothing} inputmode=${o.numeric ? 'numeric' : nothing} @input=${onInput} />`;
+  }
+
+  private textarea(obj: object, key: string, o: { rows: number; mono?: boolean }) {
+    const onInput = (e: Event) => {
+      setOpt(obj, key as never, valueOf(e));
+      this.touch();
+    };
+    return html`<textarea rows=${o.rows} spellcheck="false" class=${o.mono ? 'mono' : ''} .value=${live(str((obj as Record<string, unknown>)[key]))} @input=${onInput}></textarea>`;
+  }
+
+  private select(value: string, options: readonly string[], onChange: (v: string) => void) {
+    return html`<select @change=${(e: Event) => this.change(() => onChange(valueOf(e)))}>${options.map((o) => html`<option value=${o} .selected=${live(o === value)}>${o}</option>`)}</select>`;
+  }
+
+  /** Checkboxes picking ids by name; ids the list does not know (a deleted environment) stay shown and kept. */
+  private pick(label: string, whenNone: string, options: Array<{ id: string; name: string }>, selected: string[] | undefined, onChange: (ids: string[]) => void) {
+    const sel = selected ?? [];
+    const all = [...options, ...sel.filter((id) => !options.some((o) => o.id === id)).map((id) => ({ id, name: `${id.slice(0, 8)} (unknown)` }))];
+    const toggle = (id: string, on: boolean) => this.change(() => onChange(on ? [...sel.filter((x) => x !== id), id] : sel.filter((x) => x !== id)));
+    return html`<div class="field pick" role="group" aria-label=${label} data-field=${slug(label)}>
+      <span>${label}</span>
+      <div class="choices">
+        ${all.length
+          ? all.map((o) => html`<label class="check"><input type="checkbox" value=${o.id} .checked=${live(sel.includes(o.id))} @change=${(e: Event) => toggle(o.id, checkedOf(e))} /> ${o.name}</label>`)
+          : html`<span class="muted">none yet</span>`}
+        ${all.length && !sel.length && whenNone ? html`<span class="muted">${whenNone}</span>` : nothing}
+      </div>
+    </div>`;
+  }
+
+  // ---- cards
+  private stepSummary(s: Step) {
     const roles = s.targetRoles?.length ? `roles ${s.targetRoles.join(', ')}` : 'runs on the server';
     return [roles, `window ${s.windowSize ?? 'all'}`, `max failures ${s.maxFailures ?? 0}`, `condition ${s.condition ?? 'success'}`, `start ${s.startTrigger ?? 'afterPrevious'}`].join(' · ');
   }
-  function actionSummary(a: Action) {
-    if (a.type === 'manual-intervention') return a.instructions ? `instructions: ${a.instructions}` : 'waits for a person';
-    const script = (a.script ?? '').trim().split('\n')[0] ?? '';
-    const bits = [a.type === 'package' ? `package ${a.packageId ?? '?'}` : '', script ? `$ ${script.length > 70 ? `${script.slice(0, 70)}…` : script}` : ''];
-    return bits.filter(Boolean).join(' · ') || 'no script';
+
+  private actionSummary(a: Action, st: EditorState) {
+    const envName = (id: string) => st.envs.find((e) => e.id === id)?.name ?? id.slice(0, 8);
+    const chName = (id: string) => st.channels.find((c) => c.id === id)?.name ?? id.slice(0, 8);
+    const what =
+      a.type === 'manual-intervention'
+        ? a.instructions
+          ? `instructions: ${a.instructions}`
+          : 'waits for a person'
+        : (() => {
+            const script = (a.script ?? '').trim().split('\n')[0] ?? '';
+            const bits = [a.type === 'package' ? `package ${a.packageId ?? '?'}` : '', script ? `$ ${script.length > 70 ? `${script.slice(0, 70)}…` : script}` : ''];
+            return bits.filter(Boolean).join(' · ') || 'no script';
+          })();
+    const limits = [
+      a.environmentIds?.length ? `only in ${a.environmentIds.map(envName).join(', ')}` : '',
+      a.excludedEnvironmentIds?.length ? `not in ${a.excludedEnvironmentIds.map(envName).join(', ')}` : '',
+      a.channelIds?.length ? `channels ${a.channelIds.map(chName).join(', ')}` : '',
+    ];
+    return [what, ...limits].filter(Boolean).join(' · ');
   }
 
-  function actionCard(s: Step, a: Action, i: number) {
+  private actionCard(s: Step, a: Action, i: number, st: EditorState): TemplateResult {
     const isScript = a.type !== 'manual-intervention';
-    return h(
-      'div',
-      { class: 'action', 'data-testid': `action-${s.name}-${a.name}` },
-      h(
-        'div',
-        { class: 'row-head' },
-        h('span', { class: 'tag type' }, a.type),
-        h('strong', null, a.name || '(unnamed action)'),
-        h('span', { class: 'muted small summary' }, actionSummary(a)),
-        h('span', { class: 'spacer' }),
-        h('button', { class: 'icon', title: 'Move action up', onclick: () => change(() => move(s.actions, i, -1)), disabled: i === 0 }, '↑ Up'),
-        h('button', { class: 'icon', title: 'Move action down', onclick: () => change(() => move(s.actions, i, 1)), disabled: i === s.actions.length - 1 }, '↓ Down'),
-        h('button', { class: 'icon danger', title: 'Remove action', onclick: () => change(() => s.actions.splice(i, 1)) }, 'Remove action'),
-      ),
-      h(
-        'div',
-        { class: 'fields' },
-        field('Action name', text(a.name, (v) => (a.name = v), { 'data-testid': 'action-name' })),
-        field('Type', select(a.type, ['script', 'package', 'manual-intervention'], (v) => (a.type = v as Action['type']))),
-        a.type === 'package' ? field('Package id', text(a.packageId, (v) => setOpt(a, 'packageId', v.trim()))) : null,
-        isScript ? field('Timeout (s)', text(a.timeoutSeconds, (v) => setOpt(a, 'timeoutSeconds', optNumber(v)), { inputmode: 'numeric' })) : null,
-        isScript ? field('Retries', text(a.retries, (v) => setOpt(a, 'retries', optNumber(v)), { inputmode: 'numeric' })) : null,
-        isScript
-          ? field(
-              'Script (bash)',
-              (() => {
-                const ta = h('textarea', { rows: Math.min(12, Math.max(3, (a.script ?? '').split('\n').length + 1)), spellcheck: 'false', class: 'mono' });
-                ta.value = a.script ?? '';
-                ta.addEventListener('input', () => {
-                  setOpt(a, 'script', ta.value);
-                  markDirty();
-                });
-                return ta;
-              })(),
-              true,
-            )
-          : field(
-              'Instructions',
-              (() => {
-                const ta = h('textarea', { rows: 3 });
-                ta.value = a.instructions ?? '';
-                ta.addEventListener('input', () => {
-                  setOpt(a, 'instructions', ta.value);
-                  markDirty();
-                });
-                return ta;
-              })(),
-              true,
-            ),
-      ),
-    );
+    const num = (v: unknown) => str(v);
+    return html`<div class="action${a.disabled ? ' is-disabled' : ''}" data-testid="action-${s.name}-${a.name}">
+      <div class="row-head">
+        <span class="tag type">${a.type}</span>
+        <strong>${a.name || '(unnamed action)'}</strong>
+        ${a.disabled ? html`<span class="tag off">disabled</span>` : nothing}
+        <span class="muted small summary">${this.actionSummary(a, st)}</span>
+        <span class="spacer"></span>
+        <button class="icon" title="Move action up" ?disabled=${i === 0} @click=${() => this.change(() => move(s.actions, i, -1))}>↑ Up</button>
+        <button class="icon" title="Move action down" ?disabled=${i === s.actions.length - 1} @click=${() => this.change(() => move(s.actions, i, 1))}>↓ Down</button>
+        <button class="icon danger" title="Remove action" @click=${() => this.change(() => s.actions.splice(i, 1))}>Remove action</button>
+      </div>
+      <div class="fields">
+        ${this.field('Action name', this.text(a, 'name', str, (v) => v, { testid: 'action-name', keepEmpty: true }))}
+        ${this.field('Type', this.select(a.type, ['script', 'package', 'manual-intervention'], (v) => (a.type = v as Action['type'])))}
+        ${a.type === 'package' ? this.field('Package id', this.text(a, 'packageId', str, (v) => v.trim())) : nothing}
+        ${isScript ? this.field('Timeout (s)', this.text(a, 'timeoutSeconds', num, optNumber, { numeric: true })) : nothing}
+        ${isScript ? this.field('Retries', this.text(a, 'retries', num, optNumber, { numeric: true })) : nothing}
+        ${isScript ? this.field('Retry delay (s)', this.text(a, 'retryDelaySeconds', num, optNumber, { numeric: true, placeholder: '0' })) : nothing}
+        ${this.field('Disabled', html`<input type="checkbox" .checked=${live(!!a.disabled)} @change=${(e: Event) => this.change(() => setOpt(a, 'disabled', checkedOf(e)))} />`)}
+        ${this.pick('Environments', 'none ticked: every one', st.envs, a.environmentIds, (ids) => setOpt(a, 'environmentIds', ids))}
+        ${this.pick('Excluded environments', '', st.envs, a.excludedEnvironmentIds, (ids) => setOpt(a, 'excludedEnvironmentIds', ids))}
+        ${this.pick('Channels', 'none ticked: every one', st.channels, a.channelIds, (ids) => setOpt(a, 'channelIds', ids))}
+        ${isScript
+          ? this.field('Script (bash)', this.textarea(a, 'script', { rows: Math.min(12, Math.max(3, (a.script ?? '').split('\n').length + 1)), mono: true }), true)
+          : this.field('Instructions', this.textarea(a, 'instructions', { rows: 3 }), true)}
+      </div>
+    </div>`;
   }
 
-  function stepCard(s: Step, i: number) {
-    return h(
-      'div',
-      { class: 'step', 'data-testid': `step-${s.name}` },
-      h(
-        'div',
-        { class: 'row-head' },
-        h('span', { class: 'step-no' }, String(i + 1)),
-        h('strong', null, s.name || '(unnamed step)'),
-        h('span', { class: 'muted small summary' }, stepSummary(s)),
-        h('span', { class: 'spacer' }),
-        h('button', { class: 'icon', title: 'Move step up', onclick: () => change(() => move(steps, i, -1)), disabled: i === 0 }, '↑ Up'),
-        h('button', { class: 'icon', title: 'Move step down', onclick: () => change(() => move(steps, i, 1)), disabled: i === steps.length - 1 }, '↓ Down'),
-        h('button', { class: 'icon danger', title: 'Remove step', onclick: () => change(() => steps.splice(i, 1)) }, 'Remove step'),
-      ),
-      h(
-        'div',
-        { class: 'fields' },
-        field('Step name', text(s.name, (v) => (s.name = v), { 'data-testid': 'step-name' })),
-        field(
-          'Target roles (comma separated)',
-          text((s.targetRoles ?? []).join(', '), (v) => {
-            const roles = v.split(',').map((r) => r.trim()).filter(Boolean);
-            setOpt(s, 'targetRoles', roles.length ? roles : undefined);
-          }, { placeholder: 'none: runs on the server' }),
-        ),
-        field('Window size', text(s.windowSize, (v) => setOpt(s, 'windowSize', countOrPercent(v)), { placeholder: 'all, 2 or 25%' })),
-        field('Max failures', text(s.maxFailures, (v) => setOpt(s, 'maxFailures', countOrPercent(v)), { placeholder: '0, 1 or 10%' })),
-        field('Condition', select(s.condition ?? 'success', ['success', 'failure', 'always'], (v) => (s.condition = v))),
-        field('Start trigger', select(s.startTrigger ?? 'afterPrevious', ['afterPrevious', 'withPrevious'], (v) => (s.startTrigger = v))),
-      ),
-      h('div', { class: 'actions-list' }, s.actions.map((a, j) => actionCard(s, a, j))),
-      h(
-        'button',
-        {
-          onclick: () =>
-            change(() => s.actions.push({ name: `Action ${s.actions.length + 1}`, type: s.targetRoles?.length ? 'script' : 'manual-intervention', ...(s.targetRoles?.length ? { script: 'echo hello' } : { instructions: 'Check, then proceed' }) })),
-        },
-        '+ Add action',
-      ),
-    );
+  private stepCard(s: Step, i: number, st: EditorState): TemplateResult {
+    const roles = (v: unknown) => ((v as string[] | undefined) ?? []).join(', ');
+    const parseRoles = (v: string) => {
+      const list = v.split(',').map((r) => r.trim()).filter(Boolean);
+      return list.length ? list : undefined;
+    };
+    const addAction = () =>
+      this.change(() =>
+        s.actions.push({
+          name: `Action ${s.actions.length + 1}`,
+          type: s.targetRoles?.length ? 'script' : 'manual-intervention',
+          ...(s.targetRoles?.length ? { script: 'echo hello' } : { instructions: 'Check, then proceed' }),
+        }),
+      );
+    return html`<div class="step" data-testid="step-${s.name}">
+      <div class="row-head">
+        <span class="step-no">${i + 1}</span>
+        <strong>${s.name || '(unnamed step)'}</strong>
+        <span class="muted small summary">${this.stepSummary(s)}</span>
+        <span class="spacer"></span>
+        <button class="icon" title="Move step up" ?disabled=${i === 0} @click=${() => this.change(() => move(st.steps, i, -1))}>↑ Up</button>
+        <button class="icon" title="Move step down" ?disabled=${i === st.steps.length - 1} @click=${() => this.change(() => move(st.steps, i, 1))}>↓ Down</button>
+        <button class="icon danger" title="Remove step" @click=${() => this.change(() => st.steps.splice(i, 1))}>Remove step</button>
+      </div>
+      <div class="fields">
+        ${this.field('Step name', this.text(s, 'name', str, (v) => v, { testid: 'step-name', keepEmpty: true }))}
+        ${this.field('Target roles (comma separated)', this.text(s, 'targetRoles', roles, parseRoles, { placeholder: 'none: runs on the server' }))}
+        ${this.field('Window size', this.text(s, 'windowSize', str, countOrPercent, { placeholder: 'all, 2 or 25%' }))}
+        ${this.field('Max failures', this.text(s, 'maxFailures', str, countOrPercent, { placeholder: '0, 1 or 10%' }))}
+        ${this.field('Condition', this.select(s.condition ?? 'success', ['success', 'failure', 'always'], (v) => (s.condition = v)))}
+        ${this.field('Start trigger', this.select(s.startTrigger ?? 'afterPrevious', ['afterPrevious', 'withPrevious'], (v) => (s.startTrigger = v)))}
+      </div>
+      <div class="actions-list">${repeat(s.actions, keyOf, (a, j) => this.actionCard(s, a, j, st))}</div>
+      <button @click=${addAction}>+ Add action</button>
+    </div>`;
   }
 
-  function change(fn: () => void) {
-    fn();
-    markDirty();
-    render();
+  private view(st: EditorState) {
+    const status = `version ${st.version}${st.dirty ? ' · unsaved changes' : st.saved ? ' · saved' : ''}`;
+    return html`<div class="process" data-testid="process-editor">
+      <div class="steps">${st.steps.length ? repeat(st.steps, keyOf, (s, i) => this.stepCard(s, i, st)) : html`<p class="muted">No steps yet.</p>`}</div>
+      <div class="toolbar">
+        <button @click=${() => this.change(() => st.steps.push({ name: `Step ${st.steps.length + 1}`, targetRoles: [], actions: [] }))}>+ Add step</button>
+        <span class="spacer"></span>
+        <span class="muted small" data-testid="process-status">${status}</span>
+        <button class="ghost" @click=${() => void this.reload()}>Reload</button>
+        <button class="primary" data-testid="save-process" ?disabled=${st.saving} @click=${() => void this.save()}>Save process</button>
+      </div>
+      ${errorBox('process-errors', st.error)}
+    </div>`;
   }
-
-  function render() {
-    clear(list, steps.length ? steps.map((s, i) => stepCard(s, i)) : h('p', { class: 'muted' }, 'No steps yet.'));
-  }
-
-  saveBtn.addEventListener('click', async () => {
-    errors.clear();
-    saveBtn.disabled = true;
-    try {
-      const saved = await api<Process>('PUT', `/api/projects/${projectId}/deployment-process`, { version, steps });
-      version = saved.version;
-      steps = clone(saved.steps);
-      dirty = false;
-      status.textContent = `version ${version} · saved`;
-      render();
-    } catch (err) {
-      if (err instanceof ApiError && err.status === 409) errors.show(err, 'Someone else changed the process meanwhile (stale version). Reload to see it: ');
-      else if (err instanceof ApiError && err.status === 400) errors.show(err, 'The process is not valid: ');
-      else errors.show(err);
-    } finally {
-      saveBtn.disabled = false;
-    }
-  });
-
-  async function reload() {
-    const p = await api<Process>('GET', `/api/projects/${projectId}/deployment-process`);
-    version = p.version;
-    steps = clone(p.steps);
-    dirty = false;
-    status.textContent = `version ${version}`;
-    errors.clear();
-    render();
-  }
-
-  status.textContent = `version ${version}`;
-  render();
-  clear(
-    root,
-    list,
-    h(
-      'div',
-      { class: 'toolbar' },
-      h('button', { onclick: () => change(() => steps.push({ name: `Step ${steps.length + 1}`, targetRoles: [], actions: [] })) }, '+ Add step'),
-      h('span', { class: 'spacer' }),
-      status,
-      h('button', { class: 'ghost', onclick: () => (!dirty || confirm('Discard your changes?')) && void reload() }, 'Reload'),
-      saveBtn,
-    ),
-    errors.el,
-  );
-  return root;
 }
+
+/** "Target roles (comma separated)" → "target-roles": the field's data-field, for tests and styles. */
+const slug = (label: string) => label.split(' (')[0].toLowerCase().replace(/\W+/g, '-');

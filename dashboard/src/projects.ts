@@ -1,56 +1,66 @@
 /** Projects: list and create; a project's page: process editor, channels, releases, deploy with preview. */
-import { api, get, q, type Channel, type Environment, type Process, type Project, type Release } from './api.js';
-import { badge, card, clear, errorBox, fmtTime, h } from './dom.js';
-import { processEditor } from './process.js';
+import { api, get, q, type Channel, type DeploymentPreview as Preview, type Environment, type Process, type Project, type Release } from './api.js';
+import { html, live, nothing } from './lit.js';
+import { ProcessEditor } from './process.js';
+import { mount, Store } from './store.js';
+import { badge, card, checkedOf, errorBox, fmtTime, problem, valueOf, type Problem } from './ui.js';
+
+const field = (form: HTMLFormElement, name: string) => form.elements.namedItem(name) as HTMLInputElement;
 
 export async function projectsView(root: HTMLElement) {
-  const list = h('div');
-  const name = h('input', { name: 'name', placeholder: 'Project name', required: true, 'data-testid': 'project-name' });
-  const description = h('input', { name: 'description', placeholder: 'Description (optional)' });
-  const errors = errorBox('project-error');
-  async function load() {
-    const projects = await get<Project[]>('/api/projects');
-    clear(
-      list,
-      projects.length === 0
-        ? h('p', { class: 'muted' }, 'No projects yet.')
-        : h(
-            'table',
-            { 'data-testid': 'projects' },
-            h('thead', null, h('tr', null, h('th', null, 'Name'), h('th', null, 'Slug'), h('th', null, 'Description'))),
-            h('tbody', null, projects.map((p) => h('tr', null, h('td', null, h('a', { href: `#/projects/${p.id}` }, p.name)), h('td', { class: 'mono' }, p.slug), h('td', null, p.description ?? '')))),
-          ),
-    );
+  const store = new Store<{ projects: Project[]; error: Problem | null }>({ projects: await get<Project[]>('/api/projects'), error: null });
+  async function create(e: SubmitEvent) {
+    e.preventDefault();
+    const form = e.target as HTMLFormElement;
+    store.set({ error: null });
+    try {
+      const p = await api<Project>('POST', '/api/projects', { name: field(form, 'name').value.trim(), description: field(form, 'description').value.trim() || undefined });
+      location.hash = `#/projects/${p.id}`;
+    } catch (err) {
+      store.set({ error: problem(err) });
+    }
   }
-  clear(
+  return mount(
     root,
-    h('h1', null, 'Projects'),
-    card('All projects', list),
-    card(
-      'New project',
-      h(
-        'form',
-        {
-          class: 'inline',
-          onsubmit: async (e: Event) => {
-            e.preventDefault();
-            errors.clear();
-            try {
-              const p = await api<Project>('POST', '/api/projects', { name: name.value.trim(), description: description.value.trim() || undefined });
-              location.hash = `#/projects/${p.id}`;
-            } catch (err) {
-              errors.show(err);
-            }
-          },
-        },
-        name,
-        description,
-        h('button', { type: 'submit', class: 'primary' }, 'Create project'),
-        errors.el,
-      ),
-    ),
+    store,
+    (s) => html`<h1>Projects</h1>
+      ${card(
+        'All projects',
+        s.projects.length === 0
+          ? html`<p class="muted">No projects yet.</p>`
+          : html`<table data-testid="projects">
+              <thead><tr><th>Name</th><th>Slug</th><th>Description</th></tr></thead>
+              <tbody>${s.projects.map((p) => html`<tr><td><a href="#/projects/${p.id}">${p.name}</a></td><td class="mono">${p.slug}</td><td>${p.description ?? ''}</td></tr>`)}</tbody>
+            </table>`,
+      )}
+      ${card(
+        'New project',
+        html`<form class="inline" @submit=${create}>
+          <input name="name" placeholder="Project name" required data-testid="project-name" />
+          <input name="description" placeholder="Description (optional)" />
+          <button type="submit" class="primary">Create project</button>
+          ${errorBox('project-error', s.error)}
+        </form>`,
+      )}`,
   );
-  await load();
+}
+
+interface DeployPanel {
+  release: Release;
+  environmentId: string;
+  guided: boolean;
+  preview: Preview | null;
+  loading: boolean;
+  busy: boolean;
+  error: Problem | null;
+}
+
+interface ProjectState {
+  releases: Release[];
+  channels: Channel[];
+  releaseError: Problem | null;
+  channelError: Problem | null;
+  deploy: DeployPanel | null;
 }
 
 export async function projectView(root: HTMLElement, id: string) {
@@ -60,208 +70,161 @@ export async function projectView(root: HTMLElement, id: string) {
     get<Channel[]>(`/api/projects/${encodeURIComponent(id)}/channels`),
     get<Environment[]>('/api/environments'),
   ]);
-  const releasesBox = h('div', { 'data-testid': 'releases' });
-  const deployBox = h('div', { 'data-testid': 'deploy-panel' });
-  const channelName = (cid: string) => channels.find((c) => c.id === cid)?.name ?? cid.slice(0, 8);
-
-  const editor = processEditor(project.id, process);
-
-  // Channels
-  const channelsList = h('ul', { class: 'plain' });
-  const renderChannels = () => clear(channelsList, channels.map((c) => h('li', null, h('span', { class: 'tag' }, c.name), c.id === project.defaultChannelId ? h('span', { class: 'muted small' }, ' default') : null)));
-  renderChannels();
-  const chName = h('input', { placeholder: 'New channel name', required: true });
-  const chErrors = errorBox('channel-error');
-
-  // Releases
-  const version = h('input', { name: 'version', placeholder: 'Version, e.g. 1.0.0', required: true, 'data-testid': 'release-version' });
-  const channelSelect = h('select', { name: 'channel', 'data-testid': 'release-channel' });
-  const renderChannelSelect = () => clear(channelSelect, channels.map((c) => h('option', { value: c.id, selected: c.id === project.defaultChannelId }, c.name)));
-  renderChannelSelect();
-  const relErrors = errorBox('release-error');
+  const store = new Store<ProjectState>({ releases: [], channels, releaseError: null, channelError: null, deploy: null });
+  const editor = new ProcessEditor(project.id, process, envs, channels);
+  const channelName = (cid: string) => store.state.channels.find((c) => c.id === cid)?.name ?? cid.slice(0, 8);
+  const setDeploy = (patch: Partial<DeployPanel>) => store.set((s) => (s.deploy ? { deploy: { ...s.deploy, ...patch } } : {}));
 
   async function loadReleases() {
-    const releases = await get<Release[]>(`/api/releases?${q({ projectId: project.id })}`);
-    clear(
-      releasesBox,
-      releases.length === 0
-        ? h('p', { class: 'muted' }, 'No releases yet.')
-        : h(
-            'table',
-            null,
-            h('thead', null, h('tr', null, ['Version', 'Channel', 'Packages', 'Created', ''].map((t) => h('th', null, t)))),
-            h(
-              'tbody',
-              null,
-              releases.map((r) =>
-                h(
-                  'tr',
-                  { 'data-testid': `release-${r.version}` },
-                  h('td', null, h('strong', null, r.version)),
-                  h('td', null, channelName(r.channelId)),
-                  h('td', null, r.packages.length ? r.packages.map((p) => h('span', { class: 'tag mono', title: `sha256 ${p.sha256}, ${p.sizeBytes} bytes` }, `${p.packageId} ${p.version}`)) : h('span', { class: 'muted' }, 'none')),
-                  h('td', null, fmtTime(r.createdAt)),
-                  h('td', null, h('button', { onclick: () => openDeploy(r) }, 'Deploy…')),
-                ),
-              ),
-            ),
-          ),
-    );
+    store.set({ releases: await get<Release[]>(`/api/releases?${q({ projectId: project.id })}`) });
   }
 
   function openDeploy(r: Release) {
-    const envSelect = h('select', { 'data-testid': 'deploy-environment' }, h('option', { value: '' }, 'Choose an environment…'), envs.map((e) => h('option', { value: e.id }, e.name)));
-    const guided = h('input', { type: 'checkbox', 'data-testid': 'guided-failure' });
-    const preview = h('div', { 'data-testid': 'preview' });
-    const errors = errorBox('deploy-error');
-    const deployBtn = h('button', { class: 'primary', disabled: true, 'data-testid': 'deploy-button' }, 'Deploy');
-    envSelect.addEventListener('change', async () => {
-      errors.clear();
-      deployBtn.disabled = true;
-      clear(preview);
-      const env = envs.find((e) => e.id === envSelect.value);
-      if (!env) return;
-      guided.checked = Boolean(env.guidedFailure);
-      clear(preview, h('p', { class: 'muted' }, 'Loading preview…'));
-      try {
-        const p = await get<any>(`/api/deployments/preview?${q({ releaseId: r.id, environmentId: env.id })}`);
-        clear(preview, renderPreview(p));
-        deployBtn.disabled = false;
-      } catch (err) {
-        clear(preview);
-        errors.show(err, 'Preview failed: ');
-      }
-    });
-    deployBtn.addEventListener('click', async () => {
-      errors.clear();
-      deployBtn.disabled = true;
-      try {
-        const d = await api<{ id: string }>('POST', '/api/deployments', { releaseId: r.id, environmentId: envSelect.value, guidedFailure: guided.checked });
-        location.hash = `#/deployments/${d.id}`;
-      } catch (err) {
-        deployBtn.disabled = false;
-        errors.show(err);
-      }
-    });
-    clear(
-      deployBox,
-      h(
-        'div',
-        { class: 'deploy card inner' },
-        h('h3', null, `Deploy ${project.name} ${r.version}`),
-        h('div', { class: 'inline' }, h('label', null, 'Environment ', envSelect), h('label', { class: 'check' }, guided, ' Guided failure (a failed target waits for retry, skip or abort)')),
-        preview,
-        errors.el,
-        h('div', { class: 'inline' }, deployBtn, h('button', { class: 'ghost', onclick: () => clear(deployBox) }, 'Close')),
-      ),
-    );
-    deployBox.scrollIntoView({ behavior: 'smooth', block: 'nearest' });
+    store.set({ deploy: { release: r, environmentId: '', guided: false, preview: null, loading: false, busy: false, error: null } });
+    requestAnimationFrame(() => root.querySelector('[data-testid="deploy-panel"]')?.scrollIntoView({ behavior: 'smooth', block: 'nearest' }));
   }
 
-  clear(
-    root,
-    h('h1', null, project.name, ' ', h('span', { class: 'muted small mono' }, project.slug)),
-    project.description ? h('p', { class: 'muted' }, project.description) : null,
-    h(
-      'div',
-      { class: 'columns' },
-      h(
-        'div',
-        { class: 'col-main' },
-        card('Deployment process', editor),
-      ),
-      h(
-        'div',
-        { class: 'col-side' },
-        card(
+  async function chooseEnvironment(environmentId: string) {
+    const d = store.state.deploy;
+    if (!d) return;
+    const env = envs.find((e) => e.id === environmentId);
+    setDeploy({ environmentId, guided: Boolean(env?.guidedFailure), preview: null, error: null, loading: !!env });
+    if (!env) return;
+    try {
+      const preview = await get<Preview>(`/api/deployments/preview?${q({ releaseId: d.release.id, environmentId: env.id })}`);
+      if (store.state.deploy?.environmentId === environmentId) setDeploy({ preview, loading: false });
+    } catch (err) {
+      if (store.state.deploy?.environmentId === environmentId) setDeploy({ loading: false, error: problem(err, 'Preview failed: ') });
+    }
+  }
+
+  async function deploy() {
+    const d = store.state.deploy;
+    if (!d) return;
+    setDeploy({ busy: true, error: null });
+    try {
+      const created = await api<{ id: string }>('POST', '/api/deployments', { releaseId: d.release.id, environmentId: d.environmentId, guidedFailure: d.guided });
+      location.hash = `#/deployments/${created.id}`;
+    } catch (err) {
+      setDeploy({ busy: false, error: problem(err) });
+    }
+  }
+
+  async function createRelease(e: SubmitEvent) {
+    e.preventDefault();
+    const form = e.target as HTMLFormElement;
+    store.set({ releaseError: null });
+    try {
+      const rel = await api<Release>('POST', '/api/releases', { projectId: project.id, version: field(form, 'version').value.trim(), channelId: field(form, 'channel').value || undefined });
+      field(form, 'version').value = '';
+      await loadReleases();
+      openDeploy(rel);
+    } catch (err) {
+      store.set({ releaseError: problem(err) });
+    }
+  }
+
+  async function addChannel(e: SubmitEvent) {
+    e.preventDefault();
+    const form = e.target as HTMLFormElement;
+    store.set({ channelError: null });
+    try {
+      const c = await api<Channel>('POST', `/api/projects/${project.id}/channels`, { name: field(form, 'name').value.trim() });
+      form.reset();
+      store.set((s) => ({ channels: [...s.channels, c] }));
+      editor.setChannels(store.state.channels);
+    } catch (err) {
+      store.set({ channelError: problem(err) });
+    }
+  }
+
+  const releasesTable = (s: ProjectState) =>
+    s.releases.length === 0
+      ? html`<p class="muted">No releases yet.</p>`
+      : html`<table>
+          <thead><tr>${['Version', 'Channel', 'Packages', 'Created', ''].map((t) => html`<th>${t}</th>`)}</tr></thead>
+          <tbody>
+            ${s.releases.map(
+              (r) => html`<tr data-testid="release-${r.version}">
+                <td><strong>${r.version}</strong></td>
+                <td>${channelName(r.channelId)}</td>
+                <td>${r.packages.length ? r.packages.map((p) => html`<span class="tag mono" title="sha256 ${p.sha256}, ${p.sizeBytes} bytes">${p.packageId} ${p.version}</span>`) : html`<span class="muted">none</span>`}</td>
+                <td>${fmtTime(r.createdAt)}</td>
+                <td><button @click=${() => openDeploy(r)}>Deploy…</button></td>
+              </tr>`,
+            )}
+          </tbody>
+        </table>`;
+
+  const deployPanel = (d: DeployPanel) => html`<div class="deploy card inner">
+    <h3>Deploy ${project.name} ${d.release.version}</h3>
+    <div class="inline">
+      <label>Environment <select data-testid="deploy-environment" @change=${(e: Event) => void chooseEnvironment(valueOf(e))}>
+        <option value="" .selected=${live(d.environmentId === '')}>Choose an environment…</option>
+        ${envs.map((e) => html`<option value=${e.id} .selected=${live(d.environmentId === e.id)}>${e.name}</option>`)}
+      </select></label>
+      <label class="check"><input type="checkbox" data-testid="guided-failure" .checked=${live(d.guided)} @change=${(e: Event) => setDeploy({ guided: checkedOf(e) })} /> Guided failure (a failed target waits for retry, skip or abort)</label>
+    </div>
+    <div data-testid="preview">${d.loading ? html`<p class="muted">Loading preview…</p>` : d.preview ? previewView(d.preview) : nothing}</div>
+    ${errorBox('deploy-error', d.error)}
+    <div class="inline">
+      <button class="primary" data-testid="deploy-button" ?disabled=${!d.preview || d.busy} @click=${() => void deploy()}>Deploy</button>
+      <button class="ghost" @click=${() => store.set({ deploy: null })}>Close</button>
+    </div>
+  </div>`;
+
+  const view = (s: ProjectState) => html`<h1>${project.name} <span class="muted small mono">${project.slug}</span></h1>
+    ${project.description ? html`<p class="muted">${project.description}</p>` : nothing}
+    <div class="columns">
+      <div class="col-main">${card('Deployment process', editor.el)}</div>
+      <div class="col-side">
+        ${card(
           'Releases',
-          h(
-            'form',
-            {
-              class: 'inline',
-              onsubmit: async (e: Event) => {
-                e.preventDefault();
-                relErrors.clear();
-                try {
-                  const rel = await api<Release>('POST', '/api/releases', { projectId: project.id, version: version.value.trim(), channelId: channelSelect.value || undefined });
-                  version.value = '';
-                  await loadReleases();
-                  openDeploy(rel);
-                } catch (err) {
-                  relErrors.show(err);
-                }
-              },
-            },
-            version,
-            channelSelect,
-            h('button', { type: 'submit', class: 'primary' }, 'Create release'),
-          ),
-          relErrors.el,
-          deployBox,
-          releasesBox,
-        ),
-        card(
+          html`<form class="inline" @submit=${createRelease}>
+              <input name="version" placeholder="Version, e.g. 1.0.0" required data-testid="release-version" />
+              <select name="channel" data-testid="release-channel">${s.channels.map((c) => html`<option value=${c.id} ?selected=${c.id === project.defaultChannelId}>${c.name}</option>`)}</select>
+              <button type="submit" class="primary">Create release</button>
+            </form>
+            ${errorBox('release-error', s.releaseError)}
+            <div data-testid="deploy-panel">${s.deploy ? deployPanel(s.deploy) : nothing}</div>
+            <div data-testid="releases">${releasesTable(s)}</div>`,
+        )}
+        ${card(
           'Channels',
-          channelsList,
-          h(
-            'form',
-            {
-              class: 'inline',
-              onsubmit: async (e: Event) => {
-                e.preventDefault();
-                chErrors.clear();
-                try {
-                  channels.push(await api<Channel>('POST', `/api/projects/${project.id}/channels`, { name: chName.value.trim() }));
-                  chName.value = '';
-                  renderChannels();
-                  renderChannelSelect();
-                } catch (err) {
-                  chErrors.show(err);
-                }
-              },
-            },
-            chName,
-            h('button', { type: 'submit' }, 'Add channel'),
-          ),
-          chErrors.el,
-        ),
-      ),
-    ),
-  );
+          html`<ul class="plain" data-testid="channels">${s.channels.map((c) => html`<li><span class="tag">${c.name}</span>${c.id === project.defaultChannelId ? html`<span class="muted small"> default</span>` : nothing}</li>`)}</ul>
+            <form class="inline" @submit=${addChannel}>
+              <input name="name" placeholder="New channel name" required data-testid="channel-name" />
+              <button type="submit">Add channel</button>
+            </form>
+            ${errorBox('channel-error', s.channelError)}`,
+        )}
+      </div>
+    </div>`;
+
   await loadReleases();
+  const unmount = mount(root, store, view);
+  return () => {
+    unmount();
+    editor.destroy();
+  };
 }
 
-function renderPreview(p: { steps: any[] }) {
-  return h(
-    'div',
-    { class: 'preview' },
-    h('h4', null, 'Preview: what will run where'),
-    h(
-      'ol',
-      { class: 'preview-steps' },
-      p.steps.map((s) =>
-        h(
-          'li',
-          { class: s.willRun === false ? 'skipped' : '', 'data-testid': `preview-step-${s.name}` },
-          h('div', null, h('strong', null, s.name), ' ', s.willRun === false ? badge('skipped') : null, s.skipReason ? h('span', { class: 'muted' }, ` ${s.skipReason}`) : null),
-          h(
-            'div',
-            { class: 'small' },
-            s.runsOn === 'server' ? 'runs on the server' : h('span', { 'data-testid': `preview-window-${s.name}` }, `window ${s.windowSize ?? 'all'}`),
-            ` · failure budget ${s.maxFailures ?? 0}`,
-            s.condition && s.condition !== 'success' ? ` · condition ${s.condition}` : '',
-            s.startTrigger === 'withPrevious' ? ' · with previous' : '',
-          ),
-          s.targets?.length
-            ? h('div', { class: 'targets', 'data-testid': `preview-targets-${s.name}` }, 'Targets in order: ', (s.targets as any[]).map((t, i) => h('span', { class: 'tag' }, `${i + 1}. ${t.machineName}`)))
-            : null,
-          h(
-            'ul',
-            { class: 'preview-actions' },
-            (s.actions as any[]).map((a) => h('li', { class: a.willRun ? '' : 'skipped' }, `${a.name} (${a.type ?? 'action'})`, a.willRun ? '' : h('span', { class: 'muted' }, ` — skipped: ${a.skipReason ?? ''}`))),
-          ),
-        ),
-      ),
-    ),
-  );
+function previewView(p: Preview) {
+  return html`<div class="preview">
+    <h4>Preview: what will run where</h4>
+    <ol class="preview-steps">
+      ${p.steps.map(
+        (s) => html`<li class=${s.willRun === false ? 'skipped' : ''} data-testid="preview-step-${s.name}">
+          <div><strong>${s.name}</strong> ${s.willRun === false ? badge('skipped') : nothing}${s.skipReason ? html`<span class="muted"> ${s.skipReason}</span>` : nothing}</div>
+          <div class="small">${s.runsOn === 'server' ? 'runs on the server' : html`<span data-testid="preview-window-${s.name}">window ${s.windowSize ?? 'all'}</span>`} · failure budget ${s.maxFailures ?? 0}${s.condition && s.condition !== 'success' ? ` · condition ${s.condition}` : ''}${s.startTrigger === 'withPrevious' ? ' · with previous' : ''}</div>
+          ${s.targets?.length
+            ? html`<div class="targets" data-testid="preview-targets-${s.name}">Targets in order: ${s.targets.map((t, i) => html`<span class="tag">${i + 1}. ${t.machineName}</span>`)}</div>`
+            : nothing}
+          <ul class="preview-actions">
+            ${s.actions.map((a) => html`<li class=${a.willRun ? '' : 'skipped'} data-testid="preview-action-${s.name}-${a.name}">${a.name} (${a.type ?? 'action'})${a.willRun ? '' : html`<span class="muted"> — skipped: ${a.skipReason ?? ''}</span>`}</li>`)}
+          </ul>
+        </li>`,
+      )}
+    </ol>
+  </div>`;
 }

@@ -56,6 +56,8 @@ async function main() {
   const root = fileURLToPath(new URL('../../..', import.meta.url));
   app.useStaticAssets(join(root, 'dashboard', 'public'), { index: 'index.html' });
   app.useStaticAssets(join(root, 'dist', 'dashboard'), { prefix: '/assets/' });
+  // Its rendering library's ES modules as published (no bundler; dashboard/src/lit.ts says why).
+  app.useStaticAssets(join(root, 'node_modules', 'lit-html'), { prefix: '/assets/vendor/lit-html/' });
   // Bounds first (depth, sizes, NUL): the ValidationPipe's transformation would overflow or stall on such input.
   app.useGlobalPipes(new InputBoundsPipe(), new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }));
   await app.get(ApiKeysService).ensureAdminKey();

@@ -27,6 +27,8 @@ let projectId: string;
 const requests: Array<{ url: string; at: number }> = [];
 /** What the browser said about the Content-Security-Policy while the dashboard ran (nothing, if it holds). */
 const cspReports: string[] = [];
+/** Uncaught errors of the page's scripts (none, if the views render as they should). */
+const pageErrors: string[] = [];
 
 beforeAll(async () => {
   if (!haveBrowser) return;
@@ -51,6 +53,7 @@ beforeAll(async () => {
   page.on('console', (m) => {
     if (/Content Security Policy|Refused to/i.test(m.text())) cspReports.push(m.text());
   });
+  page.on('pageerror', (e) => pageErrors.push(String(e)));
 }, 120_000);
 
 afterAll(async () => {
@@ -156,6 +159,7 @@ browserIt('signs in, deploys a release with a preview, and follows it live to su
   const restHits = requests.filter((r) => r.at >= liveFrom && r.url.includes(`/api/deployments/${deploymentId}`));
   expect(restHits.length).toBeLessThanOrEqual(3);
   expect(requests.some((r) => r.url.includes('/socket.io/socket.io.esm.min.js'))).toBe(true);
+  expect(requests.some((r) => r.url.endsWith('/assets/vendor/lit-html/lit-html.js'))).toBe(true);
 
   // A screenshot of the finished live view for people to look at.
   mkdirSync(join(ROOT, 'test-artifacts'), { recursive: true });
@@ -176,7 +180,7 @@ browserIt('signs in, deploys a release with a preview, and follows it live to su
 // the whole live deployment above ran without a CSP report; and the key lives only as long as the browser session,
 // unless "remember me" was ticked (a new context from the saved state is the browser started again).
 browserIt('sends security headers everywhere and keeps the key for the session unless remembered', async () => {
-  for (const [path, key] of [['/', null], ['/assets/main.js', null], ['/api/health', null], ['/api/environments', null], ['/api/environments', ADMIN_KEY], ['/api/docs', null], ['/api/nothing-here', ADMIN_KEY]] as const) {
+  for (const [path, key] of [['/', null], ['/assets/main.js', null], ['/assets/vendor/lit-html/lit-html.js', null], ['/api/health', null], ['/api/environments', null], ['/api/environments', ADMIN_KEY], ['/api/docs', null], ['/api/nothing-here', ADMIN_KEY]] as const) {
     const r = await srv.request('GET', path, undefined, { key });
     const csp = String(r.headers['content-security-policy']);
     expect([path, csp]).toEqual([path, expect.stringContaining("script-src 'self'")]);
@@ -190,6 +194,7 @@ browserIt('sends security headers everywhere and keeps the key for the session u
   await page.goto(`${srv.base}/api/docs`);
   await page.waitForSelector('.swagger-ui .info :text("Cuttle")');
   expect(cspReports).toEqual([]);
+  expect(pageErrors).toEqual([]);
 
   const signIn = async (remember: boolean) => {
     const ctx = await browser.newContext({ ignoreHTTPSErrors: true });

@@ -1,0 +1,57 @@
+/**
+ * The deployment's pending interruptions (manual interventions, guided failures): instructions, notes, one button per
+ * allowed answer. Keyed by id, so a live update keeps each box, its typed notes and the focus where they are.
+ */
+import { api, get, q, type Interruption } from './api.js';
+import type { DeploymentState, DeploymentStore } from './deployment-store.js';
+import { html, live, nothing, repeat } from './lit.js';
+import { errorBox, problem, valueOf } from './ui.js';
+
+const buttonClass = (r: string) => (r === 'abort' ? 'danger' : r === 'proceed' || r === 'retry' ? 'primary' : '');
+
+/** Loads the pending interruptions into the store; calls while one load runs make one more load after it. */
+export function interruptionsLoader(store: DeploymentStore) {
+  let busy = false;
+  let again = false;
+  return async function load(): Promise<void> {
+    if (busy) {
+      again = true;
+      return;
+    }
+    busy = true;
+    try {
+      store.setInterruptions(await get<Interruption[]>(`/api/interruptions?${q({ deploymentId: store.state.deployment.id, state: 'pending' })}`));
+    } catch (err) {
+      store.setError(problem(err));
+    } finally {
+      busy = false;
+      if (again) {
+        again = false;
+        void load();
+      }
+    }
+  };
+}
+
+export function interruptionsView(s: DeploymentState, store: DeploymentStore, reload: () => Promise<void>) {
+  const answer = async (i: Interruption, result: string) => {
+    store.setAnswering(i.id, true);
+    try {
+      await api('POST', `/api/interruptions/${i.id}/submit`, { result, notes: store.state.notes[i.id] || undefined });
+      await reload(); // the answered box goes; its buttons stay disabled until then
+      store.setAnswering(i.id, false);
+    } catch (err) {
+      store.setAnswering(i.id, false, problem(err));
+    }
+  };
+  const box = (i: Interruption) => html`<div class="interruption kind-${i.kind}" data-testid="interruption" data-interruption-id=${i.id} data-kind=${i.kind}>
+    <h3>${i.kind === 'guided-failure' ? 'Failed: what now?' : 'Manual intervention needed'} <span class="muted small">${i.stepName} / ${i.actionName}${i.machineName ? ` on ${i.machineName}` : ''}</span></h3>
+    ${i.instructions ? html`<p class="instructions" data-testid="interruption-instructions">${i.instructions}</p>` : nothing}
+    <textarea rows="2" placeholder="Notes (recorded with your answer)" data-testid="interruption-notes" .value=${live(s.notes[i.id] ?? '')} @input=${(e: Event) => store.setNote(i.id, valueOf(e))}></textarea>
+    <div class="inline">
+      ${i.allowedResults.map((r) => html`<button class=${buttonClass(r)} data-result=${r} ?disabled=${!!s.answering[i.id]} @click=${() => answer(i, r)}>${r[0].toUpperCase() + r.slice(1)}</button>`)}
+    </div>
+    ${errorBox('interruption-error', s.interruptionErrors[i.id])}
+  </div>`;
+  return html`<div class="interruptions" data-testid="interruptions">${repeat(s.interruptions, (i) => i.id, box)}</div>`;
+}
