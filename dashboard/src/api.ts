@@ -59,15 +59,24 @@ export const q = (params: Record<string, string | number | undefined>) =>
     .map(([k, v]) => `${encodeURIComponent(k)}=${encodeURIComponent(String(v))}`)
     .join('&');
 
-// Shapes used by the views (only the fields the dashboard reads).
-export interface Environment { id: string; name: string; guidedFailure?: boolean }
-export interface RegistrationToken { token: string; expiresAt: string }
-export interface Machine {
-  id: string; name: string; roles: string[]; environmentIds: string[]; status: 'online' | 'offline'; disabled: boolean;
-  health: string; healthReason?: string; lastSeenAt?: string; agentVersion?: string;
-}
-export interface Project { id: string; name: string; slug: string; description?: string; defaultChannelId: string }
-export interface Channel { id: string; name: string }
+// The API's responses: the one definition in shared/src/api/types.ts (its declarations, emitted by the build; type
+// imports only, so nothing of it is loaded in the browser).
+export type {
+  Channel,
+  Deployment,
+  Environment,
+  Interruption,
+  LogEntry,
+  Machine,
+  Preview as DeploymentPreview,
+  Project,
+  RegistrationToken,
+  Release,
+  StepRun,
+  TargetRun,
+} from '#api';
+
+// The process editor's drafts: a step or action as the person edits it (fields may be half-typed until saved).
 export interface Action {
   name: string; type: 'script' | 'package' | 'manual-intervention'; script?: string; packageId?: string; instructions?: string;
   timeoutSeconds?: number; retries?: number; disabled?: boolean; environmentIds?: string[]; excludedEnvironmentIds?: string[];
@@ -78,29 +87,3 @@ export interface Step {
   condition?: string; startTrigger?: string; actions: Action[]; [k: string]: unknown;
 }
 export interface Process { version: number; steps: Step[] }
-export interface Release {
-  id: string; projectId: string; channelId: string; version: string; createdAt: string;
-  packages: Array<{ packageId: string; version: string; sha256: string; sizeBytes: number }>;
-}
-export interface DeploymentPreview {
-  releaseId: string; environmentId: string;
-  steps: Array<{
-    name: string; runsOn: 'server' | 'targets'; condition?: string; startTrigger?: string; windowSize?: number; maxFailures?: number;
-    willRun: boolean; skipReason?: string; targets: Array<{ machineId: string; machineName: string }>;
-    actions: Array<{ name: string; type?: string; willRun: boolean; skipReason?: string }>;
-  }>;
-}
-export interface TargetRun {
-  machineId: string | null; machineName: string; state: string; waitingFor?: string; startedAt?: string; finishedAt?: string; error?: string;
-  failureKind?: string; attempt?: number; actions: Array<{ name: string; state: string; exitCode?: number | null; skipReason?: string }>;
-}
-export interface StepRun { name: string; state: string; windowSize?: number; maxFailures?: number; skipReason?: string; targets: TargetRun[] }
-export interface Deployment {
-  id: string; releaseId: string; environmentId: string; projectId?: string; releaseVersion?: string; state: string; queuedBehind?: string;
-  createdAt: string; startedAt?: string; finishedAt?: string; guidedFailure?: boolean; steps: StepRun[];
-}
-export interface LogEntry { seq: number; at: string; level: string; machineId?: string | null; stepName?: string; actionName?: string; text: string }
-export interface Interruption {
-  id: string; deploymentId: string; kind: string; stepName: string; actionName: string; machineId?: string; machineName?: string;
-  instructions?: string; state: string; allowedResults: string[];
-}

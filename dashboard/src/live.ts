@@ -2,11 +2,15 @@
  * The live channel: one socket.io connection to `/live` per signed-in session. Views subscribe to events with `on`
  * (handlers are dropped on every route change by `resetHandlers`) and to one deployment at a time with `watch`.
  */
+import type { LiveServerEvents } from '#api-live';
 import { auth } from './api.js';
 
-type Handler = (payload: any) => void;
+/** The live events and their payloads: the server's own definition (shared/src/api/live.ts). */
+type Events = LiveServerEvents;
+type EventName = Exclude<keyof Events, 'error-message'>;
+type Handler = (payload: never) => void;
 interface Socket {
-  on(ev: string, fn: Handler): void;
+  on(ev: string, fn: (payload: unknown) => void): void;
   emit(ev: string, payload?: unknown): void;
   disconnect(): void;
   connected: boolean;
@@ -14,11 +18,11 @@ interface Socket {
 
 const CLIENT_URL = '/socket.io/socket.io.esm.min.js';
 let socket: Socket | null = null;
-let handlers = new Map<string, Set<Handler>>();
+let handlers = new Map<EventName, Set<Handler>>();
 let watched: { deploymentId: string; afterSeq: () => number } | null = null;
 let statusListener: (s: { connected: boolean; error?: string; unauthorized?: boolean }) => void = () => {};
 
-const EVENTS = ['deployment', 'log', 'interruptions', 'deployments', 'machines'];
+const EVENTS: EventName[] = ['deployment', 'log', 'interruptions', 'deployments', 'machines'];
 
 export function onStatus(fn: typeof statusListener) {
   statusListener = fn;
@@ -36,12 +40,14 @@ export async function connect() {
     if (watched) s.emit('subscribe', { deploymentId: watched.deploymentId, afterSeq: watched.afterSeq() });
   });
   s.on('disconnect', () => statusListener({ connected: false }));
-  s.on('connect_error', (err: Error) => {
-    const unauthorized = /unauthorized/i.test(err?.message ?? '');
+  s.on('connect_error', (e) => {
+    const err = e as Error & { data?: { code?: string } };
+    // The server's code says it (a refused or revoked key), not the words of its message.
+    const unauthorized = err?.data?.code === 'unauthorized';
     statusListener({ connected: false, error: err?.message, unauthorized });
     if (unauthorized) disconnect();
   });
-  for (const ev of EVENTS) s.on(ev, (p) => handlers.get(ev)?.forEach((fn) => fn(p)));
+  for (const ev of EVENTS) s.on(ev, (p) => handlers.get(ev)?.forEach((fn) => fn(p as never)));
 }
 
 export function disconnect() {
@@ -50,9 +56,9 @@ export function disconnect() {
   watched = null;
 }
 
-export function on(ev: string, fn: Handler) {
+export function on<E extends EventName>(ev: E, fn: Events[E]) {
   if (!handlers.has(ev)) handlers.set(ev, new Set());
-  handlers.get(ev)!.add(fn);
+  handlers.get(ev)!.add(fn as Handler);
 }
 
 export function resetHandlers() {

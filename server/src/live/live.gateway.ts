@@ -14,6 +14,7 @@
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { HttpAdapterHost } from '@nestjs/core';
 import { Server, type Namespace, type Socket } from 'socket.io';
+import type { ErrorCode } from '#shared/api/errors.js';
 import { LIVE_NAMESPACE, LiveSubscribeSchema, LiveUnsubscribeSchema, type LiveClientEvents, type LiveServerEvents } from '#shared/api/live.js';
 import { ApiKeysService } from '../auth/api-keys.service.js';
 import { DeploymentLogService } from '../deployments/deployment-log.service.js';
@@ -57,11 +58,12 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
     this.ns = this.io.of(LIVE_NAMESPACE);
     this.ns.use((socket, next) => {
       const key = (socket.handshake.auth as { apiKey?: unknown })?.apiKey;
-      if (typeof key !== 'string' || !key) return next(new Error('unauthorized: give an API key'));
+      const refuse = (message: string) => next(Object.assign(new Error(message), { data: { code: 'unauthorized' satisfies ErrorCode } }));
+      if (typeof key !== 'string' || !key) return refuse('unauthorized: give an API key');
       this.keys
         .verify(key)
-        .then((name) => (name ? next() : next(new Error('unauthorized: not a valid API key'))))
-        .catch(() => next(new Error('unauthorized')));
+        .then((name) => (name ? next() : refuse('unauthorized: not a valid API key')))
+        .catch(() => refuse('unauthorized'));
     });
     this.ns.on('connection', (socket) => this.onConnection(socket));
     this.sweep = setInterval(() => void this.compareWithDatabase(), 2_000);
