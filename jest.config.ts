@@ -2,7 +2,7 @@ import type { Config } from 'jest';
 
 // Three tiers: `unit` (*.spec.ts next to the code, pure, fast), `database` (*.db.test.ts next to the code: services
 // in the test process against a real database, in-process PGlite or PostgreSQL with DATABASE_URL, seconds per file)
-// and `integration` (server/test, agent/test: real server processes, real agents over mTLS, real databases).
+// and `integration` (server/test: real server processes, real agents over mTLS, real databases).
 // Integration tests build first: they spawn the compiled server and agents exactly as an operator would.
 const common = {
   extensionsToTreatAsEsm: ['.ts'],
@@ -21,7 +21,7 @@ const config: Config = {
     {
       ...common,
       displayName: 'integration',
-      testMatch: ['<rootDir>/{server,agent}/test/**/*.test.ts'],
+      testMatch: ['<rootDir>/server/test/**/*.test.ts'],
       globalSetup: '<rootDir>/server/test/support/global-setup.mjs',
       globalTeardown: '<rootDir>/server/test/support/global-teardown.mjs',
     },

@@ -5,6 +5,7 @@
  * and admin key, and keeps running until Ctrl-C. Run it again: it reuses the data folder and makes a new release.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { existsSync, mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join, resolve } from 'node:path';
@@ -19,7 +20,6 @@ const LOGS = join(HOME, 'logs');
 const AGENTS = ['web-01', 'web-02', 'web-03', 'web-04'];
 const children: ChildProcess[] = [];
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const say = (s: string) => process.stdout.write(`${s}\n`);
 
 async function portFree(port: number): Promise<boolean> {

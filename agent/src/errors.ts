@@ -1,3 +1,5 @@
+import { setTimeout as delay } from 'node:timers/promises';
+
 /**
  * One table that says which errors the agent retries (with back-off) and which stop it: retrying a revoked
  * certificate forever helps nobody, giving up on a server that is restarting helps nobody either.
@@ -66,7 +68,7 @@ export async function withRetries<T>(
   attempt: () => Promise<T>,
   o: { attempts: number; retryable: (e: unknown) => boolean; baseMs?: number; capMs?: number; stopped?: () => boolean; onRetry?: (e: unknown, delayMs: number, attempt: number) => void; sleep?: (ms: number) => Promise<void> },
 ): Promise<T> {
-  const sleep = o.sleep ?? ((ms: number) => new Promise<void>((r) => setTimeout(r, ms)));
+  const sleep = o.sleep ?? ((ms: number) => delay(ms));
   for (let n = 1; ; n++) {
     try {
       return await attempt();

@@ -4,10 +4,12 @@
  * --json. Exit codes: 0 success; 1 the deployment failed; 2 bad usage or a request refused; 3 cancelled.
  */
 import { readFileSync } from 'node:fs';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, CommanderError, Option } from 'commander';
 import cliProgress from 'cli-progress';
 import type { Deployment, DeploymentSummary, Environment, Interruption, LogPage, Machine, Project, Release } from '#shared/api/types.js';
 import { ApiError, CuttleClient } from '#shared/client/index.js';
+import { CUTTLE_VERSION } from '#shared/version.js';
 import { loadConfig, saveConfig, type CliConfig } from './config.js';
 
 const EXIT = { success: 0, failed: 1, usage: 2, cancelled: 3 } as const;
@@ -19,7 +21,6 @@ let json = false;
 const out = (human: string, data: unknown): void => {
   process.stdout.write(json ? JSON.stringify(data, null, 2) + '\n' : human + (human.endsWith('\n') ? '' : '\n'));
 };
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 function client(cfg: CliConfig = loadConfig()): CuttleClient {
   if (!cfg.server) throw new UsageError('no server: run `cuttle login --server URL --api-key KEY`, or set CUTTLE_SERVER and CUTTLE_API_KEY');
@@ -96,7 +97,7 @@ const exitFor = (state: string) => (state === 'success' ? EXIT.success : state =
 const program = new Command('cuttle')
   .description('Cuttle deployment orchestrator: command line')
   // Not --version: create-release and deploy take --version/--release for the release.
-  .version('0.1.0', '-V, --cli-version', 'print the CLI version')
+  .version(CUTTLE_VERSION, '-V, --cli-version', 'print the CLI version')
   .option('--json', 'machine-readable output')
   .hook('preAction', (root, action) => {
     json = !!action.opts().json || !!root.opts().json;

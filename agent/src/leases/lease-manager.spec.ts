@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -34,7 +35,6 @@ const offer = (leaseId: string, script: string): LeaseOffer => ({
   stepName: 'S',
   machineName: 'web-01',
   actions: [{ index: 0, name: 'a', type: 'script', script, retries: 0, retryDelaySeconds: 0 }],
-  startAt: 0,
   env: {},
   variables: [],
 });
@@ -43,7 +43,7 @@ const waitFor = async (f: () => boolean, ms = 10_000) => {
   const t0 = Date.now();
   while (!f()) {
     if (Date.now() - t0 > ms) throw new Error('timed out');
-    await new Promise((r) => setTimeout(r, 20));
+    await delay(20);
   }
 };
 

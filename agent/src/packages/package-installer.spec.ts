@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { createHash } from 'node:crypto';
 import { copyFile, mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -38,7 +39,7 @@ describe('PackageInstaller', () => {
   it('installs the copy unpacked ahead by a prefetch', async () => {
     const i = installer();
     i.prefetch([ref]);
-    await new Promise((r) => setTimeout(r, 20)); // the lease comes later than the prefetch
+    await delay(20); // the lease comes later than the prefetch
     const got = await i.ensure(ref);
     const { dir, ahead } = await i.install(got.path, ref);
     expect(ahead).toBe(true);
@@ -67,7 +68,7 @@ describe('PackageInstaller', () => {
       await copyFile(archive, dest);
     });
     i.prefetch([ref]);
-    await new Promise((r) => setTimeout(r, 50));
+    await delay(50);
     fail = false;
     const got = await i.ensure(ref);
     const { dir, ahead } = await i.install(got.path, ref);
@@ -84,7 +85,7 @@ describe('PackageInstaller', () => {
     expect(await readdir(join(work, 'app'))).toEqual([]);
     i.prefetch([ref]);
     await i.ensure(ref);
-    await new Promise((r) => setTimeout(r, 100));
+    await delay(100);
     await i.stop();
     expect(await readdir(join(work, 'app'))).toEqual([]);
   });

@@ -10,8 +10,11 @@ import forge from 'node-forge';
 import { derToPem, normalizeFingerprint, parseRegistrationToken, signSha256 } from '#shared/pki/index.js';
 import { classify, FatalAgentError, withRetries } from '../errors.js';
 import type { AgentHome, Identity } from '../identity.js';
+import { CUTTLE_VERSION } from '#shared/version.js';
 
-export const AGENT_VERSION = '0.1.0';
+
+/** The agent's version: the installation's (shared/src/version.ts). */
+export const AGENT_VERSION = CUTTLE_VERSION;
 
 export interface RegisterOptions {
   serverUrl: string;

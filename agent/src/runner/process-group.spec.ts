@@ -174,6 +174,8 @@ describe.each([
     const { promise, shell } = run(`touch ${marker}\n`, { signal: AbortSignal.abort() });
     expect(await promise).toMatchObject({ cancelled: true, exitCode: null });
     await expect(readFile(marker)).rejects.toThrow();
+    // In the warm pass a shell was handed over and must be let go; in the other none was.
+    expect(!!shell).toBe(warm);
     if (shell) expect(await waitDead(shell.pid!)).toBe(true);
   });
 

@@ -36,6 +36,9 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
   private https?: HttpsServer;
   private io?: Server;
 
+  /** This service's log lines carry `context: 'agents'`. */
+  private readonly log: Logger;
+
   constructor(
     private readonly agents: AgentConnections,
     private readonly machines: MachinesService,
@@ -48,8 +51,9 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
     private readonly health: HealthChecks,
     @Inject(PKI) private readonly pki: PkiMaterial,
     @Inject(CONFIG) private readonly config: CuttleConfig,
-    @Inject(LOGGER) private readonly log: Logger,
+    @Inject(LOGGER) logger: Logger,
   ) {
+    this.log = logger.child({ context: 'agents' });
     events.on('revoked', (id) => this.agents.disconnect(id));
   }
 
@@ -82,7 +86,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
       this.https!.once('error', reject);
       this.https!.listen(this.config.agentPort, this.config.host, () => resolve());
     });
-    this.log.info(`agent port listening on ${this.config.host}:${this.config.agentPort} (mutual TLS)`, { context: 'agents' });
+    this.log.info(`agent port listening on ${this.config.host}:${this.config.agentPort} (mutual TLS)`);
   }
 
   async onApplicationShutdown() {
@@ -119,7 +123,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
       // An agent that sends faster than the database takes it (a flood, or a hostile client) is cut off instead of
       // growing this queue without bound; a well-behaved agent waits for acknowledgements and never gets near it.
       if (++queued > MAX_QUEUED_MESSAGES) {
-        this.log.warn('agent flooded the server with messages; disconnecting it', { context: 'agents', machine: machineName, queued });
+        this.log.warn('agent flooded the server with messages; disconnecting it', { machine: machineName, queued });
         socket.emit(SERVER_EVENT, { type: 'protocol.error', code: 'too_many_messages', message: `more than ${MAX_QUEUED_MESSAGES} messages waiting: slow down`, fatal: false });
         socket.disconnect(true);
         return;
@@ -128,7 +132,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
         queued--;
         const parsed = parseAgentMessage(raw);
         if (!parsed.ok) {
-          this.log.warn('invalid message from agent', { context: 'agents', machine: machineName, error: parsed.error });
+          this.log.warn('invalid message from agent', { machine: machineName, error: parsed.error });
           socket.emit(SERVER_EVENT, { type: 'protocol.error', code: 'invalid_message', message: `invalid message: ${parsed.error}`, fatal: false });
           return;
         }
@@ -140,14 +144,14 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
           if (parsed.message.type === 'hello') greeted = true;
           await this.handle(socket, machineId, parsed.message);
         } catch (e) {
-          this.log.error('agent message failed', { context: 'agents', machine: machineName, type: parsed.message.type, error: (e as Error).message, stack: (e as Error).stack });
+          this.log.error('agent message failed', { machine: machineName, type: parsed.message.type, error: (e as Error).message, stack: (e as Error).stack });
         }
       });
     });
     socket.on('disconnect', (reason) => {
       this.agents.remove(machineId, socket);
       void this.machines.markDisconnected(machineId, this.config.nodeId).catch(() => {});
-      this.log.info('agent disconnected', { context: 'agents', machine: machineName, reason });
+      this.log.info('agent disconnected', { machine: machineName, reason });
     });
   }
 
@@ -166,7 +170,7 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
         await this.machines.markConnected(machineId, this.config.nodeId, msg.agentVersion);
         const { machineName: name } = socket.data as AgentSocketData;
         send({ type: 'welcome', machineId, name, heartbeatMs: this.config.heartbeatMs, leaseTtlMs: this.config.leaseTtlMs, serverVersion: this.config.version, maxUnpackedBytes: this.config.maxUnpackedBytes });
-        this.log.info('agent connected', { context: 'agents', machine: name, agentVersion: msg.agentVersion, leases: msg.leases.length });
+        this.log.info('agent connected', { machine: name, agentVersion: msg.agentVersion, leases: msg.leases.length });
         // Leases the agent runs that the server has given up on (expired while it was away) must stop.
         const running = msg.leases.filter((l) => l.state === 'running').map((l) => l.leaseId);
         for (const gone of await this.leases.renew(machineId, running)) send({ type: 'lease.cancel', leaseId: gone, reason: 'the lease expired while the agent was away' });

@@ -59,7 +59,12 @@ const PG_UNSTORABLE: Record<string, string> = {
  */
 @Catch()
 export class ErrorFilter implements ExceptionFilter {
-  constructor(@Inject(LOGGER) private readonly log: Logger) {}
+  /** This service's log lines carry `context: 'http'`. */
+  private readonly log: Logger;
+
+  constructor(@Inject(LOGGER) logger: Logger) {
+    this.log = logger.child({ context: 'http' });
+  }
 
   catch(err: unknown, host: ArgumentsHost) {
     const ctx = host.switchToHttp();
@@ -88,12 +93,12 @@ export class ErrorFilter implements ExceptionFilter {
       const code = (err as unknown as { code?: string }).code;
       if (code === PG_UNIQUE_VIOLATION) return send('already_exists', `already exists${e.detail ? `: ${e.detail}` : ''}`);
       if (code && PG_UNSTORABLE[code]) {
-        this.log.warn(`database refused input on ${req.method} ${req.path}`, { context: 'http', code, error: e.message });
+        this.log.warn(`database refused input on ${req.method} ${req.path}`, { code, error: e.message });
         return send('validation_failed', PG_UNSTORABLE[code]);
       }
       if (code === PG_BAD_TEXT || code === PG_FK_VIOLATION) return send('unknown_reference', e.detail ?? 'a referenced id is not valid');
     }
-    this.log.error(`unhandled error on ${req.method} ${req.url}`, { context: 'http', error: e.message, stack: (err as Error)?.stack });
+    this.log.error(`unhandled error on ${req.method} ${req.url}`, { error: e.message, stack: (err as Error)?.stack });
     return send('internal', 'internal error (see the server log)');
   }
 }

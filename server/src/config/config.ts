@@ -5,6 +5,7 @@
 import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { z } from 'zod';
+import { CUTTLE_VERSION } from '#shared/version.js';
 
 const port = (name: string, dflt: number) =>
   z.coerce
@@ -70,7 +71,7 @@ export interface CuttleConfig {
 
 export class ConfigError extends Error {}
 
-export const CUTTLE_VERSION = '0.1.0';
+export { CUTTLE_VERSION };
 
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): CuttleConfig {
   const r = EnvSchema.safeParse(env);

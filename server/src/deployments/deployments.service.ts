@@ -25,6 +25,9 @@ export const SERVER_TARGET_NAME = '(server)';
 
 @Injectable()
 export class DeploymentsService {
+  /** This service's log lines carry `context: 'deployments'`. */
+  private readonly logger: Logger;
+
   constructor(
     private readonly repo: DeploymentRepository,
     private readonly releases: ReleasesService,
@@ -33,9 +36,11 @@ export class DeploymentsService {
     private readonly machines: MachinesService,
     private readonly log: DeploymentLogService,
     private readonly events: DeploymentEvents,
-    @Inject(LOGGER) private readonly logger: Logger,
+    @Inject(LOGGER) logger: Logger,
     @Inject(CONFIG) private readonly config: CuttleConfig,
-  ) {}
+  ) {
+    this.logger = logger.child({ context: 'deployments' });
+  }
 
   /**
    * Creates a deployment and lays out its plan: each step's targets (fixed now, in name order), resolved window and
@@ -101,7 +106,7 @@ export class DeploymentsService {
       await this.log.append(tx, id, lines);
       return this.get(id, tx);
     });
-    this.logger.info('deployment created', { context: 'deployments', deploymentId: created.id, release: release.version, environment: env.name });
+    this.logger.info('deployment created', { deploymentId: created.id, release: release.version, environment: env.name });
     this.events.emit('changed', created.id);
     return created;
   }

@@ -43,6 +43,9 @@ export class LeasesService {
   /** Successes waiting for their deployment's batch in flight (see settleSuccess). */
   private successQueues = new Map<string, Array<SuccessItem & { resolve: (duplicate: boolean) => void; reject: (e: unknown) => void }>>();
 
+  /** This service's log lines carry `context: 'leases'`. */
+  private readonly logger: Logger;
+
   constructor(
     private readonly repo: DeploymentRepository,
     private readonly log: DeploymentLogService,
@@ -50,8 +53,10 @@ export class LeasesService {
     private readonly interruptions: InterruptionsService,
     private readonly events: DeploymentEvents,
     @Inject(CONFIG) private readonly config: CuttleConfig,
-    @Inject(LOGGER) private readonly logger: Logger,
-  ) {}
+    @Inject(LOGGER) logger: Logger,
+  ) {
+    this.logger = logger.child({ context: 'leases' });
+  }
 
   private get ttlSeconds() {
     return this.config.leaseTtlMs / 1000;
@@ -293,7 +298,7 @@ export class LeasesService {
         await this.repo.releaseLease(tx, l.id, 'lost');
         const state = dep.state === 'cancelling' ? 'cancelled' : 'failed';
         await this.settleTarget(tx, dep, run, ctx?.stepName ?? 'Step', state, run.actions, { error: reason, kind: 'agent-lost' }, `${ctx?.stepName ?? 'Step'} on ${run.machine_name} failed: ${reason}`);
-        this.logger.warn('lease expired', { context: 'leases', leaseId: l.id, deploymentId: l.deployment_id, machine: run.machine_name });
+        this.logger.warn('lease expired', { leaseId: l.id, deploymentId: l.deployment_id, machine: run.machine_name });
         touched.add(l.deployment_id);
       });
     }

@@ -40,6 +40,9 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
   private machinesTimer?: NodeJS.Timeout;
   private sweep?: NodeJS.Timeout;
 
+  /** This service's log lines carry `context: 'live'`. */
+  private readonly logger: Logger;
+
   constructor(
     private readonly host: HttpAdapterHost,
     private readonly keys: ApiKeysService,
@@ -47,8 +50,9 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
     private readonly log: DeploymentLogService,
     private readonly repo: DeploymentRepository,
     events: LiveEvents,
-    @Inject(LOGGER) private readonly logger: Logger,
+    @Inject(LOGGER) logger: Logger,
   ) {
+    this.logger = logger.child({ context: 'live' });
     events.on('deployment', (id) => this.dirty(id));
     events.on('machines', () => this.machinesChanged());
   }
@@ -149,7 +153,7 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
       }
       this.ns?.to(`dep:${id}`).emit('interruptions', { deploymentId: id });
     } catch (e) {
-      this.logger.warn('live update failed', { context: 'live', deploymentId: id, error: (e as Error).message });
+      this.logger.warn('live update failed', { deploymentId: id, error: (e as Error).message });
     }
   }
 

@@ -1,21 +1,11 @@
 /** Structured logging with winston; Nest's own messages go through the same logger. */
 import type { LoggerService } from '@nestjs/common';
-import winston from 'winston';
+import type winston from 'winston';
+import { createLogger as createSharedLogger, type LogFormat } from '#shared/logging.js';
 
-export function createLogger(level: string, format: 'json' | 'pretty'): winston.Logger {
-  const fmt =
-    format === 'json'
-      ? winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: true }), winston.format.json())
-      : winston.format.combine(
-          winston.format.timestamp({ format: 'HH:mm:ss.SSS' }),
-          winston.format.errors({ stack: true }),
-          winston.format.printf(({ timestamp, level, message, context, stack, ...rest }) => {
-            const extra = Object.keys(rest).length ? ' ' + JSON.stringify(rest) : '';
-            return `${timestamp} ${level.padEnd(5)} ${context ? `[${context}] ` : ''}${message}${extra}${stack ? `\n${stack}` : ''}`;
-          }),
-        );
-  // Logs go to stderr: stdout carries the one "listening" line that scripts wait for.
-  return winston.createLogger({ level, format: fmt, transports: [new winston.transports.Console({ stderrLevels: ['error', 'warn', 'info', 'debug', 'verbose'] })] });
+/** The server's logger (see shared/src/logging.ts). */
+export function createLogger(level: string, format: LogFormat): winston.Logger {
+  return createSharedLogger({ level, format });
 }
 
 export class NestWinstonLogger implements LoggerService {

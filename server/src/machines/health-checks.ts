@@ -25,13 +25,18 @@ export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdo
   private pending = new Map<string, { machineId: string; sentAt: number; resolve: (r: AgentMessageOf<'health.report'> | null) => void }>();
   private timer?: NodeJS.Timeout;
 
+  /** This service's log lines carry `context: 'health'`. */
+  private readonly log: Logger;
+
   constructor(
     private readonly machines: MachinesService,
     private readonly agents: AgentConnections,
     private readonly live: LiveEvents,
     @Inject(CONFIG) private readonly config: CuttleConfig,
-    @Inject(LOGGER) private readonly log: Logger,
-  ) {}
+    @Inject(LOGGER) logger: Logger,
+  ) {
+    this.log = logger.child({ context: 'health' });
+  }
 
   onApplicationBootstrap() {
     this.timer = setInterval(() => void this.checkAll(), this.config.healthCheckIntervalMs);
@@ -97,7 +102,7 @@ export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdo
     const reason = lowDisk ? `only ${Math.floor(report.freeDiskBytes / 1024 / 1024)} MB free in ${report.workDir} (at least ${Math.floor(this.config.minFreeDiskBytes / 1024 / 1024)} MB needed)` : undefined;
     const health = lowDisk ? 'unhealthy' : 'healthy';
     await this.machines.recordHealth(machineId, { health, healthReason: reason ?? null, healthCheckedAt: checkedAt, healthRttMs: rtt, freeDiskBytes: report.freeDiskBytes, agentVersion: report.agentVersion });
-    if (lowDisk) this.log.warn('machine unhealthy', { context: 'health', machineId, reason });
+    if (lowDisk) this.log.warn('machine unhealthy', { machineId, reason });
     return { machineId, health, ...(reason ? { reason } : {}), checkedAt: checkedAt.toISOString(), roundTripMs: rtt, freeDiskBytes: report.freeDiskBytes, agentVersion: report.agentVersion, checkedBy: this.config.nodeId };
   }
 }

@@ -37,6 +37,9 @@ export class MachinesService {
   private seen = new Set<string>();
   private seenTimer?: NodeJS.Timeout;
 
+  /** This service's log lines carry `context: 'machines'`. */
+  private readonly log: Logger;
+
   constructor(
     @InjectRepository(MachineEntity) private readonly repo: Repository<MachineEntity>,
     @InjectRepository(RegistrationTokenEntity) private readonly tokens: Repository<RegistrationTokenEntity>,
@@ -45,8 +48,10 @@ export class MachinesService {
     private readonly live: LiveEvents,
     @Inject(PKI) private readonly pki: PkiMaterial,
     @Inject(CONFIG) private readonly config: CuttleConfig,
-    @Inject(LOGGER) private readonly log: Logger,
-  ) {}
+    @Inject(LOGGER) logger: Logger,
+  ) {
+    this.log = logger.child({ context: 'machines' });
+  }
 
   /** The one online rule: connected to a node, and seen within 3 heartbeats (a node that died cannot clear its marks). */
   private get onlineWithinSeconds() {
@@ -155,7 +160,7 @@ export class MachinesService {
       const row = m.create(MachineEntity, { name: dto.name, roles, environmentIds, fingerprint: signed.fingerprint, certificate: signed.certificate, agentVersion: dto.agentVersion ?? null });
       return m.save(row);
     });
-    this.log.info(`machine registered`, { context: 'machines', machine: machine.name, machineId: machine.id, roles, environmentIds });
+    this.log.info(`machine registered`, { machine: machine.name, machineId: machine.id, roles, environmentIds });
     return {
       machineId: machine.id,
       certificate: signed.certificate,
@@ -225,7 +230,7 @@ export class MachinesService {
       this.seenTimer = undefined;
       const ids = [...this.seen];
       this.seen.clear();
-      this.repo.update({ id: In(ids) }, { lastSeenAt: () => 'now()' }).catch((e) => this.log.warn('last-seen update failed', { context: 'machines', error: (e as Error).message }));
+      this.repo.update({ id: In(ids) }, { lastSeenAt: () => 'now()' }).catch((e) => this.log.warn('last-seen update failed', { error: (e as Error).message }));
     }, 1_000);
     this.seenTimer.unref?.();
   }
@@ -259,7 +264,7 @@ export class MachinesService {
     await this.repo.update({ id }, { revokedAt: new Date(), connectedNode: null });
     this.events.emit('revoked', id);
     this.live.emit('machines');
-    this.log.warn(`machine revoked`, { context: 'machines', machine: m.name, machineId: id });
+    this.log.warn(`machine revoked`, { machine: m.name, machineId: id });
   }
 
   /** The machine a client certificate belongs to, if it is known and not revoked. */

@@ -47,6 +47,9 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
    */
   private blocked = new Set<string>();
 
+  /** This service's log lines carry `context: 'dispatcher'`. */
+  private readonly logger: Logger;
+
   constructor(
     private readonly repo: DeploymentRepository,
     private readonly leases: LeasesService,
@@ -57,8 +60,9 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     private readonly machines: MachinesService,
     events: DeploymentEvents,
     @Inject(CONFIG) private readonly config: CuttleConfig,
-    @Inject(LOGGER) private readonly logger: Logger,
+    @Inject(LOGGER) logger: Logger,
   ) {
+    this.logger = logger.child({ context: 'dispatcher' });
     events.on('changed', (id) => void this.claimAndKick(id));
     events.on('progressed', (id) => {
       this.kick(id);
@@ -90,7 +94,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       await this.deliverPending();
       await this.dropRevoked();
     } catch (e) {
-      if (!this.stopped) this.logger.error('dispatcher round failed', { context: 'dispatcher', error: (e as Error).message, stack: (e as Error).stack });
+      if (!this.stopped) this.logger.error('dispatcher round failed', { error: (e as Error).message, stack: (e as Error).stack });
     } finally {
       this.ticking = false;
     }
@@ -107,7 +111,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       // A cancel must reach running scripts now, not at the next round.
       await this.deliverPending();
     } catch (e) {
-      this.logger.error('claim failed', { context: 'dispatcher', deploymentId: id, error: (e as Error).message });
+      this.logger.error('claim failed', { deploymentId: id, error: (e as Error).message });
     }
   }
 
@@ -127,7 +131,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
           await this.advance(id);
         } while (state.again && !this.stopped);
       } catch (e) {
-        if (!this.stopped) this.logger.error('deployment round failed', { context: 'dispatcher', deploymentId: id, error: (e as Error).message, stack: (e as Error).stack });
+        if (!this.stopped) this.logger.error('deployment round failed', { deploymentId: id, error: (e as Error).message, stack: (e as Error).stack });
       } finally {
         this.rounds.delete(id);
       }
@@ -268,7 +272,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       if (decision.outcome) {
         await this.repo.finishDeployment(tx, id, decision.outcome);
         lines.push({ level: decision.outcome === 'success' ? 'info' : decision.outcome === 'failed' ? 'error' : 'warn', text: `Deployment ${decision.outcome === 'success' ? 'succeeded' : decision.outcome}` });
-        this.logger.info('deployment finished', { context: 'dispatcher', deploymentId: id, outcome: decision.outcome });
+        this.logger.info('deployment finished', { deploymentId: id, outcome: decision.outcome });
         this.prefetched.delete(id);
         this.blocked.delete(id);
         finished = true;
@@ -282,7 +286,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     // After the offers: a target next in line must not start its download ahead of the targets whose leases wait on
     // theirs (the server lets lease downloads go first only once they have begun).
     for (const [machineId, packages] of prefetch) if (this.agents.isConnected(machineId)) this.agents.send(machineId, { type: 'package.prefetch', deploymentId: id, packages });
-    this.logger.debug('round', { context: 'dispatcher', deploymentId: id, started: offers.length, transactionMs: Math.round(committed - began), offersMs: Math.round(performance.now() - committed) });
+    this.logger.debug('round', { deploymentId: id, started: offers.length, transactionMs: Math.round(committed - began), offersMs: Math.round(performance.now() - committed) });
   }
 
   /**

@@ -126,7 +126,6 @@ function offerFrom(row: OfferRow, release: ReleaseFacts, outputs: OutputVariable
     stepName: step.name,
     machineName: row.machine_name,
     actions,
-    startAt: 0,
     env: {
       CUTTLE_PROJECT_NAME: row.project_name,
       CUTTLE_RELEASE_NUMBER: release.version,

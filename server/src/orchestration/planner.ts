@@ -2,7 +2,7 @@
  * The planner: given where a deployment stands, decides what happens next. Pure: no I/O, no clock, no randomness,
  * so every rule of execution (docs/architecture.md, "Execution rules") can be tested exhaustively in planner.spec.ts.
  *
- * The dispatcher (dispatcher.service.ts) loads a deployment's steps and target runs, calls `plan`, applies the
+ * The dispatcher (dispatcher.ts) loads a deployment's steps and target runs, calls `plan`, applies the
  * decision in one transaction, and takes a lease for each target the planner starts. The planner proposes targets
  * within the window; the lease rows in the database are what make the window hold across server processes (a
  * proposal that loses the race for a slot simply waits for the next round).
@@ -36,8 +36,6 @@ export interface PlanInput {
   steps: PlanStep[];
   /** The operator asked to cancel: nothing new starts; the deployment ends `cancelled` once nothing runs. */
   cancelling: boolean;
-  /** Something failed outside the steps (an aborted manual intervention): counts as an earlier failure. */
-  failedOutsideSteps?: boolean;
   /**
    * Target runs whose machine is busy with another deployment: they cannot start now, and hold no slot; the targets
    * after them take the free slots.
@@ -97,7 +95,7 @@ export function plan(input: PlanInput): PlanDecision {
     decision.targets.push({ stepIndex: s.index, targetId: t.id, state });
   };
 
-  let failedSoFar = !!input.failedOutsideSteps;
+  let failedSoFar = false;
   const groups = groupSteps(steps);
   for (const [g, group] of groups.entries()) {
     // Conditions of steps that start together are judged on what happened before the group, not on each other.

@@ -1,3 +1,4 @@
+import { setTimeout as delay } from 'node:timers/promises';
 import { DownloadPriority } from './download-priority.js';
 
 const gate = () => {
@@ -5,7 +6,7 @@ const gate = () => {
   const p = new Promise<void>((r) => (open = r));
   return { p, open };
 };
-const tick = () => new Promise((r) => setTimeout(r, 5));
+const tick = () => delay(5);
 
 describe('DownloadPriority', () => {
   // A prefetch must not take bandwidth from a lease's download: it starts only once lease transfers are over.

@@ -18,10 +18,15 @@ export class PackageDownloads {
   bytesSent = 0;
   private readonly priority = new DownloadPriority();
 
+  /** This service's log lines carry `context: 'packages'`. */
+  private readonly log: Logger;
+
   constructor(
     private readonly files: PackageFiles,
-    @Inject(LOGGER) private readonly log: Logger,
-  ) {}
+    @Inject(LOGGER) logger: Logger,
+  ) {
+    this.log = logger.child({ context: 'packages' });
+  }
 
   /** Answers a request of an authenticated agent (`machineName`): the package, or 404. */
   async serve(req: IncomingMessage, res: ServerResponse, machineName: string): Promise<void> {
@@ -42,9 +47,9 @@ export class PackageDownloads {
       };
       await (m[2] ? this.priority.prefetch(transfer) : this.priority.lease(transfer));
       this.bytesSent += size;
-      this.log.debug('package sent', { context: 'packages', machine: machineName, sha256: m[1], bytes: size });
+      this.log.debug('package sent', { machine: machineName, sha256: m[1], bytes: size });
     } catch (e) {
-      this.log.warn('package download failed', { context: 'packages', machine: machineName, error: (e as Error).message });
+      this.log.warn('package download failed', { machine: machineName, error: (e as Error).message });
       if (!res.headersSent) res.writeHead(500).end();
       else res.destroy();
     }

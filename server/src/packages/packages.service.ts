@@ -12,6 +12,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import type { Request } from 'express';
 import * as tar from 'tar';
+import semver from 'semver';
 import { Repository } from 'typeorm';
 import type { Package } from '#shared/api/types.js';
 import { ArchiveVetting } from '#shared/packages/archive.js';
@@ -26,19 +27,15 @@ const VERSION_RE = /^[A-Za-z0-9][A-Za-z0-9.+_-]{0,99}$/;
 
 export const toPackageDto = (p: PackageEntity): Package => ({ packageId: p.packageId, version: p.version, sha256: p.sha256, sizeBytes: Number(p.sizeBytes), createdAt: p.createdAt.toISOString() });
 
-/** Compares versions segment by segment, numerically where both are numbers: 1.10.0 is newer than 1.9.3. */
+/**
+ * Orders versions by semver (build metadata and a leading "v" understood; "2" or "1.4" read as 2.0.0 and 1.4.0), then,
+ * for versions semver cannot read or ranks equal, as text with numbers compared as numbers (1.10 after 1.9).
+ */
 export function compareVersions(a: string, b: string): number {
-  const pa = a.split(/[.+_-]/);
-  const pb = b.split(/[.+_-]/);
-  for (let i = 0; i < Math.max(pa.length, pb.length); i++) {
-    const x = pa[i] ?? '';
-    const y = pb[i] ?? '';
-    const nx = /^\d+$/.test(x) ? Number(x) : NaN;
-    const ny = /^\d+$/.test(y) ? Number(y) : NaN;
-    const c = !isNaN(nx) && !isNaN(ny) ? nx - ny : x.localeCompare(y);
-    if (c !== 0) return c;
-  }
-  return 0;
+  const read = (v: string) => semver.parse(v, { loose: true }) ?? semver.coerce(v, { includePrerelease: true });
+  const [pa, pb] = [read(a), read(b)];
+  const bySemver = pa && pb ? semver.compare(pa, pb) : 0;
+  return bySemver || a.localeCompare(b, 'en', { numeric: true });
 }
 
 class TooLarge extends Error {}
@@ -46,12 +43,17 @@ const tooLarge = (max: number) => new DomainError('payload_too_large', `package 
 
 @Injectable()
 export class PackagesService {
+  /** This service's log lines carry `context: 'packages'`. */
+  private readonly log: Logger;
+
   constructor(
     @InjectRepository(PackageEntity) readonly repo: Repository<PackageEntity>,
     private readonly files: PackageFiles,
     @Inject(CONFIG) private readonly config: CuttleConfig,
-    @Inject(LOGGER) private readonly log: Logger,
-  ) {}
+    @Inject(LOGGER) logger: Logger,
+  ) {
+    this.log = logger.child({ context: 'packages' });
+  }
 
   /**
    * Streams an upload to disk while hashing it, refuses what is too large, not gzip, or holds entries that would
@@ -89,7 +91,7 @@ export class PackagesService {
       if (!this.files.has(sha256)) await rename(tmp, this.files.pathOf(sha256));
       else await rm(tmp, { force: true });
       const row = await this.repo.save(this.repo.create({ packageId, version, sha256, sizeBytes: size }));
-      this.log.info('package uploaded', { context: 'packages', packageId, version, sha256, sizeBytes: size });
+      this.log.info('package uploaded', { packageId, version, sha256, sizeBytes: size });
       return row;
     } catch (e) {
       await rm(tmp, { force: true });

@@ -252,9 +252,8 @@ export const LeaseOfferSchema = z.object({
   deploymentId: id,
   targetRunId: id,
   stepName: z.string(),
-  /** Actions run in order; `startAt` > 0 resumes a target run from a failed action (retry). */
+  /** Actions run in order: those still pending on the target (a retry resumes from the failed one). */
   actions: z.array(LeaseActionSchema).min(1),
-  startAt: z.number().int().min(0).default(0),
   machineName: z.string().default(''),
   /** Extra environment for every script of this lease (names are CUTTLE_*). */
   env: z.record(z.string(), z.string()).default({}),

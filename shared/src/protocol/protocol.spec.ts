@@ -9,7 +9,7 @@ describe('agent protocol validation on arrival', () => {
     expect(parseAgentMessage({ type: 'lease.log', leaseId: 'l1', lines: [{ seq: 1, at: AT, level: 'info', text: 'x' }] }).ok).toBe(true);
     expect(parseServerMessage({ type: 'lease.cancel', leaseId: 'l1' }).ok).toBe(true);
     const offer = parseServerMessage({ type: 'lease.offer', leaseId: 'l', deploymentId: 'd', targetRunId: 't', stepName: 's', actions: [{ index: 0, name: 'a', type: 'script', script: 'true' }] });
-    expect(offer.ok && offer.message.type === 'lease.offer' && offer.message.startAt).toBe(0);
+    expect(offer.ok && offer.message.type === 'lease.offer' && offer.message.machineName).toBe(''); // defaults filled in
   });
 
   // A malformed message is refused with the offending field named; it never throws.
