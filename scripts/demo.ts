@@ -81,7 +81,7 @@ async function main() {
   });
   const base = `https://127.0.0.1:${port}`;
   const t0 = Date.now();
-  let ca = '';
+  let ca: string;
   for (;;) {
     if (server.exitCode !== null) throw new Error(`the server exited (${server.exitCode}); see ${join(LOGS, 'server.log')}`);
     if (Date.now() - t0 > 120_000) throw new Error(`the server did not start in 2 minutes; see ${join(LOGS, 'server.log')}`);
@@ -174,16 +174,16 @@ async function main() {
   const bars = tty
     ? new cliProgress.MultiBar({ format: ' {step} |{bar}| {value}/{total} targets  {status}', hideCursor: true, clearOnComplete: false }, cliProgress.Presets.shades_classic)
     : undefined;
-  const stepBars = dep.steps.map((s: any) => bars?.create(Math.max(1, s.targets.length), 0, { step: s.name.padEnd(16), status: 'pending' }));
+  const stepBars = dep.steps.map((s) => bars?.create(Math.max(1, s.targets.length), 0, { step: s.name.padEnd(16), status: 'pending' }));
   const lastLine: string[] = [];
   let d = dep;
   while (!['success', 'failed', 'cancelled'].includes(d.state)) {
     await sleep(250);
     d = await api.get<Deployment>(`/api/deployments/${dep.id}`);
-    d.steps.forEach((s: any, i: number) => {
-      const done = s.targets.filter((t: any) => ['success', 'failed', 'skipped', 'cancelled'].includes(t.state)).length;
-      const running = s.targets.filter((t: any) => t.state === 'running').length;
-      const failed = s.targets.filter((t: any) => t.state === 'failed').length;
+    d.steps.forEach((s, i) => {
+      const done = s.targets.filter((t) => ['success', 'failed', 'skipped', 'cancelled'].includes(t.state)).length;
+      const running = s.targets.filter((t) => t.state === 'running').length;
+      const failed = s.targets.filter((t) => t.state === 'failed').length;
       const status = `${s.state}${running ? `, ${running} in flight (window ${s.windowSize})` : ''}${failed ? `, ${failed} failed` : ''}`;
       if (bars) stepBars[i]!.update(done, { status });
       else {

@@ -5,9 +5,9 @@
  */
 import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Command, CommanderError, Option } from 'commander';
+import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
-import type { Deployment, DeploymentSummary, Environment, Interruption, LogPage, Machine, Project, Release } from '#shared/api/types.js';
+import type { Deployment, Environment, Interruption, LogPage, Machine, Project, Release } from '#shared/api/types.js';
 import { ApiError, CuttleClient } from '#shared/client/index.js';
 import { CUTTLE_VERSION } from '#shared/version.js';
 import { loadConfig, saveConfig, type CliConfig } from './config.js';

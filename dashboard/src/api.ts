@@ -19,40 +19,33 @@ export const auth = {
   },
 };
 
-export class ApiError extends Error {
-  constructor(
-    readonly status: number,
-    readonly messages: string[],
-  ) {
-    super(messages.join('; '));
-  }
-}
+/** A refused or failed request: the one client error type (shared/src/api/api-error.ts), served to the browser. */
+export { ApiError } from './shared/api/api-error.js';
+import { ApiError } from './shared/api/api-error.js';
 
 let onUnauthorized: () => void = () => {};
 export const setUnauthorizedHandler = (fn: () => void) => (onUnauthorized = fn);
 
-export async function api<T = any>(method: string, path: string, body?: unknown, key = auth.key): Promise<T> {
+export async function api<T = unknown>(method: string, path: string, body?: unknown, key = auth.key): Promise<T> {
   const headers: Record<string, string> = { accept: 'application/json' };
   if (key) headers['x-api-key'] = key;
   if (body !== undefined) headers['content-type'] = 'application/json';
   const r = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
   const text = await r.text();
-  let parsed: any;
+  let parsed: unknown;
   try {
     parsed = text ? JSON.parse(text) : undefined;
   } catch {
     parsed = undefined;
   }
   if (!r.ok) {
-    const m = parsed?.message;
-    const list = Array.isArray(m) ? m.map(String) : [String(m ?? (text || r.statusText))];
     if (r.status === 401 && key === auth.key) onUnauthorized();
-    throw new ApiError(r.status, list);
+    throw ApiError.from(r.status, parsed, text || r.statusText);
   }
   return parsed as T;
 }
 
-export const get = <T = any>(path: string) => api<T>('GET', path);
+export const get = <T = unknown>(path: string) => api<T>('GET', path);
 export const q = (params: Record<string, string | number | undefined>) =>
   Object.entries(params)
     .filter(([, v]) => v !== undefined && v !== '')

@@ -2,7 +2,7 @@
  * The live channel: one socket.io connection to `/live` per signed-in session. Views subscribe to events with `on`
  * (handlers are dropped on every route change by `resetHandlers`) and to one deployment at a time with `watch`.
  */
-import type { LiveServerEvents } from '#api-live';
+import type { LiveServerEvents, LIVE_NAMESPACE as LIVE_NAMESPACE_OF_SERVER } from '#api-live';
 import { auth } from './api.js';
 
 /** The live events and their payloads: the server's own definition (shared/src/api/live.ts). */
@@ -17,6 +17,12 @@ interface Socket {
 }
 
 const CLIENT_URL = '/socket.io/socket.io.esm.min.js';
+/**
+ * The browser loads no shared module, so the name is repeated here; the type pins it to the server's constant, and
+ * a rename there fails this build.
+ */
+// eslint-disable-next-line no-restricted-syntax
+const LIVE_NAMESPACE: typeof LIVE_NAMESPACE_OF_SERVER = '/live';
 let socket: Socket | null = null;
 let handlers = new Map<EventName, Set<Handler>>();
 let watched: { deploymentId: string; afterSeq: () => number } | null = null;
@@ -33,7 +39,7 @@ export async function connect() {
   // Served by the server; loaded at run time so no bundler or npm frontend dependency is involved.
   const mod: { io: (path: string, opts: unknown) => Socket } = await import(CLIENT_URL);
   if (socket || !auth.key) return;
-  const s = mod.io('/live', { auth: { apiKey: auth.key }, transports: ['websocket'] });
+  const s = mod.io(LIVE_NAMESPACE, { auth: { apiKey: auth.key }, transports: ['websocket'] });
   socket = s;
   s.on('connect', () => {
     statusListener({ connected: true });

@@ -28,7 +28,7 @@ function optNumber(v: string): number | undefined {
 }
 function setOpt<T extends object>(o: T, k: keyof T, v: unknown) {
   if (v === undefined || v === '' || v === false || (Array.isArray(v) && v.length === 0)) delete o[k];
-  else (o as any)[k] = v;
+  else (o as Record<keyof T, unknown>)[k] = v;
 }
 function move<T>(list: T[], i: number, d: number) {
   const j = i + d;
@@ -94,7 +94,7 @@ export class ProcessEditor {
       this.store.set({ version: saved.version, steps: clone(saved.steps), dirty: false, saved: true, saving: false });
     } catch (err) {
       const prefix =
-        err instanceof ApiError && err.status === 409
+        err instanceof ApiError && err.code === 'stale_version'
           ? 'Someone else changed the process meanwhile (stale version). Reload to see it: '
           : err instanceof ApiError && err.status === 400
             ? 'The process is not valid: '

@@ -14,3 +14,7 @@ declare module '*/vendor/lit-html/directives/live.js' {
 declare module '*/vendor/lit-html/directives/repeat.js' {
   export * from 'lit-html/directives/repeat.js';
 }
+/** The API's client error, shared with the CLI and served from the build's dist/shared/src/api (server/src/main.ts). */
+declare module '*/shared/api/api-error.js' {
+  export * from '#api-error';
+}

@@ -11,6 +11,7 @@ import { ValidationPipe } from '@nestjs/common';
 import { NestFactory } from '@nestjs/core';
 import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NestExpressApplication } from '@nestjs/platform-express';
+import type { Express } from 'express';
 import { AppModule } from './app.module.js';
 import { ApiKeysService } from './auth/api-keys.service.js';
 import { InputBoundsPipe } from './common/input-bounds.js';
@@ -58,6 +59,9 @@ async function main() {
   app.useStaticAssets(join(root, 'dist', 'dashboard'), { prefix: '/assets/' });
   // Its rendering library's ES modules as published (no bundler; dashboard/src/lit.ts says why).
   app.useStaticAssets(join(root, 'node_modules', 'lit-html'), { prefix: '/assets/vendor/lit-html/' });
+  // The API's client error, shared with the CLI; that one file only (it imports nothing at run time).
+  const apiErrorModule = join(root, 'dist', 'shared', 'src', 'api', 'api-error.js');
+  (app.getHttpAdapter().getInstance() as Express).get('/assets/shared/api/api-error.js', (_req, res) => res.type('text/javascript').sendFile(apiErrorModule));
   // Bounds first (depth, sizes, NUL): the ValidationPipe's transformation would overflow or stall on such input.
   app.useGlobalPipes(new InputBoundsPipe(), new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }));
   await app.get(ApiKeysService).ensureAdminKey();

@@ -270,7 +270,7 @@ browserIt('disables, enables and revokes a machine', async () => {
 // the "beta" channel; another disabled with a 7 s retry delay. A negative delay is refused with the API's message next
 // to the form; once saved, a reload of the page shows exactly what was set, and the API returns it. Unticking a choice
 // and saving removes it again.
-browserIt('edits and saves action environments, channels, disabled and retry delay', async () => {
+browserIt('edits and saves action environments, channels, disabled and retry delay, and says when another save came first', async () => {
   const p = await createProject(srv, 'Editor', [
     {
       name: 'Web',
@@ -327,4 +327,14 @@ browserIt('edits and saves action environments, channels, disabled and retry del
     const a = (await srv.must('GET', `/api/projects/${p.id}/deployment-process`)).steps[0].actions;
     return !('channelIds' in a[0]) && !('disabled' in a[1]) ? a : null;
   }, 10_000);
+
+  // Someone else saves meanwhile: this page's save is refused by its code (stale_version), said as such, and the
+  // other person's process is kept.
+  await page.waitForSelector(`${el('process-status')}:has-text("saved")`);
+  const current = await srv.must('GET', `/api/projects/${p.id}/deployment-process`);
+  await srv.must('PUT', `/api/projects/${p.id}/deployment-process`, { version: current.version, steps: [{ ...current.steps[0], name: 'Theirs' }] });
+  await page.fill(`${notify} [data-field="retry-delay"] input`, '9');
+  await page.click(el('save-process'));
+  await page.waitForSelector(`${el('process-errors')}:has-text("Someone else changed the process meanwhile")`);
+  expect((await srv.must('GET', `/api/projects/${p.id}/deployment-process`)).steps[0].name).toBe('Theirs');
 }, 45_000);

@@ -393,7 +393,6 @@ describe('second round', () => {
   const P = () => `/api/projects/${project.id}`;
   const deep = (n: number, leaf = '"x"', open = '[', close = ']') => open.repeat(n) + leaf + close.repeat(n);
   const deepObject = (n: number) => '{"a":'.repeat(n) + '1' + '}'.repeat(n);
-  const json = { 'content-type': 'application/json' };
 
   // JSON nested ten thousand levels deep, as the whole body or in any field, is a 400 before validation runs (it
   // overflowed the stack of the validation layer: a 500).

@@ -11,6 +11,7 @@ import { derToPem, normalizeFingerprint, parseRegistrationToken, signSha256 } fr
 import { classify, FatalAgentError, withRetries } from '../errors.js';
 import type { AgentHome, Identity } from '../identity.js';
 import { CUTTLE_VERSION } from '#shared/version.js';
+import { RegistrationSchema } from '#shared/api/types.js';
 
 
 /** The agent's version: the installation's (shared/src/version.ts). */
@@ -46,7 +47,7 @@ export async function fetchPinnedCa(serverUrl: string, pin: string): Promise<str
   throw new FatalAgentError(`the server's CA does not match the token's pin (${pin.slice(0, 16)}…): refusing to register with ${serverUrl}`);
 }
 
-function postJson(url: string, body: unknown, ca: string): Promise<{ status: number; json: any }> {
+function postJson(url: string, body: unknown, ca: string): Promise<{ status: number; json: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
     const data = Buffer.from(JSON.stringify(body));
     const req = request(url, { method: 'POST', ca, headers: { 'content-type': 'application/json', 'content-length': data.length }, timeout: 30_000 }, (res) => {
@@ -54,9 +55,9 @@ function postJson(url: string, body: unknown, ca: string): Promise<{ status: num
       res.on('data', (c) => chunks.push(c));
       res.on('end', () => {
         const text = Buffer.concat(chunks).toString('utf8');
-        let json: any;
+        let json: Record<string, unknown>;
         try {
-          json = JSON.parse(text);
+          json = JSON.parse(text) as Record<string, unknown>;
         } catch {
           json = { message: text };
         }
@@ -92,19 +93,23 @@ export async function register(home: AgentHome, o: RegisterOptions): Promise<Ide
     caCertificate,
   );
   if (res.status !== 201) {
-    const msg = Array.isArray(res.json?.message) ? res.json.message.join('; ') : res.json?.message;
+    const m = res.json?.message;
+    const msg = Array.isArray(m) ? m.join('; ') : String(m ?? '');
     // The server's code decides (the table in errors.ts): a refusal stops the agent, a server error is retried.
     throw Object.assign(new Error(`registration refused (${res.status}): ${msg}`), { status: res.status, body: res.json });
   }
+  // The answer is checked once, here, against the contract's schema: a malformed one is a server error (retried).
+  const answer = RegistrationSchema.safeParse(res.json);
+  if (!answer.success) throw Object.assign(new Error(`the server's registration answer is malformed: ${answer.error.issues[0]?.message}`), { status: 502 });
   const identity: Identity = {
-    machineId: res.json.machineId,
+    machineId: answer.data.machineId,
     name: o.name,
     serverUrl: o.serverUrl,
-    agentUrl: res.json.agentUrl,
+    agentUrl: answer.data.agentUrl,
     caFingerprint: parsed.caFingerprint,
     key: privateKey,
-    certificate: res.json.certificate,
-    caCertificate: res.json.caCertificate,
+    certificate: answer.data.certificate,
+    caCertificate: answer.data.caCertificate,
   };
   if (normalizeFingerprint(new (await import('node:crypto')).X509Certificate(identity.caCertificate).fingerprint256) !== parsed.caFingerprint)
     throw new FatalAgentError("the CA certificate returned by the server does not match the token's pin");

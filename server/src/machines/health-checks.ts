@@ -11,7 +11,6 @@ import { AgentConnections } from '../agent-gateway/agent-connections.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { LiveEvents } from '../live/live-events.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
-import type { MachineEntity } from './machine.entity.js';
 import type { HealthCheck } from '#shared/api/types.js';
 import { iso } from '../database/sql.js';
 import { MachinesService } from './machines.service.js';

@@ -5,7 +5,7 @@
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { Repository } from 'typeorm';
-import type { Channel, DeploymentProcess, Project, Variables } from '#shared/api/types.js';
+import type { Channel, Project } from '#shared/api/types.js';
 import { validateSteps } from '#shared/process/index.js';
 import { MASK, validateVariables, type VariableDef } from '#shared/variables/index.js';
 import { alreadyExists, invalid, notFound, staleVersion, unknownReference } from '../common/errors.js';

@@ -434,7 +434,7 @@ export async function waitInterruptions(srv: TestServer, deploymentId: string, c
 /** Lines "TAG start|end MILLIS" that scripts append to `<agent home>/times.log` (see `timed`). */
 export function timesIn(home: string): Array<{ tag: string; edge: string; ms: number }> {
   const f = join(home, 'times.log');
-  let text = '';
+  let text: string;
   try {
     text = readFileSync(f, 'utf8');
   } catch {
