@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout } from 'node:timers/promises';
 import { CuttleClient } from '#shared/client/index.js';
-import type { Deployment, DeploymentProcess, Environment, Health, LogPage, Project, RegistrationToken, Release } from '#shared/api/types.js';
+import type { Deployment, DeploymentProcess, Environment, Health, LogEntry, LogPage, Project, RegistrationToken, Release } from '#shared/api/types.js';
 import { writeTarGz } from '../support/packages.js';
 import { freePort, hasExited, killGroup, spawnLogged, waitExit, waitForProcess } from '../support/processes.js';
 
@@ -219,7 +219,7 @@ export async function deployAndWait(s: Srv, projectName: string, steps: unknown[
 
 /** The deployment's whole log. */
 export async function allLog(s: Srv, id: string) {
-  const out: any[] = [];
+  const out: LogEntry[] = [];
   let after = 0;
   for (;;) {
     const page = await s.api.get<LogPage>(`/api/deployments/${id}/log?afterSeq=${after}&limit=10000`);

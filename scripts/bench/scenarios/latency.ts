@@ -28,9 +28,10 @@ export async function runLatency(o: BenchOptions) {
     const { d } = await deployAndWait(s, 'Latency', steps, env.id);
     const log = await allLog(s, d.id);
     if (process.env.CUTTLE_BENCH_DUMP) writeFileSync(`${process.env.CUTTLE_BENCH_DUMP}-latency.json`, JSON.stringify({ deployment: d, log }));
-    const taken = new Map<string, number>();
-    const started = new Map<string, number>();
-    const exited = new Map<string, number>();
+    // Keyed by machine (lines without one, the server's own, are never looked up).
+    const taken = new Map<string | undefined, number>();
+    const started = new Map<string | undefined, number>();
+    const exited = new Map<string | undefined, number>();
     for (const e of log) {
       if (/lease taken/.test(e.text)) taken.set(e.machineId, Date.parse(e.at));
       const at = probeStartedMs(e.text);

@@ -13,7 +13,7 @@ export async function runLogs(o: BenchOptions) {
     const log = await allLog(s, d.id);
     const readS = (performance.now() - t0) / 1000;
     const lines = log.filter((e) => /^\d+$/.test(e.text));
-    const byMachine = new Map<string, number[]>();
+    const byMachine = new Map<string | undefined, number[]>();
     for (const e of lines) {
       const list = byMachine.get(e.machineId) ?? [];
       list.push(Number(e.text));

@@ -3,6 +3,7 @@
  * (ceil(N/W) sleeps) and, for peer, against the same job done by Ansible (peer.ts), alternating for --reps.
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import type { LogEntry, TargetRun } from '#shared/api/types.js';
 import { allLog, type BenchOptions, deployAndWait, fleet, marked, payload, type Srv, started, withServer } from '../harness.js';
 import { pct, row, say } from '../report.js';
 import { ansible, ensureAnsible } from './peer.js';
@@ -72,7 +73,7 @@ function cpuByPart(s: Srv): Record<string, number> {
  * deploy.sh started → action done (minus the script's sleep) → result stored; and how long a freed slot stays empty
  * before the next lease takes it.
  */
-function phases(log: any[], targets: any[], sleepMs: number): Phases {
+function phases(log: LogEntry[], targets: TargetRun[], sleepMs: number): Phases {
   const at = new Map<string, Record<string, number>>();
   const mark = (m: string, k: string, t: string) => {
     const e = at.get(m) ?? {};
@@ -92,7 +93,7 @@ function phases(log: any[], targets: any[], sleepMs: number): Phases {
     else if (/^Running deploy\.sh/.test(e.text)) mark(e.machineId, 'script', e.at);
     else if (/^Action .* succeeded/.test(e.text)) mark(e.machineId, 'done', e.at);
   }
-  for (const t of targets) if (t.finishedAt) mark(t.machineId, 'stored', t.finishedAt);
+  for (const t of targets) if (t.finishedAt) mark(t.machineId!, 'stored', t.finishedAt); // a step with target roles
   const spans: Record<string, number[]> = { 'lease → agent runs': [], 'package download': [], unpack: [], 'unpacked → script': [], 'script beyond its sleep': [], 'done → result stored': [], 'slot empty': [] };
   const add = (k: string, a?: number, b?: number, minus = 0) => a !== undefined && b !== undefined && spans[k].push(b - a - minus);
   for (const e of at.values()) {

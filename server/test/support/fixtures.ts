@@ -184,7 +184,7 @@ export async function startServer(opts: { env?: Record<string, string>; reuse?: 
   try {
     await waitForProcess(proc, 'the server to answer /api/health', async () => (await srv.request('GET', '/api/health', undefined, { key: null })).status === 200, 90_000, 250);
   } catch (e) {
-    if (hasExited(proc)) throw new Error(`server exited with ${proc.exitCode ?? proc.signalCode}: ${srv.log().slice(-2000)}`);
+    if (hasExited(proc)) throw new Error(`server exited with ${proc.exitCode ?? proc.signalCode}: ${srv.log().slice(-2000)}`, { cause: e });
     throw e;
   }
   return srv;
