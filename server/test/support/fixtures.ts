@@ -3,22 +3,23 @@
  * database cloned from the migrated template), agent processes registered with real tokens over real mTLS, an
  * HTTPS client that verifies the server against its CA. Every process started here is stopped by `stopAll()`.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync } from 'node:fs';
 import type { IncomingHttpHeaders } from 'node:http';
 import { request } from 'node:https';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import * as tar from 'tar';
+import { join, resolve } from 'node:path';
+import { writeTarGz } from '../../../scripts/support/packages.js';
+import { freePort, hasExited, killGroup, spawnLogged as spawnInGroup, waitExit, waitFor, waitForProcess } from '../../../scripts/support/processes.js';
 import { adminQuery, TEMPLATE_ENV, withDatabase } from './pg-admin.js';
+
+export { freePort, waitFor };
+export { setTimeout as sleep } from 'node:timers/promises';
 
 export const ROOT = resolve(process.cwd());
 const ADMIN_KEY = 'integration-admin-key-0123456789';
 const running = new Set<ChildProcess>();
-
-export const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** Whether a process is still running: a zombie waiting for its parent to reap it is not. */
 export function processAlive(pid: number): boolean {
@@ -30,53 +31,12 @@ export function processAlive(pid: number): boolean {
   }
 }
 
-export async function freePort(): Promise<number> {
-  return new Promise((res, rej) => {
-    const s = createServer();
-    s.once('error', rej);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => res(p));
-    });
-  });
-}
-
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000, everyMs = 200): Promise<T> {
-  const t0 = Date.now();
-  let last: unknown;
-  while (Date.now() - t0 < timeoutMs) {
-    try {
-      const v = await fn();
-      if (v) return v;
-    } catch (e) {
-      last = e;
-    }
-    await sleep(everyMs);
-  }
-  throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}${last ? `: ${(last as Error).message}` : ''}`);
-}
-
-function spawnLogged(name: string, args: string[], env: NodeJS.ProcessEnv, logFile: string): ChildProcess {
-  const fd = openSync(logFile, 'a');
-  const p = spawn(process.execPath, args, { cwd: ROOT, env: { ...process.env, ...env }, stdio: ['ignore', fd, fd], detached: true });
+/** Node.js with `args` in the repository, output to `logFile`, stopped by `stopAll()` unless it exits first. */
+function spawnLogged(args: string[], env: NodeJS.ProcessEnv, logFile: string): ChildProcess {
+  const p = spawnInGroup(process.execPath, args, { cwd: ROOT, env, log: logFile });
   running.add(p);
   p.once('exit', () => running.delete(p));
   return p;
-}
-
-function killGroup(p: ChildProcess, signal: NodeJS.Signals) {
-  try {
-    process.kill(-p.pid!, signal);
-  } catch {
-    /* gone */
-  }
-}
-
-async function waitExit(p: ChildProcess, ms: number) {
-  if (p.exitCode !== null || p.signalCode !== null) return;
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([new Promise((r) => p.once('exit', r)), new Promise((r) => (timer = setTimeout(r, ms)))]);
-  clearTimeout(timer);
 }
 
 export interface ApiResponse<T = any> {
@@ -219,13 +179,14 @@ export async function startServer(opts: { env?: Record<string, string>; reuse?: 
     env.DATABASE_URL = withDatabase(base, databaseName);
   } else env.DATABASE_URL = '';
   const logFile = join(dir, opts.sameDataAs ? `server-${port}.log` : 'server.log');
-  const proc = spawnLogged('server', ['dist/server/src/main.js'], env, logFile);
+  const proc = spawnLogged(['dist/server/src/main.js'], env, logFile);
   const srv = new TestServer(dir, home, port, agentPort, proc, databaseName, logFile);
-  await waitFor('the server to answer /api/health', async () => {
-    if (proc.exitCode !== null) throw new Error(`server exited with ${proc.exitCode}: ${srv.log().slice(-2000)}`);
-    const r = await srv.request('GET', '/api/health', undefined, { key: null });
-    return r.status === 200;
-  }, 90_000, 250);
+  try {
+    await waitForProcess(proc, 'the server to answer /api/health', async () => (await srv.request('GET', '/api/health', undefined, { key: null })).status === 200, 90_000, 250);
+  } catch (e) {
+    if (hasExited(proc)) throw new Error(`server exited with ${proc.exitCode ?? proc.signalCode}: ${srv.log().slice(-2000)}`, { cause: e });
+    throw e;
+  }
   return srv;
 }
 
@@ -233,7 +194,7 @@ export async function startServer(opts: { env?: Record<string, string>; reuse?: 
 export async function runServerExpectingExit(env: Record<string, string>, timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {
   const dir = mkdtempSync(join(TEST_TMP, 'cuttle-it-'));
   const logFile = join(dir, 'server.log');
-  const p = spawnLogged('server', ['dist/server/src/main.js'], { CUTTLE_HOME: join(dir, 'home'), ...env }, logFile);
+  const p = spawnLogged(['dist/server/src/main.js'], { CUTTLE_HOME: join(dir, 'home'), ...env }, logFile);
   await waitExit(p, timeoutMs);
   if (p.exitCode === null) killGroup(p, 'SIGKILL');
   return { code: p.exitCode, output: readFileSync(logFile, 'utf8') };
@@ -265,7 +226,7 @@ export class TestAgent {
 
   /** Starts the agent again on its home, with its stored identity (no token), as a service manager would. */
   restart() {
-    this.proc = spawnLogged(`agent-${this.name}`, ['dist/agent/src/main.js', 'run', '--home', this.home], { CUTTLE_LOG_FORMAT: 'json' }, this.logFile);
+    this.proc = spawnLogged(['dist/agent/src/main.js', 'run', '--home', this.home], { CUTTLE_LOG_FORMAT: 'json' }, this.logFile);
     return this;
   }
 
@@ -330,7 +291,6 @@ export function startAgent(srv: TestServer, o: { name: string; roles: string[]; 
   mkdirSync(home, { recursive: true });
   const logFile = join(srv.dir, `agent-${o.name}.log`);
   const proc = spawnLogged(
-    `agent-${o.name}`,
     ['dist/agent/src/main.js', 'run', '--server', srv.base, '--token', o.token, '--name', o.name, '--roles', o.roles.join(','), '--environments', o.environments.join(','), '--home', home, ...(o.work ? ['--work', o.work] : [])],
     { CUTTLE_LOG_FORMAT: 'json' },
     logFile,
@@ -364,7 +324,6 @@ export function startFleet(srv: TestServer, o: { prefix: string; count: number; 
   const width = Math.max(2, String(o.count).length);
   const names = Array.from({ length: o.count }, (_, i) => `${o.prefix}-${String(i + 1).padStart(width, '0')}`);
   const proc = spawnLogged(
-    `fleet-${o.prefix}`,
     ['dist/agent/src/fleet.js', '--home', dir, '--count', String(o.count), '--prefix', o.prefix, '--server', srv.base, '--token', o.token, '--roles', o.roles.join(','), '--environments', o.environments.join(',')],
     { CUTTLE_LOG_FORMAT: 'json' },
     join(srv.dir, `fleet-${o.prefix}.log`),
@@ -382,16 +341,7 @@ export async function waitOnline(srv: TestServer, names: string[], timeoutMs = 6
 
 /** A real .tar.gz on disk with the given files (name → content; names ending in .sh are executable). */
 export async function makeTarGz(dir: string, files: Record<string, string>): Promise<Buffer> {
-  const src = mkdtempSync(join(dir, 'pkg-'));
-  for (const [name, content] of Object.entries(files)) {
-    const f = join(src, name);
-    mkdirSync(dirname(f), { recursive: true });
-    writeFileSync(f, content, { mode: name.endsWith('.sh') ? 0o755 : 0o644 });
-  }
-  const out = `${src}.tar.gz`;
-  await tar.c({ gzip: true, file: out, cwd: src, portable: true }, Object.keys(files));
-  rmSync(src, { recursive: true, force: true });
-  return readFileSync(out);
+  return readFileSync(await writeTarGz(dir, files));
 }
 
 /** The largest number of intervals open at one instant. */
