@@ -12,22 +12,49 @@ const NAMED_CONSTANTS = [
 ];
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'generated/**', 'node_modules/**', 'coverage/**', 'test-artifacts/**', 'bench/results/**', '.cuttle*/**'] },
+  {
+    ignores: [
+      'dist/**',
+      'generated/**',
+      'node_modules/**',
+      'coverage/**',
+      'test-artifacts/**',
+      'bench/results/**',
+      '.cuttle*/**',
+    ],
+  },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
-    languageOptions: { ecmaVersion: 2023, sourceType: 'module', globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly' } },
+    languageOptions: {
+      ecmaVersion: 2023,
+      sourceType: 'module',
+      globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly' },
+    },
     rules: {
-      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' }],
+      '@typescript-eslint/no-unused-vars': [
+        'error',
+        { argsIgnorePattern: '^_', varsIgnorePattern: '^_', caughtErrors: 'none' },
+      ],
       'no-restricted-syntax': [
         'error',
-        ...NAMED_CONSTANTS.map(([value, instead]) => ({ selector: `Literal[value='${value}']`, message: `use ${instead}, not the literal '${value}'` })),
+        ...NAMED_CONSTANTS.map(([value, instead]) => ({
+          selector: `Literal[value='${value}']`,
+          message: `use ${instead}, not the literal '${value}'`,
+        })),
       ],
     },
   },
   {
     // Where the constants are defined, and tests that speak the protocol by hand as a hostile client would.
-    files: ['eslint.config.js', 'shared/src/protocol/index.ts', 'shared/src/api/live.ts', 'server/test/**', '**/*.spec.ts', '**/*.test.ts'],
+    files: [
+      'eslint.config.js',
+      'shared/src/protocol/index.ts',
+      'shared/src/api/live.ts',
+      'server/test/**',
+      '**/*.spec.ts',
+      '**/*.test.ts',
+    ],
     rules: { 'no-restricted-syntax': 'off' },
   },
   {

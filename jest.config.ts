@@ -6,7 +6,9 @@ import type { Config } from 'jest';
 // Integration tests build first: they spawn the compiled server and agents exactly as an operator would.
 const common = {
   extensionsToTreatAsEsm: ['.ts'],
-  transform: { '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.json', diagnostics: { ignoreCodes: [151002] } }] },
+  transform: {
+    '^.+\\.ts$': ['ts-jest', { useESM: true, tsconfig: 'tsconfig.json', diagnostics: { ignoreCodes: [151002] } }],
+  },
   moduleNameMapper: {
     '^#shared/(.*)\\.js$': '<rootDir>/shared/src/$1.ts',
     '^(\\.{1,2}/.*)\\.js$': '$1',

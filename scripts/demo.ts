@@ -12,7 +12,17 @@ import { join, resolve } from 'node:path';
 import cliProgress from 'cli-progress';
 import * as tar from 'tar';
 import { ApiError, CuttleClient } from '#shared/client/index.js';
-import type { Deployment, DeploymentProcess, Environment, Health, LogPage, Machine, Project, RegistrationToken, Release } from '#shared/api/types.js';
+import type {
+  Deployment,
+  DeploymentProcess,
+  Environment,
+  Health,
+  LogPage,
+  Machine,
+  Project,
+  RegistrationToken,
+  Release,
+} from '#shared/api/types.js';
 
 const HOME = resolve(process.env.CUTTLE_DEMO_HOME ?? '.cuttle-demo');
 const SERVER_HOME = join(HOME, 'server');
@@ -43,7 +53,11 @@ async function pickPort(preferred: number): Promise<number> {
 
 function start(name: string, args: string[], env: Record<string, string> = {}): ChildProcess {
   const fd = openSync(join(LOGS, `${name}.log`), 'a');
-  const p = spawn(process.execPath, args, { env: { ...process.env, CUTTLE_LOG_FORMAT: 'json', ...env }, stdio: ['ignore', fd, fd], detached: true });
+  const p = spawn(process.execPath, args, {
+    env: { ...process.env, CUTTLE_LOG_FORMAT: 'json', ...env },
+    stdio: ['ignore', fd, fd],
+    detached: true,
+  });
   children.push(p);
   return p;
 }
@@ -51,7 +65,8 @@ function start(name: string, args: string[], env: Record<string, string> = {}): 
 async function stopAll() {
   for (const p of children) if (p.exitCode === null) p.kill('SIGTERM');
   const t0 = Date.now();
-  while (children.some((p) => p.exitCode === null && p.signalCode === null) && Date.now() - t0 < 10_000) await sleep(100);
+  while (children.some((p) => p.exitCode === null && p.signalCode === null) && Date.now() - t0 < 10_000)
+    await sleep(100);
   for (const p of children) if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
 }
 
@@ -83,8 +98,10 @@ async function main() {
   const t0 = Date.now();
   let ca: string;
   for (;;) {
-    if (server.exitCode !== null) throw new Error(`the server exited (${server.exitCode}); see ${join(LOGS, 'server.log')}`);
-    if (Date.now() - t0 > 120_000) throw new Error(`the server did not start in 2 minutes; see ${join(LOGS, 'server.log')}`);
+    if (server.exitCode !== null)
+      throw new Error(`the server exited (${server.exitCode}); see ${join(LOGS, 'server.log')}`);
+    if (Date.now() - t0 > 120_000)
+      throw new Error(`the server did not start in 2 minutes; see ${join(LOGS, 'server.log')}`);
     try {
       ca = readFileSync(join(SERVER_HOME, 'pki', 'ca.crt'), 'utf8');
       const h = await new CuttleClient(base, undefined, ca).get<Health>('/api/health');
@@ -108,25 +125,50 @@ async function main() {
     async () => (await api.get<Environment[]>('/api/environments')).find((e) => e.name === 'Production'),
   );
   const unregistered = AGENTS.filter((n) => !existsSync(join(HOME, 'agents', n, 'identity.json')));
-  const token = unregistered.length ? (await api.post<RegistrationToken>('/api/registration-tokens', { environmentIds: [env.id, production.id], roles: ['web'], maxUses: unregistered.length, expiresInSeconds: 600 })).token : '';
+  const token = unregistered.length
+    ? (
+        await api.post<RegistrationToken>('/api/registration-tokens', {
+          environmentIds: [env.id, production.id],
+          roles: ['web'],
+          maxUses: unregistered.length,
+          expiresInSeconds: 600,
+        })
+      ).token
+    : '';
   for (const name of AGENTS) {
     const home = join(HOME, 'agents', name);
     mkdirSync(home, { recursive: true });
     const args = ['dist/agent/src/main.js', 'run', '--home', home];
-    if (unregistered.includes(name)) args.push('--server', base, '--token', token, '--name', name, '--roles', 'web', '--environments', 'Demo,Production');
+    if (unregistered.includes(name))
+      args.push(
+        '--server',
+        base,
+        '--token',
+        token,
+        '--name',
+        name,
+        '--roles',
+        'web',
+        '--environments',
+        'Demo,Production',
+      );
     start(`agent-${name}`, args);
   }
-  say(`Starting 4 agents (${unregistered.length ? `registering ${unregistered.join(', ')} with a token` : 'already registered'}) ...`);
-  for (const t1 = Date.now(); ; ) {
+  say(
+    `Starting 4 agents (${unregistered.length ? `registering ${unregistered.join(', ')} with a token` : 'already registered'}) ...`,
+  );
+  for (const t1 = Date.now(); ;) {
     const ms = await api.get<Machine[]>('/api/machines');
     const online = ms.filter((m) => AGENTS.includes(m.name) && m.status === 'online');
     if (online.length === AGENTS.length) break;
-    if (Date.now() - t1 > 60_000) throw new Error(`agents not online after 60 s (${online.map((m) => m.name).join(', ')}); see ${LOGS}`);
+    if (Date.now() - t1 > 60_000)
+      throw new Error(`agents not online after 60 s (${online.map((m) => m.name).join(', ')}); see ${LOGS}`);
     await sleep(300);
   }
   say('Agents online: ' + AGENTS.join(', '));
   for (const m of await api.get<Machine[]>('/api/machines')) {
-    if (AGENTS.includes(m.name) && !m.environmentIds.includes(production.id)) await api.request('PATCH', `/api/machines/${m.id}`, { environmentIds: [env.id, production.id] });
+    if (AGENTS.includes(m.name) && !m.environmentIds.includes(production.id))
+      await api.request('PATCH', `/api/machines/${m.id}`, { environmentIds: [env.id, production.id] });
   }
 
   // A package: a small website with a deploy.sh, versioned by time so every run makes a new one.
@@ -134,15 +176,23 @@ async function main() {
   const version = `1.0.${stamp}`;
   const src = mkdtempSync(join(HOME, 'pkg-'));
   writeFileSync(join(src, 'index.html'), `<h1>Cuttle demo site ${version}</h1>\n`);
-  writeFileSync(join(src, 'deploy.sh'), '#!/bin/bash\nset -e\necho "Installing site into $PWD"\nls -l\nsleep 0.5\necho "Site is live on $CUTTLE_MACHINE_NAME"\n', { mode: 0o755 });
+  writeFileSync(
+    join(src, 'deploy.sh'),
+    '#!/bin/bash\nset -e\necho "Installing site into $PWD"\nls -l\nsleep 0.5\necho "Site is live on $CUTTLE_MACHINE_NAME"\n',
+    { mode: 0o755 },
+  );
   const pkgFile = `${src}.tar.gz`;
   await tar.c({ gzip: true, file: pkgFile, cwd: src, portable: true }, ['index.html', 'deploy.sh']);
-  await api.request('POST', `/api/packages/demo-site/${version}`, undefined, { data: readFileSync(pkgFile), contentType: 'application/gzip' });
+  await api.request('POST', `/api/packages/demo-site/${version}`, undefined, {
+    data: readFileSync(pkgFile),
+    contentType: 'application/gzip',
+  });
   rmSync(src, { recursive: true, force: true });
   rmSync(pkgFile, { force: true });
 
   const project = await orCreate(
-    () => api.post<Project>('/api/projects', { name: 'Demo Website', description: 'Sample project made by npm run demo' }),
+    () =>
+      api.post<Project>('/api/projects', { name: 'Demo Website', description: 'Sample project made by npm run demo' }),
     () => api.get<Project>(`/api/projects/${encodeURIComponent('Demo Website')}`),
   );
   const proc = await api.get<DeploymentProcess>(`/api/projects/${project.id}/deployment-process`);
@@ -154,15 +204,37 @@ async function main() {
         targetRoles: ['web'],
         windowSize: 2,
         actions: [
-          { name: 'Drain', type: 'script', script: 'echo "Draining $CUTTLE_MACHINE_NAME"\nfor i in 1 2 3; do echo "connections left: $((3 - i))"; sleep 0.5; done' },
-          { name: 'Restart', type: 'script', script: 'echo "Restarting the app on $CUTTLE_MACHINE_NAME"\nsleep 1\necho "healthy"' },
+          {
+            name: 'Drain',
+            type: 'script',
+            script:
+              'echo "Draining $CUTTLE_MACHINE_NAME"\nfor i in 1 2 3; do echo "connections left: $((3 - i))"; sleep 0.5; done',
+          },
+          {
+            name: 'Restart',
+            type: 'script',
+            script: 'echo "Restarting the app on $CUTTLE_MACHINE_NAME"\nsleep 1\necho "healthy"',
+          },
         ],
       },
       {
         name: 'Approve production',
-        actions: [{ name: 'Sign-off', type: 'manual-intervention', environmentIds: [production.id], instructions: 'The app restarted on every web server. Check it, then proceed to publish the site (or abort).' }],
+        actions: [
+          {
+            name: 'Sign-off',
+            type: 'manual-intervention',
+            environmentIds: [production.id],
+            instructions:
+              'The app restarted on every web server. Check it, then proceed to publish the site (or abort).',
+          },
+        ],
       },
-      { name: 'Website', targetRoles: ['web'], windowSize: '50%', actions: [{ name: 'Deploy site', type: 'package', packageId: 'demo-site' }] },
+      {
+        name: 'Website',
+        targetRoles: ['web'],
+        windowSize: '50%',
+        actions: [{ name: 'Deploy site', type: 'package', packageId: 'demo-site' }],
+      },
     ],
   });
   const release = await api.post<Release>('/api/releases', { projectId: project.id, version });
@@ -172,9 +244,14 @@ async function main() {
   // Bars on a terminal; on anything else (CI, a pipe) one line per change, which reads well in a log.
   const tty = !!process.stdout.isTTY;
   const bars = tty
-    ? new cliProgress.MultiBar({ format: ' {step} |{bar}| {value}/{total} targets  {status}', hideCursor: true, clearOnComplete: false }, cliProgress.Presets.shades_classic)
+    ? new cliProgress.MultiBar(
+        { format: ' {step} |{bar}| {value}/{total} targets  {status}', hideCursor: true, clearOnComplete: false },
+        cliProgress.Presets.shades_classic,
+      )
     : undefined;
-  const stepBars = dep.steps.map((s) => bars?.create(Math.max(1, s.targets.length), 0, { step: s.name.padEnd(16), status: 'pending' }));
+  const stepBars = dep.steps.map((s) =>
+    bars?.create(Math.max(1, s.targets.length), 0, { step: s.name.padEnd(16), status: 'pending' }),
+  );
   const lastLine: string[] = [];
   let d = dep;
   while (!['success', 'failed', 'cancelled'].includes(d.state)) {
@@ -194,7 +271,9 @@ async function main() {
     });
   }
   bars?.stop();
-  say(`\nDeployment ${d.state.toUpperCase()} in ${((new Date(d.finishedAt!).getTime() - new Date(d.startedAt!).getTime()) / 1000).toFixed(1)} s. Last log lines:`);
+  say(
+    `\nDeployment ${d.state.toUpperCase()} in ${((new Date(d.finishedAt!).getTime() - new Date(d.startedAt!).getTime()) / 1000).toFixed(1)} s. Last log lines:`,
+  );
   const log = await api.get<LogPage>(`/api/deployments/${dep.id}/log?afterSeq=0&limit=10000`);
   for (const e of log.entries.slice(-8)) say(`  ${e.at.slice(11, 19)} ${e.level.padEnd(5)} ${e.text}`);
   say(`

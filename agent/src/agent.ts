@@ -43,7 +43,12 @@ export class Agent {
     // One TLS context for every download: given the PEMs instead, each new connection parses key, certificate and CA
     // again and builds an OpenSSL context (~1 ms of CPU each on the project's VMs), and most downloads open one.
     const secureContext = createSecureContext({ ca: id.caCertificate, cert: id.certificate, key: id.key });
-    this.https = new HttpsAgent({ keepAlive: true, maxSockets: 4, timeout: AGENT_PORT_KEEP_ALIVE_MS - 1_000, secureContext });
+    this.https = new HttpsAgent({
+      keepAlive: true,
+      maxSockets: 4,
+      timeout: AGENT_PORT_KEEP_ALIVE_MS - 1_000,
+      secureContext,
+    });
     this.leases = new LeaseManager({
       journal: new Journal(home.journalDir),
       packages: new PackageStore(home.packageCacheDir),
@@ -58,12 +63,20 @@ export class Agent {
     this.conn = new AgentConnection(
       id,
       {
-        hello: () => ({ type: 'hello', protocolVersion: PROTOCOL_VERSION, agentVersion: AGENT_VERSION, leases: this.leases.helloLeases() }),
+        hello: () => ({
+          type: 'hello',
+          protocolVersion: PROTOCOL_VERSION,
+          agentVersion: AGENT_VERSION,
+          leases: this.leases.helloLeases(),
+        }),
         onWelcome: (w) => {
           this.leases.setPackageLimits(w);
           this.leases.onConnected();
           if (this.heartbeat) clearInterval(this.heartbeat);
-          this.heartbeat = setInterval(() => this.conn.send({ type: 'heartbeat', leaseIds: this.leases.runningLeaseIds() }), w.heartbeatMs);
+          this.heartbeat = setInterval(
+            () => this.conn.send({ type: 'heartbeat', leaseIds: this.leases.runningLeaseIds() }),
+            w.heartbeatMs,
+          );
         },
         onMessage: (m) => {
           switch (m.type) {
@@ -143,7 +156,11 @@ export class Agent {
       baseMs: 250,
       capMs: 5_000,
       stopped: () => this.stopped,
-      onRetry: (e, delay, attempt) => this.log.warn(`package download failed (${(e as Error).message}); retrying in ${delay} ms`, { sha256, attempt }),
+      onRetry: (e, delay, attempt) =>
+        this.log.warn(`package download failed (${(e as Error).message}); retrying in ${delay} ms`, {
+          sha256,
+          attempt,
+        }),
     });
   }
 
@@ -157,7 +174,9 @@ export class Agent {
       const req = request(url, { agent: this.https, timeout: 60_000 }, (res) => {
         if (res.statusCode !== 200) {
           res.resume();
-          reject(Object.assign(new Error(`package download refused: HTTP ${res.statusCode}`), { status: res.statusCode }));
+          reject(
+            Object.assign(new Error(`package download refused: HTTP ${res.statusCode}`), { status: res.statusCode }),
+          );
           return;
         }
         const hash = createHash('sha256');
@@ -169,7 +188,10 @@ export class Agent {
         });
         // A 1 MiB buffer lets the file stream gather the 16 KiB TLS records into large writes while one is under
         // way: one write(2) per record cost ~3 ms of CPU per MiB here, about as much as TLS, HTTP and sha256 together.
-        pipeline(res, tap, createWriteStream(dest, { mode: 0o600, highWaterMark: 1 << 20 })).then(() => resolve(hash.digest('hex')), reject);
+        pipeline(res, tap, createWriteStream(dest, { mode: 0o600, highWaterMark: 1 << 20 })).then(
+          () => resolve(hash.digest('hex')),
+          reject,
+        );
       });
       req.on('timeout', () => req.destroy(new Error('package download timed out')));
       req.on('error', reject);

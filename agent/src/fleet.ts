@@ -19,7 +19,7 @@ const list = (v: string) =>
     .filter(Boolean);
 
 const program = new Command('cuttle-agent-fleet')
-  .requiredOption('--home <dir>', 'parent folder of the agents\' homes')
+  .requiredOption('--home <dir>', "parent folder of the agents' homes")
   .requiredOption('--count <n>', 'how many agents', (v) => Number(v))
   .option('--prefix <p>', 'agent names are <prefix>-01, <prefix>-02, ...', 'agent')
   .option('--first <n>', 'number of the first agent', (v) => Number(v), 1)
@@ -29,7 +29,17 @@ const program = new Command('cuttle-agent-fleet')
   .option('--environments <list>', 'environments', list, [])
   .option('--concurrency <n>', 'registrations at once', (v) => Number(v), 8);
 program.parse();
-const o = program.opts<{ home: string; count: number; prefix: string; first: number; server?: string; token?: string; roles: string[]; environments: string[]; concurrency: number }>();
+const o = program.opts<{
+  home: string;
+  count: number;
+  prefix: string;
+  first: number;
+  server?: string;
+  token?: string;
+  roles: string[];
+  environments: string[];
+  concurrency: number;
+}>();
 
 const log = createAgentLogger(undefined, `${o.prefix}-fleet`);
 const width = Math.max(2, String(o.first + o.count - 1).length);
@@ -42,7 +52,12 @@ async function startOne(name: string) {
   // Many agents registering at once can find the server busy: retryable errors are retried, as `run` does.
   const identity = home.hasIdentity()
     ? home.load()
-    : await registerWithRetry(home, { serverUrl: o.server!, token: o.token!, name, roles: o.roles, environments: o.environments }, undefined, 20);
+    : await registerWithRetry(
+        home,
+        { serverUrl: o.server!, token: o.token!, name, roles: o.roles, environments: o.environments },
+        undefined,
+        20,
+      );
   const agent = new Agent(home, identity, log.child({ agent: name }));
   agent.start((e) => log.error(`${name} stopped: ${e.message}`));
   agents.push(agent);

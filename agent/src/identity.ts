@@ -1,6 +1,15 @@
 /** The agent's home folder: its identity (key, certificate, CA), journal, package cache and work folder. */
 import { createHash } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  existsSync,
+  lstatSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join, resolve } from 'node:path';
 
 export interface Identity {
@@ -16,7 +25,10 @@ export interface Identity {
 
 export class AgentHome {
   readonly dir: string;
-  constructor(dir: string, readonly workDir = join(resolve(dir), 'work')) {
+  constructor(
+    dir: string,
+    readonly workDir = join(resolve(dir), 'work'),
+  ) {
     this.dir = resolve(dir);
   }
   get identityFile() {
@@ -56,7 +68,8 @@ export class AgentHome {
   }
 
   prepare() {
-    for (const d of [this.dir, this.journalDir, this.packageCacheDir, join(this.dir, 'tmp')]) mkdirSync(d, { recursive: true, mode: 0o700 });
+    for (const d of [this.dir, this.journalDir, this.packageCacheDir, join(this.dir, 'tmp')])
+      mkdirSync(d, { recursive: true, mode: 0o700 });
     mkdirSync(this.workDir, { recursive: true });
   }
 
@@ -66,7 +79,12 @@ export class AgentHome {
 
   load(): Identity {
     const meta = JSON.parse(readFileSync(this.identityFile, 'utf8'));
-    return { ...meta, key: readFileSync(this.keyFile, 'utf8'), certificate: readFileSync(this.certFile, 'utf8'), caCertificate: readFileSync(this.caFile, 'utf8') };
+    return {
+      ...meta,
+      key: readFileSync(this.keyFile, 'utf8'),
+      certificate: readFileSync(this.certFile, 'utf8'),
+      caCertificate: readFileSync(this.caFile, 'utf8'),
+    };
   }
 
   saveKey(pem: string) {
@@ -90,7 +108,10 @@ export class AgentHome {
  */
 function memoryScriptDir(home: string): string | null {
   if (process.platform !== 'linux' || !process.getuid || !existsSync('/dev/shm')) return null;
-  const dir = join('/dev/shm', `cuttle-agent-${process.getuid()}-${createHash('sha256').update(home).digest('hex').slice(0, 16)}`);
+  const dir = join(
+    '/dev/shm',
+    `cuttle-agent-${process.getuid()}-${createHash('sha256').update(home).digest('hex').slice(0, 16)}`,
+  );
   try {
     mkdirSync(dir, { mode: 0o700 });
   } catch (e) {

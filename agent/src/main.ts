@@ -27,7 +27,9 @@ const url = (v: string) => {
   }
 };
 
-const program = new Command('cuttle-agent').description('Cuttle agent (tentacle): runs deployment work on this machine').version(AGENT_VERSION);
+const program = new Command('cuttle-agent')
+  .description('Cuttle agent (tentacle): runs deployment work on this machine')
+  .version(AGENT_VERSION);
 
 program
   .command('run')
@@ -39,43 +41,57 @@ program
   .option('--roles <list>', 'comma-separated roles (first start only)', list, [])
   .option('--environments <list>', 'comma-separated environment names or ids (first start only)', list, [])
   .option('--work <dir>', 'folder packages are unpacked into (default: HOME/work)')
-  .action(async (o: { home: string; server?: string; token?: string; name?: string; roles: string[]; environments: string[]; work?: string }) => {
-    const home = new AgentHome(o.home, o.work);
-    home.prepare();
-    let log = createAgentLogger(undefined, o.name);
-    let identity;
-    if (home.hasIdentity()) {
-      identity = home.load();
-      if (o.token) log.info('already registered; ignoring --token', { machineId: identity.machineId });
-    } else {
-      if (!o.token || !o.server) fail('this agent is not registered yet: give --server and --token (and --name, --roles, --environments)');
-      const name = o.name ?? (await import('node:os')).hostname();
-      try {
-        identity = await registerWithRetry(home, { serverUrl: o.server!, token: o.token!, name, roles: o.roles, environments: o.environments }, (e, delay, hint) =>
-          log.warn(`registration failed (${e.message}); retrying in ${(delay / 1000).toFixed(1)} s`, { hint }),
-        );
-        log.info('registered', { machineId: identity.machineId, name, agentUrl: identity.agentUrl });
-      } catch (e) {
-        fail((e as Error).message);
+  .action(
+    async (o: {
+      home: string;
+      server?: string;
+      token?: string;
+      name?: string;
+      roles: string[];
+      environments: string[];
+      work?: string;
+    }) => {
+      const home = new AgentHome(o.home, o.work);
+      home.prepare();
+      let log = createAgentLogger(undefined, o.name);
+      let identity;
+      if (home.hasIdentity()) {
+        identity = home.load();
+        if (o.token) log.info('already registered; ignoring --token', { machineId: identity.machineId });
+      } else {
+        if (!o.token || !o.server)
+          fail('this agent is not registered yet: give --server and --token (and --name, --roles, --environments)');
+        const name = o.name ?? (await import('node:os')).hostname();
+        try {
+          identity = await registerWithRetry(
+            home,
+            { serverUrl: o.server!, token: o.token!, name, roles: o.roles, environments: o.environments },
+            (e, delay, hint) =>
+              log.warn(`registration failed (${e.message}); retrying in ${(delay / 1000).toFixed(1)} s`, { hint }),
+          );
+          log.info('registered', { machineId: identity.machineId, name, agentUrl: identity.agentUrl });
+        } catch (e) {
+          fail((e as Error).message);
+        }
       }
-    }
-    log = createAgentLogger(undefined, identity.name);
-    const agent = new Agent(home, identity, log);
-    let stopping = false;
-    const stop = async (sig: string) => {
-      if (stopping) return;
-      stopping = true;
-      log.info(`${sig} received, stopping`);
-      await agent.stop();
-      process.exit(0);
-    };
-    process.on('SIGTERM', () => void stop('SIGTERM'));
-    process.on('SIGINT', () => void stop('SIGINT'));
-    agent.start((e) => {
-      console.error(`cuttle agent: ${e.message}`);
-      process.exit(new FatalAgentError('').exitCode);
-    });
-  });
+      log = createAgentLogger(undefined, identity.name);
+      const agent = new Agent(home, identity, log);
+      let stopping = false;
+      const stop = async (sig: string) => {
+        if (stopping) return;
+        stopping = true;
+        log.info(`${sig} received, stopping`);
+        await agent.stop();
+        process.exit(0);
+      };
+      process.on('SIGTERM', () => void stop('SIGTERM'));
+      process.on('SIGINT', () => void stop('SIGINT'));
+      agent.start((e) => {
+        console.error(`cuttle agent: ${e.message}`);
+        process.exit(new FatalAgentError('').exitCode);
+      });
+    },
+  );
 
 program
   .command('register')
@@ -86,21 +102,41 @@ program
   .option('--name <name>', 'machine name (default: host name)')
   .option('--roles <list>', 'comma-separated roles', list, [])
   .option('--environments <list>', 'comma-separated environment names or ids', list, [])
-  .action(async (o: { home: string; server: string; token: string; name?: string; roles: string[]; environments: string[] }) => {
-    const home = new AgentHome(o.home);
-    home.prepare();
-    if (home.hasIdentity()) {
-      const id = home.load();
-      console.log(`already registered as ${id.name} (${id.machineId})`);
-      return;
-    }
-    try {
-      const id = await registerWithRetry(home, { serverUrl: o.server, token: o.token, name: o.name ?? (await import('node:os')).hostname(), roles: o.roles, environments: o.environments }, undefined, 8);
-      console.log(`registered as ${id.name} (${id.machineId}); agent URL ${id.agentUrl}`);
-    } catch (e) {
-      fail((e as Error).message);
-    }
-  });
+  .action(
+    async (o: {
+      home: string;
+      server: string;
+      token: string;
+      name?: string;
+      roles: string[];
+      environments: string[];
+    }) => {
+      const home = new AgentHome(o.home);
+      home.prepare();
+      if (home.hasIdentity()) {
+        const id = home.load();
+        console.log(`already registered as ${id.name} (${id.machineId})`);
+        return;
+      }
+      try {
+        const id = await registerWithRetry(
+          home,
+          {
+            serverUrl: o.server,
+            token: o.token,
+            name: o.name ?? (await import('node:os')).hostname(),
+            roles: o.roles,
+            environments: o.environments,
+          },
+          undefined,
+          8,
+        );
+        console.log(`registered as ${id.name} (${id.machineId}); agent URL ${id.agentUrl}`);
+      } catch (e) {
+        fail((e as Error).message);
+      }
+    },
+  );
 
 function fail(msg: string): never {
   console.error(`cuttle agent: ${msg}`);

@@ -11,7 +11,8 @@ export interface CliConfig {
   insecure?: boolean;
 }
 
-export const configFile = () => process.env.CUTTLE_CONFIG ?? join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'cuttle', 'config.json');
+export const configFile = () =>
+  process.env.CUTTLE_CONFIG ?? join(process.env.XDG_CONFIG_HOME ?? join(homedir(), '.config'), 'cuttle', 'config.json');
 
 export function loadConfig(): CliConfig {
   const f = configFile();

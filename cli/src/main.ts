@@ -23,7 +23,10 @@ const out = (human: string, data: unknown): void => {
 };
 
 function client(cfg: CliConfig = loadConfig()): CuttleClient {
-  if (!cfg.server) throw new UsageError('no server: run `cuttle login --server URL --api-key KEY`, or set CUTTLE_SERVER and CUTTLE_API_KEY');
+  if (!cfg.server)
+    throw new UsageError(
+      'no server: run `cuttle login --server URL --api-key KEY`, or set CUTTLE_SERVER and CUTTLE_API_KEY',
+    );
   if (!cfg.apiKey) throw new UsageError('no API key: run `cuttle login`, or set CUTTLE_API_KEY');
   if (cfg.insecure) process.env.NODE_TLS_REJECT_UNAUTHORIZED = '0';
   return new CuttleClient(cfg.server, cfg.apiKey, cfg.ca);
@@ -33,7 +36,11 @@ function table<R extends object>(rows: R[], cols: Array<keyof R & string>): stri
   if (!rows.length) return '(none)';
   const cell = (v: unknown) => (v === null || v === undefined ? '' : Array.isArray(v) ? v.join(',') : String(v));
   const w = cols.map((c) => Math.max(c.length, ...rows.map((r) => cell(r[c]).length)));
-  const line = (vals: string[]) => vals.map((v, i) => v.padEnd(w[i])).join('  ').trimEnd();
+  const line = (vals: string[]) =>
+    vals
+      .map((v, i) => v.padEnd(w[i]))
+      .join('  ')
+      .trimEnd();
   return [line(cols.map((c) => c.toUpperCase())), ...rows.map((r) => line(cols.map((c) => cell(r[c]))))].join('\n');
 }
 
@@ -52,8 +59,20 @@ async function findRelease(api: CuttleClient, projectId: string, version: string
 async function follow(api: CuttleClient, id: string): Promise<Deployment> {
   const tty = !!process.stderr.isTTY && !json;
   let d = await api.get<Deployment>(`/api/deployments/${id}`);
-  const bars = tty ? new cliProgress.MultiBar({ format: ' {step} |{bar}| {value}/{total} targets {status}', hideCursor: true, clearOnComplete: false, stream: process.stderr }, cliProgress.Presets.shades_classic) : undefined;
-  const stepBars = d.steps.map((s) => bars?.create(Math.max(1, s.targets.length), 0, { step: s.name.slice(0, 20).padEnd(20), status: '' }));
+  const bars = tty
+    ? new cliProgress.MultiBar(
+        {
+          format: ' {step} |{bar}| {value}/{total} targets {status}',
+          hideCursor: true,
+          clearOnComplete: false,
+          stream: process.stderr,
+        },
+        cliProgress.Presets.shades_classic,
+      )
+    : undefined;
+  const stepBars = d.steps.map((s) =>
+    bars?.create(Math.max(1, s.targets.length), 0, { step: s.name.slice(0, 20).padEnd(20), status: '' }),
+  );
   const last: string[] = [];
   const told = new Set<string>();
   let queuedBehind: string | undefined;
@@ -62,7 +81,8 @@ async function follow(api: CuttleClient, id: string): Promise<Deployment> {
     else if (!json) process.stderr.write(msg + '\n');
   };
   for (;;) {
-    if (d.queuedBehind && d.queuedBehind !== queuedBehind) say(`queued behind deployment ${d.queuedBehind} (deployments of a project to an environment run one at a time)`);
+    if (d.queuedBehind && d.queuedBehind !== queuedBehind)
+      say(`queued behind deployment ${d.queuedBehind} (deployments of a project to an environment run one at a time)`);
     queuedBehind = d.queuedBehind;
     d.steps.forEach((s, i) => {
       const done = s.targets.filter((t) => TERMINAL.includes(t.state) || t.state === 'skipped').length;
@@ -81,7 +101,9 @@ async function follow(api: CuttleClient, id: string): Promise<Deployment> {
       for (const i of await api.get<Interruption[]>(`/api/interruptions?deploymentId=${id}&state=pending`)) {
         if (told.has(i.id)) continue;
         told.add(i.id);
-        say(`waiting on ${i.kind} ${i.stepName}/${i.actionName}${i.machineName ? ` on ${i.machineName}` : ''}: ${i.instructions ?? ''}\n  answer with: cuttle submit ${i.id} --result ${i.allowedResults.join('|')}`);
+        say(
+          `waiting on ${i.kind} ${i.stepName}/${i.actionName}${i.machineName ? ` on ${i.machineName}` : ''}: ${i.instructions ?? ''}\n  answer with: cuttle submit ${i.id} --result ${i.allowedResults.join('|')}`,
+        );
       }
     }
     if (TERMINAL.includes(d.state)) break;
@@ -92,7 +114,8 @@ async function follow(api: CuttleClient, id: string): Promise<Deployment> {
   return d;
 }
 
-const exitFor = (state: string) => (state === 'success' ? EXIT.success : state === 'cancelled' ? EXIT.cancelled : EXIT.failed);
+const exitFor = (state: string) =>
+  state === 'success' ? EXIT.success : state === 'cancelled' ? EXIT.cancelled : EXIT.failed;
 
 const program = new Command('cuttle')
   .description('Cuttle deployment orchestrator: command line')
@@ -114,10 +137,18 @@ program
   .option('--insecure', 'do not verify the server certificate (testing only)')
   .option('--json')
   .action(async (o) => {
-    const cfg: CliConfig = { server: o.server.replace(/\/+$/, ''), apiKey: o.apiKey, ca: o.ca ? readFileSync(o.ca, 'utf8') : undefined, insecure: !!o.insecure };
+    const cfg: CliConfig = {
+      server: o.server.replace(/\/+$/, ''),
+      apiKey: o.apiKey,
+      ca: o.ca ? readFileSync(o.ca, 'utf8') : undefined,
+      insecure: !!o.insecure,
+    };
     const envs = await client(cfg).get<Environment[]>('/api/environments');
     const file = saveConfig(cfg);
-    out(`logged in to ${cfg.server} (${envs.length} environments); saved to ${file}`, { server: cfg.server, configFile: file });
+    out(`logged in to ${cfg.server} (${envs.length} environments); saved to ${file}`, {
+      server: cfg.server,
+      configFile: file,
+    });
   });
 
 program
@@ -139,7 +170,9 @@ program
     const api = client();
     let q = '';
     if (o.environment) {
-      const env = (await api.get<Environment[]>('/api/environments')).find((e) => e.name === o.environment || e.id === o.environment);
+      const env = (await api.get<Environment[]>('/api/environments')).find(
+        (e) => e.name === o.environment || e.id === o.environment,
+      );
       if (!env) throw new UsageError(`no environment ${o.environment}`);
       q = `?environmentId=${env.id}`;
     }
@@ -165,8 +198,16 @@ program
       if (!id || !version) throw new UsageError(`--package ${p}: expected ID:VERSION`);
       packages[id] = version;
     }
-    const r = await api.post<Release>('/api/releases', { projectId: project.id, version: o.version, ...(o.channel ? { channelId: o.channel } : {}), ...(Object.keys(packages).length ? { packages } : {}) });
-    out(`release ${r.version} of ${project.name} created (${r.id})${r.packages.length ? `; packages ${r.packages.map((p) => `${p.packageId} ${p.version}`).join(', ')}` : ''}`, r);
+    const r = await api.post<Release>('/api/releases', {
+      projectId: project.id,
+      version: o.version,
+      ...(o.channel ? { channelId: o.channel } : {}),
+      ...(Object.keys(packages).length ? { packages } : {}),
+    });
+    out(
+      `release ${r.version} of ${project.name} created (${r.id})${r.packages.length ? `; packages ${r.packages.map((p) => `${p.packageId} ${p.version}`).join(', ')}` : ''}`,
+      r,
+    );
   });
 
 program
@@ -182,8 +223,13 @@ program
     const api = client();
     const project = await findProject(api, o.project);
     const release = await findRelease(api, project.id, o.release);
-    const dep = await api.post<Deployment>('/api/deployments', { releaseId: release.id, environmentId: o.environment, ...(o.guidedFailure ? { guidedFailure: true } : {}) });
-    if (!json) process.stderr.write(`deploying ${project.name} ${release.version} to ${o.environment}: deployment ${dep.id}\n`);
+    const dep = await api.post<Deployment>('/api/deployments', {
+      releaseId: release.id,
+      environmentId: o.environment,
+      ...(o.guidedFailure ? { guidedFailure: true } : {}),
+    });
+    if (!json)
+      process.stderr.write(`deploying ${project.name} ${release.version} to ${o.environment}: deployment ${dep.id}\n`);
     if (!o.wait) return out(dep.id, dep);
     const d = await follow(api, dep.id);
     out(`deployment ${d.id} ${d.state}`, d);
@@ -201,7 +247,13 @@ program
     if (o.deployment) q.set('deploymentId', o.deployment);
     if (!o.all) q.set('state', 'pending');
     const list = await client().get<Interruption[]>(`/api/interruptions?${q}`);
-    out(table(list.map((i) => ({ ...i, target: i.machineName ?? '', results: i.allowedResults })), ['id', 'kind', 'stepName', 'actionName', 'target', 'state', 'results', 'instructions']), list);
+    out(
+      table(
+        list.map((i) => ({ ...i, target: i.machineName ?? '', results: i.allowedResults })),
+        ['id', 'kind', 'stepName', 'actionName', 'target', 'state', 'results', 'instructions'],
+      ),
+      list,
+    );
   });
 
 program
@@ -211,7 +263,10 @@ program
   .option('--notes <text>', 'recorded with the answer')
   .option('--json')
   .action(async (id, o) => {
-    const r = await client().post<Interruption>(`/api/interruptions/${id}/submit`, { result: o.result, ...(o.notes ? { notes: o.notes } : {}) });
+    const r = await client().post<Interruption>(`/api/interruptions/${id}/submit`, {
+      result: o.result,
+      ...(o.notes ? { notes: o.notes } : {}),
+    });
     out(`${r.kind} ${r.stepName}/${r.actionName}: ${r.result}`, r);
   });
 
@@ -242,7 +297,10 @@ program
     let after = 0;
     for (;;) {
       const page = await api.get<LogPage>(`/api/deployments/${id}/log?afterSeq=${after}&limit=5000`);
-      for (const e of page.entries) process.stdout.write(json ? JSON.stringify(e) + '\n' : `${e.at.slice(11, 23)} ${e.level.padEnd(5)} ${e.text}\n`);
+      for (const e of page.entries)
+        process.stdout.write(
+          json ? JSON.stringify(e) + '\n' : `${e.at.slice(11, 23)} ${e.level.padEnd(5)} ${e.text}\n`,
+        );
       after = page.nextSeq;
       if (page.entries.length === 5000) continue;
       if (!o.follow) break;

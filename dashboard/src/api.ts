@@ -71,12 +71,31 @@ export type {
 
 // The process editor's drafts: a step or action as the person edits it (fields may be half-typed until saved).
 export interface Action {
-  name: string; type: 'script' | 'package' | 'manual-intervention'; script?: string; packageId?: string; instructions?: string;
-  timeoutSeconds?: number; retries?: number; disabled?: boolean; environmentIds?: string[]; excludedEnvironmentIds?: string[];
-  channelIds?: string[]; retryDelaySeconds?: number; [k: string]: unknown;
+  name: string;
+  type: 'script' | 'package' | 'manual-intervention';
+  script?: string;
+  packageId?: string;
+  instructions?: string;
+  timeoutSeconds?: number;
+  retries?: number;
+  disabled?: boolean;
+  environmentIds?: string[];
+  excludedEnvironmentIds?: string[];
+  channelIds?: string[];
+  retryDelaySeconds?: number;
+  [k: string]: unknown;
 }
 export interface Step {
-  name: string; targetRoles?: string[]; windowSize?: number | string; maxFailures?: number | string;
-  condition?: string; startTrigger?: string; actions: Action[]; [k: string]: unknown;
+  name: string;
+  targetRoles?: string[];
+  windowSize?: number | string;
+  maxFailures?: number | string;
+  condition?: string;
+  startTrigger?: string;
+  actions: Action[];
+  [k: string]: unknown;
 }
-export interface Process { version: number; steps: Step[] }
+export interface Process {
+  version: number;
+  steps: Step[];
+}

@@ -13,14 +13,25 @@ export function targetsInOrder(d: Deployment) {
 
 const cell = (s: StepRun, t: TargetRun | undefined) => {
   if (!t) return html`<td class="cell none"></td>`;
-  return html`<td class="cell state-${t.state}" data-testid="cell-${s.name}-${t.machineName}" data-state=${t.state} title=${t.error ?? ''}>
-    <div class="cell-head"><span class="cell-state">${t.state}</span>${t.startedAt ? elapsed(t.startedAt, t.finishedAt) : nothing}</div>
+  return html`<td
+    class="cell state-${t.state}"
+    data-testid="cell-${s.name}-${t.machineName}"
+    data-state=${t.state}
+    title=${t.error ?? ''}
+  >
+    <div class="cell-head">
+      <span class="cell-state">${t.state}</span>${t.startedAt ? elapsed(t.startedAt, t.finishedAt) : nothing}
+    </div>
     ${t.waitingFor ? html`<div class="small muted" data-testid="waiting-${s.name}-${t.machineName}">waiting for the ${t.waitingFor} (busy with another deployment)</div>` : nothing}
     ${t.attempt && t.attempt > 1 ? html`<div class="small" data-testid="attempt-${s.name}-${t.machineName}">attempt ${t.attempt}</div>` : nothing}
     ${t.error ? html`<div class="small err">${t.failureKind ? `${t.failureKind}: ` : ''}${t.error}</div>` : nothing}
     <ul class="cell-actions">
       ${t.actions.map(
-        (a) => html`<li class="state-${a.state}" data-state=${a.state} title=${a.skipReason ?? ''}><span class="dot"></span>${a.name}${a.exitCode !== undefined && a.exitCode !== null && a.exitCode !== 0 ? ` (exit ${a.exitCode})` : ''}</li>`,
+        (a) =>
+          html`<li class="state-${a.state}" data-state=${a.state} title=${a.skipReason ?? ''}>
+            <span class="dot"></span
+            >${a.name}${a.exitCode !== undefined && a.exitCode !== null && a.exitCode !== 0 ? ` (exit ${a.exitCode})` : ''}
+          </li>`,
       )}
     </ul>
   </td>`;
@@ -32,11 +43,24 @@ const stepRow = (s: StepRun, cols: string[], maxSeen: number) => {
   return html`<tr data-testid="step-row-${s.name}">
     <th class="step-cell">
       <div><strong>${s.name}</strong> ${badge(s.state, `step-state-${s.name}`)}</div>
-      <div class="small muted" data-testid="inflight-${s.name}" data-inflight=${x} data-window=${w} data-max-inflight=${Math.max(maxSeen, x)}>in flight ${x} / window ${w}</div>
+      <div
+        class="small muted"
+        data-testid="inflight-${s.name}"
+        data-inflight=${x}
+        data-window=${w}
+        data-max-inflight=${Math.max(maxSeen, x)}
+      >
+        in flight ${x} / window ${w}
+      </div>
       ${s.maxFailures ? html`<div class="small muted">failure budget ${s.maxFailures}</div>` : nothing}
       ${s.skipReason ? html`<div class="small muted">${s.skipReason}</div>` : nothing}
     </th>
-    ${cols.map((c) => cell(s, s.targets.find((t) => t.machineName === c)))}
+    ${cols.map((c) =>
+      cell(
+        s,
+        s.targets.find((t) => t.machineName === c),
+      ),
+    )}
   </tr>`;
 };
 
@@ -45,8 +69,19 @@ export function gridView(state: DeploymentState) {
   const cols = targetsInOrder(d);
   return html`<div class="grid-wrap">
     <table class="grid" data-testid="grid">
-      <thead><tr><th>Step</th>${cols.map((c) => html`<th class="mono">${c}</th>`)}</tr></thead>
-      <tbody>${repeat(d.steps, (s) => s.name, (s) => stepRow(s, cols, state.maxInFlight[s.name] ?? 0))}</tbody>
+      <thead>
+        <tr>
+          <th>Step</th>
+          ${cols.map((c) => html`<th class="mono">${c}</th>`)}
+        </tr>
+      </thead>
+      <tbody>
+        ${repeat(
+          d.steps,
+          (s) => s.name,
+          (s) => stepRow(s, cols, state.maxInFlight[s.name] ?? 0),
+        )}
+      </tbody>
     </table>
   </div>`;
 }

@@ -20,7 +20,11 @@ export function interruptionsLoader(store: DeploymentStore) {
     }
     busy = true;
     try {
-      store.setInterruptions(await get<Interruption[]>(`/api/interruptions?${q({ deploymentId: store.state.deployment.id, state: 'pending' })}`));
+      store.setInterruptions(
+        await get<Interruption[]>(
+          `/api/interruptions?${q({ deploymentId: store.state.deployment.id, state: 'pending' })}`,
+        ),
+      );
     } catch (err) {
       store.setError(problem(err));
     } finally {
@@ -44,14 +48,31 @@ export function interruptionsView(s: DeploymentState, store: DeploymentStore, re
       store.setAnswering(i.id, false, problem(err));
     }
   };
-  const box = (i: Interruption) => html`<div class="interruption kind-${i.kind}" data-testid="interruption" data-interruption-id=${i.id} data-kind=${i.kind}>
-    <h3>${i.kind === 'guided-failure' ? 'Failed: what now?' : 'Manual intervention needed'} <span class="muted small">${i.stepName} / ${i.actionName}${i.machineName ? ` on ${i.machineName}` : ''}</span></h3>
-    ${i.instructions ? html`<p class="instructions" data-testid="interruption-instructions">${i.instructions}</p>` : nothing}
-    <textarea rows="2" placeholder="Notes (recorded with your answer)" data-testid="interruption-notes" .value=${live(s.notes[i.id] ?? '')} @input=${(e: Event) => store.setNote(i.id, valueOf(e))}></textarea>
-    <div class="inline">
-      ${i.allowedResults.map((r) => html`<button class=${buttonClass(r)} data-result=${r} ?disabled=${!!s.answering[i.id]} @click=${() => answer(i, r)}>${r[0].toUpperCase() + r.slice(1)}</button>`)}
-    </div>
-    ${errorBox('interruption-error', s.interruptionErrors[i.id])}
+  const box = (i: Interruption) =>
+    html`<div
+      class="interruption kind-${i.kind}"
+      data-testid="interruption"
+      data-interruption-id=${i.id}
+      data-kind=${i.kind}
+    >
+      <h3>
+        ${i.kind === 'guided-failure' ? 'Failed: what now?' : 'Manual intervention needed'}
+        <span class="muted small">${i.stepName} / ${i.actionName}${i.machineName ? ` on ${i.machineName}` : ''}</span>
+      </h3>
+      ${i.instructions ? html`<p class="instructions" data-testid="interruption-instructions">${i.instructions}</p>` : nothing}
+      <textarea
+        rows="2"
+        placeholder="Notes (recorded with your answer)"
+        data-testid="interruption-notes"
+        .value=${live(s.notes[i.id] ?? '')}
+        @input=${(e: Event) => store.setNote(i.id, valueOf(e))}
+      ></textarea>
+      <div class="inline">
+        ${i.allowedResults.map((r) => html`<button class=${buttonClass(r)} data-result=${r} ?disabled=${!!s.answering[i.id]} @click=${() => answer(i, r)}>${r[0].toUpperCase() + r.slice(1)}</button>`)}
+      </div>
+      ${errorBox('interruption-error', s.interruptionErrors[i.id])}
+    </div>`;
+  return html`<div class="interruptions" data-testid="interruptions">
+    ${repeat(s.interruptions, (i) => i.id, box)}
   </div>`;
-  return html`<div class="interruptions" data-testid="interruptions">${repeat(s.interruptions, (i) => i.id, box)}</div>`;
 }

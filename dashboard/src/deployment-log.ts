@@ -11,7 +11,8 @@ import { card, checkedOf, valueOf } from './ui.js';
 /** The filter's choices: all, each machine of the deployment by name, the server. */
 function filterOptions(d: Deployment): Array<[string, string]> {
   const machines = new Map<string, string>();
-  for (const s of d.steps) for (const t of s.targets) if (t.machineId && !machines.has(t.machineId)) machines.set(t.machineId, t.machineName);
+  for (const s of d.steps)
+    for (const t of s.targets) if (t.machineId && !machines.has(t.machineId)) machines.set(t.machineId, t.machineName);
   const sorted = [...machines].sort((a, b) => a[1].localeCompare(b[1]));
   return [['', 'All targets'], ...sorted, ['server', 'Server only']];
 }
@@ -21,7 +22,14 @@ const times = new WeakMap<LogEntry, string>();
 const timeOf = (e: LogEntry) => times.get(e) ?? (times.set(e, new Date(e.at).toLocaleTimeString()), times.get(e)!);
 
 const line = (e: LogEntry, names: Record<string, string>) =>
-  html`<div class="line level-${e.level}" data-seq=${e.seq} data-machine=${e.machineId ?? ''}><span class="ts">${timeOf(e)}</span><span class="who">${e.machineId ? (names[e.machineId] ?? e.machineId.slice(0, 8)) : 'server'}</span>${e.stepName ? html`<span class="where">${e.actionName ? `${e.stepName}/${e.actionName}` : e.stepName}</span>` : nothing}<span class="text">${e.text}</span></div>`;
+  html`<div class="line level-${e.level}" data-seq=${e.seq} data-machine=${e.machineId ?? ''}>
+    <span class="ts">${timeOf(e)}</span
+    ><span class="who">${e.machineId ? (names[e.machineId] ?? e.machineId.slice(0, 8)) : 'server'}</span
+    >${e.stepName ? html`<span class="where">${e.actionName ? `${e.stepName}/${e.actionName}` : e.stepName}</span>` : nothing}<span
+      class="text"
+      >${e.text}</span
+    >
+  </div>`;
 
 const visible = (s: DeploymentState) => (s.filter ? s.log.filter((e) => matches(s.filter, e)) : s.log);
 
@@ -34,14 +42,37 @@ export function logView(s: DeploymentState, store: DeploymentStore) {
   return card(
     html`<span>Log</span>`,
     html`<div class="toolbar">
-      <label>Target <select data-testid="log-filter" @change=${(e: Event) => store.setFilter(valueOf(e))}>
-        ${repeat(filterOptions(s.deployment), ([v]) => v, ([v, n]) => html`<option value=${v} .selected=${live(v === s.filter)}>${n}</option>`)}
-      </select></label>
-      <label class="check"><input type="checkbox" data-testid="log-follow" .checked=${live(s.follow)} @change=${(e: Event) => store.setFollow(checkedOf(e))} /> follow</label>
-      <span class="spacer"></span>
-      <span class="muted small" data-testid="log-count">${s.log.length} lines</span>
-    </div>
-    <div class="log" data-testid="log" role="log" aria-live="polite" @scroll=${onScroll}>${guard([s.log, s.filter, s.machineNames], () => repeat(visible(s), (e) => e.seq, (e) => line(e, s.machineNames)))}</div>`,
+        <label
+          >Target
+          <select data-testid="log-filter" @change=${(e: Event) => store.setFilter(valueOf(e))}>
+            ${repeat(
+              filterOptions(s.deployment),
+              ([v]) => v,
+              ([v, n]) => html`<option value=${v} .selected=${live(v === s.filter)}>${n}</option>`,
+            )}
+          </select></label
+        >
+        <label class="check"
+          ><input
+            type="checkbox"
+            data-testid="log-follow"
+            .checked=${live(s.follow)}
+            @change=${(e: Event) => store.setFollow(checkedOf(e))}
+          />
+          follow</label
+        >
+        <span class="spacer"></span>
+        <span class="muted small" data-testid="log-count">${s.log.length} lines</span>
+      </div>
+      <div class="log" data-testid="log" role="log" aria-live="polite" @scroll=${onScroll}>
+        ${guard([s.log, s.filter, s.machineNames], () =>
+          repeat(
+            visible(s),
+            (e) => e.seq,
+            (e) => line(e, s.machineNames),
+          ),
+        )}
+      </div>`,
   );
 }
 

@@ -59,7 +59,9 @@ export class DeploymentStore extends Store<DeploymentState> {
       const names: Record<string, string> = {};
       for (const step of d.steps) for (const t of step.targets) if (t.machineId) names[t.machineId] = t.machineName;
       // The same object while nothing changed: the log is rendered again only when its inputs change.
-      const same = Object.keys(names).length === Object.keys(s.machineNames).length && Object.entries(names).every(([k, v]) => s.machineNames[k] === v);
+      const same =
+        Object.keys(names).length === Object.keys(s.machineNames).length &&
+        Object.entries(names).every(([k, v]) => s.machineNames[k] === v);
       return { deployment: d, maxInFlight, machineNames: same ? s.machineNames : names };
     });
   }
@@ -90,7 +92,10 @@ export class DeploymentStore extends Store<DeploymentState> {
   }
 
   setAnswering(id: string, busy: boolean, error?: Problem) {
-    this.set((s) => ({ answering: { ...s.answering, [id]: busy }, interruptionErrors: { ...s.interruptionErrors, [id]: error } }));
+    this.set((s) => ({
+      answering: { ...s.answering, [id]: busy },
+      interruptionErrors: { ...s.interruptionErrors, [id]: error },
+    }));
   }
 
   setFilter(filter: string) {
@@ -107,4 +112,5 @@ export class DeploymentStore extends Store<DeploymentState> {
 }
 
 /** Whether a log entry passes the filter. */
-export const matches = (filter: string, e: LogEntry) => !filter || (filter === 'server' ? !e.machineId : e.machineId === filter);
+export const matches = (filter: string, e: LogEntry) =>
+  !filter || (filter === 'server' ? !e.machineId : e.machineId === filter);

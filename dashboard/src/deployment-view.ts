@@ -29,16 +29,38 @@ function header(s: DeploymentState, store: DeploymentStore, names: Lookups) {
   };
   return html`<div class="dep-head">
     <div>
-      <h1>${project ? html`<a href="#/projects/${project.id}">${project.name}</a>` : 'Deployment'} <span class="muted">${d.releaseVersion ?? release?.version ?? ''}</span> → ${names.env(d.environmentId)}</h1>
+      <h1>
+        ${project ? html`<a href="#/projects/${project.id}">${project.name}</a>` : 'Deployment'}
+        <span class="muted">${d.releaseVersion ?? release?.version ?? ''}</span> → ${names.env(d.environmentId)}
+      </h1>
       <div class="dep-meta">
-        <span class="dep-state">${badge(d.state, 'deployment-state')}${d.guidedFailure ? html`<span class="tag">guided failure</span>` : nothing}${d.queuedBehind
-          ? html`<span class="small muted" data-testid="queued-behind"> queued behind <a href="#/deployments/${d.queuedBehind}" class="mono">${d.queuedBehind.slice(0, 8)}</a> (one deployment at a time per project and environment)</span>`
-          : nothing}</span>
-        <span class="muted"> created ${fmtTime(d.createdAt)}${d.startedAt ? html` · elapsed ${elapsed(d.startedAt, d.finishedAt, 'deployment-elapsed')}` : ' · not started'}</span>
+        <span class="dep-state"
+          >${badge(d.state, 'deployment-state')}${d.guidedFailure ? html`<span class="tag">guided failure</span>` : nothing}${
+            d.queuedBehind
+              ? html`<span class="small muted" data-testid="queued-behind">
+                  queued behind
+                  <a href="#/deployments/${d.queuedBehind}" class="mono">${d.queuedBehind.slice(0, 8)}</a> (one
+                  deployment at a time per project and environment)</span
+                >`
+              : nothing
+          }</span
+        >
+        <span class="muted">
+          created
+          ${fmtTime(d.createdAt)}${d.startedAt ? html` · elapsed ${elapsed(d.startedAt, d.finishedAt, 'deployment-elapsed')}` : ' · not started'}</span
+        >
       </div>
     </div>
     <span class="spacer"></span>
-    <button class="danger" data-testid="cancel-deployment" ?hidden=${FINISHED.has(d.state)} ?disabled=${d.state === 'cancelling'} @click=${cancel}>Cancel deployment</button>
+    <button
+      class="danger"
+      data-testid="cancel-deployment"
+      ?hidden=${FINISHED.has(d.state)}
+      ?disabled=${d.state === 'cancelling'}
+      @click=${cancel}
+    >
+      Cancel deployment
+    </button>
   </div>`;
 }
 
@@ -50,17 +72,18 @@ export async function deploymentView(root: HTMLElement, id: string) {
   const unmount = mount(
     root,
     store,
-    (s) => html`${header(s, store, names)}
-      ${errorBox('deployment-error', s.error)}
-      ${interruptionsView(s, store, loadInterruptions)}
-      ${card('Progress', gridView(s))}
-      ${logView(s, store)}`,
+    (s) =>
+      html`${header(s, store, names)} ${errorBox('deployment-error', s.error)}
+      ${interruptionsView(s, store, loadInterruptions)} ${card('Progress', gridView(s))} ${logView(s, store)}`,
     followLog,
   );
   await loadInterruptions();
 
   live.on('deployment', (d: Deployment) => d.id === first.id && store.applySnapshot(d));
-  live.on('log', (p: { deploymentId: string; entries: LogEntry[] }) => p.deploymentId === first.id && store.addLog(p.entries));
+  live.on(
+    'log',
+    (p: { deploymentId: string; entries: LogEntry[] }) => p.deploymentId === first.id && store.addLog(p.entries),
+  );
   live.on('interruptions', (p: { deploymentId: string }) => p.deploymentId === first.id && void loadInterruptions());
   const unwatch = live.watch(first.id, () => store.state.lastSeq);
   return () => {

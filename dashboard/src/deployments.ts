@@ -13,7 +13,11 @@ export interface Lookups {
 
 /** Names for the ids a deployment carries: its project, environment and release. */
 export async function lookups(): Promise<Lookups> {
-  const [projects, envs, releases] = await Promise.all([get<Project[]>('/api/projects'), get<Environment[]>('/api/environments'), get<Release[]>('/api/releases')]);
+  const [projects, envs, releases] = await Promise.all([
+    get<Project[]>('/api/projects'),
+    get<Environment[]>('/api/environments'),
+    get<Release[]>('/api/releases'),
+  ]);
   return {
     project: (id?: string) => projects.find((p) => p.id === id),
     env: (id: string) => envs.find((e) => e.id === id)?.name ?? id.slice(0, 8),
@@ -33,7 +37,10 @@ const row = (d: Deployment, names: Lookups) => {
     <td><a href="#/deployments/${d.id}">${project?.name ?? 'deployment'}</a></td>
     <td>${rel?.version ?? d.releaseId.slice(0, 8)}</td>
     <td>${names.env(d.environmentId)}</td>
-    <td><a href="#/deployments/${d.id}">${badge(d.state)}</a>${d.queuedBehind ? html`<span class="small muted"> behind ${d.queuedBehind.slice(0, 8)}</span>` : ''}</td>
+    <td>
+      <a href="#/deployments/${d.id}">${badge(d.state)}</a
+      >${d.queuedBehind ? html`<span class="small muted"> behind ${d.queuedBehind.slice(0, 8)}</span>` : ''}
+    </td>
     <td>${fmtTime(d.createdAt)}</td>
     <td>${d.startedAt ? elapsed(d.startedAt, d.finishedAt) : '—'}</td>
   </tr>`;
@@ -46,8 +53,14 @@ const view = (s: ListState) =>
       s.list.length === 0
         ? html`<p class="muted">No deployments yet. Open a project, create a release and deploy it.</p>`
         : html`<table data-testid="deployments">
-            <thead><tr>${['Project', 'Release', 'Environment', 'State', 'Created', 'Duration'].map((t) => html`<th>${t}</th>`)}</tr></thead>
-            <tbody>${s.list.map((d) => row(d, s.names))}</tbody>
+            <thead>
+              <tr>
+                ${['Project', 'Release', 'Environment', 'State', 'Created', 'Duration'].map((t) => html`<th>${t}</th>`)}
+              </tr>
+            </thead>
+            <tbody>
+              ${s.list.map((d) => row(d, s.names))}
+            </tbody>
           </table>`,
     )}`;
 

@@ -31,7 +31,13 @@ interface Shell {
 
 const app = document.getElementById('app')!;
 app.replaceChildren(); // the static "Loading…" is not lit-html's to update
-const shell = new Store<Shell>({ signedIn: !!auth.key, nav: '', live: { connected: false, known: false }, banner: false, signIn: { error: null, busy: false } });
+const shell = new Store<Shell>({
+  signedIn: !!auth.key,
+  nav: '',
+  live: { connected: false, known: false },
+  banner: false,
+  signIn: { error: null, busy: false },
+});
 
 async function signIn(e: SubmitEvent) {
   e.preventDefault();
@@ -46,7 +52,12 @@ async function signIn(e: SubmitEvent) {
     shell.set({ signedIn: true, banner: false, signIn: { error: null, busy: false } });
     void route();
   } catch (err) {
-    shell.set({ signIn: { error: problem((err as { status?: number }).status === 401 ? 'That API key was refused.' : err), busy: false } });
+    shell.set({
+      signIn: {
+        error: problem((err as { status?: number }).status === 401 ? 'That API key was refused.' : err),
+        busy: false,
+      },
+    });
   }
 }
 
@@ -57,29 +68,49 @@ function signOut() {
   shell.set({ signedIn: false, banner: false, live: { connected: false, known: false } });
 }
 
-const signInView = (s: Shell) => html`<main class="center">
-  <form class="signin card" @submit=${signIn}>
-    <h1>Cuttle</h1>
-    <p class="muted">Sign in with an API key (the admin key or one made with POST /api/api-keys).</p>
-    <label for="api-key">API key</label>
-    <input type="password" name="apiKey" id="api-key" autocomplete="current-password" required placeholder="API key" data-testid="api-key" />
-    <label class="check" for="remember"><input type="checkbox" name="remember" id="remember" data-testid="remember" /> Remember me on this computer</label>
-    ${errorBox('signin-error', s.signIn.error)}
-    <button type="submit" class="primary" ?disabled=${s.signIn.busy}>Sign in</button>
-  </form>
-</main>`;
+const signInView = (s: Shell) =>
+  html`<main class="center">
+    <form class="signin card" @submit=${signIn}>
+      <h1>Cuttle</h1>
+      <p class="muted">Sign in with an API key (the admin key or one made with POST /api/api-keys).</p>
+      <label for="api-key">API key</label>
+      <input
+        type="password"
+        name="apiKey"
+        id="api-key"
+        autocomplete="current-password"
+        required
+        placeholder="API key"
+        data-testid="api-key"
+      />
+      <label class="check" for="remember"
+        ><input type="checkbox" name="remember" id="remember" data-testid="remember" /> Remember me on this
+        computer</label
+      >
+      ${errorBox('signin-error', s.signIn.error)}
+      <button type="submit" class="primary" ?disabled=${s.signIn.busy}>Sign in</button>
+    </form>
+  </main>`;
 
-const navLink = (s: Shell, name: string, label: string) => html`<a href="#/${name}" data-nav=${name} class=${s.nav === name ? 'active' : ''}>${label}</a>`;
+const navLink = (s: Shell, name: string, label: string) =>
+  html`<a href="#/${name}" data-nav=${name} class=${s.nav === name ? 'active' : ''}>${label}</a>`;
 
-const layout = (s: Shell) => html`<header>
-    <a class="brand" href="#/deployments">Cuttle</a>
-    <nav>${navLink(s, 'deployments', 'Deployments')}${navLink(s, 'projects', 'Projects')}${navLink(s, 'machines', 'Environments & machines')}</nav>
-    <span class="spacer"></span>
-    <span class="live-status ${s.live.known ? (s.live.connected ? 'on' : 'off') : ''}" data-testid="live-status">${!s.live.known ? 'connecting…' : s.live.connected ? 'live' : s.live.unauthorized ? 'refused' : 'offline'}</span>
-    <button class="ghost" @click=${signOut}>Sign out</button>
-  </header>
-  <div class="banner" data-testid="banner" ?hidden=${!s.banner}>The server refused this API key. <button @click=${signOut}>Sign in again</button></div>
-  <main id="view"></main>`;
+const layout = (s: Shell) =>
+  html`<header>
+      <a class="brand" href="#/deployments">Cuttle</a>
+      <nav>
+        ${navLink(s, 'deployments', 'Deployments')}${navLink(s, 'projects', 'Projects')}${navLink(s, 'machines', 'Environments & machines')}
+      </nav>
+      <span class="spacer"></span>
+      <span class="live-status ${s.live.known ? (s.live.connected ? 'on' : 'off') : ''}" data-testid="live-status"
+        >${!s.live.known ? 'connecting…' : s.live.connected ? 'live' : s.live.unauthorized ? 'refused' : 'offline'}</span
+      >
+      <button class="ghost" @click=${signOut}>Sign out</button>
+    </header>
+    <div class="banner" data-testid="banner" ?hidden=${!s.banner}>
+      The server refused this API key. <button @click=${signOut}>Sign in again</button>
+    </div>
+    <main id="view"></main>`;
 
 let wasSignedIn: boolean | undefined;
 shell.subscribe(() => queueMicrotask(draw));

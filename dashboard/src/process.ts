@@ -65,7 +65,16 @@ export class ProcessEditor {
     envs: Environment[],
     channels: Channel[],
   ) {
-    this.store = new Store<EditorState>({ version: initial.version, steps: clone(initial.steps ?? []), dirty: false, saved: false, saving: false, error: null, envs, channels });
+    this.store = new Store<EditorState>({
+      version: initial.version,
+      steps: clone(initial.steps ?? []),
+      dirty: false,
+      saved: false,
+      saving: false,
+      error: null,
+      envs,
+      channels,
+    });
     this.unmount = mount(this.el, this.store, (s) => this.view(s));
   }
 
@@ -115,11 +124,19 @@ export class ProcessEditor {
 
   // ---- fields
   private field(label: string, control: unknown, wide = false) {
-    return html`<label class="field${wide ? ' wide' : ''}" data-field=${slug(label)}><span>${label}</span>${control}</label>`;
+    return html`<label class="field${wide ? ' wide' : ''}" data-field=${slug(label)}
+      ><span>${label}</span>${control}</label
+    >`;
   }
 
   /** A text input bound to `obj[key]`: shows the typed text while it is being edited, the model's otherwise. */
-  private text(obj: object, key: string, format: (v: unknown) => string, parse: (raw: string) => unknown, o: { testid?: string; placeholder?: string; numeric?: boolean; keepEmpty?: boolean } = {}) {
+  private text(
+    obj: object,
+    key: string,
+    format: (v: unknown) => string,
+    parse: (raw: string) => unknown,
+    o: { testid?: string; placeholder?: string; numeric?: boolean; keepEmpty?: boolean } = {},
+  ) {
     const typed = this.drafts.get(obj)?.[key];
     const value = typed ?? format((obj as Record<string, unknown>)[key]);
     const onInput = (e: Event) => {
@@ -129,7 +146,13 @@ export class ProcessEditor {
       else setOpt(obj, key as never, parse(raw));
       this.touch();
     };
-    return html`<input .value=${live(value)} data-testid=${o.testid ?? nothing} placeholder=${o.placeholder ?? nothing} inputmode=${o.numeric ? 'numeric' : nothing} @input=${onInput} />`;
+    return html`<input
+      .value=${live(value)}
+      data-testid=${o.testid ?? nothing}
+      placeholder=${o.placeholder ?? nothing}
+      inputmode=${o.numeric ? 'numeric' : nothing}
+      @input=${onInput}
+    />`;
   }
 
   private textarea(obj: object, key: string, o: { rows: number; mono?: boolean }) {
@@ -137,24 +160,57 @@ export class ProcessEditor {
       setOpt(obj, key as never, valueOf(e));
       this.touch();
     };
-    return html`<textarea rows=${o.rows} spellcheck="false" class=${o.mono ? 'mono' : ''} .value=${live(str((obj as Record<string, unknown>)[key]))} @input=${onInput}></textarea>`;
+    return html`<textarea
+      rows=${o.rows}
+      spellcheck="false"
+      class=${o.mono ? 'mono' : ''}
+      .value=${live(str((obj as Record<string, unknown>)[key]))}
+      @input=${onInput}
+    ></textarea>`;
   }
 
   private select(value: string, options: readonly string[], onChange: (v: string) => void) {
-    return html`<select @change=${(e: Event) => this.change(() => onChange(valueOf(e)))}>${options.map((o) => html`<option value=${o} .selected=${live(o === value)}>${o}</option>`)}</select>`;
+    return html`<select @change=${(e: Event) => this.change(() => onChange(valueOf(e)))}>
+      ${options.map((o) => html`<option value=${o} .selected=${live(o === value)}>${o}</option>`)}
+    </select>`;
   }
 
   /** Checkboxes picking ids by name; ids the list does not know (a deleted environment) stay shown and kept. */
-  private pick(label: string, whenNone: string, options: Array<{ id: string; name: string }>, selected: string[] | undefined, onChange: (ids: string[]) => void) {
+  private pick(
+    label: string,
+    whenNone: string,
+    options: Array<{ id: string; name: string }>,
+    selected: string[] | undefined,
+    onChange: (ids: string[]) => void,
+  ) {
     const sel = selected ?? [];
-    const all = [...options, ...sel.filter((id) => !options.some((o) => o.id === id)).map((id) => ({ id, name: `${id.slice(0, 8)} (unknown)` }))];
-    const toggle = (id: string, on: boolean) => this.change(() => onChange(on ? [...sel.filter((x) => x !== id), id] : sel.filter((x) => x !== id)));
+    const all = [
+      ...options,
+      ...sel
+        .filter((id) => !options.some((o) => o.id === id))
+        .map((id) => ({ id, name: `${id.slice(0, 8)} (unknown)` })),
+    ];
+    const toggle = (id: string, on: boolean) =>
+      this.change(() => onChange(on ? [...sel.filter((x) => x !== id), id] : sel.filter((x) => x !== id)));
     return html`<div class="field pick" role="group" aria-label=${label} data-field=${slug(label)}>
       <span>${label}</span>
       <div class="choices">
-        ${all.length
-          ? all.map((o) => html`<label class="check"><input type="checkbox" value=${o.id} .checked=${live(sel.includes(o.id))} @change=${(e: Event) => toggle(o.id, checkedOf(e))} /> ${o.name}</label>`)
-          : html`<span class="muted">none yet</span>`}
+        ${
+          all.length
+            ? all.map(
+                (o) =>
+                  html`<label class="check"
+                    ><input
+                      type="checkbox"
+                      value=${o.id}
+                      .checked=${live(sel.includes(o.id))}
+                      @change=${(e: Event) => toggle(o.id, checkedOf(e))}
+                    />
+                    ${o.name}</label
+                  >`,
+              )
+            : html`<span class="muted">none yet</span>`
+        }
         ${all.length && !sel.length && whenNone ? html`<span class="muted">${whenNone}</span>` : nothing}
       </div>
     </div>`;
@@ -163,7 +219,13 @@ export class ProcessEditor {
   // ---- cards
   private stepSummary(s: Step) {
     const roles = s.targetRoles?.length ? `roles ${s.targetRoles.join(', ')}` : 'runs on the server';
-    return [roles, `window ${s.windowSize ?? 'all'}`, `max failures ${s.maxFailures ?? 0}`, `condition ${s.condition ?? 'success'}`, `start ${s.startTrigger ?? 'afterPrevious'}`].join(' · ');
+    return [
+      roles,
+      `window ${s.windowSize ?? 'all'}`,
+      `max failures ${s.maxFailures ?? 0}`,
+      `condition ${s.condition ?? 'success'}`,
+      `start ${s.startTrigger ?? 'afterPrevious'}`,
+    ].join(' · ');
   }
 
   private actionSummary(a: Action, st: EditorState) {
@@ -176,7 +238,10 @@ export class ProcessEditor {
           : 'waits for a person'
         : (() => {
             const script = (a.script ?? '').trim().split('\n')[0] ?? '';
-            const bits = [a.type === 'package' ? `package ${a.packageId ?? '?'}` : '', script ? `$ ${script.length > 70 ? `${script.slice(0, 70)}…` : script}` : ''];
+            const bits = [
+              a.type === 'package' ? `package ${a.packageId ?? '?'}` : '',
+              script ? `$ ${script.length > 70 ? `${script.slice(0, 70)}…` : script}` : '',
+            ];
             return bits.filter(Boolean).join(' · ') || 'no script';
           })();
     const limits = [
@@ -197,14 +262,43 @@ export class ProcessEditor {
         ${a.disabled ? html`<span class="tag off">disabled</span>` : nothing}
         <span class="muted small summary">${this.actionSummary(a, st)}</span>
         <span class="spacer"></span>
-        <button class="icon" title="Move action up" ?disabled=${i === 0} @click=${() => this.change(() => move(s.actions, i, -1))}>↑ Up</button>
-        <button class="icon" title="Move action down" ?disabled=${i === s.actions.length - 1} @click=${() => this.change(() => move(s.actions, i, 1))}>↓ Down</button>
-        <button class="icon danger" title="Remove action" @click=${() => this.change(() => s.actions.splice(i, 1))}>Remove action</button>
+        <button
+          class="icon"
+          title="Move action up"
+          ?disabled=${i === 0}
+          @click=${() => this.change(() => move(s.actions, i, -1))}
+        >
+          ↑ Up
+        </button>
+        <button
+          class="icon"
+          title="Move action down"
+          ?disabled=${i === s.actions.length - 1}
+          @click=${() => this.change(() => move(s.actions, i, 1))}
+        >
+          ↓ Down
+        </button>
+        <button class="icon danger" title="Remove action" @click=${() => this.change(() => s.actions.splice(i, 1))}>
+          Remove action
+        </button>
       </div>
       <div class="fields">
-        ${this.field('Action name', this.text(a, 'name', str, (v) => v, { testid: 'action-name', keepEmpty: true }))}
-        ${this.field('Type', this.select(a.type, ['script', 'package', 'manual-intervention'], (v) => (a.type = v as Action['type'])))}
-        ${a.type === 'package' ? this.field('Package id', this.text(a, 'packageId', str, (v) => v.trim())) : nothing}
+        ${this.field(
+          'Action name',
+          this.text(a, 'name', str, (v) => v, { testid: 'action-name', keepEmpty: true }),
+        )}
+        ${this.field(
+          'Type',
+          this.select(a.type, ['script', 'package', 'manual-intervention'], (v) => (a.type = v as Action['type'])),
+        )}
+        ${
+          a.type === 'package'
+            ? this.field(
+                'Package id',
+                this.text(a, 'packageId', str, (v) => v.trim()),
+              )
+            : nothing
+        }
         ${isScript ? this.field('Timeout (s)', this.text(a, 'timeoutSeconds', num, optNumber, { numeric: true })) : nothing}
         ${isScript ? this.field('Retries', this.text(a, 'retries', num, optNumber, { numeric: true })) : nothing}
         ${isScript ? this.field('Retry delay (s)', this.text(a, 'retryDelaySeconds', num, optNumber, { numeric: true, placeholder: '0' })) : nothing}
@@ -212,9 +306,18 @@ export class ProcessEditor {
         ${this.pick('Environments', 'none ticked: every one', st.envs, a.environmentIds, (ids) => setOpt(a, 'environmentIds', ids))}
         ${this.pick('Excluded environments', '', st.envs, a.excludedEnvironmentIds, (ids) => setOpt(a, 'excludedEnvironmentIds', ids))}
         ${this.pick('Channels', 'none ticked: every one', st.channels, a.channelIds, (ids) => setOpt(a, 'channelIds', ids))}
-        ${isScript
-          ? this.field('Script (bash)', this.textarea(a, 'script', { rows: Math.min(12, Math.max(3, (a.script ?? '').split('\n').length + 1)), mono: true }), true)
-          : this.field('Instructions', this.textarea(a, 'instructions', { rows: 3 }), true)}
+        ${
+          isScript
+            ? this.field(
+                'Script (bash)',
+                this.textarea(a, 'script', {
+                  rows: Math.min(12, Math.max(3, (a.script ?? '').split('\n').length + 1)),
+                  mono: true,
+                }),
+                true,
+              )
+            : this.field('Instructions', this.textarea(a, 'instructions', { rows: 3 }), true)
+        }
       </div>
     </div>`;
   }
@@ -222,7 +325,10 @@ export class ProcessEditor {
   private stepCard(s: Step, i: number, st: EditorState): TemplateResult {
     const roles = (v: unknown) => ((v as string[] | undefined) ?? []).join(', ');
     const parseRoles = (v: string) => {
-      const list = v.split(',').map((r) => r.trim()).filter(Boolean);
+      const list = v
+        .split(',')
+        .map((r) => r.trim())
+        .filter(Boolean);
       return list.length ? list : undefined;
     };
     const addAction = () =>
@@ -239,17 +345,46 @@ export class ProcessEditor {
         <strong>${s.name || '(unnamed step)'}</strong>
         <span class="muted small summary">${this.stepSummary(s)}</span>
         <span class="spacer"></span>
-        <button class="icon" title="Move step up" ?disabled=${i === 0} @click=${() => this.change(() => move(st.steps, i, -1))}>↑ Up</button>
-        <button class="icon" title="Move step down" ?disabled=${i === st.steps.length - 1} @click=${() => this.change(() => move(st.steps, i, 1))}>↓ Down</button>
-        <button class="icon danger" title="Remove step" @click=${() => this.change(() => st.steps.splice(i, 1))}>Remove step</button>
+        <button
+          class="icon"
+          title="Move step up"
+          ?disabled=${i === 0}
+          @click=${() => this.change(() => move(st.steps, i, -1))}
+        >
+          ↑ Up
+        </button>
+        <button
+          class="icon"
+          title="Move step down"
+          ?disabled=${i === st.steps.length - 1}
+          @click=${() => this.change(() => move(st.steps, i, 1))}
+        >
+          ↓ Down
+        </button>
+        <button class="icon danger" title="Remove step" @click=${() => this.change(() => st.steps.splice(i, 1))}>
+          Remove step
+        </button>
       </div>
       <div class="fields">
-        ${this.field('Step name', this.text(s, 'name', str, (v) => v, { testid: 'step-name', keepEmpty: true }))}
+        ${this.field(
+          'Step name',
+          this.text(s, 'name', str, (v) => v, { testid: 'step-name', keepEmpty: true }),
+        )}
         ${this.field('Target roles (comma separated)', this.text(s, 'targetRoles', roles, parseRoles, { placeholder: 'none: runs on the server' }))}
         ${this.field('Window size', this.text(s, 'windowSize', str, countOrPercent, { placeholder: 'all, 2 or 25%' }))}
         ${this.field('Max failures', this.text(s, 'maxFailures', str, countOrPercent, { placeholder: '0, 1 or 10%' }))}
-        ${this.field('Condition', this.select(s.condition ?? 'success', ['success', 'failure', 'always'], (v) => (s.condition = v)))}
-        ${this.field('Start trigger', this.select(s.startTrigger ?? 'afterPrevious', ['afterPrevious', 'withPrevious'], (v) => (s.startTrigger = v)))}
+        ${this.field(
+          'Condition',
+          this.select(s.condition ?? 'success', ['success', 'failure', 'always'], (v) => (s.condition = v)),
+        )}
+        ${this.field(
+          'Start trigger',
+          this.select(
+            s.startTrigger ?? 'afterPrevious',
+            ['afterPrevious', 'withPrevious'],
+            (v) => (s.startTrigger = v),
+          ),
+        )}
       </div>
       <div class="actions-list">${repeat(s.actions, keyOf, (a, j) => this.actionCard(s, a, j, st))}</div>
       <button @click=${addAction}>+ Add action</button>
@@ -259,13 +394,21 @@ export class ProcessEditor {
   private view(st: EditorState) {
     const status = `version ${st.version}${st.dirty ? ' · unsaved changes' : st.saved ? ' · saved' : ''}`;
     return html`<div class="process" data-testid="process-editor">
-      <div class="steps">${st.steps.length ? repeat(st.steps, keyOf, (s, i) => this.stepCard(s, i, st)) : html`<p class="muted">No steps yet.</p>`}</div>
+      <div class="steps">
+        ${st.steps.length ? repeat(st.steps, keyOf, (s, i) => this.stepCard(s, i, st)) : html`<p class="muted">No steps yet.</p>`}
+      </div>
       <div class="toolbar">
-        <button @click=${() => this.change(() => st.steps.push({ name: `Step ${st.steps.length + 1}`, targetRoles: [], actions: [] }))}>+ Add step</button>
+        <button
+          @click=${() => this.change(() => st.steps.push({ name: `Step ${st.steps.length + 1}`, targetRoles: [], actions: [] }))}
+        >
+          + Add step
+        </button>
         <span class="spacer"></span>
         <span class="muted small" data-testid="process-status">${status}</span>
         <button class="ghost" @click=${() => void this.reload()}>Reload</button>
-        <button class="primary" data-testid="save-process" ?disabled=${st.saving} @click=${() => void this.save()}>Save process</button>
+        <button class="primary" data-testid="save-process" ?disabled=${st.saving} @click=${() => void this.save()}>
+          Save process
+        </button>
       </div>
       ${errorBox('process-errors', st.error)}
     </div>`;

@@ -1,5 +1,15 @@
 /** Projects: list and create; a project's page: process editor, channels, releases, deploy with preview. */
-import { api, get, q, type Channel, type DeploymentPreview as Preview, type Environment, type Process, type Project, type Release } from './api.js';
+import {
+  api,
+  get,
+  q,
+  type Channel,
+  type DeploymentPreview as Preview,
+  type Environment,
+  type Process,
+  type Project,
+  type Release,
+} from './api.js';
 import { html, live, nothing } from './lit.js';
 import { ProcessEditor } from './process.js';
 import { mount, Store } from './store.js';
@@ -8,13 +18,19 @@ import { badge, card, checkedOf, errorBox, fmtTime, problem, valueOf, type Probl
 const field = (form: HTMLFormElement, name: string) => form.elements.namedItem(name) as HTMLInputElement;
 
 export async function projectsView(root: HTMLElement) {
-  const store = new Store<{ projects: Project[]; error: Problem | null }>({ projects: await get<Project[]>('/api/projects'), error: null });
+  const store = new Store<{ projects: Project[]; error: Problem | null }>({
+    projects: await get<Project[]>('/api/projects'),
+    error: null,
+  });
   async function create(e: SubmitEvent) {
     e.preventDefault();
     const form = e.target as HTMLFormElement;
     store.set({ error: null });
     try {
-      const p = await api<Project>('POST', '/api/projects', { name: field(form, 'name').value.trim(), description: field(form, 'description').value.trim() || undefined });
+      const p = await api<Project>('POST', '/api/projects', {
+        name: field(form, 'name').value.trim(),
+        description: field(form, 'description').value.trim() || undefined,
+      });
       location.hash = `#/projects/${p.id}`;
     } catch (err) {
       store.set({ error: problem(err) });
@@ -23,25 +39,41 @@ export async function projectsView(root: HTMLElement) {
   return mount(
     root,
     store,
-    (s) => html`<h1>Projects</h1>
-      ${card(
-        'All projects',
-        s.projects.length === 0
-          ? html`<p class="muted">No projects yet.</p>`
-          : html`<table data-testid="projects">
-              <thead><tr><th>Name</th><th>Slug</th><th>Description</th></tr></thead>
-              <tbody>${s.projects.map((p) => html`<tr><td><a href="#/projects/${p.id}">${p.name}</a></td><td class="mono">${p.slug}</td><td>${p.description ?? ''}</td></tr>`)}</tbody>
-            </table>`,
-      )}
-      ${card(
-        'New project',
-        html`<form class="inline" @submit=${create}>
-          <input name="name" placeholder="Project name" required data-testid="project-name" />
-          <input name="description" placeholder="Description (optional)" />
-          <button type="submit" class="primary">Create project</button>
-          ${errorBox('project-error', s.error)}
-        </form>`,
-      )}`,
+    (s) =>
+      html`<h1>Projects</h1>
+        ${card(
+          'All projects',
+          s.projects.length === 0
+            ? html`<p class="muted">No projects yet.</p>`
+            : html`<table data-testid="projects">
+                <thead>
+                  <tr>
+                    <th>Name</th>
+                    <th>Slug</th>
+                    <th>Description</th>
+                  </tr>
+                </thead>
+                <tbody>
+                  ${s.projects.map(
+                    (p) =>
+                      html`<tr>
+                        <td><a href="#/projects/${p.id}">${p.name}</a></td>
+                        <td class="mono">${p.slug}</td>
+                        <td>${p.description ?? ''}</td>
+                      </tr>`,
+                  )}
+                </tbody>
+              </table>`,
+        )}
+        ${card(
+          'New project',
+          html`<form class="inline" @submit=${create}>
+            <input name="name" placeholder="Project name" required data-testid="project-name" />
+            <input name="description" placeholder="Description (optional)" />
+            <button type="submit" class="primary">Create project</button>
+            ${errorBox('project-error', s.error)}
+          </form>`,
+        )}`,
   );
 }
 
@@ -70,18 +102,29 @@ export async function projectView(root: HTMLElement, id: string) {
     get<Channel[]>(`/api/projects/${encodeURIComponent(id)}/channels`),
     get<Environment[]>('/api/environments'),
   ]);
-  const store = new Store<ProjectState>({ releases: [], channels, releaseError: null, channelError: null, deploy: null });
+  const store = new Store<ProjectState>({
+    releases: [],
+    channels,
+    releaseError: null,
+    channelError: null,
+    deploy: null,
+  });
   const editor = new ProcessEditor(project.id, process, envs, channels);
   const channelName = (cid: string) => store.state.channels.find((c) => c.id === cid)?.name ?? cid.slice(0, 8);
-  const setDeploy = (patch: Partial<DeployPanel>) => store.set((s) => (s.deploy ? { deploy: { ...s.deploy, ...patch } } : {}));
+  const setDeploy = (patch: Partial<DeployPanel>) =>
+    store.set((s) => (s.deploy ? { deploy: { ...s.deploy, ...patch } } : {}));
 
   async function loadReleases() {
     store.set({ releases: await get<Release[]>(`/api/releases?${q({ projectId: project.id })}`) });
   }
 
   function openDeploy(r: Release) {
-    store.set({ deploy: { release: r, environmentId: '', guided: false, preview: null, loading: false, busy: false, error: null } });
-    requestAnimationFrame(() => root.querySelector('[data-testid="deploy-panel"]')?.scrollIntoView({ behavior: 'smooth', block: 'nearest' }));
+    store.set({
+      deploy: { release: r, environmentId: '', guided: false, preview: null, loading: false, busy: false, error: null },
+    });
+    requestAnimationFrame(() =>
+      root.querySelector('[data-testid="deploy-panel"]')?.scrollIntoView({ behavior: 'smooth', block: 'nearest' }),
+    );
   }
 
   async function chooseEnvironment(environmentId: string) {
@@ -91,10 +134,13 @@ export async function projectView(root: HTMLElement, id: string) {
     setDeploy({ environmentId, guided: Boolean(env?.guidedFailure), preview: null, error: null, loading: !!env });
     if (!env) return;
     try {
-      const preview = await get<Preview>(`/api/deployments/preview?${q({ releaseId: d.release.id, environmentId: env.id })}`);
+      const preview = await get<Preview>(
+        `/api/deployments/preview?${q({ releaseId: d.release.id, environmentId: env.id })}`,
+      );
       if (store.state.deploy?.environmentId === environmentId) setDeploy({ preview, loading: false });
     } catch (err) {
-      if (store.state.deploy?.environmentId === environmentId) setDeploy({ loading: false, error: problem(err, 'Preview failed: ') });
+      if (store.state.deploy?.environmentId === environmentId)
+        setDeploy({ loading: false, error: problem(err, 'Preview failed: ') });
     }
   }
 
@@ -103,7 +149,11 @@ export async function projectView(root: HTMLElement, id: string) {
     if (!d) return;
     setDeploy({ busy: true, error: null });
     try {
-      const created = await api<{ id: string }>('POST', '/api/deployments', { releaseId: d.release.id, environmentId: d.environmentId, guidedFailure: d.guided });
+      const created = await api<{ id: string }>('POST', '/api/deployments', {
+        releaseId: d.release.id,
+        environmentId: d.environmentId,
+        guidedFailure: d.guided,
+      });
       location.hash = `#/deployments/${created.id}`;
     } catch (err) {
       setDeploy({ busy: false, error: problem(err) });
@@ -115,7 +165,11 @@ export async function projectView(root: HTMLElement, id: string) {
     const form = e.target as HTMLFormElement;
     store.set({ releaseError: null });
     try {
-      const rel = await api<Release>('POST', '/api/releases', { projectId: project.id, version: field(form, 'version').value.trim(), channelId: field(form, 'channel').value || undefined });
+      const rel = await api<Release>('POST', '/api/releases', {
+        projectId: project.id,
+        version: field(form, 'version').value.trim(),
+        channelId: field(form, 'channel').value || undefined,
+      });
       field(form, 'version').value = '';
       await loadReleases();
       openDeploy(rel);
@@ -129,7 +183,9 @@ export async function projectView(root: HTMLElement, id: string) {
     const form = e.target as HTMLFormElement;
     store.set({ channelError: null });
     try {
-      const c = await api<Channel>('POST', `/api/projects/${project.id}/channels`, { name: field(form, 'name').value.trim() });
+      const c = await api<Channel>('POST', `/api/projects/${project.id}/channels`, {
+        name: field(form, 'name').value.trim(),
+      });
       form.reset();
       store.set((s) => ({ channels: [...s.channels, c] }));
       editor.setChannels(store.state.channels);
@@ -142,64 +198,97 @@ export async function projectView(root: HTMLElement, id: string) {
     s.releases.length === 0
       ? html`<p class="muted">No releases yet.</p>`
       : html`<table>
-          <thead><tr>${['Version', 'Channel', 'Packages', 'Created', ''].map((t) => html`<th>${t}</th>`)}</tr></thead>
+          <thead>
+            <tr>
+              ${['Version', 'Channel', 'Packages', 'Created', ''].map((t) => html`<th>${t}</th>`)}
+            </tr>
+          </thead>
           <tbody>
             ${s.releases.map(
-              (r) => html`<tr data-testid="release-${r.version}">
-                <td><strong>${r.version}</strong></td>
-                <td>${channelName(r.channelId)}</td>
-                <td>${r.packages.length ? r.packages.map((p) => html`<span class="tag mono" title="sha256 ${p.sha256}, ${p.sizeBytes} bytes">${p.packageId} ${p.version}</span>`) : html`<span class="muted">none</span>`}</td>
-                <td>${fmtTime(r.createdAt)}</td>
-                <td><button @click=${() => openDeploy(r)}>Deploy…</button></td>
-              </tr>`,
+              (r) =>
+                html`<tr data-testid="release-${r.version}">
+                  <td><strong>${r.version}</strong></td>
+                  <td>${channelName(r.channelId)}</td>
+                  <td>
+                    ${r.packages.length ? r.packages.map((p) => html`<span class="tag mono" title="sha256 ${p.sha256}, ${p.sizeBytes} bytes">${p.packageId} ${p.version}</span>`) : html`<span class="muted">none</span>`}
+                  </td>
+                  <td>${fmtTime(r.createdAt)}</td>
+                  <td><button @click=${() => openDeploy(r)}>Deploy…</button></td>
+                </tr>`,
             )}
           </tbody>
         </table>`;
 
-  const deployPanel = (d: DeployPanel) => html`<div class="deploy card inner">
-    <h3>Deploy ${project.name} ${d.release.version}</h3>
-    <div class="inline">
-      <label>Environment <select data-testid="deploy-environment" @change=${(e: Event) => void chooseEnvironment(valueOf(e))}>
-        <option value="" .selected=${live(d.environmentId === '')}>Choose an environment…</option>
-        ${envs.map((e) => html`<option value=${e.id} .selected=${live(d.environmentId === e.id)}>${e.name}</option>`)}
-      </select></label>
-      <label class="check"><input type="checkbox" data-testid="guided-failure" .checked=${live(d.guided)} @change=${(e: Event) => setDeploy({ guided: checkedOf(e) })} /> Guided failure (a failed target waits for retry, skip or abort)</label>
-    </div>
-    <div data-testid="preview">${d.loading ? html`<p class="muted">Loading preview…</p>` : d.preview ? previewView(d.preview) : nothing}</div>
-    ${errorBox('deploy-error', d.error)}
-    <div class="inline">
-      <button class="primary" data-testid="deploy-button" ?disabled=${!d.preview || d.busy} @click=${() => void deploy()}>Deploy</button>
-      <button class="ghost" @click=${() => store.set({ deploy: null })}>Close</button>
-    </div>
-  </div>`;
-
-  const view = (s: ProjectState) => html`<h1>${project.name} <span class="muted small mono">${project.slug}</span></h1>
-    ${project.description ? html`<p class="muted">${project.description}</p>` : nothing}
-    <div class="columns">
-      <div class="col-main">${card('Deployment process', editor.el)}</div>
-      <div class="col-side">
-        ${card(
-          'Releases',
-          html`<form class="inline" @submit=${createRelease}>
-              <input name="version" placeholder="Version, e.g. 1.0.0" required data-testid="release-version" />
-              <select name="channel" data-testid="release-channel">${s.channels.map((c) => html`<option value=${c.id} ?selected=${c.id === project.defaultChannelId}>${c.name}</option>`)}</select>
-              <button type="submit" class="primary">Create release</button>
-            </form>
-            ${errorBox('release-error', s.releaseError)}
-            <div data-testid="deploy-panel">${s.deploy ? deployPanel(s.deploy) : nothing}</div>
-            <div data-testid="releases">${releasesTable(s)}</div>`,
-        )}
-        ${card(
-          'Channels',
-          html`<ul class="plain" data-testid="channels">${s.channels.map((c) => html`<li><span class="tag">${c.name}</span>${c.id === project.defaultChannelId ? html`<span class="muted small"> default</span>` : nothing}</li>`)}</ul>
-            <form class="inline" @submit=${addChannel}>
-              <input name="name" placeholder="New channel name" required data-testid="channel-name" />
-              <button type="submit">Add channel</button>
-            </form>
-            ${errorBox('channel-error', s.channelError)}`,
-        )}
+  const deployPanel = (d: DeployPanel) =>
+    html`<div class="deploy card inner">
+      <h3>Deploy ${project.name} ${d.release.version}</h3>
+      <div class="inline">
+        <label
+          >Environment
+          <select data-testid="deploy-environment" @change=${(e: Event) => void chooseEnvironment(valueOf(e))}>
+            <option value="" .selected=${live(d.environmentId === '')}>Choose an environment…</option>
+            ${envs.map((e) => html`<option value=${e.id} .selected=${live(d.environmentId === e.id)}>${e.name}</option>`)}
+          </select></label
+        >
+        <label class="check"
+          ><input
+            type="checkbox"
+            data-testid="guided-failure"
+            .checked=${live(d.guided)}
+            @change=${(e: Event) => setDeploy({ guided: checkedOf(e) })}
+          />
+          Guided failure (a failed target waits for retry, skip or abort)</label
+        >
+      </div>
+      <div data-testid="preview">
+        ${d.loading ? html`<p class="muted">Loading preview…</p>` : d.preview ? previewView(d.preview) : nothing}
+      </div>
+      ${errorBox('deploy-error', d.error)}
+      <div class="inline">
+        <button
+          class="primary"
+          data-testid="deploy-button"
+          ?disabled=${!d.preview || d.busy}
+          @click=${() => void deploy()}
+        >
+          Deploy
+        </button>
+        <button class="ghost" @click=${() => store.set({ deploy: null })}>Close</button>
       </div>
     </div>`;
+
+  const view = (s: ProjectState) =>
+    html`<h1>${project.name} <span class="muted small mono">${project.slug}</span></h1>
+      ${project.description ? html`<p class="muted">${project.description}</p>` : nothing}
+      <div class="columns">
+        <div class="col-main">${card('Deployment process', editor.el)}</div>
+        <div class="col-side">
+          ${card(
+            'Releases',
+            html`<form class="inline" @submit=${createRelease}>
+                <input name="version" placeholder="Version, e.g. 1.0.0" required data-testid="release-version" />
+                <select name="channel" data-testid="release-channel">
+                  ${s.channels.map((c) => html`<option value=${c.id} ?selected=${c.id === project.defaultChannelId}>${c.name}</option>`)}
+                </select>
+                <button type="submit" class="primary">Create release</button>
+              </form>
+              ${errorBox('release-error', s.releaseError)}
+              <div data-testid="deploy-panel">${s.deploy ? deployPanel(s.deploy) : nothing}</div>
+              <div data-testid="releases">${releasesTable(s)}</div>`,
+          )}
+          ${card(
+            'Channels',
+            html`<ul class="plain" data-testid="channels">
+                ${s.channels.map((c) => html`<li><span class="tag">${c.name}</span>${c.id === project.defaultChannelId ? html`<span class="muted small"> default</span>` : nothing}</li>`)}
+              </ul>
+              <form class="inline" @submit=${addChannel}>
+                <input name="name" placeholder="New channel name" required data-testid="channel-name" />
+                <button type="submit">Add channel</button>
+              </form>
+              ${errorBox('channel-error', s.channelError)}`,
+          )}
+        </div>
+      </div>`;
 
   await loadReleases();
   const unmount = mount(root, store, view);
@@ -214,16 +303,29 @@ function previewView(p: Preview) {
     <h4>Preview: what will run where</h4>
     <ol class="preview-steps">
       ${p.steps.map(
-        (s) => html`<li class=${s.willRun === false ? 'skipped' : ''} data-testid="preview-step-${s.name}">
-          <div><strong>${s.name}</strong> ${s.willRun === false ? badge('skipped') : nothing}${s.skipReason ? html`<span class="muted"> ${s.skipReason}</span>` : nothing}</div>
-          <div class="small">${s.runsOn === 'server' ? 'runs on the server' : html`<span data-testid="preview-window-${s.name}">window ${s.windowSize ?? 'all'}</span>`} · failure budget ${s.maxFailures ?? 0}${s.condition && s.condition !== 'success' ? ` · condition ${s.condition}` : ''}${s.startTrigger === 'withPrevious' ? ' · with previous' : ''}</div>
-          ${s.targets?.length
-            ? html`<div class="targets" data-testid="preview-targets-${s.name}">Targets in order: ${s.targets.map((t, i) => html`<span class="tag">${i + 1}. ${t.machineName}</span>`)}</div>`
-            : nothing}
-          <ul class="preview-actions">
-            ${s.actions.map((a) => html`<li class=${a.willRun ? '' : 'skipped'} data-testid="preview-action-${s.name}-${a.name}">${a.name} (${a.type ?? 'action'})${a.willRun ? '' : html`<span class="muted"> — skipped: ${a.skipReason ?? ''}</span>`}</li>`)}
-          </ul>
-        </li>`,
+        (s) =>
+          html`<li class=${s.willRun === false ? 'skipped' : ''} data-testid="preview-step-${s.name}">
+            <div>
+              <strong>${s.name}</strong>
+              ${s.willRun === false ? badge('skipped') : nothing}${s.skipReason ? html`<span class="muted"> ${s.skipReason}</span>` : nothing}
+            </div>
+            <div class="small">
+              ${s.runsOn === 'server' ? 'runs on the server' : html`<span data-testid="preview-window-${s.name}">window ${s.windowSize ?? 'all'}</span>`}
+              · failure budget
+              ${s.maxFailures ?? 0}${s.condition && s.condition !== 'success' ? ` · condition ${s.condition}` : ''}${s.startTrigger === 'withPrevious' ? ' · with previous' : ''}
+            </div>
+            ${
+              s.targets?.length
+                ? html`<div class="targets" data-testid="preview-targets-${s.name}">
+                    Targets in order:
+                    ${s.targets.map((t, i) => html`<span class="tag">${i + 1}. ${t.machineName}</span>`)}
+                  </div>`
+                : nothing
+            }
+            <ul class="preview-actions">
+              ${s.actions.map((a) => html`<li class=${a.willRun ? '' : 'skipped'} data-testid="preview-action-${s.name}-${a.name}">${a.name} (${a.type ?? 'action'})${a.willRun ? '' : html`<span class="muted"> — skipped: ${a.skipReason ?? ''}</span>`}</li>`)}
+            </ul>
+          </li>`,
       )}
     </ol>
   </div>`;

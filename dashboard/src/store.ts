@@ -34,7 +34,12 @@ export class Store<T extends object> {
  * Renders `view(state)` into `root` now and after each change of the store; `after` runs after each render (to
  * scroll, for instance). Returns the unmount, which stops the renders.
  */
-export function mount<T extends object>(root: HTMLElement, store: Store<T>, view: (state: T) => unknown, after?: (root: HTMLElement, state: T) => void): () => void {
+export function mount<T extends object>(
+  root: HTMLElement,
+  store: Store<T>,
+  view: (state: T) => unknown,
+  after?: (root: HTMLElement, state: T) => void,
+): () => void {
   let queued = false;
   let mounted = true;
   const draw = () => {

@@ -35,7 +35,13 @@ function elapsedText(since?: string | null, until?: string | null) {
  * `tickElapsed` may rewrite it every second between renders without disturbing lit-html's markers.
  */
 export const elapsed = (since?: string | null, until?: string | null, testid?: string) =>
-  html`<span class="elapsed" data-since=${since ?? ''} data-until=${until ?? ''} data-testid=${testid ?? nothing} .textContent=${elapsedText(since, until)}></span>`;
+  html`<span
+    class="elapsed"
+    data-since=${since ?? ''}
+    data-until=${until ?? ''}
+    data-testid=${testid ?? nothing}
+    .textContent=${elapsedText(since, until)}
+  ></span>`;
 
 /** Moves the running clocks on (every second, from main.ts). */
 export function tickElapsed(root: ParentNode = document) {
@@ -45,9 +51,14 @@ export function tickElapsed(root: ParentNode = document) {
   });
 }
 
-export const badge = (state: string, testid?: string) => html`<span class="badge state-${state}" data-state=${state} data-testid=${testid ?? nothing}>${state}</span>`;
+export const badge = (state: string, testid?: string) =>
+  html`<span class="badge state-${state}" data-state=${state} data-testid=${testid ?? nothing}>${state}</span>`;
 
-export const card = (title: unknown, ...body: unknown[]) => html`<section class="card"><h2>${title}</h2>${body}</section>`;
+export const card = (title: unknown, ...body: unknown[]) =>
+  html`<section class="card">
+    <h2>${title}</h2>
+    ${body}
+  </section>`;
 
 /** What went wrong, as a list of messages (the API's validation messages, one each), with an optional lead-in. */
 export interface Problem {
@@ -64,9 +75,16 @@ export const problem = (err: unknown, prefix?: string): Problem => ({ messages: 
 
 /** A box for an operation's errors; present but hidden while there are none (tests wait for `[hidden]`). */
 export const errorBox = (testid: string, p: Problem | null | undefined): TemplateResult =>
-  html`<div class="errors" data-testid=${testid} role="alert" ?hidden=${!p}>${p
-    ? html`${p.prefix ? html`<strong>${p.prefix}</strong>` : nothing}<ul>${p.messages.map((m) => html`<li>${m}</li>`)}</ul>`
-    : nothing}</div>`;
+  html`<div class="errors" data-testid=${testid} role="alert" ?hidden=${!p}>
+    ${
+      p
+        ? html`${p.prefix ? html`<strong>${p.prefix}</strong>` : nothing}
+            <ul>
+              ${p.messages.map((m) => html`<li>${m}</li>`)}
+            </ul>`
+        : nothing
+    }
+  </div>`;
 
 /** The value of an event's target (input, select, textarea). */
 export const valueOf = (e: Event) => (e.target as HTMLInputElement).value;

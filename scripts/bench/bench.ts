@@ -22,7 +22,11 @@ import { runMakespanAndPeer } from './scenarios/makespan.js';
 import { runPackages } from './scenarios/packages.js';
 
 const program = new Command('bench')
-  .option('--scenarios <list>', 'makespan,peer,fleet,latency,logs,packages', 'makespan,peer,fleet,latency,logs,packages')
+  .option(
+    '--scenarios <list>',
+    'makespan,peer,fleet,latency,logs,packages',
+    'makespan,peer,fleet,latency,logs,packages',
+  )
   .option('--makespan <list>', 'NxW pairs for makespan and peer', '20x5,100x25')
   .option('--size-mb <n>', 'package size for makespan and peer', (v) => Number(v), 1)
   .option('--sleep <s>', 'seconds each target sleeps', (v) => Number(v), 0.5)
@@ -34,17 +38,32 @@ const program = new Command('bench')
   .option('--package-mb <n>', 'package size for the packages scenario', (v) => Number(v), 50)
   .option('--package-agents <n>', 'agents for the packages scenario', (v) => Number(v), 20)
   .option('--reps <n>', 'alternating repetitions of Cuttle and Ansible', (v) => Number(v), 1)
-  .option('--cold', 'makespan, latency: time the agents\' first deployment (no untimed warm-up deployment before it)')
+  .option('--cold', "makespan, latency: time the agents' first deployment (no untimed warm-up deployment before it)")
   .option('--quick', 'small sizes, for a smoke run of the bench itself');
 program.parse();
 const o = program.opts<BenchOptions>();
-if (o.quick) Object.assign(o, { makespan: '6x2', fleet: 50, idleSeconds: 5, latencyTargets: 10, logAgents: 2, logLines: 5_000, packageMb: 5, packageAgents: 3 });
+if (o.quick)
+  Object.assign(o, {
+    makespan: '6x2',
+    fleet: 50,
+    idleSeconds: 5,
+    latencyTargets: 10,
+    logAgents: 2,
+    logLines: 5_000,
+    packageMb: 5,
+    packageAgents: 3,
+  });
 const scenarios = new Set(String(o.scenarios).split(','));
 
 process.on('exit', stopAll);
 process.on('SIGINT', () => process.exit(130));
 
-const results: Record<string, unknown> = { startedAt: new Date().toISOString(), machine: machineFacts(), database: process.env.DATABASE_URL ? 'postgresql' : 'embedded (PGlite)', options: o };
+const results: Record<string, unknown> = {
+  startedAt: new Date().toISOString(),
+  machine: machineFacts(),
+  database: process.env.DATABASE_URL ? 'postgresql' : 'embedded (PGlite)',
+  options: o,
+};
 
 say(`Cuttle bench on ${results.database}; ${JSON.stringify(results.machine)}`);
 header();

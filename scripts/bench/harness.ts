@@ -11,7 +11,17 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { setTimeout } from 'node:timers/promises';
 import { CuttleClient } from '#shared/client/index.js';
-import type { Deployment, DeploymentProcess, Environment, Health, LogEntry, LogPage, Project, RegistrationToken, Release } from '#shared/api/types.js';
+import type {
+  Deployment,
+  DeploymentProcess,
+  Environment,
+  Health,
+  LogEntry,
+  LogPage,
+  Project,
+  RegistrationToken,
+  Release,
+} from '#shared/api/types.js';
 import { writeTarGz } from '../support/packages.js';
 import { freePort, hasExited, killGroup, spawnLogged, waitExit, waitForProcess } from '../support/processes.js';
 
@@ -80,15 +90,33 @@ async function server(work: string, env: Record<string, string> = {}) {
     if (db) spawnSync('psql', [process.env.DATABASE_URL!, '-qc', `DROP DATABASE IF EXISTS ${db} WITH (FORCE)`]);
   };
   const key = 'bench-admin-key-0123456789abcdef';
-  const proc = start(process.execPath, [...serverNodeArgs, 'dist/server/src/main.js'], { CUTTLE_HOME: home, CUTTLE_PORT: String(port), CUTTLE_AGENT_PORT: String(agentPort), CUTTLE_ADMIN_API_KEY: key, CUTTLE_LOG_LEVEL: process.env.CUTTLE_BENCH_SERVER_LOG_LEVEL ?? 'warn', ...env }, join(work, 'server.log'));
+  const proc = start(
+    process.execPath,
+    [...serverNodeArgs, 'dist/server/src/main.js'],
+    {
+      CUTTLE_HOME: home,
+      CUTTLE_PORT: String(port),
+      CUTTLE_AGENT_PORT: String(agentPort),
+      CUTTLE_ADMIN_API_KEY: key,
+      CUTTLE_LOG_LEVEL: process.env.CUTTLE_BENCH_SERVER_LOG_LEVEL ?? 'warn',
+      ...env,
+    },
+    join(work, 'server.log'),
+  );
   const base = `https://127.0.0.1:${port}`;
   let api: CuttleClient;
   try {
-    api = await waitForProcess(proc, 'the server to answer /api/health', async () => {
-      const client = new CuttleClient(base, key, readFileSync(join(home, 'pki', 'ca.crt'), 'utf8'));
-      await client.get('/api/health');
-      return client;
-    }, 100_000, 250);
+    api = await waitForProcess(
+      proc,
+      'the server to answer /api/health',
+      async () => {
+        const client = new CuttleClient(base, key, readFileSync(join(home, 'pki', 'ca.crt'), 'utf8'));
+        await client.get('/api/health');
+        return client;
+      },
+      100_000,
+      250,
+    );
   } catch {
     // Its database goes too: nothing else would drop it.
     stopAll();
@@ -141,7 +169,7 @@ export async function quiet() {
     const f = readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
     return { idle: f[3] + f[4], total: f.reduce((a, b) => a + b, 0) };
   };
-  for (const until = Date.now() + 60_000; Date.now() < until; ) {
+  for (const until = Date.now() + 60_000; Date.now() < until;) {
     const a = cpu();
     await setTimeout(1000);
     const b = cpu();
@@ -163,17 +191,66 @@ export async function marked<T>(what: string, timed: () => Promise<T>): Promise<
 /** N agents in fleet processes of at most `perProcess`, registered with one token. */
 export async function fleet(s: Srv, n: number, role: string, perProcess = 50) {
   const env = await s.api.post<Environment>('/api/environments', { name: `E-${role}` });
-  const { token } = await s.api.post<RegistrationToken>('/api/registration-tokens', { environmentIds: [env.id], roles: [role], maxUses: n });
+  const { token } = await s.api.post<RegistrationToken>('/api/registration-tokens', {
+    environmentIds: [env.id],
+    roles: [role],
+    maxUses: n,
+  });
   const dir = join(s.work, `fleet-${role}`);
   for (let first = 1; first <= n; first += perProcess) {
     const count = Math.min(perProcess, n - first + 1);
     if (perProcess === 1) {
       // One agent, one process: the agent as installed on a machine (`cuttle-agent run`).
       const name = `${role}-${String(first).padStart(String(n).length, '0')}`;
-      start(process.execPath, [...agentNodeArgs, 'dist/agent/src/main.js', 'run', '--home', join(dir, name), '--server', s.base, '--token', token, '--name', name, '--roles', role, '--environments', env.name], { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' }, join(s.work, `agent-${name}.log`));
+      start(
+        process.execPath,
+        [
+          ...agentNodeArgs,
+          'dist/agent/src/main.js',
+          'run',
+          '--home',
+          join(dir, name),
+          '--server',
+          s.base,
+          '--token',
+          token,
+          '--name',
+          name,
+          '--roles',
+          role,
+          '--environments',
+          env.name,
+        ],
+        { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' },
+        join(s.work, `agent-${name}.log`),
+      );
       continue;
     }
-    start(process.execPath, [...agentNodeArgs, 'dist/agent/src/fleet.js', '--home', dir, '--count', String(count), '--first', String(first), '--prefix', role, '--server', s.base, '--token', token, '--roles', role, '--environments', env.name], { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' }, join(s.work, `fleet-${role}-${first}.log`));
+    start(
+      process.execPath,
+      [
+        ...agentNodeArgs,
+        'dist/agent/src/fleet.js',
+        '--home',
+        dir,
+        '--count',
+        String(count),
+        '--first',
+        String(first),
+        '--prefix',
+        role,
+        '--server',
+        s.base,
+        '--token',
+        token,
+        '--roles',
+        role,
+        '--environments',
+        env.name,
+      ],
+      { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' },
+      join(s.work, `fleet-${role}-${first}.log`),
+    );
   }
   const t0 = Date.now();
   for (;;) {
@@ -191,7 +268,13 @@ export function payload(dir: string, mb: number, deploySh: string): Promise<stri
 }
 
 /** Sets the project's process to `steps`, deploys a new release of it to `envId`; fails unless it succeeds. */
-export async function deployAndWait(s: Srv, projectName: string, steps: unknown[], envId: string, packages?: Record<string, string>) {
+export async function deployAndWait(
+  s: Srv,
+  projectName: string,
+  steps: unknown[],
+  envId: string,
+  packages?: Record<string, string>,
+) {
   let p;
   try {
     p = await s.api.post<Project>('/api/projects', { name: projectName });
@@ -200,7 +283,11 @@ export async function deployAndWait(s: Srv, projectName: string, steps: unknown[
   }
   const proc = await s.api.get<DeploymentProcess>(`/api/projects/${p.id}/deployment-process`);
   await s.api.put(`/api/projects/${p.id}/deployment-process`, { version: proc.version, steps });
-  const rel = await s.api.post<Release>('/api/releases', { projectId: p.id, version: `1.0.${Date.now()}`, ...(packages ? { packages } : {}) });
+  const rel = await s.api.post<Release>('/api/releases', {
+    projectId: p.id,
+    version: `1.0.${Date.now()}`,
+    ...(packages ? { packages } : {}),
+  });
   const dep = await s.api.post<Deployment>('/api/deployments', { releaseId: rel.id, environmentId: envId });
   let d = dep;
   // Light polling (the poll itself loads the server); the time is the server's own: from the POST creating the
@@ -212,7 +299,9 @@ export async function deployAndWait(s: Srv, projectName: string, steps: unknown[
   if (d.state !== 'success') {
     // A bench figure of a failed deployment means nothing: stop, saying why it failed.
     const why = (await allLog(s, dep.id)).filter((e) => e.level !== 'info').slice(0, 8);
-    throw new Error(`${projectName} deployment ${d.state}:\n${why.map((e) => `  ${e.at} ${e.level} ${e.text}`).join('\n')}`);
+    throw new Error(
+      `${projectName} deployment ${d.state}:\n${why.map((e) => `  ${e.at} ${e.level} ${e.text}`).join('\n')}`,
+    );
   }
   return { d, wallMs: Date.parse(d.finishedAt!) - Date.parse(d.createdAt) };
 }

@@ -31,5 +31,10 @@ export const p50p95p99 = (values: number[]) => ({ p50: pct(values, 50), p95: pct
 
 export function machineFacts() {
   const cpu = readFileSync('/proc/cpuinfo', 'utf8');
-  return { cores: (cpu.match(/^processor/gm) ?? []).length, model: /model name\s+:\s+(.+)/.exec(cpu)?.[1], memGiB: Math.round(Number(/MemTotal:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1]) / 1024 / 1024), node: process.version };
+  return {
+    cores: (cpu.match(/^processor/gm) ?? []).length,
+    model: /model name\s+:\s+(.+)/.exec(cpu)?.[1],
+    memGiB: Math.round(Number(/MemTotal:\s+(\d+)/.exec(readFileSync('/proc/meminfo', 'utf8'))?.[1]) / 1024 / 1024),
+    node: process.version,
+  };
 }

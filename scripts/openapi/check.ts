@@ -32,7 +32,14 @@ async function documentFromServer(): Promise<string> {
   const home = mkdtempSync(join(tmpdir(), 'cuttle-openapi-'));
   const [port, agentPort] = [await freePort(), await freePort()];
   const server = spawn(process.execPath, [join(root, 'dist/server/src/main.js')], {
-    env: { ...process.env, CUTTLE_HOME: home, CUTTLE_PORT: String(port), CUTTLE_AGENT_PORT: String(agentPort), DATABASE_URL: '', CUTTLE_LOG_LEVEL: 'error' },
+    env: {
+      ...process.env,
+      CUTTLE_HOME: home,
+      CUTTLE_PORT: String(port),
+      CUTTLE_AGENT_PORT: String(agentPort),
+      DATABASE_URL: '',
+      CUTTLE_LOG_LEVEL: 'error',
+    },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   try {
@@ -64,7 +71,14 @@ mkdirSync(generated, { recursive: true });
 const doc = join(generated, 'openapi.json');
 writeFileSync(doc, await documentFromServer());
 console.log(`OpenAPI document: ${doc}`);
-execFileSync(bin('redocly'), ['lint', doc, '--format', 'stylish'], { stdio: 'inherit', env: { ...process.env, REDOCLY_TELEMETRY: 'off', REDOCLY_SUPPRESS_UPDATE_NOTICE: 'true' } });
+execFileSync(bin('redocly'), ['lint', doc, '--format', 'stylish'], {
+  stdio: 'inherit',
+  env: { ...process.env, REDOCLY_TELEMETRY: 'off', REDOCLY_SUPPRESS_UPDATE_NOTICE: 'true' },
+});
 execFileSync(bin('openapi-typescript'), [doc, '--output', join(generated, 'openapi.d.ts')], { stdio: 'inherit' });
-execFileSync(process.execPath, [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'scripts/openapi/tsconfig.json')], { stdio: 'inherit' });
+execFileSync(
+  process.execPath,
+  [join(root, 'node_modules/typescript/bin/tsc'), '-p', join(root, 'scripts/openapi/tsconfig.json')],
+  { stdio: 'inherit' },
+);
 console.log('the OpenAPI document validates, and a client generated from it matches the shared types');

@@ -34,7 +34,11 @@ const health: Same<Api.Health, Schemas['Health']> = true;
 const ready: Same<Api.Ready, Schemas['Ready']> = true;
 
 // The operations the dashboard and the CLI call answer with those schemas.
-type Json<P extends keyof paths, M extends keyof paths[P], S extends number> = paths[P][M] extends { responses: { [K in S]: { content: { 'application/json': infer B } } } } ? B : never;
+type Json<P extends keyof paths, M extends keyof paths[P], S extends number> = paths[P][M] extends {
+  responses: { [K in S]: { content: { 'application/json': infer B } } };
+}
+  ? B
+  : never;
 const getDeployment: Same<Json<'/api/deployments/{id}', 'get', 200>, Api.Deployment> = true;
 const listDeployments: Same<Json<'/api/deployments', 'get', 200>, Api.DeploymentSummary[]> = true;
 const createDeployment: Same<Json<'/api/deployments', 'post', 201>, Api.Deployment> = true;
@@ -45,7 +49,34 @@ const createRelease: Same<Json<'/api/releases', 'post', 201>, Api.Release> = tru
 const notFound: Same<Json<'/api/deployments/{id}', 'get', 404>, Api.ErrorBodyJson> = true;
 
 export const checked = [
-
-  errorBody, environment, machine, registrationToken, registration, healthCheck, project, channel, deploymentProcess, variables, pkg, release, deployment, deploymentSummary, cancelAccepted, preview, logPage, interruption, apiKey, apiKeyCreated, health, ready,
-  getDeployment, listDeployments, createDeployment, readLog, listMachines, listInterruptions, createRelease, notFound,
+  errorBody,
+  environment,
+  machine,
+  registrationToken,
+  registration,
+  healthCheck,
+  project,
+  channel,
+  deploymentProcess,
+  variables,
+  pkg,
+  release,
+  deployment,
+  deploymentSummary,
+  cancelAccepted,
+  preview,
+  logPage,
+  interruption,
+  apiKey,
+  apiKeyCreated,
+  health,
+  ready,
+  getDeployment,
+  listDeployments,
+  createDeployment,
+  readLog,
+  listMachines,
+  listInterruptions,
+  createRelease,
+  notFound,
 ];

@@ -26,10 +26,19 @@ export async function freePort(): Promise<number> {
  * Starts `command` in a process group of its own (detached: `killGroup` reaches its children too), in `cwd`, with
  * this process's environment plus `env`, no standard input, standard output and error appended to `log`.
  */
-export function spawnLogged(command: string, args: string[], o: { cwd: string; env?: NodeJS.ProcessEnv; log: string }): ChildProcess {
+export function spawnLogged(
+  command: string,
+  args: string[],
+  o: { cwd: string; env?: NodeJS.ProcessEnv; log: string },
+): ChildProcess {
   const fd = openSync(o.log, 'a');
   try {
-    return spawn(command, args, { cwd: o.cwd, env: { ...process.env, ...o.env }, stdio: ['ignore', fd, fd], detached: true });
+    return spawn(command, args, {
+      cwd: o.cwd,
+      env: { ...process.env, ...o.env },
+      stdio: ['ignore', fd, fd],
+      detached: true,
+    });
   } finally {
     // The child has its own copy of the descriptor once spawn() returns.
     closeSync(fd);
@@ -58,7 +67,13 @@ export async function waitExit(p: ChildProcess, ms: number): Promise<void> {
   timer.abort();
 }
 
-async function poll<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs: number, everyMs: number, gone?: () => string | undefined): Promise<T> {
+async function poll<T>(
+  what: string,
+  fn: () => Promise<T | undefined | null | false>,
+  timeoutMs: number,
+  everyMs: number,
+  gone?: () => string | undefined,
+): Promise<T> {
   const t0 = Date.now();
   let last: unknown;
   while (Date.now() - t0 < timeoutMs) {
@@ -76,7 +91,12 @@ async function poll<T>(what: string, fn: () => Promise<T | undefined | null | fa
 }
 
 /** Calls `fn` every `everyMs` until it returns something truthy (a throw counts as not yet); fails after `timeoutMs`. */
-export async function waitFor<T>(what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs = 60_000, everyMs = 200): Promise<T> {
+export async function waitFor<T>(
+  what: string,
+  fn: () => Promise<T | undefined | null | false>,
+  timeoutMs = 60_000,
+  everyMs = 200,
+): Promise<T> {
   return poll(what, fn, timeoutMs, everyMs);
 }
 
@@ -84,6 +104,14 @@ export async function waitFor<T>(what: string, fn: () => Promise<T | undefined |
  * `waitFor` for a process just started, e.g. a server until it answers /api/health: also given up on at once when
  * `p` has exited, which will never answer.
  */
-export async function waitForProcess<T>(p: ChildProcess, what: string, fn: () => Promise<T | undefined | null | false>, timeoutMs: number, everyMs: number): Promise<T> {
-  return poll(what, fn, timeoutMs, everyMs, () => (hasExited(p) ? `the process exited (${p.exitCode ?? p.signalCode})` : undefined));
+export async function waitForProcess<T>(
+  p: ChildProcess,
+  what: string,
+  fn: () => Promise<T | undefined | null | false>,
+  timeoutMs: number,
+  everyMs: number,
+): Promise<T> {
+  return poll(what, fn, timeoutMs, everyMs, () =>
+    hasExited(p) ? `the process exited (${p.exitCode ?? p.signalCode})` : undefined,
+  );
 }

@@ -24,7 +24,13 @@ import { ReleasesModule } from './releases/releases.module.js';
 /** The server: one module per domain; the API key guard and the error filter apply to every route. */
 @Module({})
 export class AppModule {
-  static forRoot(opts: { config: CuttleConfig; pki: PkiMaterial; logger: Logger; databaseUrl: string; poolSize: number }): DynamicModule {
+  static forRoot(opts: {
+    config: CuttleConfig;
+    pki: PkiMaterial;
+    logger: Logger;
+    databaseUrl: string;
+    poolSize: number;
+  }): DynamicModule {
     return {
       module: AppModule,
       imports: [

@@ -16,6 +16,10 @@ export class CoreModule {
       { provide: PKI, useValue: values.pki },
       { provide: LOGGER, useValue: values.logger },
     ];
-    return { module: CoreModule, providers: [...providers, LiveEvents], exports: [...providers.map((p) => p.provide), LiveEvents] };
+    return {
+      module: CoreModule,
+      providers: [...providers, LiveEvents],
+      exports: [...providers.map((p) => p.provide), LiveEvents],
+    };
   }
 }

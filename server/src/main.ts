@@ -43,14 +43,19 @@ async function main() {
   if (!databaseUrl) {
     embedded = await startEmbeddedDatabase(config.home, EMBEDDED_POOL_SIZE);
     databaseUrl = embedded.url;
-    logger.info(`embedded database in ${config.home}/db (fsync off: use PostgreSQL via DATABASE_URL in production)`, { context: 'database' });
+    logger.info(`embedded database in ${config.home}/db (fsync off: use PostgreSQL via DATABASE_URL in production)`, {
+      context: 'database',
+    });
   }
 
-  const app = await NestFactory.create<NestExpressApplication>(AppModule.forRoot({ config, pki, logger, databaseUrl, poolSize: embedded ? EMBEDDED_POOL_SIZE : POOL_SIZE }), {
-    httpsOptions: { key: pki.serverKey, cert: serverChain(pki) },
-    logger: new NestWinstonLogger(logger),
-    bodyParser: false,
-  });
+  const app = await NestFactory.create<NestExpressApplication>(
+    AppModule.forRoot({ config, pki, logger, databaseUrl, poolSize: embedded ? EMBEDDED_POOL_SIZE : POOL_SIZE }),
+    {
+      httpsOptions: { key: pki.serverKey, cert: serverChain(pki) },
+      logger: new NestWinstonLogger(logger),
+      bodyParser: false,
+    },
+  );
   app.use(securityHeaders());
   app.useBodyParser('json', { limit: '5mb' });
   // The dashboard: static page and styles from dashboard/public, its compiled modules from dist/dashboard.
@@ -61,24 +66,31 @@ async function main() {
   app.useStaticAssets(join(root, 'node_modules', 'lit-html'), { prefix: '/assets/vendor/lit-html/' });
   // The API's client error, shared with the CLI; that one file only (it imports nothing at run time).
   const apiErrorModule = join(root, 'dist', 'shared', 'src', 'api', 'api-error.js');
-  (app.getHttpAdapter().getInstance() as Express).get('/assets/shared/api/api-error.js', (_req, res) => res.type('text/javascript').sendFile(apiErrorModule));
+  (app.getHttpAdapter().getInstance() as Express).get('/assets/shared/api/api-error.js', (_req, res) =>
+    res.type('text/javascript').sendFile(apiErrorModule),
+  );
   // Bounds first (depth, sizes, NUL): the ValidationPipe's transformation would overflow or stall on such input.
-  app.useGlobalPipes(new InputBoundsPipe(), new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }));
+  app.useGlobalPipes(
+    new InputBoundsPipe(),
+    new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }),
+  );
   await app.get(ApiKeysService).ensureAdminKey();
 
   // The REST API described from the code, for people at /api/docs and as JSON at /api/docs-json (no key needed).
   const openapi = finishDocument(
     SwaggerModule.createDocument(
-    app,
-    new DocumentBuilder()
-      .setTitle('Cuttle')
-      .setDescription('Deployment orchestrator: environments, machines, projects and their deployment process, packages, releases, deployments, interruptions. Send X-Api-Key on every call except agent registration and health.')
-      .setVersion(config.version)
-      .setLicense('MIT', 'https://opensource.org/license/mit')
-      .addServer('/', 'this server')
-      .addApiKey({ type: 'apiKey', in: 'header', name: 'X-Api-Key' }, 'apiKey')
-      .addSecurityRequirements('apiKey')
-      .build(),
+      app,
+      new DocumentBuilder()
+        .setTitle('Cuttle')
+        .setDescription(
+          'Deployment orchestrator: environments, machines, projects and their deployment process, packages, releases, deployments, interruptions. Send X-Api-Key on every call except agent registration and health.',
+        )
+        .setVersion(config.version)
+        .setLicense('MIT', 'https://opensource.org/license/mit')
+        .addServer('/', 'this server')
+        .addApiKey({ type: 'apiKey', in: 'header', name: 'X-Api-Key' }, 'apiKey')
+        .addSecurityRequirements('apiKey')
+        .build(),
     ),
   );
   SwaggerModule.setup('api/docs', app, openapi, { jsonDocumentUrl: 'api/docs-json', customSiteTitle: 'Cuttle API' });
@@ -101,7 +113,9 @@ async function main() {
   process.on('SIGINT', () => void stop('SIGINT'));
 
   await app.listen(config.port, config.host);
-  console.log(`cuttle server listening on https://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}`);
+  console.log(
+    `cuttle server listening on https://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}`,
+  );
 }
 
 main().catch((e) => {

@@ -5,7 +5,17 @@
 import { spawn } from 'node:child_process';
 import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createProject, ROOT, startFleet, startServer, stopAll, waitFor, waitOnline, type TestFleet, type TestServer } from './support/fixtures.js';
+import {
+  createProject,
+  ROOT,
+  startFleet,
+  startServer,
+  stopAll,
+  waitFor,
+  waitOnline,
+  type TestFleet,
+  type TestServer,
+} from './support/fixtures.js';
 
 let srv: TestServer;
 let fleet: TestFleet;
@@ -14,14 +24,29 @@ let env: Record<string, string>;
 beforeAll(async () => {
   srv = await startServer();
   await srv.must('POST', '/api/environments', { name: 'Staging' });
-  const { token } = await srv.must('POST', '/api/registration-tokens', { environmentIds: ['Staging'], roles: ['web'], maxUses: 2 });
+  const { token } = await srv.must('POST', '/api/registration-tokens', {
+    environmentIds: ['Staging'],
+    roles: ['web'],
+    maxUses: 2,
+  });
   fleet = startFleet(srv, { prefix: 'cli', count: 2, roles: ['web'], environments: ['Staging'], token });
   await waitOnline(srv, fleet.names);
   const dir = mkdtempSync(join(srv.dir, 'cli-'));
   writeFileSync(join(dir, 'ca.crt'), srv.ca);
   env = { CUTTLE_CONFIG: join(dir, 'config.json'), CUTTLE_CA_FILE: join(dir, 'ca.crt') };
   await createProject(srv, 'Shop', [
-    { name: 'Web', targetRoles: ['web'], windowSize: 1, actions: [{ name: 'Hello', type: 'script', script: 'echo "hello from #{Cuttle.Machine.Name}"\nsleep 0.3\n[ "#{Fail}" = yes ] && exit 5 || true' }] },
+    {
+      name: 'Web',
+      targetRoles: ['web'],
+      windowSize: 1,
+      actions: [
+        {
+          name: 'Hello',
+          type: 'script',
+          script: 'echo "hello from #{Cuttle.Machine.Name}"\nsleep 0.3\n[ "#{Fail}" = yes ] && exit 5 || true',
+        },
+      ],
+    },
   ]);
   await createProject(srv, 'Gated', [
     { name: 'Approve', actions: [{ name: 'Go', type: 'manual-intervention', instructions: 'say go' }] },
@@ -36,9 +61,16 @@ afterAll(async () => {
 });
 
 /** Runs the CLI; `live.stderr` grows while it runs (for commands that wait). */
-function cuttle(args: string[], extraEnv: Record<string, string> = {}, live: { stderr: string } = { stderr: '' }): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function cuttle(
+  args: string[],
+  extraEnv: Record<string, string> = {},
+  live: { stderr: string } = { stderr: '' },
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    const p = spawn(process.execPath, ['bin/cuttle.js', ...args], { cwd: ROOT, env: { ...process.env, ...env, ...extraEnv } });
+    const p = spawn(process.execPath, ['bin/cuttle.js', ...args], {
+      cwd: ROOT,
+      env: { ...process.env, ...env, ...extraEnv },
+    });
     let stdout = '';
     p.stdout.on('data', (c) => (stdout += c));
     p.stderr.on('data', (c) => (live.stderr += c));
@@ -49,7 +81,15 @@ const jsonOf = (r: { stdout: string }) => JSON.parse(r.stdout);
 
 // login checks the server and stores URL, key and CA (0600); later commands need no flags.
 it('logs in and lists environments and machines', async () => {
-  const login = await cuttle(['login', '--server', srv.base, '--api-key', 'integration-admin-key-0123456789', '--ca', env.CUTTLE_CA_FILE]);
+  const login = await cuttle([
+    'login',
+    '--server',
+    srv.base,
+    '--api-key',
+    'integration-admin-key-0123456789',
+    '--ca',
+    env.CUTTLE_CA_FILE,
+  ]);
   expect(login.code).toBe(0);
   expect(statSync(env.CUTTLE_CONFIG).mode & 0o777).toBe(0o600);
   const envs = await cuttle(['environments', '--json']);
@@ -80,7 +120,17 @@ it('creates a release and deploys it, exiting by the outcome', async () => {
 
   await srv.must('PUT', `/api/projects/Shop/variables`, { variables: [{ name: 'Fail', value: 'yes' }] });
   await cuttle(['create-release', '--project', 'Shop', '--version', '1.0.1']);
-  const bad = await cuttle(['deploy', '--project', 'Shop', '--release', '1.0.1', '--environment', 'Staging', '--wait', '--json']);
+  const bad = await cuttle([
+    'deploy',
+    '--project',
+    'Shop',
+    '--release',
+    '1.0.1',
+    '--environment',
+    'Staging',
+    '--wait',
+    '--json',
+  ]);
   expect(bad.code).toBe(1);
   expect(jsonOf(bad).state).toBe('failed');
 });
@@ -89,9 +139,15 @@ it('creates a release and deploys it, exiting by the outcome', async () => {
 it('answers interruptions and cancels', async () => {
   await cuttle(['create-release', '--project', 'Gated', '--version', '1']);
   const live = { stderr: '' };
-  const deploying = cuttle(['deploy', '--project', 'Gated', '--release', '1', '--environment', 'Staging', '--wait'], {}, live);
+  const deploying = cuttle(
+    ['deploy', '--project', 'Gated', '--release', '1', '--environment', 'Staging', '--wait'],
+    {},
+    live,
+  );
   // The waiting deploy tells the operator how to answer.
-  await waitFor('deploy --wait to show the interruption', async () => /cuttle submit \S+ --result proceed\|abort/.test(live.stderr));
+  await waitFor('deploy --wait to show the interruption', async () =>
+    /cuttle submit \S+ --result proceed\|abort/.test(live.stderr),
+  );
   const pending = await waitFor('an interruption', async () => {
     const r = jsonOf(await cuttle(['interruptions', '--json']));
     return r.length ? r : null;
@@ -101,7 +157,9 @@ it('answers interruptions and cancels', async () => {
   expect(sub.code).toBe(0);
   const again = await cuttle(['submit', pending[0].id, '--result', 'proceed']);
   expect(again.code).toBe(2);
-  await waitFor('the long script to run', async () => (await srv.readLog(pending[0].deploymentId)).some((e: any) => e.text.startsWith('Running script action Long')));
+  await waitFor('the long script to run', async () =>
+    (await srv.readLog(pending[0].deploymentId)).some((e: any) => e.text.startsWith('Running script action Long')),
+  );
   const cancel = await cuttle(['cancel', pending[0].deploymentId, '--wait']);
   expect(cancel.code).toBe(0);
   const d = await deploying;
@@ -122,9 +180,14 @@ it('exits 2 on bad usage', async () => {
 // A deployment queued behind another (one at a time per project and environment): deploy --wait says behind which,
 // then follows it to its end once the first is done.
 it('shows that a deployment is queued, and behind which', async () => {
-  await createProject(srv, 'Queue', [{ name: 'Web', targetRoles: ['web'], actions: [{ name: 'Slow', type: 'script', script: 'sleep 1.5' }] }]);
-  for (const v of ['1', '2']) expect((await cuttle(['create-release', '--project', 'Queue', '--version', v])).code).toBe(0);
-  const first = jsonOf(await cuttle(['deploy', '--project', 'Queue', '--release', '1', '--environment', 'Staging', '--json']));
+  await createProject(srv, 'Queue', [
+    { name: 'Web', targetRoles: ['web'], actions: [{ name: 'Slow', type: 'script', script: 'sleep 1.5' }] },
+  ]);
+  for (const v of ['1', '2'])
+    expect((await cuttle(['create-release', '--project', 'Queue', '--version', v])).code).toBe(0);
+  const first = jsonOf(
+    await cuttle(['deploy', '--project', 'Queue', '--release', '1', '--environment', 'Staging', '--json']),
+  );
   const second = await cuttle(['deploy', '--project', 'Queue', '--release', '2', '--environment', 'Staging', '--wait']);
   expect(second.code).toBe(0);
   expect(second.stderr).toContain(`queued behind deployment ${first.id}`);

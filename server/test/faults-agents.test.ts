@@ -4,7 +4,22 @@
  */
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { createProject, CutProxy, intervals, maxOverlap, processAlive, sleep, startAgent, startDeployment, startServer, stopAll, waitFor, waitOnline, type TestAgent, type TestServer } from './support/fixtures.js';
+import {
+  createProject,
+  CutProxy,
+  intervals,
+  maxOverlap,
+  processAlive,
+  sleep,
+  startAgent,
+  startDeployment,
+  startServer,
+  stopAll,
+  waitFor,
+  waitOnline,
+  type TestAgent,
+  type TestServer,
+} from './support/fixtures.js';
 import { FaultReport, logDefects } from './support/report.js';
 
 const TTL = 6;
@@ -18,11 +33,18 @@ const orphans: number[] = [];
 
 beforeAll(async () => {
   proxy = await CutProxy.create();
-  srv = await startServer({ env: { CUTTLE_LEASE_TTL_SECONDS: String(TTL), CUTTLE_AGENT_URL: `https://127.0.0.1:${proxy.port}` } });
+  srv = await startServer({
+    env: { CUTTLE_LEASE_TTL_SECONDS: String(TTL), CUTTLE_AGENT_URL: `https://127.0.0.1:${proxy.port}` },
+  });
   await proxy.target(srv.agentPort).restore();
   env = (await srv.must('POST', '/api/environments', { name: 'Faults' })).id;
-  const { token } = await srv.must('POST', '/api/registration-tokens', { environmentIds: [env], roles: ['f'], maxUses: 3 });
-  for (const name of ['f-1', 'f-2', 'f-3']) agents[name] = startAgent(srv, { name, roles: ['f'], environments: ['Faults'], token });
+  const { token } = await srv.must('POST', '/api/registration-tokens', {
+    environmentIds: [env],
+    roles: ['f'],
+    maxUses: 3,
+  });
+  for (const name of ['f-1', 'f-2', 'f-3'])
+    agents[name] = startAgent(srv, { name, roles: ['f'], environments: ['Faults'], token });
   for (const m of await waitOnline(srv, Object.keys(agents))) ids[m.name] = m.id;
 }, 120_000);
 
@@ -46,7 +68,10 @@ const home = (m: string) => agents[m].home;
 const pidOf = (m: string, tag: string) => Number(readFileSync(join(home(m), `${tag}.pid`), 'utf8'));
 const runsOf = (m: string, tag: string) => {
   try {
-    return readFileSync(join(home(m), `${tag}.runs`), 'utf8').trim().split('\n').filter(Boolean).length;
+    return readFileSync(join(home(m), `${tag}.runs`), 'utf8')
+      .trim()
+      .split('\n')
+      .filter(Boolean).length;
   } catch {
     return 0;
   }
@@ -65,7 +90,14 @@ const script = (tag: string, lines: number, seconds: number) =>
   ].join('\n');
 
 async function deploy(tag: string, machines: string[], step: Record<string, unknown>, lines = 40, seconds = 3) {
-  const p = await createProject(srv, `faults ${tag}`, [{ name: 'Roll', targetRoles: ['f'], ...step, actions: [{ name: 'run', type: 'script', script: script(tag, lines, seconds) }] }]);
+  const p = await createProject(srv, `faults ${tag}`, [
+    {
+      name: 'Roll',
+      targetRoles: ['f'],
+      ...step,
+      actions: [{ name: 'run', type: 'script', script: script(tag, lines, seconds) }],
+    },
+  ]);
   return startDeployment(srv, p.id, env, { deployment: { specificMachineIds: machines.map((m) => ids[m]) } });
 }
 
@@ -86,13 +118,19 @@ it('agent kill -9 mid-script: agent lost within the TTL, the roll goes on', asyn
   const lostAfter = new Date(d.steps[0].targets[0].finishedAt).getTime() - killedAt;
   expect(lostAfter).toBeLessThan((TTL + 3) * 1000);
   expect(d.state).toBe('success');
-  expect(d.steps[0].targets.map((t: any) => `${t.machineName}:${t.state}:${t.failureKind ?? ''}`)).toEqual(['f-1:failed:agent-lost', 'f-2:success:']);
+  expect(d.steps[0].targets.map((t: any) => `${t.machineName}:${t.state}:${t.failureKind ?? ''}`)).toEqual([
+    'f-1:failed:agent-lost',
+    'f-2:success:',
+  ]);
   expect(d.steps[0].targets[0].error).toBe(`agent lost: no heartbeat for ${TTL} s`);
   const log = (await srv.readLog(dep.id)).map((e: any) => e.text);
   expect(log).toContain(`Roll on f-1 failed: agent lost: no heartbeat for ${TTL} s`);
   report.deployments++;
   // f-1's interval ends when it was killed; the window of 1 held.
-  const iv = [...intervals([home('f-2')], 'k9'), [intervals([home('f-1')], 'k9')[0]?.[0] ?? killedAt, killedAt] as [number, number]];
+  const iv = [
+    ...intervals([home('f-2')], 'k9'),
+    [intervals([home('f-1')], 'k9')[0]?.[0] ?? killedAt, killedAt] as [number, number],
+  ];
   report.windowViolations += Math.max(0, maxOverlap(iv) - 1);
   report.runTwice += Math.max(0, runsOf('f-1', 'k9') - 1) + Math.max(0, runsOf('f-2', 'k9') - 1);
   report.logLostOrDuplicated += logDefects(await logTexts(dep.id, 'f-2'), 'k9', 40);

@@ -22,13 +22,23 @@ beforeAll(async () => {
 afterAll(async () => {
   await srv?.stop();
   await stopAll();
-  process.stdout.write(`\nfault summary [trust]: forged, expired, unknown or revoked identities tried ${tally.tried}, refused ${tally.refused}, let in ${tally.tried - tally.refused}\n`);
+  process.stdout.write(
+    `\nfault summary [trust]: forged, expired, unknown or revoked identities tried ${tally.tried}, refused ${tally.refused}, let in ${tally.tried - tally.refused}\n`,
+  );
 });
 
-const keyPair = () => generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+const keyPair = () =>
+  generateKeyPairSync('rsa', {
+    modulusLength: 2048,
+    publicKeyEncoding: { type: 'spki', format: 'pem' },
+    privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+  });
 
 /** A client certificate, signed by `issuer` (our CA's key and cert by default: a real, valid signature). */
-function clientCert(cn: string, opts: { issuerKey?: string; issuerCert?: string; notAfter?: Date; notBefore?: Date } = {}) {
+function clientCert(
+  cn: string,
+  opts: { issuerKey?: string; issuerCert?: string; notAfter?: Date; notBefore?: Date } = {},
+) {
   const keys = keyPair();
   const caCert = forge.pki.certificateFromPem(opts.issuerCert ?? srv.ca);
   const caKey = forge.pki.privateKeyFromPem(opts.issuerKey ?? readFileSync(join(srv.home, 'pki', 'ca.key'), 'utf8'));
@@ -66,7 +76,15 @@ function selfSignedCa() {
 function tryConnect(identity: { key: string; cert: string }, hostile = true): Promise<string> {
   if (hostile) tally.tried++;
   return new Promise((resolve) => {
-    const s = io(`https://127.0.0.1:${srv.agentPort}`, { transports: ['websocket'], reconnection: false, ca: srv.ca, key: identity.key, cert: identity.cert, rejectUnauthorized: true, timeout: 5_000 });
+    const s = io(`https://127.0.0.1:${srv.agentPort}`, {
+      transports: ['websocket'],
+      reconnection: false,
+      ca: srv.ca,
+      key: identity.key,
+      cert: identity.cert,
+      rejectUnauthorized: true,
+      timeout: 5_000,
+    });
     const done = (r: string) => {
       s.close();
       if (hostile && r !== 'connected') tally.refused++;
@@ -78,7 +96,8 @@ function tryConnect(identity: { key: string; cert: string }, hostile = true): Pr
 }
 
 async function token(extra: Record<string, unknown> = {}) {
-  return (await srv.must('POST', '/api/registration-tokens', { environmentIds: [env], roles: ['t'], ...extra })).token as string;
+  return (await srv.must('POST', '/api/registration-tokens', { environmentIds: [env], roles: ['t'], ...extra }))
+    .token as string;
 }
 
 function csr(name: string) {
@@ -89,14 +108,18 @@ function csr(name: string) {
   c.sign(forge.pki.privateKeyFromPem(k.privateKey), forge.md.sha256.create());
   return forge.pki.certificationRequestToPem(c);
 }
-const register = (tok: string, name: string) => srv.request('POST', '/api/agents/register', { token: tok, name, roles: ['t'], csr: csr(name) }, { key: null });
+const register = (tok: string, name: string) =>
+  srv.request('POST', '/api/agents/register', { token: tok, name, roles: ['t'], csr: csr(name) }, { key: null });
 
 describe('agent port', () => {
   // A revoked machine is disconnected at once (its agent gives up with exit code 78) and refused from then on.
   it('drops and refuses a revoked machine', async () => {
     const agent = startAgent(srv, { name: 't-1', roles: ['t'], environments: ['Trust'], token: await token() });
     const [m] = (await waitOnline(srv, ['t-1'])).filter((x: any) => x.name === 't-1');
-    const identity = { key: readFileSync(join(agent.home, 'agent.key'), 'utf8'), cert: readFileSync(join(agent.home, 'agent.crt'), 'utf8') };
+    const identity = {
+      key: readFileSync(join(agent.home, 'agent.key'), 'utf8'),
+      cert: readFileSync(join(agent.home, 'agent.crt'), 'utf8'),
+    };
     expect(await tryConnect(identity, false)).toBe('connected');
     const t0 = Date.now();
     await srv.must('DELETE', `/api/machines/${m.id}`);
@@ -125,7 +148,10 @@ describe('agent port', () => {
 
   // An expired certificate from our own CA is refused.
   it('refuses an expired certificate', async () => {
-    const expired = clientCert('t-1', { notBefore: new Date(Date.now() - 2 * 86400_000), notAfter: new Date(Date.now() - 86400_000) });
+    const expired = clientCert('t-1', {
+      notBefore: new Date(Date.now() - 2 * 86400_000),
+      notAfter: new Date(Date.now() - 86400_000),
+    });
     expect(await tryConnect(expired)).toMatch(/^refused/);
   });
 
@@ -136,10 +162,14 @@ describe('agent port', () => {
     expect(await tryConnect(stray)).toBe('refused: certificate is not that of a known machine');
     const { request } = await import('node:https');
     const status = await new Promise<number>((resolve, reject) => {
-      request(`https://127.0.0.1:${srv.agentPort}/packages/${'a'.repeat(64)}`, { ca: srv.ca, key: stray.key, cert: stray.cert }, (r) => {
-        r.resume();
-        resolve(r.statusCode ?? 0);
-      })
+      request(
+        `https://127.0.0.1:${srv.agentPort}/packages/${'a'.repeat(64)}`,
+        { ca: srv.ca, key: stray.key, cert: stray.cert },
+        (r) => {
+          r.resume();
+          resolve(r.statusCode ?? 0);
+        },
+      )
         .on('error', reject)
         .end();
     });
@@ -162,8 +192,12 @@ describe('registration tokens', () => {
     const late = await register(short, 'u-4');
     expect([late.status, late.body.message]).toEqual([401, 'token has expired']);
     const [, fp, secret] = two.split('.');
-    expect((await register(`cuttle1.${fp}.${secret.replace(/^.{4}/, 'AAAA')}`, 'u-5')).body.message).toBe('token is unknown');
-    expect((await register(`cuttle1.${'0'.repeat(64)}.${secret}`, 'u-6')).body.message).toBe('token is not a registration token of this server');
+    expect((await register(`cuttle1.${fp}.${secret.replace(/^.{4}/, 'AAAA')}`, 'u-5')).body.message).toBe(
+      'token is unknown',
+    );
+    expect((await register(`cuttle1.${'0'.repeat(64)}.${secret}`, 'u-6')).body.message).toBe(
+      'token is not a registration token of this server',
+    );
     expect((await register('garbage', 'u-7')).status).toBe(401);
     tally.tried += 5;
     tally.refused += 5;
@@ -174,7 +208,12 @@ describe('registration tokens', () => {
   it('is not sent to a server whose CA does not match the pin', async () => {
     const tok = await token({ maxUses: 1 });
     const [, , secret] = tok.split('.');
-    const wrong = startAgent(srv, { name: 'pin-1', roles: ['t'], environments: ['Trust'], token: `cuttle1.${'ab'.repeat(32)}.${secret}` });
+    const wrong = startAgent(srv, {
+      name: 'pin-1',
+      roles: ['t'],
+      environments: ['Trust'],
+      token: `cuttle1.${'ab'.repeat(32)}.${secret}`,
+    });
     expect(await wrong.exitCode(30_000)).toBe(78);
     expect(wrong.log()).toMatch(/does not match the token's pin/);
     tally.tried++;

@@ -8,7 +8,9 @@ let srv: TestServer;
 
 beforeAll(async () => {
   // A disk requirement no machine meets, and a check every second.
-  srv = await startServer({ env: { CUTTLE_MIN_FREE_DISK_MB: String(1024 * 1024 * 1024), CUTTLE_HEALTH_CHECK_INTERVAL_SECONDS: '1' } });
+  srv = await startServer({
+    env: { CUTTLE_MIN_FREE_DISK_MB: String(1024 * 1024 * 1024), CUTTLE_HEALTH_CHECK_INTERVAL_SECONDS: '1' },
+  });
 }, 120_000);
 
 afterAll(async () => {
@@ -37,7 +39,11 @@ it('marks machines unhealthy with the reason', async () => {
   expect(r.freeDiskBytes).toBeGreaterThan(0);
   expect((await srv.must('GET', `/api/machines/${m.id}`)).healthReason).toBe(r.reason);
   await agent.stop();
-  await waitFor('h-1 unhealthy: not connected', async () => (await srv.must('GET', `/api/machines/${m.id}`)).healthReason?.startsWith('not connected'), 30_000);
+  await waitFor(
+    'h-1 unhealthy: not connected',
+    async () => (await srv.must('GET', `/api/machines/${m.id}`)).healthReason?.startsWith('not connected'),
+    30_000,
+  );
   expect((await srv.must('POST', `/api/machines/${m.id}/health-check`)).health).toBe('unhealthy');
 });
 
@@ -81,6 +87,8 @@ it('documents the REST API at /api/docs', async () => {
   const missing = contract.filter(([m, p]) => !doc.paths?.[p]?.[m]);
   expect(missing).toEqual([]);
   expect(doc.components.securitySchemes.apiKey).toMatchObject({ type: 'apiKey', in: 'header', name: 'X-Api-Key' });
-  const steps = doc.paths['/api/projects/{id}/deployment-process'].put.requestBody.content['application/json'].schema.properties.steps;
+  const steps =
+    doc.paths['/api/projects/{id}/deployment-process'].put.requestBody.content['application/json'].schema.properties
+      .steps;
   expect(steps.items.properties).toHaveProperty('windowSize');
 });

@@ -28,10 +28,36 @@ const asRoot = process.getuid?.() === 0 ? it : it.skip;
 
 asRoot('installs, registers, writes a working unit, and uninstalls', async () => {
   await srv.must('POST', '/api/environments', { name: 'Production' });
-  const { token } = await srv.must('POST', '/api/registration-tokens', { environmentIds: ['Production'], roles: ['web'] });
+  const { token } = await srv.must('POST', '/api/registration-tokens', {
+    environmentIds: ['Production'],
+    roles: ['web'],
+  });
   const paths = { prefix: join(dir, 'opt'), home: join(dir, 'home'), units: join(dir, 'units') };
-  const args = ['--server', srv.base, '--token', token, '--name', 'svc-01', '--roles', 'web', '--environments', 'Production', '--user', 'root', '--prefix', paths.prefix, '--home', paths.home, '--unit-dir', paths.units, '--no-start'];
-  const { stdout } = await run('bash', ['scripts/install-agent.sh', ...args], { cwd: ROOT, env: { ...process.env, NODE_EXTRA_CA_CERTS: '' } });
+  const args = [
+    '--server',
+    srv.base,
+    '--token',
+    token,
+    '--name',
+    'svc-01',
+    '--roles',
+    'web',
+    '--environments',
+    'Production',
+    '--user',
+    'root',
+    '--prefix',
+    paths.prefix,
+    '--home',
+    paths.home,
+    '--unit-dir',
+    paths.units,
+    '--no-start',
+  ];
+  const { stdout } = await run('bash', ['scripts/install-agent.sh', ...args], {
+    cwd: ROOT,
+    env: { ...process.env, NODE_EXTRA_CA_CERTS: '' },
+  });
   expect(stdout).toMatch(/registered as svc-01/);
   const unit = readFileSync(join(paths.units, 'cuttle-agent.service'), 'utf8');
   expect(unit).toMatch(/^Restart=on-failure$/m);
@@ -52,11 +78,61 @@ asRoot('installs, registers, writes a working unit, and uninstalls', async () =>
   }
 
   // Installing again keeps the identity (no token needed); uninstall removes the program and the unit.
-  await run('bash', ['scripts/install-agent.sh', '--server', srv.base, '--user', 'root', '--prefix', paths.prefix, '--home', paths.home, '--unit-dir', paths.units, '--no-start'], { cwd: ROOT });
-  await run('bash', ['scripts/install-agent.sh', '--uninstall', '--prefix', paths.prefix, '--home', paths.home, '--unit-dir', paths.units, '--user', 'root', '--no-start'], { cwd: ROOT });
+  await run(
+    'bash',
+    [
+      'scripts/install-agent.sh',
+      '--server',
+      srv.base,
+      '--user',
+      'root',
+      '--prefix',
+      paths.prefix,
+      '--home',
+      paths.home,
+      '--unit-dir',
+      paths.units,
+      '--no-start',
+    ],
+    { cwd: ROOT },
+  );
+  await run(
+    'bash',
+    [
+      'scripts/install-agent.sh',
+      '--uninstall',
+      '--prefix',
+      paths.prefix,
+      '--home',
+      paths.home,
+      '--unit-dir',
+      paths.units,
+      '--user',
+      'root',
+      '--no-start',
+    ],
+    { cwd: ROOT },
+  );
   expect(existsSync(join(paths.units, 'cuttle-agent.service'))).toBe(false);
   expect(existsSync(paths.prefix)).toBe(false);
   expect(existsSync(join(paths.home, 'identity.json'))).toBe(true);
-  await run('bash', ['scripts/install-agent.sh', '--uninstall', '--purge', '--prefix', paths.prefix, '--home', paths.home, '--unit-dir', paths.units, '--user', 'root', '--no-start'], { cwd: ROOT });
+  await run(
+    'bash',
+    [
+      'scripts/install-agent.sh',
+      '--uninstall',
+      '--purge',
+      '--prefix',
+      paths.prefix,
+      '--home',
+      paths.home,
+      '--unit-dir',
+      paths.units,
+      '--user',
+      'root',
+      '--no-start',
+    ],
+    { cwd: ROOT },
+  );
   expect(existsSync(paths.home)).toBe(false);
 });

@@ -31,7 +31,11 @@ beforeAll(async () => {
   srv = await startServer();
   prod = (await srv.must('POST', '/api/environments', { name: 'Prod' })).id;
   staging = (await srv.must('POST', '/api/environments', { name: 'Staging' })).id;
-  const { token } = await srv.must('POST', '/api/registration-tokens', { environmentIds: [prod, staging], roles: ['app'], maxUses: 10 });
+  const { token } = await srv.must('POST', '/api/registration-tokens', {
+    environmentIds: [prod, staging],
+    roles: ['app'],
+    maxUses: 10,
+  });
   fleet = startFleet(srv, { prefix: 'app', count: 10, roles: ['app'], environments: ['Prod', 'Staging'], token });
   const machines = await waitOnline(srv, fleet.names, 90_000);
   for (const m of machines) ids[m.name] = m.id;
@@ -55,15 +59,37 @@ describe('step conditions and start triggers', () => {
   // After a failure: `success` steps are skipped, `failure` and `always` steps run; the deployment fails.
   it('runs failure and always steps after a failure, skips success steps', async () => {
     const p = await createProject(srv, uniq('Conditions'), [
-      { name: 'Break', targetRoles: ['app'], actions: [{ name: 'Fail', type: 'script', script: 'echo breaking; exit 1' }] },
-      { name: 'OnSuccess', targetRoles: ['app'], actions: [{ name: 'S', type: 'script', script: marker('cond-success') }] },
-      { name: 'OnFailure', targetRoles: ['app'], condition: 'failure', actions: [{ name: 'F', type: 'script', script: marker('cond-failure') }] },
-      { name: 'Always', targetRoles: ['app'], condition: 'always', actions: [{ name: 'A', type: 'script', script: marker('cond-always') }] },
+      {
+        name: 'Break',
+        targetRoles: ['app'],
+        actions: [{ name: 'Fail', type: 'script', script: 'echo breaking; exit 1' }],
+      },
+      {
+        name: 'OnSuccess',
+        targetRoles: ['app'],
+        actions: [{ name: 'S', type: 'script', script: marker('cond-success') }],
+      },
+      {
+        name: 'OnFailure',
+        targetRoles: ['app'],
+        condition: 'failure',
+        actions: [{ name: 'F', type: 'script', script: marker('cond-failure') }],
+      },
+      {
+        name: 'Always',
+        targetRoles: ['app'],
+        condition: 'always',
+        actions: [{ name: 'A', type: 'script', script: marker('cond-always') }],
+      },
     ]);
     const d = await srv.waitDeployment((await startDeployment(srv, p.id, prod, only('app-01'))).id);
     expect(d.state).toBe('failed');
     expect(states(d)).toEqual(['Break:failed', 'OnSuccess:skipped', 'OnFailure:success', 'Always:success']);
-    expect([has('app-01', 'cond-success'), has('app-01', 'cond-failure'), has('app-01', 'cond-always')]).toEqual([false, true, true]);
+    expect([has('app-01', 'cond-success'), has('app-01', 'cond-failure'), has('app-01', 'cond-always')]).toEqual([
+      false,
+      true,
+      true,
+    ]);
     const log = await srv.readLog(d.id);
     expect(log.some((e: any) => e.text === 'Step OnSuccess skipped (its condition is not met)')).toBe(true);
   });
@@ -72,7 +98,12 @@ describe('step conditions and start triggers', () => {
   it('skips a failure step when all went well', async () => {
     const p = await createProject(srv, uniq('Happy'), [
       { name: 'Fine', targetRoles: ['app'], actions: [{ name: 'Ok', type: 'script', script: 'true' }] },
-      { name: 'OnFailure', targetRoles: ['app'], condition: 'failure', actions: [{ name: 'F', type: 'script', script: marker('happy-failure') }] },
+      {
+        name: 'OnFailure',
+        targetRoles: ['app'],
+        condition: 'failure',
+        actions: [{ name: 'F', type: 'script', script: marker('happy-failure') }],
+      },
     ]);
     const d = await srv.waitDeployment((await startDeployment(srv, p.id, prod, only('app-01'))).id);
     expect(d.state).toBe('success');
@@ -84,8 +115,17 @@ describe('step conditions and start triggers', () => {
   it('runs withPrevious steps in parallel', async () => {
     const p = await createProject(srv, uniq('Parallel'), [
       { name: 'One', targetRoles: ['app'], actions: [{ name: 'a', type: 'script', script: timed('par-one', 1.5) }] },
-      { name: 'Two', targetRoles: ['app'], startTrigger: 'withPrevious', actions: [{ name: 'b', type: 'script', script: timed('par-two', 1.5) }] },
-      { name: 'Three', targetRoles: ['app'], actions: [{ name: 'c', type: 'script', script: timed('par-three', 0.1) }] },
+      {
+        name: 'Two',
+        targetRoles: ['app'],
+        startTrigger: 'withPrevious',
+        actions: [{ name: 'b', type: 'script', script: timed('par-two', 1.5) }],
+      },
+      {
+        name: 'Three',
+        targetRoles: ['app'],
+        actions: [{ name: 'c', type: 'script', script: timed('par-three', 0.1) }],
+      },
     ]);
     const d = await srv.waitDeployment((await startDeployment(srv, p.id, prod, only('app-02'))).id);
     expect(d.state).toBe('success');
@@ -99,10 +139,24 @@ describe('step conditions and start triggers', () => {
 
 describe('manual intervention', () => {
   const process = (name: string, extra: Record<string, unknown> = {}) => [
-    { name: 'Before', targetRoles: ['app'], actions: [{ name: 'b', type: 'script', script: marker(`${name}-before`) }] },
-    { name: 'Approve', actions: [{ name: 'Sign-off', type: 'manual-intervention', instructions: 'Check the dashboards, then proceed', ...extra }] },
+    {
+      name: 'Before',
+      targetRoles: ['app'],
+      actions: [{ name: 'b', type: 'script', script: marker(`${name}-before`) }],
+    },
+    {
+      name: 'Approve',
+      actions: [
+        { name: 'Sign-off', type: 'manual-intervention', instructions: 'Check the dashboards, then proceed', ...extra },
+      ],
+    },
     { name: 'After', targetRoles: ['app'], actions: [{ name: 'a', type: 'script', script: marker(`${name}-after`) }] },
-    { name: 'Cleanup', targetRoles: ['app'], condition: 'always', actions: [{ name: 'c', type: 'script', script: marker(`${name}-cleanup`) }] },
+    {
+      name: 'Cleanup',
+      targetRoles: ['app'],
+      condition: 'always',
+      actions: [{ name: 'c', type: 'script', script: marker(`${name}-cleanup`) }],
+    },
   ];
 
   // The deployment waits with the instructions shown; proceed continues; the submitter and notes are recorded and
@@ -111,22 +165,38 @@ describe('manual intervention', () => {
     const p = await createProject(srv, uniq('Approval'), process('mi-ok'));
     const dep = await startDeployment(srv, p.id, prod, only('app-03'));
     const [intr] = await waitInterruptions(srv, dep.id);
-    expect(intr).toMatchObject({ kind: 'manual-intervention', stepName: 'Approve', actionName: 'Sign-off', instructions: 'Check the dashboards, then proceed', state: 'pending' });
+    expect(intr).toMatchObject({
+      kind: 'manual-intervention',
+      stepName: 'Approve',
+      actionName: 'Sign-off',
+      instructions: 'Check the dashboards, then proceed',
+      state: 'pending',
+    });
     expect((await srv.must('GET', `/api/deployments/${dep.id}`)).state).toBe('waiting');
     expect(has('app-03', 'mi-ok-before')).toBe(true);
     expect(has('app-03', 'mi-ok-after')).toBe(false);
     const bad = await srv.request('POST', `/api/interruptions/${intr.id}/submit`, { result: 'retry' });
     expect(bad.status).toBe(400);
     expect(bad.body.message).toMatch(/result must be one of proceed, abort/);
-    const done = await srv.must('POST', `/api/interruptions/${intr.id}/submit`, { result: 'proceed', notes: 'graphs look fine' });
-    expect(done).toMatchObject({ state: 'submitted', result: 'proceed', notes: 'graphs look fine', submittedBy: 'admin' });
+    const done = await srv.must('POST', `/api/interruptions/${intr.id}/submit`, {
+      result: 'proceed',
+      notes: 'graphs look fine',
+    });
+    expect(done).toMatchObject({
+      state: 'submitted',
+      result: 'proceed',
+      notes: 'graphs look fine',
+      submittedBy: 'admin',
+    });
     expect((await srv.request('POST', `/api/interruptions/${intr.id}/submit`, { result: 'abort' })).status).toBe(409);
     const d = await srv.waitDeployment(dep.id);
     expect(d.state).toBe('success');
     expect(states(d)).toEqual(['Before:success', 'Approve:success', 'After:success', 'Cleanup:success']);
     expect(has('app-03', 'mi-ok-after')).toBe(true);
     const log = await srv.readLog(dep.id);
-    expect(log.some((e: any) => e.text === 'Manual intervention Sign-off: proceed by admin: graphs look fine')).toBe(true);
+    expect(log.some((e: any) => e.text === 'Manual intervention Sign-off: proceed by admin: graphs look fine')).toBe(
+      true,
+    );
   });
 
   // Abort fails the deployment; `success` steps are skipped and `always` steps still run.
@@ -139,7 +209,11 @@ describe('manual intervention', () => {
     expect(d.state).toBe('failed');
     expect(states(d)).toEqual(['Before:success', 'Approve:failed', 'After:skipped', 'Cleanup:success']);
     expect([has('app-03', 'mi-no-after'), has('app-03', 'mi-no-cleanup')]).toEqual([false, true]);
-    expect((await srv.readLog(dep.id)).some((e: any) => e.text === 'Manual intervention Sign-off: abort by admin: error rate too high')).toBe(true);
+    expect(
+      (await srv.readLog(dep.id)).some(
+        (e: any) => e.text === 'Manual intervention Sign-off: abort by admin: error rate too high',
+      ),
+    ).toBe(true);
   });
 
   // A manual intervention limited to Prod does not stop a Staging deployment; the skip and its reason are logged.
@@ -163,13 +237,26 @@ describe('guided failure', () => {
         targetRoles: ['app'],
         actions: [
           { name: 'First', type: 'script', script: 'echo first >> ../gf-retry.log' },
-          { name: 'Flaky', type: 'script', script: 'echo flaky >> ../gf-retry.log\nif [ ! -f ../gf-retry.once ]; then touch ../gf-retry.once; exit 4; fi' },
+          {
+            name: 'Flaky',
+            type: 'script',
+            script:
+              'echo flaky >> ../gf-retry.log\nif [ ! -f ../gf-retry.once ]; then touch ../gf-retry.once; exit 4; fi',
+          },
         ],
       },
     ]);
-    const dep = await startDeployment(srv, p.id, prod, { deployment: { specificMachineIds: [ids['app-05']], guidedFailure: true } });
+    const dep = await startDeployment(srv, p.id, prod, {
+      deployment: { specificMachineIds: [ids['app-05']], guidedFailure: true },
+    });
     const [intr] = await waitInterruptions(srv, dep.id);
-    expect(intr).toMatchObject({ kind: 'guided-failure', stepName: 'Web', actionName: 'Flaky', machineId: ids['app-05'], machineName: 'app-05' });
+    expect(intr).toMatchObject({
+      kind: 'guided-failure',
+      stepName: 'Web',
+      actionName: 'Flaky',
+      machineId: ids['app-05'],
+      machineName: 'app-05',
+    });
     expect(intr.allowedResults).toEqual(['retry', 'skip', 'abort']);
     await srv.must('POST', `/api/interruptions/${intr.id}/submit`, { result: 'retry' });
     const d = await srv.waitDeployment(dep.id);
@@ -186,10 +273,18 @@ describe('guided failure', () => {
         name: 'Web',
         targetRoles: ['app'],
         windowSize: 2,
-        actions: [{ name: 'Maybe', type: 'script', script: 'touch ../gf-skip-$CUTTLE_MACHINE_NAME\ncase $CUTTLE_MACHINE_NAME in app-06|app-07) exit 1;; esac' }],
+        actions: [
+          {
+            name: 'Maybe',
+            type: 'script',
+            script: 'touch ../gf-skip-$CUTTLE_MACHINE_NAME\ncase $CUTTLE_MACHINE_NAME in app-06|app-07) exit 1;; esac',
+          },
+        ],
       },
     ]);
-    const dep = await startDeployment(srv, p.id, prod, { deployment: { specificMachineIds: ['app-06', 'app-07', 'app-08'].map((x) => ids[x]), guidedFailure: true } });
+    const dep = await startDeployment(srv, p.id, prod, {
+      deployment: { specificMachineIds: ['app-06', 'app-07', 'app-08'].map((x) => ids[x]), guidedFailure: true },
+    });
     const two = await waitInterruptions(srv, dep.id, 2);
     expect(two.map((i: any) => i.machineName).sort()).toEqual(['app-06', 'app-07']);
     // Both failed targets hold the window (2): app-08 waits.
@@ -203,14 +298,25 @@ describe('guided failure', () => {
     const d = await srv.waitDeployment(dep.id);
     expect(d.state).toBe('failed');
     expect(d.steps[0].state).toBe('failed');
-    expect(d.steps[0].targets.map((t: any) => `${t.machineName}:${t.state}`)).toEqual(['app-06:skipped', 'app-07:failed', 'app-08:success']);
+    expect(d.steps[0].targets.map((t: any) => `${t.machineName}:${t.state}`)).toEqual([
+      'app-06:skipped',
+      'app-07:failed',
+      'app-08:success',
+    ]);
   });
 });
 
 describe('rollout controls', () => {
   // A 30% window over 10 targets is 3: never more than 3 in flight, and 3 at some point; targets in name order.
   it('holds a percentage window over 10 targets', async () => {
-    const p = await createProject(srv, uniq('Percent'), [{ name: 'Roll', targetRoles: ['app'], windowSize: '30%', actions: [{ name: 'r', type: 'script', script: timed('pct', 0.6) }] }]);
+    const p = await createProject(srv, uniq('Percent'), [
+      {
+        name: 'Roll',
+        targetRoles: ['app'],
+        windowSize: '30%',
+        actions: [{ name: 'r', type: 'script', script: timed('pct', 0.6) }],
+      },
+    ]);
     const dep = await startDeployment(srv, p.id, prod);
     const d = await srv.waitDeployment(dep.id);
     expect(d.state).toBe('success');
@@ -220,7 +326,9 @@ describe('rollout controls', () => {
     expect(iv).toHaveLength(10);
     expect(maxOverlap(iv)).toBe(3);
     // Taken in name order: the leases were taken (and logged, in sequence) app-01, app-02, ... app-10.
-    const taken = (await srv.readLog(d.id)).map((e: any) => /^Roll on (\S+): lease taken/.exec(e.text)?.[1]).filter(Boolean);
+    const taken = (await srv.readLog(d.id))
+      .map((e: any) => /^Roll on (\S+): lease taken/.exec(e.text)?.[1])
+      .filter(Boolean);
     expect(taken).toEqual(fleet.names);
   });
 
@@ -232,10 +340,18 @@ describe('rollout controls', () => {
         targetRoles: ['app'],
         windowSize: 1,
         maxFailures: 1,
-        actions: [{ name: 'r', type: 'script', script: 'touch ../budget-$CUTTLE_MACHINE_NAME\ncase $CUTTLE_MACHINE_NAME in app-02|app-04) exit 1;; esac' }],
+        actions: [
+          {
+            name: 'r',
+            type: 'script',
+            script: 'touch ../budget-$CUTTLE_MACHINE_NAME\ncase $CUTTLE_MACHINE_NAME in app-02|app-04) exit 1;; esac',
+          },
+        ],
       },
     ]);
-    const d = await srv.waitDeployment((await startDeployment(srv, p.id, prod, only('app-01', 'app-02', 'app-03', 'app-04', 'app-05'))).id);
+    const d = await srv.waitDeployment(
+      (await startDeployment(srv, p.id, prod, only('app-01', 'app-02', 'app-03', 'app-04', 'app-05'))).id,
+    );
     expect(d.state).toBe('failed');
     expect(d.steps[0]).toMatchObject({ state: 'failed', maxFailures: 1 });
     expect(d.steps[0].targets.map((t: any) => t.state)).toEqual(['success', 'failed', 'success', 'failed', 'skipped']);
@@ -251,8 +367,24 @@ describe('timeouts, retries and cancel', () => {
       srv,
       uniq('Timeout'),
       [
-        { name: 'Own', targetRoles: ['app'], actions: [{ name: 'slow', type: 'script', timeoutSeconds: 2, script: 'sleep 30 & echo $! > ../timeout-child.pid\nwait' }] },
-        { name: 'Default', targetRoles: ['app'], condition: 'always', actions: [{ name: 'slower', type: 'script', script: 'sleep 30' }] },
+        {
+          name: 'Own',
+          targetRoles: ['app'],
+          actions: [
+            {
+              name: 'slow',
+              type: 'script',
+              timeoutSeconds: 2,
+              script: 'sleep 30 & echo $! > ../timeout-child.pid\nwait',
+            },
+          ],
+        },
+        {
+          name: 'Default',
+          targetRoles: ['app'],
+          condition: 'always',
+          actions: [{ name: 'slower', type: 'script', script: 'sleep 30' }],
+        },
       ],
       { defaultTimeoutSeconds: 1 },
     );
@@ -274,19 +406,36 @@ describe('timeouts, retries and cancel', () => {
       {
         name: 'Flaky',
         targetRoles: ['app'],
-        actions: [{ name: 'f', type: 'script', retries: 2, retryDelaySeconds: 1, script: 'echo try >> ../retry.log\nif [ ! -f ../retry.once ]; then touch ../retry.once; exit 7; fi' }],
+        actions: [
+          {
+            name: 'f',
+            type: 'script',
+            retries: 2,
+            retryDelaySeconds: 1,
+            script: 'echo try >> ../retry.log\nif [ ! -f ../retry.once ]; then touch ../retry.once; exit 7; fi',
+          },
+        ],
       },
     ]);
     const d = await srv.waitDeployment((await startDeployment(srv, p.id, prod, only('app-07'))).id);
     expect(d.state).toBe('success');
     expect(readFileSync(join(fleet.home('app-07'), 'retry.log'), 'utf8')).toBe('try\ntry\n');
-    expect((await srv.readLog(d.id)).some((e: any) => e.text === 'Action f failed (attempt 1 of 3); retrying in 1 s')).toBe(true);
+    expect(
+      (await srv.readLog(d.id)).some((e: any) => e.text === 'Action f failed (attempt 1 of 3); retrying in 1 s'),
+    ).toBe(true);
   });
 
   // Cancel stops new work at once, kills the running script's process group, and ends cancelled.
   it('cancels a deployment during a long script, leaving no script running', async () => {
     const p = await createProject(srv, uniq('Cancel'), [
-      { name: 'Long', targetRoles: ['app'], windowSize: 1, actions: [{ name: 'l', type: 'script', script: 'echo $$ > ../cancel-$CUTTLE_MACHINE_NAME.pid\nsleep 60 & wait' }] },
+      {
+        name: 'Long',
+        targetRoles: ['app'],
+        windowSize: 1,
+        actions: [
+          { name: 'l', type: 'script', script: 'echo $$ > ../cancel-$CUTTLE_MACHINE_NAME.pid\nsleep 60 & wait' },
+        ],
+      },
       { name: 'Later', targetRoles: ['app'], actions: [{ name: 'x', type: 'script', script: marker('cancel-later') }] },
     ]);
     const dep = await startDeployment(srv, p.id, prod, only('app-08', 'app-09'));
@@ -308,7 +457,9 @@ describe('timeouts, retries and cancel', () => {
 
   // Cancel while waiting on a manual intervention closes it and ends cancelled.
   it('closes pending interruptions on cancel', async () => {
-    const p = await createProject(srv, uniq('Cancel waiting'), [{ name: 'Approve', actions: [{ name: 'ok', type: 'manual-intervention', instructions: 'wait' }] }]);
+    const p = await createProject(srv, uniq('Cancel waiting'), [
+      { name: 'Approve', actions: [{ name: 'ok', type: 'manual-intervention', instructions: 'wait' }] },
+    ]);
     const dep = await startDeployment(srv, p.id, prod);
     const [intr] = await waitInterruptions(srv, dep.id);
     await srv.must('POST', `/api/deployments/${dep.id}/cancel`);
@@ -318,4 +469,3 @@ describe('timeouts, retries and cancel', () => {
     expect((await srv.request('POST', `/api/interruptions/${intr.id}/submit`, { result: 'proceed' })).status).toBe(409);
   });
 });
-

@@ -5,7 +5,17 @@
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { createProject, makeTarGz, startDeployment, startFleet, startServer, stopAll, waitOnline, type TestFleet, type TestServer } from './support/fixtures.js';
+import {
+  createProject,
+  makeTarGz,
+  startDeployment,
+  startFleet,
+  startServer,
+  stopAll,
+  waitOnline,
+  type TestFleet,
+  type TestServer,
+} from './support/fixtures.js';
 
 let srv: TestServer;
 let fleet: TestFleet;
@@ -18,7 +28,11 @@ beforeAll(async () => {
   srv = await startServer();
   prod = (await srv.must('POST', '/api/environments', { name: 'Prod' })).id;
   test = (await srv.must('POST', '/api/environments', { name: 'Test' })).id;
-  const { token } = await srv.must('POST', '/api/registration-tokens', { environmentIds: [prod, test], roles: ['web'], maxUses: 4 });
+  const { token } = await srv.must('POST', '/api/registration-tokens', {
+    environmentIds: [prod, test],
+    roles: ['web'],
+    maxUses: 4,
+  });
   fleet = startFleet(srv, { prefix: 'web', count: 4, roles: ['web'], environments: ['Prod', 'Test'], token });
   for (const m of await waitOnline(srv, fleet.names, 90_000)) ids[m.name] = m.id;
   // web-04 also has the role "db", for role-scoped variables and role targeting.
@@ -94,18 +108,35 @@ describe('variables', () => {
   // script while it runs); a client that sends the mask back keeps the stored value.
   it('masks sensitive values everywhere', async () => {
     const pkg = await makeTarGz(srv.dir, { 'deploy.sh': '#!/bin/bash\necho "installed into $PWD"\n' });
-    await srv.must('POST', '/api/packages/vars-app/1.0.0', undefined, [201], { raw: pkg, headers: { 'content-type': 'application/gzip' } });
+    await srv.must('POST', '/api/packages/vars-app/1.0.0', undefined, [201], {
+      raw: pkg,
+      headers: { 'content-type': 'application/gzip' },
+    });
     const p = await createProject(srv, uniq('Secrets'), [
       {
         name: 'Use',
         targetRoles: ['web'],
         actions: [
-          { name: 'Install', type: 'package', packageId: 'vars-app', script: 'echo "dir=#{Cuttle.Package.InstallationDirectory}"' },
-          { name: 'Leak', type: 'script', script: `echo "password is #{Db.Password}"\necho "#{Db.Password}" >&2\nprintf '%s' '#{Db.Password}' > ../secret-seen-by-script` },
+          {
+            name: 'Install',
+            type: 'package',
+            packageId: 'vars-app',
+            script: 'echo "dir=#{Cuttle.Package.InstallationDirectory}"',
+          },
+          {
+            name: 'Leak',
+            type: 'script',
+            script: `echo "password is #{Db.Password}"\necho "#{Db.Password}" >&2\nprintf '%s' '#{Db.Password}' > ../secret-seen-by-script`,
+          },
         ],
       },
     ]);
-    const put = await srv.must('PUT', `/api/projects/${p.id}/variables`, { variables: [{ name: 'Db.Password', value: SECRET, sensitive: true }, { name: 'Plain', value: 'visible' }] });
+    const put = await srv.must('PUT', `/api/projects/${p.id}/variables`, {
+      variables: [
+        { name: 'Db.Password', value: SECRET, sensitive: true },
+        { name: 'Plain', value: 'visible' },
+      ],
+    });
     expect(JSON.stringify(put)).not.toContain(SECRET);
     expect(put.variables[0].value).toBe('********');
     // Round trip: GET, change only the plain variable, PUT the masked secret back.
@@ -127,16 +158,29 @@ describe('variables', () => {
     expect(JSON.stringify(await srv.must('GET', `/api/deployments/${d.id}`))).not.toContain(SECRET);
     // Nothing the agent keeps (journal, identity, cache, work folders, temp scripts) holds the secret, except the
     // file this test's own script wrote on purpose.
-    const leaks = filesUnder(fleet.home('web-01')).filter((f) => !f.endsWith('secret-seen-by-script') && readFileSync(f).includes(SECRET));
+    const leaks = filesUnder(fleet.home('web-01')).filter(
+      (f) => !f.endsWith('secret-seen-by-script') && readFileSync(f).includes(SECRET),
+    );
     expect(leaks).toEqual([]);
   });
 
   // Invalid variables are refused naming the field.
   it('refuses invalid variables', async () => {
     const p = await srv.must('POST', '/api/projects', { name: uniq('Bad vars') });
-    const r = await srv.request('PUT', `/api/projects/${p.id}/variables`, { variables: [{ name: 'ok', value: 'x' }, { name: '1bad name', value: 'x' }, { name: 'Cuttle.Mine', value: 'x' }] });
+    const r = await srv.request('PUT', `/api/projects/${p.id}/variables`, {
+      variables: [
+        { name: 'ok', value: 'x' },
+        { name: '1bad name', value: 'x' },
+        { name: 'Cuttle.Mine', value: 'x' },
+      ],
+    });
     expect(r.status).toBe(400);
-    expect(r.body.message).toEqual(expect.arrayContaining([expect.stringMatching(/^variables\[1\]\.name must start with a letter/), expect.stringMatching(/^variables\[2\]\.name names starting with "Cuttle\." are reserved/)]));
+    expect(r.body.message).toEqual(
+      expect.arrayContaining([
+        expect.stringMatching(/^variables\[1\]\.name must start with a letter/),
+        expect.stringMatching(/^variables\[2\]\.name names starting with "Cuttle\." are reserved/),
+      ]),
+    );
   });
 });
 
@@ -148,8 +192,17 @@ describe('output variables', () => {
         name: 'Build',
         targetRoles: ['web'],
         actions: [
-          { name: 'Stamp', type: 'script', script: 'set_cuttle_variable BuildId "build-of-$CUTTLE_MACHINE_NAME"\nset_cuttle_variable Token "tok-$CUTTLE_MACHINE_NAME-secret" sensitive' },
-          { name: 'SameLease', type: 'script', script: 'echo "same lease: #{Cuttle.Action[Build.Stamp].Output.BuildId}"' },
+          {
+            name: 'Stamp',
+            type: 'script',
+            script:
+              'set_cuttle_variable BuildId "build-of-$CUTTLE_MACHINE_NAME"\nset_cuttle_variable Token "tok-$CUTTLE_MACHINE_NAME-secret" sensitive',
+          },
+          {
+            name: 'SameLease',
+            type: 'script',
+            script: 'echo "same lease: #{Cuttle.Action[Build.Stamp].Output.BuildId}"',
+          },
         ],
       },
       {
@@ -159,15 +212,26 @@ describe('output variables', () => {
           {
             name: 'Read',
             type: 'script',
-            script: 'echo "mine: #{Cuttle.Action[Build.Stamp].Output.BuildId}"\necho "web-01 says: #{Cuttle.Action[Build.Stamp].Output[web-01].BuildId}"\necho "token: #{Cuttle.Action[Build.Stamp].Output.Token}"',
+            script:
+              'echo "mine: #{Cuttle.Action[Build.Stamp].Output.BuildId}"\necho "web-01 says: #{Cuttle.Action[Build.Stamp].Output[web-01].BuildId}"\necho "token: #{Cuttle.Action[Build.Stamp].Output.Token}"',
           },
         ],
       },
     ]);
-    const d = await srv.waitDeployment((await startDeployment(srv, p.id, prod, { deployment: { specificMachineIds: [ids['web-01'], ids['web-02']] } })).id);
+    const d = await srv.waitDeployment(
+      (await startDeployment(srv, p.id, prod, { deployment: { specificMachineIds: [ids['web-01'], ids['web-02']] } }))
+        .id,
+    );
     expect(d.state).toBe('success');
     const log = await srv.readLog(d.id);
-    expect(lines(log, 'web-02')).toEqual(expect.arrayContaining(['same lease: build-of-web-02', 'mine: build-of-web-02', 'web-01 says: build-of-web-01', 'token: ********']));
+    expect(lines(log, 'web-02')).toEqual(
+      expect.arrayContaining([
+        'same lease: build-of-web-02',
+        'mine: build-of-web-02',
+        'web-01 says: build-of-web-01',
+        'token: ********',
+      ]),
+    );
     expect(lines(log, 'web-01')).toContain('mine: build-of-web-01');
     expect(JSON.stringify(log)).not.toContain('-secret');
   });
@@ -194,20 +258,38 @@ describe('action conditions, preview and machine selection', () => {
       },
       { name: 'Db', targetRoles: ['db'], actions: [{ name: 'Migrate', type: 'script', script: 'echo migrating' }] },
       { name: 'Cache', targetRoles: ['cache'], actions: [{ name: 'Flush', type: 'script', script: 'echo flush' }] },
-      { name: 'Rollback', targetRoles: ['web'], condition: 'failure', actions: [{ name: 'Undo', type: 'script', script: 'echo undo' }] },
+      {
+        name: 'Rollback',
+        targetRoles: ['web'],
+        condition: 'failure',
+        actions: [{ name: 'Undo', type: 'script', script: 'echo undo' }],
+      },
     ]);
     const hotfix = await srv.must('POST', `/api/projects/${p.id}/channels`, { name: 'Hotfix' });
     const proc = await srv.must('GET', `/api/projects/${p.id}/deployment-process`);
     proc.steps[0].actions[4].channelIds = ['Hotfix'];
     await srv.must('PUT', `/api/projects/${p.id}/deployment-process`, { version: proc.version, steps: proc.steps });
     const saved = await srv.must('GET', `/api/projects/${p.id}/deployment-process`);
-    expect([saved.steps[0].actions[1].environmentIds, saved.steps[0].actions[4].channelIds]).toEqual([[prod], [hotfix.id]]);
+    expect([saved.steps[0].actions[1].environmentIds, saved.steps[0].actions[4].channelIds]).toEqual([
+      [prod],
+      [hotfix.id],
+    ]);
     saved.steps[0].actions[1].environmentIds = ['Nowhere'];
-    const unknown = await srv.request('PUT', `/api/projects/${p.id}/deployment-process`, { version: saved.version, steps: saved.steps });
-    expect([unknown.status, unknown.body.code, unknown.body.message]).toEqual([400, 'unknown_reference', 'steps[0].actions[1].environmentIds names an unknown environment "Nowhere"']);
+    const unknown = await srv.request('PUT', `/api/projects/${p.id}/deployment-process`, {
+      version: saved.version,
+      steps: saved.steps,
+    });
+    expect([unknown.status, unknown.body.code, unknown.body.message]).toEqual([
+      400,
+      'unknown_reference',
+      'steps[0].actions[1].environmentIds names an unknown environment "Nowhere"',
+    ]);
     const rel = await srv.must('POST', '/api/releases', { projectId: p.id, version: '1.0.0' });
 
-    const preview = await srv.must('GET', `/api/deployments/preview?releaseId=${rel.id}&environmentId=${test}&excludedMachineIds=${ids['web-03']}`);
+    const preview = await srv.must(
+      'GET',
+      `/api/deployments/preview?releaseId=${rel.id}&environmentId=${test}&excludedMachineIds=${ids['web-03']}`,
+    );
     expect(preview.steps.map((s: any) => [s.name, s.willRun, s.skipReason])).toEqual([
       ['Web', true, undefined],
       ['Db', true, undefined],
@@ -228,21 +310,48 @@ describe('action conditions, preview and machine selection', () => {
     expect(bad.status).toBe(400);
     expect(bad.body.message).toBe('environmentId is required');
 
-    const d = await srv.waitDeployment((await srv.must('POST', '/api/deployments', { releaseId: rel.id, environmentId: test, excludedMachineIds: [ids['web-03']] })).id);
+    const d = await srv.waitDeployment(
+      (
+        await srv.must('POST', '/api/deployments', {
+          releaseId: rel.id,
+          environmentId: test,
+          excludedMachineIds: [ids['web-03']],
+        })
+      ).id,
+    );
     expect(d.state).toBe('success');
     expect(d.steps[0].targets.map((t: any) => t.machineName)).toEqual(['web-01', 'web-02', 'web-04']);
-    expect(d.steps[0].targets[0].actions.map((a: any) => a.state)).toEqual(['success', 'skipped', 'skipped', 'skipped', 'skipped']);
+    expect(d.steps[0].targets[0].actions.map((a: any) => a.state)).toEqual([
+      'success',
+      'skipped',
+      'skipped',
+      'skipped',
+      'skipped',
+    ]);
     expect(d.steps.map((s: any) => s.state)).toEqual(['success', 'success', 'skipped', 'skipped']);
     const log = await srv.readLog(d.id);
     const text = log.map((e: any) => e.text);
     expect(text).toContain('always-ran');
     for (const never of ['prod-only-ran', 'not-test-ran', 'off-ran', 'hotfix-ran']) expect(text).not.toContain(never);
-    expect(text).toEqual(expect.arrayContaining(['Action Off will be skipped: disabled', 'Action ProdOnly will be skipped: environment: limited to other environments']));
+    expect(text).toEqual(
+      expect.arrayContaining([
+        'Action Off will be skipped: disabled',
+        'Action ProdOnly will be skipped: environment: limited to other environments',
+      ]),
+    );
     expect(log.some((e: any) => e.machineId === ids['web-03'])).toBe(false);
 
     // The same process on the Hotfix channel in Prod runs the channel and Prod actions.
     const rel2 = await srv.must('POST', '/api/releases', { projectId: p.id, version: '1.0.1', channelId: hotfix.id });
-    const d2 = await srv.waitDeployment((await srv.must('POST', '/api/deployments', { releaseId: rel2.id, environmentId: prod, specificMachineIds: [ids['web-01']] })).id);
+    const d2 = await srv.waitDeployment(
+      (
+        await srv.must('POST', '/api/deployments', {
+          releaseId: rel2.id,
+          environmentId: prod,
+          specificMachineIds: [ids['web-01']],
+        })
+      ).id,
+    );
     expect(d2.state).toBe('success');
     const text2 = (await srv.readLog(d2.id)).map((e: any) => e.text);
     expect(text2).toEqual(expect.arrayContaining(['always-ran', 'prod-only-ran', 'not-test-ran', 'hotfix-ran']));
@@ -252,9 +361,15 @@ describe('action conditions, preview and machine selection', () => {
 
   // Bad machine selections are refused naming the field.
   it('refuses unknown machines in a selection', async () => {
-    const p = await createProject(srv, uniq('Select'), [{ name: 'S', targetRoles: ['web'], actions: [{ name: 'a', type: 'script', script: 'true' }] }]);
+    const p = await createProject(srv, uniq('Select'), [
+      { name: 'S', targetRoles: ['web'], actions: [{ name: 'a', type: 'script', script: 'true' }] },
+    ]);
     const rel = await srv.must('POST', '/api/releases', { projectId: p.id, version: '1' });
-    const r = await srv.request('POST', '/api/deployments', { releaseId: rel.id, environmentId: prod, specificMachineIds: ['nope'] });
+    const r = await srv.request('POST', '/api/deployments', {
+      releaseId: rel.id,
+      environmentId: prod,
+      specificMachineIds: ['nope'],
+    });
     expect(r.status).toBe(400);
     expect(r.body.message).toBe('specificMachineIds names an unknown machine "nope"');
   });

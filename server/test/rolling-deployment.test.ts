@@ -7,7 +7,16 @@ import { connect } from 'node:tls';
 import { join } from 'node:path';
 import { generateKeyPairSync } from 'node:crypto';
 import forge from 'node-forge';
-import { makeTarGz, maxOverlap, startAgent, startServer, stopAll, waitOnline, type TestAgent, type TestServer } from './support/fixtures.js';
+import {
+  makeTarGz,
+  maxOverlap,
+  startAgent,
+  startServer,
+  stopAll,
+  waitOnline,
+  type TestAgent,
+  type TestServer,
+} from './support/fixtures.js';
 
 let srv: TestServer;
 let agents: TestAgent[];
@@ -17,7 +26,11 @@ const NAMES = ['web-01', 'web-02', 'web-03', 'web-04'];
 beforeAll(async () => {
   srv = await startServer();
   envId = (await srv.must('POST', '/api/environments', { name: 'Test' })).id;
-  const { token } = await srv.must('POST', '/api/registration-tokens', { environmentIds: [envId], roles: ['web'], maxUses: 4 });
+  const { token } = await srv.must('POST', '/api/registration-tokens', {
+    environmentIds: [envId],
+    roles: ['web'],
+    maxUses: 4,
+  });
   agents = NAMES.map((name) => startAgent(srv, { name, roles: ['web'], environments: ['Test'], token }));
   await waitOnline(srv, NAMES);
 }, 120_000);
@@ -66,7 +79,10 @@ describe('a rolling deployment to four agents', () => {
       'deploy.sh': '#!/bin/bash\nset -e\necho "deploy.sh ran in $PWD on $CUTTLE_MACHINE_NAME"\ntouch deployed.marker\n',
       'site/index.html': '<h1>hello from cuttle</h1>\n',
     });
-    const up = await srv.must('POST', '/api/packages/site/1.0.0', undefined, [201], { raw: pkg, headers: { 'content-type': 'application/gzip' } });
+    const up = await srv.must('POST', '/api/packages/site/1.0.0', undefined, [201], {
+      raw: pkg,
+      headers: { 'content-type': 'application/gzip' },
+    });
     expect(up.sha256).toMatch(/^[a-f0-9]{64}$/);
     expect(up.sizeBytes).toBe(pkg.length);
 
@@ -112,12 +128,25 @@ describe('a rolling deployment to four agents', () => {
     expect(log.map((e: any) => e.seq)).toEqual(log.map((_: unknown, i: number) => i + 1));
     for (const name of NAMES) {
       const machineId = d.steps[0].targets.find((t: any) => t.machineName === name).machineId;
-      const lines = log.filter((e: any) => e.machineId === machineId && /^(First|Second) on /.test(e.text)).map((e: any) => e.text);
+      const lines = log
+        .filter((e: any) => e.machineId === machineId && /^(First|Second) on /.test(e.text))
+        .map((e: any) => e.text);
       expect(lines).toEqual([`First on ${name}`, `Second on ${name}`]);
-      expect(log.some((e: any) => e.machineId === machineId && e.text === `deploy.sh ran in ${join(agents[NAMES.indexOf(name)].workDir, 'site', '1.0.0')} on ${name}`)).toBe(true);
+      expect(
+        log.some(
+          (e: any) =>
+            e.machineId === machineId &&
+            e.text === `deploy.sh ran in ${join(agents[NAMES.indexOf(name)].workDir, 'site', '1.0.0')} on ${name}`,
+        ),
+      ).toBe(true);
       // The package step's targets were next in line while the first step ran: their agents fetched and unpacked
       // the package ahead (package.prefetch), so the lease found it ready, and no staging folder is left over.
-      expect(log.some((e: any) => e.machineId === machineId && /^Extracted site 1\.0\.0 to .* \(unpacked ahead of the lease\)$/.test(e.text))).toBe(true);
+      expect(
+        log.some(
+          (e: any) =>
+            e.machineId === machineId && /^Extracted site 1\.0\.0 to .* \(unpacked ahead of the lease\)$/.test(e.text),
+        ),
+      ).toBe(true);
       expect(readdirSync(join(agents[NAMES.indexOf(name)].workDir, 'site'))).toEqual(['1.0.0']);
     }
     // The log API pages by cursor: reading after the last seq returns nothing new.
@@ -141,12 +170,20 @@ describe('a rolling deployment to four agents', () => {
         targetRoles: ['web'],
         windowSize: 4,
         // Every target ends at the same moment, so their results arrive at once.
-        actions: [{ name: 'Wait', type: 'script', script: `while [ "$(date +%s%3N)" -lt ${deadline} ]; do sleep 0.01; done\necho "last line on $CUTTLE_MACHINE_NAME"` }],
+        actions: [
+          {
+            name: 'Wait',
+            type: 'script',
+            script: `while [ "$(date +%s%3N)" -lt ${deadline} ]; do sleep 0.01; done\necho "last line on $CUTTLE_MACHINE_NAME"`,
+          },
+        ],
       },
     ]);
     const d = await deploy(p.id, '1.0.0');
     expect(d.state).toBe('success');
-    expect(d.steps[0].targets.map((t: any) => `${t.machineName}:${t.state}:${t.actions[0].state}:${t.actions[0].exitCode}`)).toEqual(NAMES.map((n) => `${n}:success:success:0`));
+    expect(
+      d.steps[0].targets.map((t: any) => `${t.machineName}:${t.state}:${t.actions[0].state}:${t.actions[0].exitCode}`),
+    ).toEqual(NAMES.map((n) => `${n}:success:success:0`));
     const log = await srv.readLog(d.id);
     expect(log.map((e: any) => e.seq)).toEqual(log.map((_: unknown, i: number) => i + 1));
     for (const name of NAMES) {
@@ -167,14 +204,30 @@ describe('a rolling deployment to four agents', () => {
         name: 'Web',
         targetRoles: ['web'],
         windowSize: 1,
-        actions: [{ name: 'Maybe', type: 'script', script: 'echo "running on $CUTTLE_MACHINE_NAME"\nif [ "$CUTTLE_MACHINE_NAME" = web-02 ]; then echo broken >&2; exit 3; fi' }],
+        actions: [
+          {
+            name: 'Maybe',
+            type: 'script',
+            script:
+              'echo "running on $CUTTLE_MACHINE_NAME"\nif [ "$CUTTLE_MACHINE_NAME" = web-02 ]; then echo broken >&2; exit 3; fi',
+          },
+        ],
       },
-      { name: 'After', targetRoles: ['web'], actions: [{ name: 'Never', type: 'script', script: 'touch ../after-ran' }] },
+      {
+        name: 'After',
+        targetRoles: ['web'],
+        actions: [{ name: 'Never', type: 'script', script: 'touch ../after-ran' }],
+      },
     ]);
     const d = await deploy(p.id, '1.0.0');
     expect(d.state).toBe('failed');
     expect(d.steps[0].state).toBe('failed');
-    expect(d.steps[0].targets.map((t: any) => `${t.machineName}:${t.state}`)).toEqual(['web-01:success', 'web-02:failed', 'web-03:skipped', 'web-04:skipped']);
+    expect(d.steps[0].targets.map((t: any) => `${t.machineName}:${t.state}`)).toEqual([
+      'web-01:success',
+      'web-02:failed',
+      'web-03:skipped',
+      'web-04:skipped',
+    ]);
     expect(d.steps[0].targets[1].actions[0]).toEqual({ name: 'Maybe', state: 'failed', exitCode: 3 });
     expect(d.steps[1].state).toBe('skipped');
     expect(agents.some((a) => existsSync(join(a.home, 'after-ran')))).toBe(false);
@@ -201,10 +254,13 @@ describe('machine health', () => {
 describe('the agent port', () => {
   const handshake = (opts: Record<string, unknown>) =>
     new Promise<{ ok: boolean; error?: string }>((resolve) => {
-      const s = connect({ host: '127.0.0.1', port: srv.agentPort, ca: srv.ca, servername: 'localhost', ...opts }, () => {
-        // TLS 1.3 reports a refused client certificate after the handshake: wait for the server's verdict.
-        s.write('GET /packages/' + '0'.repeat(64) + ' HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
-      });
+      const s = connect(
+        { host: '127.0.0.1', port: srv.agentPort, ca: srv.ca, servername: 'localhost', ...opts },
+        () => {
+          // TLS 1.3 reports a refused client certificate after the handshake: wait for the server's verdict.
+          s.write('GET /packages/' + '0'.repeat(64) + ' HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n');
+        },
+      );
       let data = '';
       s.on('data', (c) => (data += c.toString()));
       s.on('error', (e) => resolve({ ok: false, error: e.message }));
@@ -224,7 +280,11 @@ describe('the agent port', () => {
   // A certificate from another CA carrying a registered machine's name is refused: trust is the CA plus the
   // fingerprint, never the CN.
   it('refuses a certificate from another CA with a known name', async () => {
-    const keys = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+    const keys = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    });
     const cert = forge.pki.createCertificate();
     cert.publicKey = forge.pki.publicKeyFromPem(keys.publicKey);
     cert.serialNumber = '01';
@@ -240,7 +300,10 @@ describe('the agent port', () => {
   // The real agent's certificate does get in: the refusals above are about trust, not a broken port.
   it('accepts a registered agent certificate', async () => {
     const home = agents[0].home;
-    const r = await handshake({ key: readFileSync(join(home, 'agent.key')), cert: readFileSync(join(home, 'agent.crt')) });
+    const r = await handshake({
+      key: readFileSync(join(home, 'agent.key')),
+      cert: readFileSync(join(home, 'agent.crt')),
+    });
     expect(r).toEqual({ ok: true, error: 'HTTP/1.1 404 Not Found' });
   });
 });
@@ -250,17 +313,31 @@ describe('registration tokens and bad input', () => {
   it('refuses a used-up token', async () => {
     const { token } = await srv.must('POST', '/api/registration-tokens', { environmentIds: [envId], maxUses: 1 });
     const csr = () => {
-      const k = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+      const k = generateKeyPairSync('rsa', {
+        modulusLength: 2048,
+        publicKeyEncoding: { type: 'spki', format: 'pem' },
+        privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+      });
       const c = forge.pki.createCertificationRequest();
       c.publicKey = forge.pki.publicKeyFromPem(k.publicKey);
       c.setSubject([{ name: 'commonName', value: 'x' }]);
       c.sign(forge.pki.privateKeyFromPem(k.privateKey), forge.md.sha256.create());
       return forge.pki.certificationRequestToPem(c);
     };
-    const first = await srv.request('POST', '/api/agents/register', { token, name: 'one-shot', roles: [], csr: csr() }, { key: null });
+    const first = await srv.request(
+      'POST',
+      '/api/agents/register',
+      { token, name: 'one-shot', roles: [], csr: csr() },
+      { key: null },
+    );
     expect(first.status).toBe(201);
     expect(first.body.certificate).toContain('BEGIN CERTIFICATE');
-    const second = await srv.request('POST', '/api/agents/register', { token, name: 'two-shot', roles: [], csr: csr() }, { key: null });
+    const second = await srv.request(
+      'POST',
+      '/api/agents/register',
+      { token, name: 'two-shot', roles: [], csr: csr() },
+      { key: null },
+    );
     expect(second.status).toBe(401);
     expect(second.body.message).toMatch(/used up/);
     await srv.must('DELETE', `/api/machines/${first.body.machineId}`);
@@ -271,10 +348,18 @@ describe('registration tokens and bad input', () => {
     const p = await srv.must('POST', '/api/projects', { name: 'Invalid' });
     const r = await srv.request('PUT', `/api/projects/${p.id}/deployment-process`, {
       version: 1,
-      steps: [{ name: 'A', targetRoles: ['web'], actions: [{ name: 'x', type: 'script', script: 'true' }] }, { name: 'B', targetRoles: ['web'], windowSize: 'lots', actions: [] }],
+      steps: [
+        { name: 'A', targetRoles: ['web'], actions: [{ name: 'x', type: 'script', script: 'true' }] },
+        { name: 'B', targetRoles: ['web'], windowSize: 'lots', actions: [] },
+      ],
     });
     expect(r.status).toBe(400);
-    expect(r.body.message).toEqual(expect.arrayContaining([expect.stringContaining('steps[1].windowSize must be a positive integer or a percentage'), expect.stringContaining('steps[1].actions')]));
+    expect(r.body.message).toEqual(
+      expect.arrayContaining([
+        expect.stringContaining('steps[1].windowSize must be a positive integer or a percentage'),
+        expect.stringContaining('steps[1].actions'),
+      ]),
+    );
     expect((await srv.must('GET', `/api/projects/${p.id}/deployment-process`)).steps).toEqual([]);
   });
 
@@ -286,7 +371,10 @@ describe('registration tokens and bad input', () => {
     mkdirSync(join(d, 'a'));
     writeFileSync(join(d, 'evil.txt'), 'x');
     await tar.c({ gzip: true, file: join(d, 'evil.tar.gz'), cwd: join(d, 'a'), preservePaths: true }, ['../evil.txt']);
-    const r = await srv.request('POST', '/api/packages/evil/1.0.0', undefined, { raw: readFileSync(join(d, 'evil.tar.gz')), headers: { 'content-type': 'application/gzip' } });
+    const r = await srv.request('POST', '/api/packages/evil/1.0.0', undefined, {
+      raw: readFileSync(join(d, 'evil.tar.gz')),
+      headers: { 'content-type': 'application/gzip' },
+    });
     expect(r.status).toBe(400);
     expect(r.body.message).toMatch(/escapes the package folder/);
     expect((await srv.must('GET', '/api/packages')).some((x: any) => x.packageId === 'evil')).toBe(false);

@@ -5,7 +5,16 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { certificateFingerprint } from '#shared/pki/index.js';
-import { freePort, runServerExpectingExit, startAgent, startServer, stopAll, waitFor, waitOnline, type TestServer } from './support/fixtures.js';
+import {
+  freePort,
+  runServerExpectingExit,
+  startAgent,
+  startServer,
+  stopAll,
+  waitFor,
+  waitOnline,
+  type TestServer,
+} from './support/fixtures.js';
 
 afterAll(() => stopAll());
 
@@ -31,7 +40,12 @@ describe('a server restarted on its data folder', () => {
   it('refuses a second server on the same folder', async () => {
     srv = await startServer();
     if (process.env.DATABASE_URL) return; // the lock guards the embedded database only
-    const r = await runServerExpectingExit({ CUTTLE_HOME: srv.home, CUTTLE_PORT: String(await freePort()), CUTTLE_AGENT_PORT: String(await freePort()), DATABASE_URL: '' });
+    const r = await runServerExpectingExit({
+      CUTTLE_HOME: srv.home,
+      CUTTLE_PORT: String(await freePort()),
+      CUTTLE_AGENT_PORT: String(await freePort()),
+      DATABASE_URL: '',
+    });
     expect(r.code).toBe(1);
     expect(r.output).toMatch(/in use by another Cuttle server \(pid \d+\)/);
     expect((await srv.request('GET', '/api/health', undefined, { key: null })).status).toBe(200);
@@ -51,11 +65,21 @@ describe('a server restarted on its data folder', () => {
     expect(certificateFingerprint(srv.ca)).toBe(caBefore);
     expect((await srv.must('GET', '/api/environments')).map((e: any) => e.name)).toContain('Restart');
     const machines = await waitOnline(srv, ['app-01'], 60_000);
-    expect(machines.find((m: any) => m.name === 'app-01')).toMatchObject({ roles: ['app'], environmentIds: [env.id], agentVersion: '0.1.0', disabled: false });
+    expect(machines.find((m: any) => m.name === 'app-01')).toMatchObject({
+      roles: ['app'],
+      environmentIds: [env.id],
+      agentVersion: '0.1.0',
+      disabled: false,
+    });
     expect(readFileSync(join(agent.home, 'agent.crt'), 'utf8')).toContain('BEGIN CERTIFICATE');
 
     const p = await srv.must('POST', '/api/projects', { name: 'After restart' });
-    await srv.must('PUT', `/api/projects/${p.id}/deployment-process`, { version: 1, steps: [{ name: 'Hello', targetRoles: ['app'], actions: [{ name: 'Say', type: 'script', script: 'echo still here' }] }] });
+    await srv.must('PUT', `/api/projects/${p.id}/deployment-process`, {
+      version: 1,
+      steps: [
+        { name: 'Hello', targetRoles: ['app'], actions: [{ name: 'Say', type: 'script', script: 'echo still here' }] },
+      ],
+    });
     const rel = await srv.must('POST', '/api/releases', { projectId: p.id, version: '1' });
     const dep = await srv.must('POST', '/api/deployments', { releaseId: rel.id, environmentId: env.id });
     const done = await srv.waitDeployment(dep.id);
@@ -63,7 +87,11 @@ describe('a server restarted on its data folder', () => {
     expect((await srv.readLog(dep.id)).some((e: any) => e.text === 'still here')).toBe(true);
 
     await agent.stop();
-    await waitFor('app-01 offline', async () => (await srv.must('GET', '/api/machines')).find((m: any) => m.name === 'app-01').status === 'offline', 30_000);
+    await waitFor(
+      'app-01 offline',
+      async () => (await srv.must('GET', '/api/machines')).find((m: any) => m.name === 'app-01').status === 'offline',
+      30_000,
+    );
     await srv.stop();
   });
 });

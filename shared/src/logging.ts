@@ -7,10 +7,18 @@ import winston from 'winston';
 
 export type LogFormat = 'json' | 'pretty';
 
-export function createLogger(o: { level: string; format: LogFormat; defaultMeta?: Record<string, unknown> }): winston.Logger {
+export function createLogger(o: {
+  level: string;
+  format: LogFormat;
+  defaultMeta?: Record<string, unknown>;
+}): winston.Logger {
   const fmt =
     o.format === 'json'
-      ? winston.format.combine(winston.format.timestamp(), winston.format.errors({ stack: true }), winston.format.json())
+      ? winston.format.combine(
+          winston.format.timestamp(),
+          winston.format.errors({ stack: true }),
+          winston.format.json(),
+        )
       : winston.format.combine(
           winston.format.timestamp({ format: 'HH:mm:ss.SSS' }),
           winston.format.errors({ stack: true }),

@@ -4,7 +4,15 @@
  * at once keeps backing off instead of hammering the server.
  */
 import { io, type Socket } from 'socket.io-client';
-import { AGENT_EVENT, fitAgentMessage, parseServerMessage, SERVER_EVENT, type AgentMessage, type ServerMessage, type ServerMessageOf } from '#shared/protocol/index.js';
+import {
+  AGENT_EVENT,
+  fitAgentMessage,
+  parseServerMessage,
+  SERVER_EVENT,
+  type AgentMessage,
+  type ServerMessage,
+  type ServerMessageOf,
+} from '#shared/protocol/index.js';
 import { backoffDelay, classify, FatalAgentError } from '../errors.js';
 import type { Identity } from '../identity.js';
 import type { AgentLogger } from '../logger.js';
@@ -84,7 +92,11 @@ export class AgentConnection {
       if (m.type === 'welcome') {
         this.welcomed = true;
         this.attempt = 0;
-        this.log.info('connected to server', { url: this.id.agentUrl, machineId: m.machineId, serverVersion: m.serverVersion });
+        this.log.info('connected to server', {
+          url: this.id.agentUrl,
+          machineId: m.machineId,
+          serverVersion: m.serverVersion,
+        });
         this.h.onWelcome(m);
         return;
       }
@@ -113,7 +125,10 @@ export class AgentConnection {
     const { cls, hint } = classify(err);
     if (cls === 'fatal') return this.fatal(new FatalAgentError(`${err.message}: ${hint}`));
     const delay = backoffDelay(this.attempt++);
-    this.log.warn(`cannot reach server (${err.message}); retrying in ${(delay / 1000).toFixed(1)} s`, { hint, attempt: this.attempt });
+    this.log.warn(`cannot reach server (${err.message}); retrying in ${(delay / 1000).toFixed(1)} s`, {
+      hint,
+      attempt: this.attempt,
+    });
     if (this.timer) clearTimeout(this.timer);
     this.timer = setTimeout(() => this.connect(), delay);
   }

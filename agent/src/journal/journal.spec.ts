@@ -27,7 +27,12 @@ describe('Journal', () => {
     j.write(rec('a', 'finished', 3));
     j.write(rec('b', 'running'));
     const again = new Journal(dir);
-    expect(again.all().sort((x, y) => x.leaseId.localeCompare(y.leaseId)).map((r) => [r.leaseId, r.state, r.lastLogSeq])).toEqual([
+    expect(
+      again
+        .all()
+        .sort((x, y) => x.leaseId.localeCompare(y.leaseId))
+        .map((r) => [r.leaseId, r.state, r.lastLogSeq]),
+    ).toEqual([
       ['a', 'finished', 3],
       ['b', 'running', 0],
     ]);
@@ -88,12 +93,20 @@ describe('Journal', () => {
 
   // An agent upgraded with leases in flight still finds what the earlier layouts journaled.
   it('folds records and lines of the earlier layouts into the journal', () => {
-    writeFileSync(join(dir, 'mid.jsonl'), `\n${JSON.stringify({ r: rec('mid', 'finished', 1) })}\n\n${JSON.stringify({ l: [line(1)] })}\n`);
+    writeFileSync(
+      join(dir, 'mid.jsonl'),
+      `\n${JSON.stringify({ r: rec('mid', 'finished', 1) })}\n\n${JSON.stringify({ l: [line(1)] })}\n`,
+    );
     writeFileSync(join(dir, 'old.json'), JSON.stringify(rec('old', 'running', 1)));
     writeFileSync(join(dir, 'old.log'), JSON.stringify(line(1)) + '\n');
     const j = new Journal(dir);
     expect(readdirSync(dir)).toEqual(['journal.jsonl']);
-    expect(j.all().map((r) => r.leaseId).sort()).toEqual(['mid', 'old']);
+    expect(
+      j
+        .all()
+        .map((r) => r.leaseId)
+        .sort(),
+    ).toEqual(['mid', 'old']);
     expect(j.readLog('mid').map((l) => l.seq)).toEqual([1]);
     j.appendLog('old', [line(2)]);
     j.write(rec('old', 'finished', 2));

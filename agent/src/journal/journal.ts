@@ -13,7 +13,18 @@
  * Journals of the earlier layouts (`<leaseId>.json` and `<leaseId>.log`, or `<leaseId>.jsonl`) are read at start
  * and folded into the file.
  */
-import { appendFileSync, existsSync, mkdirSync, readdirSync, readFileSync, renameSync, rmSync, statSync, truncateSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  existsSync,
+  mkdirSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  truncateSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import type { AgentMessageOf, LogLine } from '#shared/protocol/index.js';
 
@@ -112,7 +123,12 @@ export class Journal {
   /** Rewrites the file with the live leases' records and lines only (atomically: temp file, then rename). */
   private compact() {
     const { records, lines } = this.scan();
-    const text = [...records.values()].map((r) => `${JSON.stringify({ r })}\n${lines.has(r.leaseId) ? JSON.stringify({ i: r.leaseId, l: lines.get(r.leaseId) }) + '\n' : ''}`).join('');
+    const text = [...records.values()]
+      .map(
+        (r) =>
+          `${JSON.stringify({ r })}\n${lines.has(r.leaseId) ? JSON.stringify({ i: r.leaseId, l: lines.get(r.leaseId) }) + '\n' : ''}`,
+      )
+      .join('');
     writeFileSync(this.file + '.tmp', text, { mode: 0o600 });
     renameSync(this.file + '.tmp', this.file);
     this.bytes = Buffer.byteLength(text);

@@ -58,7 +58,10 @@ describe('lease manager', () => {
     });
     lm.offer(offer('l0', 'true'));
     expect(scriptsAtAccept).toEqual([expect.stringMatching(/^script-.*\.sh$/)]);
-    expect(sent.slice(0, 2).map((m) => (m.type === 'lease.action' ? `${m.type} ${m.state}` : m.type))).toEqual(['lease.accepted', 'lease.action running']);
+    expect(sent.slice(0, 2).map((m) => (m.type === 'lease.action' ? `${m.type} ${m.state}` : m.type))).toEqual([
+      'lease.accepted',
+      'lease.action running',
+    ]);
     await waitFor(() => sent.some((m) => m.type === 'lease.result'));
     rmSync(dir, { recursive: true, force: true });
   });
@@ -108,11 +111,19 @@ describe('lease manager', () => {
     again.lm.restore();
     expect(again.lm.helloLeases()).toEqual([{ leaseId: 'l2', state: 'finished' }]);
     again.lm.onConnected();
-    const lines = again.sent.filter((m) => m.type === 'lease.log').flatMap((m) => (m.type === 'lease.log' ? m.lines : []));
-    expect(lines.map((l) => l.text)).toEqual(expect.arrayContaining(['before', 'The agent restarted while this target was running: its result is unknown']));
+    const lines = again.sent
+      .filter((m) => m.type === 'lease.log')
+      .flatMap((m) => (m.type === 'lease.log' ? m.lines : []));
+    expect(lines.map((l) => l.text)).toEqual(
+      expect.arrayContaining(['before', 'The agent restarted while this target was running: its result is unknown']),
+    );
     expect(lines.map((l) => l.seq)).toEqual(lines.map((_, i) => i + 1));
     const result = again.sent.find((m) => m.type === 'lease.result');
-    expect(result).toMatchObject({ state: 'failed', error: 'unknown result: the agent restarted while this target was running', lastLogSeq: lines.length });
+    expect(result).toMatchObject({
+      state: 'failed',
+      error: 'unknown result: the agent restarted while this target was running',
+      lastLogSeq: lines.length,
+    });
     again.lm.offer(offer('l2', 'echo must-not-run > rerun.txt'));
     expect(() => readFileSync(join(dir, 'rerun.txt'))).toThrow();
     await lm.stop();

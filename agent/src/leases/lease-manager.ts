@@ -6,7 +6,17 @@
  */
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
-import { clampLogText, LIMITS, splitLines, type AgentMessage, type LeaseAction, type LeaseOffer, type LogLevel, type LogLine, type ServerMessageOf } from '#shared/protocol/index.js';
+import {
+  clampLogText,
+  LIMITS,
+  splitLines,
+  type AgentMessage,
+  type LeaseAction,
+  type LeaseOffer,
+  type LogLevel,
+  type LogLine,
+  type ServerMessageOf,
+} from '#shared/protocol/index.js';
 import { maskSecrets, outputName, parseServiceMessage, SCRIPT_PRELUDE, substitute } from '#shared/variables/index.js';
 import type { AgentLogger } from '../logger.js';
 import { Journal, type JournalRecord, type LeaseResult } from '../journal/journal.js';
@@ -21,7 +31,12 @@ const MAX_LINES_PER_MESSAGE = 1_000;
 const HIGH_WATER = 20_000;
 const LOW_WATER = 5_000;
 
-type ActionOutcome = { state: 'success' | 'failed' | 'cancelled'; exitCode: number | null; error?: string; failureKind?: 'script' | 'timeout' };
+type ActionOutcome = {
+  state: 'success' | 'failed' | 'cancelled';
+  exitCode: number | null;
+  error?: string;
+  failureKind?: 'script' | 'timeout';
+};
 
 interface ActiveLease {
   record: JournalRecord;
@@ -80,7 +95,10 @@ export class LeaseManager {
   /** This target is next in line: get its packages ready before its lease comes (see `package.prefetch`). */
   prefetch(m: ServerMessageOf<'package.prefetch'>) {
     if (this.stopping) return;
-    this.d.logger.debug('prefetching packages', { deploymentId: m.deploymentId, packages: m.packages.map((p) => `${p.packageId}@${p.version}`) });
+    this.d.logger.debug('prefetching packages', {
+      deploymentId: m.deploymentId,
+      packages: m.packages.map((p) => `${p.packageId}@${p.version}`),
+    });
     this.installer.prefetch(m.packages);
   }
 
@@ -112,11 +130,24 @@ export class LeaseManager {
       const unacked = this.d.journal.readLog(rec.leaseId);
       rec.lastLogSeq = Math.max(rec.lastLogSeq, ...unacked.map((l) => l.seq));
       if (rec.result) rec.result.lastLogSeq = Math.max(rec.result.lastLogSeq, rec.lastLogSeq);
-      const lease: ActiveLease = { record: rec, vars: new Map(), secrets: new Set(), unsent: [], unacked, abort: new AbortController(), drained: [] };
+      const lease: ActiveLease = {
+        record: rec,
+        vars: new Map(),
+        secrets: new Set(),
+        unsent: [],
+        unacked,
+        abort: new AbortController(),
+        drained: [],
+      };
       this.leases.set(rec.leaseId, lease);
       if (interrupted) {
         // Journaled, not sent: restore runs before any connection; onConnected sends what is unacknowledged.
-        const line = { seq: ++rec.lastLogSeq, at: new Date().toISOString(), level: 'error' as const, text: 'The agent restarted while this target was running: its result is unknown' };
+        const line = {
+          seq: ++rec.lastLogSeq,
+          at: new Date().toISOString(),
+          level: 'error' as const,
+          text: 'The agent restarted while this target was running: its result is unknown',
+        };
         this.d.journal.appendLog(rec.leaseId, [line]);
         unacked.push(line);
         rec.result!.lastLogSeq = rec.lastLogSeq;
@@ -136,7 +167,8 @@ export class LeaseManager {
   /** After (re)connecting: resend what the server may not have: unacknowledged log lines first, then results. */
   onConnected() {
     for (const l of this.leases.values()) {
-      for (const lines of splitLines(l.unacked, MAX_LINES_PER_MESSAGE)) this.d.send({ type: 'lease.log', leaseId: l.record.leaseId, lines });
+      for (const lines of splitLines(l.unacked, MAX_LINES_PER_MESSAGE))
+        this.d.send({ type: 'lease.log', leaseId: l.record.leaseId, lines });
       this.flush(l);
       if (l.record.state === 'finished' && l.record.result) this.d.send(l.record.result);
     }
@@ -183,7 +215,11 @@ export class LeaseManager {
     }
     this.d.send({ type: 'lease.accepted', leaseId: o.leaseId });
     for (const m of held) this.d.send(m);
-    this.d.logger.info('lease accepted', { leaseId: o.leaseId, step: o.stepName, actions: o.actions.map((a) => a.name) });
+    this.d.logger.info('lease accepted', {
+      leaseId: o.leaseId,
+      step: o.stepName,
+      actions: o.actions.map((a) => a.name),
+    });
   }
 
   private send(m: AgentMessage) {
@@ -235,7 +271,13 @@ export class LeaseManager {
   private line(l: ActiveLease, level: LogLevel, text: string, actionIndex?: number) {
     l.record.lastLogSeq += 1;
     const masked = l.secrets.size ? maskSecrets(text, l.secrets) : text;
-    l.unsent.push({ seq: l.record.lastLogSeq, at: new Date().toISOString(), level, text: clampLogText(masked), ...(actionIndex !== undefined ? { actionIndex } : {}) });
+    l.unsent.push({
+      seq: l.record.lastLogSeq,
+      at: new Date().toISOString(),
+      level,
+      text: clampLogText(masked),
+      ...(actionIndex !== undefined ? { actionIndex } : {}),
+    });
     if (l.unsent.length >= MAX_LINES_PER_MESSAGE) this.flush(l);
     else l.flushTimer ??= setTimeout(() => this.flush(l), FLUSH_MS);
   }
@@ -280,24 +322,53 @@ export class LeaseManager {
         outcome = { state: 'cancelled', exitCode: null, error: 'cancelled' };
         break;
       }
-      this.send({ type: 'lease.action', leaseId: o.leaseId, actionIndex: action.index, state: 'running', at: new Date().toISOString() });
+      this.send({
+        type: 'lease.action',
+        leaseId: o.leaseId,
+        actionIndex: action.index,
+        state: 'running',
+        at: new Date().toISOString(),
+      });
       this.line(l, 'info', `Running ${action.type} action ${action.name}`, action.index);
       let r: ActionOutcome;
       for (let attempt = 1; ; attempt++) {
-        r = await this.runAction(l, o, action).catch((e): ActionOutcome => ({ state: 'failed', exitCode: null, error: (e as Error).message }));
-        if (r.state === 'cancelled' && this.stopping) r = { state: 'failed', exitCode: r.exitCode, error: 'the agent was stopped while this action ran' };
+        r = await this.runAction(l, o, action).catch((e): ActionOutcome => ({
+          state: 'failed',
+          exitCode: null,
+          error: (e as Error).message,
+        }));
+        if (r.state === 'cancelled' && this.stopping)
+          r = { state: 'failed', exitCode: r.exitCode, error: 'the agent was stopped while this action ran' };
         if (r.state !== 'failed' || attempt > action.retries || l.abort.signal.aborted) break;
         if (r.error) this.line(l, 'error', r.error, action.index);
-        this.line(l, 'warn', `Action ${action.name} failed (attempt ${attempt} of ${action.retries + 1}); retrying in ${action.retryDelaySeconds} s`, action.index);
+        this.line(
+          l,
+          'warn',
+          `Action ${action.name} failed (attempt ${attempt} of ${action.retries + 1}); retrying in ${action.retryDelaySeconds} s`,
+          action.index,
+        );
         await abortableSleep(action.retryDelaySeconds * 1000, l.abort.signal);
       }
       if (r.error) this.line(l, r.state === 'cancelled' ? 'warn' : 'error', r.error, action.index);
-      this.line(l, r.state === 'success' ? 'info' : 'error', `Action ${action.name} ${r.state === 'success' ? 'succeeded' : r.state}${r.exitCode !== null ? ` (exit code ${r.exitCode})` : ''}`, action.index);
+      this.line(
+        l,
+        r.state === 'success' ? 'info' : 'error',
+        `Action ${action.name} ${r.state === 'success' ? 'succeeded' : r.state}${r.exitCode !== null ? ` (exit code ${r.exitCode})` : ''}`,
+        action.index,
+      );
       results.push({ index: action.index, state: r.state, exitCode: r.exitCode });
       // The last action's outcome travels in the result, which follows at once: one message (and one write on the
       // server) less per target.
       const last = action === o.actions[o.actions.length - 1] || r.state !== 'success';
-      if (!last) this.send({ type: 'lease.action', leaseId: o.leaseId, actionIndex: action.index, state: r.state, exitCode: r.exitCode, at: new Date().toISOString() });
+      if (!last)
+        this.send({
+          type: 'lease.action',
+          leaseId: o.leaseId,
+          actionIndex: action.index,
+          state: r.state,
+          exitCode: r.exitCode,
+          at: new Date().toISOString(),
+        });
       outcome = r;
       if (r.state !== 'success') break;
     }
@@ -326,22 +397,49 @@ export class LeaseManager {
   }
 
   /** A script set an output variable: usable by later actions of this lease at once, and by later steps. */
-  private output(l: ActiveLease, o: LeaseOffer, action: LeaseAction, v: { name: string; value: string; sensitive: boolean }) {
+  private output(
+    l: ActiveLease,
+    o: LeaseOffer,
+    action: LeaseAction,
+    v: { name: string; value: string; sensitive: boolean },
+  ) {
     if (v.value.length > LIMITS.outputValueChars) {
       // Cut, it would be a different value: later actions would run with it unknowingly. Not set, and said so.
-      this.line(l, 'error', `Output variable ${outputName(o.stepName, action.name, v.name)} not set: its value has ${v.value.length} characters (at most ${LIMITS.outputValueChars})`, action.index);
+      this.line(
+        l,
+        'error',
+        `Output variable ${outputName(o.stepName, action.name, v.name)} not set: its value has ${v.value.length} characters (at most ${LIMITS.outputValueChars})`,
+        action.index,
+      );
       return;
     }
     if (v.sensitive && v.value) l.secrets.add(v.value);
     l.vars.set(outputName(o.stepName, action.name, v.name), v.value);
     if (o.machineName) l.vars.set(outputName(o.stepName, action.name, v.name, o.machineName), v.value);
-    this.send({ type: 'lease.output', leaseId: o.leaseId, actionIndex: action.index, name: v.name, value: v.value, sensitive: v.sensitive });
-    this.line(l, 'info', `Output variable ${outputName(o.stepName, action.name, v.name)} set${v.sensitive ? ' (sensitive)' : ''}`, action.index);
+    this.send({
+      type: 'lease.output',
+      leaseId: o.leaseId,
+      actionIndex: action.index,
+      name: v.name,
+      value: v.value,
+      sensitive: v.sensitive,
+    });
+    this.line(
+      l,
+      'info',
+      `Output variable ${outputName(o.stepName, action.name, v.name)} set${v.sensitive ? ' (sensitive)' : ''}`,
+      action.index,
+    );
   }
 
   private async runAction(l: ActiveLease, o: LeaseOffer, action: LeaseAction): Promise<ActionOutcome> {
     const deadline = action.timeoutSeconds ? Date.now() + action.timeoutSeconds * 1000 : undefined;
-    const env: Record<string, string> = { ...o.env, CUTTLE_ACTION_NAME: action.name, CUTTLE_LEASE_ID: o.leaseId, CUTTLE_MACHINE_ID: this.d.machineId };
+    const env: Record<string, string> = {
+      ...o.env,
+      CUTTLE_ACTION_NAME: action.name,
+      CUTTLE_LEASE_ID: o.leaseId,
+      CUTTLE_MACHINE_ID: this.d.machineId,
+    };
     const vars = new Map(l.vars);
     vars.set('Cuttle.Action.Name', action.name);
     const script = async (text: string, cwd: string): Promise<ActionOutcome> => {
@@ -366,7 +464,13 @@ export class LeaseManager {
         },
       });
       if (r.cancelled) return { state: 'cancelled', exitCode: r.exitCode, error: 'cancelled: the script was stopped' };
-      if (r.timedOut) return { state: 'failed', exitCode: r.exitCode, error: `timed out after ${action.timeoutSeconds} s`, failureKind: 'timeout' };
+      if (r.timedOut)
+        return {
+          state: 'failed',
+          exitCode: r.exitCode,
+          error: `timed out after ${action.timeoutSeconds} s`,
+          failureKind: 'timeout',
+        };
       if (r.exitCode === 0) return { state: 'success', exitCode: 0 };
       return { state: 'failed', exitCode: r.exitCode, error: r.signal ? `killed by ${r.signal}` : undefined };
     };
@@ -376,14 +480,31 @@ export class LeaseManager {
     const pkg = action.package;
     if (!pkg) return { state: 'failed', exitCode: null, error: 'the server sent a package action without a package' };
     const cached = await this.installer.cached(pkg);
-    if (cached) this.line(l, 'info', `Package ${pkg.packageId} ${pkg.version} is in the cache (sha256 ${pkg.sha256.slice(0, 12)}…)`, action.index);
-    else this.line(l, 'info', `Downloading package ${pkg.packageId} ${pkg.version} (${pkg.sizeBytes} bytes, sha256 ${pkg.sha256.slice(0, 12)}…)`, action.index);
+    if (cached)
+      this.line(
+        l,
+        'info',
+        `Package ${pkg.packageId} ${pkg.version} is in the cache (sha256 ${pkg.sha256.slice(0, 12)}…)`,
+        action.index,
+      );
+    else
+      this.line(
+        l,
+        'info',
+        `Downloading package ${pkg.packageId} ${pkg.version} (${pkg.sizeBytes} bytes, sha256 ${pkg.sha256.slice(0, 12)}…)`,
+        action.index,
+      );
     const got = await this.installer.ensure(pkg);
     if (got.downloaded) this.line(l, 'info', `Downloaded and verified ${got.bytes} bytes`, action.index);
     const { dir, ahead } = await this.installer.install(got.path, pkg);
     env.CUTTLE_PACKAGE_INSTALLATION_DIRECTORY = dir;
     vars.set('Cuttle.Package.InstallationDirectory', dir);
-    this.line(l, 'info', `Extracted ${pkg.packageId} ${pkg.version} to ${dir}${ahead ? ' (unpacked ahead of the lease)' : ''}`, action.index);
+    this.line(
+      l,
+      'info',
+      `Extracted ${pkg.packageId} ${pkg.version} to ${dir}${ahead ? ' (unpacked ahead of the lease)' : ''}`,
+      action.index,
+    );
     if (existsSync(join(dir, 'deploy.sh'))) {
       this.line(l, 'info', 'Running deploy.sh', action.index);
       const r = await script('exec bash ./deploy.sh', dir);

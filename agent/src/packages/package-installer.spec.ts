@@ -23,15 +23,22 @@ beforeEach(async () => {
   archive = join(base, 'app.tar.gz');
   await tar.c({ gzip: true, file: archive, cwd: join(base, 'src') }, ['deploy.sh']);
   const bytes = await readFile(archive);
-  ref = { packageId: 'app', version: '1.2.3', sha256: createHash('sha256').update(bytes).digest('hex'), sizeBytes: bytes.length };
+  ref = {
+    packageId: 'app',
+    version: '1.2.3',
+    sha256: createHash('sha256').update(bytes).digest('hex'),
+    sizeBytes: bytes.length,
+  };
   downloads = [];
 });
 afterEach(() => rm(base, { recursive: true, force: true }));
 
-const installer = (download = async (_sha: string, dest: string, prefetch?: boolean) => {
-  downloads.push({ prefetch: !!prefetch });
-  await copyFile(archive, dest);
-}) => new PackageInstaller(new PackageStore(join(base, 'cache')), work, download, silent);
+const installer = (
+  download = async (_sha: string, dest: string, prefetch?: boolean) => {
+    downloads.push({ prefetch: !!prefetch });
+    await copyFile(archive, dest);
+  },
+) => new PackageInstaller(new PackageStore(join(base, 'cache')), work, download, silent);
 
 describe('PackageInstaller', () => {
   // A prefetch downloads once (marked as a prefetch, so the server serves leases first) and unpacks ahead; the

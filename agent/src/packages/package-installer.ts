@@ -31,7 +31,9 @@ export class PackageInstaller {
 
   /** Staging folders left by an agent that stopped before a lease claimed them: nothing will ever use them. */
   sweep(): Promise<void> {
-    this.swept = this.removeLeftovers().catch((e: Error) => void this.log.warn('could not sweep staging folders', { error: e.message }));
+    this.swept = this.removeLeftovers().catch(
+      (e: Error) => void this.log.warn('could not sweep staging folders', { error: e.message }),
+    );
     return this.swept;
   }
 
@@ -40,7 +42,8 @@ export class PackageInstaller {
     for (const p of packages) {
       if (!p.isDirectory()) continue;
       const inside = await readdir(join(this.workDir, p.name)).catch(() => []);
-      for (const f of inside) if (f.startsWith(STAGING_PREFIX)) await rm(join(this.workDir, p.name, f), { recursive: true, force: true });
+      for (const f of inside)
+        if (f.startsWith(STAGING_PREFIX)) await rm(join(this.workDir, p.name, f), { recursive: true, force: true });
     }
   }
 
@@ -53,7 +56,11 @@ export class PackageInstaller {
         .then(() => this.store.ensure(p, (dest) => this.download(p.sha256, dest, true)))
         .then((got) => stagePackage(got.path, this.workDir, p.packageId, this.maxUnpackedBytes))
         .catch((e: Error) => {
-          this.log.warn('package prefetch failed; the action will fetch it again', { packageId: p.packageId, version: p.version, error: e.message });
+          this.log.warn('package prefetch failed; the action will fetch it again', {
+            packageId: p.packageId,
+            version: p.version,
+            error: e.message,
+          });
           if (this.staged.get(key)?.staging === staging) this.forget(key);
           return null;
         });
@@ -82,7 +89,10 @@ export class PackageInstaller {
       const staging = await s.staging;
       if (staging) return { dir: await installStaged(staging, this.workDir, p.packageId, p.version), ahead: true };
     }
-    return { dir: await extractPackage(archive, this.workDir, p.packageId, p.version, this.maxUnpackedBytes), ahead: false };
+    return {
+      dir: await extractPackage(archive, this.workDir, p.packageId, p.version, this.maxUnpackedBytes),
+      ahead: false,
+    };
   }
 
   /** Deletes every copy unpacked ahead (the agent is stopping). */

@@ -230,12 +230,24 @@ describe('extractPackage', () => {
   // (the entry's name cut), so the failure fits the protocol's result.
   it.each([
     ['a name over 255 bytes', { path: 'n'.repeat(256) }, /has a name of 256 bytes \(at most 255\)/],
-    ['a path over 1,024 bytes', { path: Array.from({ length: 20 }, () => 'd'.repeat(60)).join('/') }, /has a path of 1219 bytes \(at most 1024\)/],
-    ['a symlink target over 1,024 bytes', { path: 'l', linkpath: 'a/'.repeat(600) }, /has a target of 1200 bytes \(at most 1024\)/],
+    [
+      'a path over 1,024 bytes',
+      { path: Array.from({ length: 20 }, () => 'd'.repeat(60)).join('/') },
+      /has a path of 1219 bytes \(at most 1024\)/,
+    ],
+    [
+      'a symlink target over 1,024 bytes',
+      { path: 'l', linkpath: 'a/'.repeat(600) },
+      /has a target of 1200 bytes \(at most 1024\)/,
+    ],
   ])('refuses %s', async (_name, fields, message) => {
     const file = join(base, 'long.tar.gz');
     const link = 'linkpath' in fields;
-    await writeRawTarGz(file, [{ path: 'ok.txt', type: '0', body: 'fine' }, pax(fields), { path: 'short', type: link ? '2' : '0', body: link ? '' : 'x', linkpath: link ? 'x' : undefined }]);
+    await writeRawTarGz(file, [
+      { path: 'ok.txt', type: '0', body: 'fine' },
+      pax(fields),
+      { path: 'short', type: link ? '2' : '0', body: link ? '' : 'x', linkpath: link ? 'x' : undefined },
+    ]);
     const err = await extractPackage(file, root, 'p', '1').catch((e: unknown) => e);
     expect(err).toBeInstanceOf(UnsafePackageError);
     expect((err as Error).message).toMatch(message);
@@ -302,7 +314,14 @@ describe('extractPackage', () => {
   // packageId and version become path segments: refuse anything that could leave <root>.
   it('refuses path-like package ids and versions', async () => {
     const file = await goodArchive();
-    for (const [id, v] of [['..', '1'], ['a/b', '1'], ['p', '..'], ['p', '../../x'], ['p', ''], ['p', '.staging-0123']]) {
+    for (const [id, v] of [
+      ['..', '1'],
+      ['a/b', '1'],
+      ['p', '..'],
+      ['p', '../../x'],
+      ['p', ''],
+      ['p', '.staging-0123'],
+    ]) {
       await expect(extractPackage(file, root, id, v)).rejects.toThrow(UnsafePackageError);
     }
     expect(await tree(root)).toEqual([]);
@@ -326,11 +345,13 @@ describe('PackageStore', () => {
     store = new PackageStore(cacheDir);
   });
 
-  const writer = (data: Buffer, counter?: { n: number }, waitMs = 0) => async (dest: string) => {
-    if (counter) counter.n++;
-    await delay(waitMs);
-    await writeFile(dest, data);
-  };
+  const writer =
+    (data: Buffer, counter?: { n: number }, waitMs = 0) =>
+    async (dest: string) => {
+      if (counter) counter.n++;
+      await delay(waitMs);
+      await writeFile(dest, data);
+    };
 
   // Bytes that do not match the announced sha256 are never cached, and the partial download is removed.
   it('rejects a sha256 mismatch and removes the temp file', async () => {
@@ -387,7 +408,9 @@ describe('PackageStore', () => {
   it('shares one download between concurrent ensure calls', async () => {
     const calls = { n: 0 };
     const results = await Promise.all(
-      Array.from({ length: 5 }, () => store.ensure({ sha256: sha, sizeBytes: content.length }, writer(content, calls, 100))),
+      Array.from({ length: 5 }, () =>
+        store.ensure({ sha256: sha, sizeBytes: content.length }, writer(content, calls, 100)),
+      ),
     );
     expect(calls.n).toBe(1);
     expect(new Set(results.map((r) => r.path)).size).toBe(1);

@@ -61,7 +61,8 @@ export class PackageStore {
     let sha: string;
     try {
       sha = normalizeSha(p.sha256);
-      if (!Number.isSafeInteger(p.sizeBytes) || p.sizeBytes < 0) throw new TypeError(`invalid sizeBytes: ${p.sizeBytes}`);
+      if (!Number.isSafeInteger(p.sizeBytes) || p.sizeBytes < 0)
+        throw new TypeError(`invalid sizeBytes: ${p.sizeBytes}`);
     } catch (err) {
       return Promise.reject(err);
     }
@@ -128,7 +129,13 @@ export async function sha256File(path: string): Promise<string> {
  * Extracts a .tar.gz into a new folder `<root>/<packageId>/<version>` (or `<version>_1`, `_2`, ... if taken; a
  * previous install is never overwritten) and returns its absolute path.
  */
-export async function extractPackage(file: string, root: string, packageId: string, version: string, maxUnpackedBytes?: number): Promise<string> {
+export async function extractPackage(
+  file: string,
+  root: string,
+  packageId: string,
+  version: string,
+  maxUnpackedBytes?: number,
+): Promise<string> {
   assertSafeName('version', version);
   return installStaged(await stagePackage(file, root, packageId, maxUnpackedBytes), root, packageId, version);
 }
@@ -140,7 +147,12 @@ export async function extractPackage(file: string, root: string, packageId: stri
  * are judged once the whole archive is read, before the folder is handed over. Nothing runs from a staging folder: it
  * becomes an install folder only through `installStaged`. On any failure the staging folder is removed.
  */
-export async function stagePackage(file: string, root: string, packageId: string, maxUnpackedBytes?: number): Promise<string> {
+export async function stagePackage(
+  file: string,
+  root: string,
+  packageId: string,
+  maxUnpackedBytes?: number,
+): Promise<string> {
   assertSafeName('packageId', packageId);
 
   const parent = resolve(root, packageId);
@@ -173,7 +185,10 @@ export async function stagePackage(file: string, root: string, packageId: string
         preserveOwner: false, // as root, owners would otherwise come from the archive
         strict: true, // a corrupt header is an error, not a silently skipped entry
         filter: (_path, entry) => {
-          const admitted = 'type' in entry ? vetting.admit({ path: entry.path, type: entry.type, linkpath: entry.linkpath, size: entry.size }) : vetting.refuse('not an archive entry');
+          const admitted =
+            'type' in entry
+              ? vetting.admit({ path: entry.path, type: entry.type, linkpath: entry.linkpath, size: entry.size })
+              : vetting.refuse('not an archive entry');
           if (!admitted) return (stop(), false);
           // No setuid/setgid/sticky bits from a package: the agent may run as root.
           if (typeof entry.mode === 'number') entry.mode &= 0o777;
@@ -201,7 +216,12 @@ export async function stagePackage(file: string, root: string, packageId: string
 }
 
 /** Moves a staging folder made by `stagePackage` to its install folder (see `extractPackage`) and returns that. */
-export async function installStaged(staging: string, root: string, packageId: string, version: string): Promise<string> {
+export async function installStaged(
+  staging: string,
+  root: string,
+  packageId: string,
+  version: string,
+): Promise<string> {
   try {
     assertSafeName('packageId', packageId);
     assertSafeName('version', version);

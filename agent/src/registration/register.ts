@@ -13,7 +13,6 @@ import type { AgentHome, Identity } from '../identity.js';
 import { CUTTLE_VERSION } from '#shared/version.js';
 import { RegistrationSchema } from '#shared/api/types.js';
 
-
 /** The agent's version: the installation's (shared/src/version.ts). */
 export const AGENT_VERSION = CUTTLE_VERSION;
 
@@ -31,39 +30,57 @@ export async function fetchPinnedCa(serverUrl: string, pin: string): Promise<str
   const chain = await new Promise<DetailedPeerCertificate>((resolve, reject) => {
     const host = u.hostname.replace(/^\[|\]$/g, '');
     // SNI carries host names only (RFC 6066), never an IP address.
-    const s = connect({ host, port: Number(u.port || 443), rejectUnauthorized: false, ...(isIP(host) ? {} : { servername: host }) }, () => {
-      const c = s.getPeerCertificate(true);
-      s.end();
-      resolve(c);
-    });
+    const s = connect(
+      { host, port: Number(u.port || 443), rejectUnauthorized: false, ...(isIP(host) ? {} : { servername: host }) },
+      () => {
+        const c = s.getPeerCertificate(true);
+        s.end();
+        resolve(c);
+      },
+    );
     s.setTimeout(15_000, () => s.destroy(new Error('timeout while fetching the server certificate')));
     s.once('error', reject);
   });
   const seen = new Set<string>();
-  for (let c: PeerCertificate | undefined = chain; c && c.raw && !seen.has(c.fingerprint256); c = (c as DetailedPeerCertificate).issuerCertificate) {
+  for (
+    let c: PeerCertificate | undefined = chain;
+    c && c.raw && !seen.has(c.fingerprint256);
+    c = (c as DetailedPeerCertificate).issuerCertificate
+  ) {
     seen.add(c.fingerprint256);
     if (normalizeFingerprint(c.fingerprint256) === pin) return derToPem(c.raw);
   }
-  throw new FatalAgentError(`the server's CA does not match the token's pin (${pin.slice(0, 16)}…): refusing to register with ${serverUrl}`);
+  throw new FatalAgentError(
+    `the server's CA does not match the token's pin (${pin.slice(0, 16)}…): refusing to register with ${serverUrl}`,
+  );
 }
 
 function postJson(url: string, body: unknown, ca: string): Promise<{ status: number; json: Record<string, unknown> }> {
   return new Promise((resolve, reject) => {
     const data = Buffer.from(JSON.stringify(body));
-    const req = request(url, { method: 'POST', ca, headers: { 'content-type': 'application/json', 'content-length': data.length }, timeout: 30_000 }, (res) => {
-      const chunks: Buffer[] = [];
-      res.on('data', (c) => chunks.push(c));
-      res.on('end', () => {
-        const text = Buffer.concat(chunks).toString('utf8');
-        let json: Record<string, unknown>;
-        try {
-          json = JSON.parse(text) as Record<string, unknown>;
-        } catch {
-          json = { message: text };
-        }
-        resolve({ status: res.statusCode ?? 0, json });
-      });
-    });
+    const req = request(
+      url,
+      {
+        method: 'POST',
+        ca,
+        headers: { 'content-type': 'application/json', 'content-length': data.length },
+        timeout: 30_000,
+      },
+      (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c) => chunks.push(c));
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          let json: Record<string, unknown>;
+          try {
+            json = JSON.parse(text) as Record<string, unknown>;
+          } catch {
+            json = { message: text };
+          }
+          resolve({ status: res.statusCode ?? 0, json });
+        });
+      },
+    );
     req.on('timeout', () => req.destroy(new Error('timeout')));
     req.on('error', reject);
     req.end(data);
@@ -89,18 +106,32 @@ export async function register(home: AgentHome, o: RegisterOptions): Promise<Ide
   const url = new URL('/api/agents/register', o.serverUrl).toString();
   const res = await postJson(
     url,
-    { token: o.token, name: o.name, roles: o.roles, environmentIds: o.environments.length ? o.environments : undefined, csr: forge.pki.certificationRequestToPem(csr), agentVersion: AGENT_VERSION },
+    {
+      token: o.token,
+      name: o.name,
+      roles: o.roles,
+      environmentIds: o.environments.length ? o.environments : undefined,
+      csr: forge.pki.certificationRequestToPem(csr),
+      agentVersion: AGENT_VERSION,
+    },
     caCertificate,
   );
   if (res.status !== 201) {
     const m = res.json?.message;
     const msg = Array.isArray(m) ? m.join('; ') : String(m ?? '');
     // The server's code decides (the table in errors.ts): a refusal stops the agent, a server error is retried.
-    throw Object.assign(new Error(`registration refused (${res.status}): ${msg}`), { status: res.status, body: res.json });
+    throw Object.assign(new Error(`registration refused (${res.status}): ${msg}`), {
+      status: res.status,
+      body: res.json,
+    });
   }
   // The answer is checked once, here, against the contract's schema: a malformed one is a server error (retried).
   const answer = RegistrationSchema.safeParse(res.json);
-  if (!answer.success) throw Object.assign(new Error(`the server's registration answer is malformed: ${answer.error.issues[0]?.message}`), { status: 502 });
+  if (!answer.success)
+    throw Object.assign(
+      new Error(`the server's registration answer is malformed: ${answer.error.issues[0]?.message}`),
+      { status: 502 },
+    );
   const identity: Identity = {
     machineId: answer.data.machineId,
     name: o.name,
@@ -111,7 +142,10 @@ export async function register(home: AgentHome, o: RegisterOptions): Promise<Ide
     certificate: answer.data.certificate,
     caCertificate: answer.data.caCertificate,
   };
-  if (normalizeFingerprint(new (await import('node:crypto')).X509Certificate(identity.caCertificate).fingerprint256) !== parsed.caFingerprint)
+  if (
+    normalizeFingerprint(new (await import('node:crypto')).X509Certificate(identity.caCertificate).fingerprint256) !==
+    parsed.caFingerprint
+  )
     throw new FatalAgentError("the CA certificate returned by the server does not match the token's pin");
   home.save(identity);
   return identity;
@@ -135,6 +169,8 @@ export async function registerWithRetry(
     });
   } catch (e) {
     const { cls, hint } = classify(e);
-    throw e instanceof FatalAgentError || cls !== 'fatal' ? e : new FatalAgentError(`${(e as Error).message} (${hint})`);
+    throw e instanceof FatalAgentError || cls !== 'fatal'
+      ? e
+      : new FatalAgentError(`${(e as Error).message} (${hint})`);
   }
 }

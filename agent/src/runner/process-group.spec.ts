@@ -213,7 +213,15 @@ describe.each([
 describe('warm shells', () => {
   const pidOf = async (shell: WarmShell | undefined, extra: Partial<RunScriptOptions> = {}) => {
     const lines: string[] = [];
-    const r = await runScript({ script: 'echo "$$"\n', cwd: workDir, env: {}, scriptDir, onLine: (_s, t) => lines.push(t), shell, ...extra });
+    const r = await runScript({
+      script: 'echo "$$"\n',
+      cwd: workDir,
+      env: {},
+      scriptDir,
+      onLine: (_s, t) => lines.push(t),
+      shell,
+      ...extra,
+    });
     expect(r.exitCode).toBe(0);
     return Number(lines[0]);
   };
@@ -231,7 +239,14 @@ describe('warm shells', () => {
     shells.push(shell);
     const value = `it's "quoted" $HOME \\ \`x\`\nsecond line '' end`;
     const lines: string[] = [];
-    const r = await runScript({ script: 'printf "%s" "$CUTTLE_V" | base64 -w0; echo\n', cwd: workDir, env: { CUTTLE_V: value }, scriptDir, onLine: (_s, t) => lines.push(t), shell });
+    const r = await runScript({
+      script: 'printf "%s" "$CUTTLE_V" | base64 -w0; echo\n',
+      cwd: workDir,
+      env: { CUTTLE_V: value },
+      scriptDir,
+      onLine: (_s, t) => lines.push(t),
+      shell,
+    });
     expect(r.exitCode).toBe(0);
     expect(Buffer.from(lines[0], 'base64').toString('utf8')).toBe(value);
   });
@@ -252,7 +267,16 @@ describe('warm shells', () => {
     shells.push(shell);
     const notAFolder = join(base, 'file');
     await writeFile(notAFolder, '');
-    await expect(runScript({ script: 'true\n', cwd: workDir, env: {}, scriptDir: join(notAFolder, 'scripts'), onLine: () => undefined, shell })).rejects.toThrow(/ENOTDIR/);
+    await expect(
+      runScript({
+        script: 'true\n',
+        cwd: workDir,
+        env: {},
+        scriptDir: join(notAFolder, 'scripts'),
+        onLine: () => undefined,
+        shell,
+      }),
+    ).rejects.toThrow(/ENOTDIR/);
     expect(await waitDead(shell.pid!)).toBe(true);
   });
 
@@ -261,7 +285,14 @@ describe('warm shells', () => {
     const shell = WarmShell.start(workDir);
     shells.push(shell);
     const lines: string[] = [];
-    const r = await runScript({ script: 'printenv "odd.name"; echo "$$"\n', cwd: workDir, env: { 'odd.name': 'v' }, scriptDir, onLine: (_s, t) => lines.push(t), shell });
+    const r = await runScript({
+      script: 'printenv "odd.name"; echo "$$"\n',
+      cwd: workDir,
+      env: { 'odd.name': 'v' },
+      scriptDir,
+      onLine: (_s, t) => lines.push(t),
+      shell,
+    });
     expect(r.exitCode).toBe(0);
     expect(lines[0]).toBe('v');
     expect(Number(lines[1])).not.toBe(shell.pid);

@@ -28,7 +28,11 @@ export class WarmShell {
 
   /** Starts a shell in `cwd` (any existing folder: the script file changes to its own). */
   static start(cwd: string): WarmShell {
-    const child = spawn('bash', ['-c', BOOT, 'cuttle-script'], { cwd, detached: true, stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+    const child = spawn('bash', ['-c', BOOT, 'cuttle-script'], {
+      cwd,
+      detached: true,
+      stdio: ['ignore', 'pipe', 'pipe', 'pipe'],
+    });
     // A shell that failed to start, or died while waiting, is not `usable`: the script then gets a bash of its own.
     child.on('error', () => undefined);
     (child.stdio[3] as Writable).on('error', () => undefined);
@@ -44,7 +48,9 @@ export class WarmShell {
 
   /** Still waiting for a script, and able to run one. */
   get usable(): boolean {
-    return !this.handedOver && this.child.pid !== undefined && this.child.exitCode === null && this.child.signalCode === null;
+    return (
+      !this.handedOver && this.child.pid !== undefined && this.child.exitCode === null && this.child.signalCode === null
+    );
   }
 
   /**

@@ -17,8 +17,20 @@ export async function runFleet(o: BenchOptions) {
     const cpu = (b.cpuTicks - a.cpuTicks) / 100 / ((performance.now() - t0) / 1000);
     row(`fleet ${o.fleet} agents`, 'server RSS at idle', `${(b.rssBytes / 1024 / 1024).toFixed(0)} MiB`, '< 1024 MiB');
     row(`fleet ${o.fleet} agents`, 'server CPU at idle (heartbeats)', `${(cpu * 100).toFixed(1)} % of a core`, '< 5 %');
-    const { d, wallMs } = await deployAndWait(s, 'Fleet', [{ name: 'Noop', targetRoles: ['f'], windowSize: 100, actions: [{ name: 'n', type: 'script', script: 'true' }] }], env.id);
+    const { d, wallMs } = await deployAndWait(
+      s,
+      'Fleet',
+      [{ name: 'Noop', targetRoles: ['f'], windowSize: 100, actions: [{ name: 'n', type: 'script', script: 'true' }] }],
+      env.id,
+    );
     row(`fleet ${o.fleet} agents`, 'one no-op step, window 100', `${(wallMs / 1000).toFixed(1)} s (${d.state})`);
-    return { agents: o.fleet, onlineAfterMs, rssBytes: b.rssBytes, idleCpuShare: cpu, noopStepMs: wallMs, state: d.state };
+    return {
+      agents: o.fleet,
+      onlineAfterMs,
+      rssBytes: b.rssBytes,
+      idleCpuShare: cpu,
+      noopStepMs: wallMs,
+      state: d.state,
+    };
   });
 }

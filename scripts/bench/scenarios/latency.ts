@@ -22,12 +22,15 @@ export async function runLatency(o: BenchOptions) {
   return withServer(async (s) => {
     const n = o.latencyTargets;
     const { env } = await fleet(s, n, 'l', 10);
-    const steps = [{ name: 'Hold', targetRoles: ['l'], actions: [{ name: 'h', type: 'script', script: LATENCY_PROBE }] }];
+    const steps = [
+      { name: 'Hold', targetRoles: ['l'], actions: [{ name: 'h', type: 'script', script: LATENCY_PROBE }] },
+    ];
     // Untimed first, as in makespan: long-running agents have compiled their code paths before.
     if (!o.cold) await deployAndWait(s, 'Latency', steps, env.id);
     const { d } = await deployAndWait(s, 'Latency', steps, env.id);
     const log = await allLog(s, d.id);
-    if (process.env.CUTTLE_BENCH_DUMP) writeFileSync(`${process.env.CUTTLE_BENCH_DUMP}-latency.json`, JSON.stringify({ deployment: d, log }));
+    if (process.env.CUTTLE_BENCH_DUMP)
+      writeFileSync(`${process.env.CUTTLE_BENCH_DUMP}-latency.json`, JSON.stringify({ deployment: d, log }));
     // Keyed by machine (lines without one, the server's own, are never looked up).
     const taken = new Map<string | undefined, number>();
     const started = new Map<string | undefined, number>();
@@ -46,7 +49,9 @@ export async function runLatency(o: BenchOptions) {
       if (exited.has(m)) report.push(Date.parse(t.finishedAt!) - exited.get(m)!);
     }
     const floor = bashFloor(n);
-    const [dispatchMs, reportMs, floorMs, floorEachSpawnMs] = [dispatch, report, floor.together, floor.each].map(p50p95p99);
+    const [dispatchMs, reportMs, floorMs, floorEachSpawnMs] = [dispatch, report, floor.together, floor.each].map(
+      p50p95p99,
+    );
     const shown = (x: { p50: number; p95: number; p99: number }) => `${x.p50}/${x.p95}/${x.p99} ms`;
     row(`latency ${n} in flight`, 'lease → script started p50/p95/p99', shown(dispatchMs), 'p99 < 20 ms');
     row(`latency ${n} in flight`, 'script exit → result stored p50/p95/p99', shown(reportMs));

@@ -7,7 +7,12 @@ export async function runLogs(o: BenchOptions) {
   return withServer(async (s) => {
     const { env } = await fleet(s, o.logAgents, 'g', 10);
     const { d, wallMs } = await marked('timed logs deployment', () =>
-      deployAndWait(s, 'Logs', [{ name: 'Loud', targetRoles: ['g'], actions: [{ name: 'l', type: 'script', script: `seq 1 ${o.logLines}` }] }], env.id),
+      deployAndWait(
+        s,
+        'Logs',
+        [{ name: 'Loud', targetRoles: ['g'], actions: [{ name: 'l', type: 'script', script: `seq 1 ${o.logLines}` }] }],
+        env.id,
+      ),
     );
     const t0 = performance.now();
     const log = await allLog(s, d.id);
@@ -26,7 +31,19 @@ export async function runLogs(o: BenchOptions) {
     const perSecond = lines.length / (wallMs / 1000);
     row(`logs ${o.logAgents}×${o.logLines}`, 'lines stored per second', `${Math.round(perSecond)}`, '≥ 50,000');
     row(`logs ${o.logAgents}×${o.logLines}`, 'lost or duplicated', `${defects}`, '0');
-    row(`logs ${o.logAgents}×${o.logLines}`, 'read back through the log API', `${Math.round(log.length / readS)} lines/s`);
-    return { agents: o.logAgents, linesEach: o.logLines, stored: lines.length, defects, deploymentMs: wallMs, storedPerSecond: perSecond, readPerSecond: log.length / readS };
+    row(
+      `logs ${o.logAgents}×${o.logLines}`,
+      'read back through the log API',
+      `${Math.round(log.length / readS)} lines/s`,
+    );
+    return {
+      agents: o.logAgents,
+      linesEach: o.logLines,
+      stored: lines.length,
+      defects,
+      deploymentMs: wallMs,
+      storedPerSecond: perSecond,
+      readPerSecond: log.length / readS,
+    };
   });
 }

@@ -4,23 +4,51 @@
  */
 import { readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import type { LogEntry, TargetRun } from '#shared/api/types.js';
-import { allLog, type BenchOptions, deployAndWait, fleet, marked, payload, type Srv, started, withServer } from '../harness.js';
+import {
+  allLog,
+  type BenchOptions,
+  deployAndWait,
+  fleet,
+  marked,
+  payload,
+  type Srv,
+  started,
+  withServer,
+} from '../harness.js';
 import { pct, row, say } from '../report.js';
 import { ansible, ensureAnsible } from './peer.js';
 
 type Phases = Record<string, { p50: number; p95: number }>;
 
 /** One timed roll of N targets W at a time: its seconds, where a target's time went, and CPU per target by part. */
-async function makespan(n: number, w: number, o: BenchOptions): Promise<{ seconds: number; phases: Phases; cpu: Record<string, number> }> {
+async function makespan(
+  n: number,
+  w: number,
+  o: BenchOptions,
+): Promise<{ seconds: number; phases: Phases; cpu: Record<string, number> }> {
   return withServer(async (s) => {
     // One process per agent, as on real targets: agents sharing an event loop would serialise a wave's
     // downloads and unpacking (a window takes consecutive targets) and measure that instead.
     const { env } = await fleet(s, n, `m${n}`, 1);
-    const steps = [{ name: 'Roll', targetRoles: [`m${n}`], windowSize: w, actions: [{ name: 'Unpack', type: 'package', packageId: 'app' }] }];
+    const steps = [
+      {
+        name: 'Roll',
+        targetRoles: [`m${n}`],
+        windowSize: w,
+        actions: [{ name: 'Unpack', type: 'package', packageId: 'app' }],
+      },
+    ];
     const upload = async () => {
-      const file = await payload(s.work, o.sizeMb, `#!/bin/sh\nsleep ${o.sleep}\necho "deployed $(date +%s.%N)" > "$PWD/DEPLOYED"\n`);
+      const file = await payload(
+        s.work,
+        o.sizeMb,
+        `#!/bin/sh\nsleep ${o.sleep}\necho "deployed $(date +%s.%N)" > "$PWD/DEPLOYED"\n`,
+      );
       const version = `1.0.${Date.now()}`;
-      await s.api.request('POST', `/api/packages/app/${version}`, undefined, { data: readFileSync(file), contentType: 'application/gzip' });
+      await s.api.request('POST', `/api/packages/app/${version}`, undefined, {
+        data: readFileSync(file),
+        contentType: 'application/gzip',
+      });
       return version;
     };
     // An untimed first roll warms the agents up as they are on long-running targets (code compiled, TLS contexts
@@ -30,14 +58,22 @@ async function makespan(n: number, w: number, o: BenchOptions): Promise<{ second
     const version = await upload();
     const before = cpuByPart(s);
     const timedFromUs = process.hrtime.bigint() / 1000n;
-    const { d, wallMs } = await marked('timed roll', () => deployAndWait(s, 'Makespan', steps, env.id, { app: version }));
+    const { d, wallMs } = await marked('timed roll', () =>
+      deployAndWait(s, 'Makespan', steps, env.id, { app: version }),
+    );
     const timedToUs = process.hrtime.bigint() / 1000n;
     const after = cpuByPart(s);
-    const cpu = Object.fromEntries(Object.keys(after).map((k) => [k, Math.round(((after[k] - (before[k] ?? 0)) * 10) / n)]));
+    const cpu = Object.fromEntries(
+      Object.keys(after).map((k) => [k, Math.round(((after[k] - (before[k] ?? 0)) * 10) / n)]),
+    );
     const log = await allLog(s, d.id);
     // For a closer look at one run: the deployment and its whole log as JSON, and when it ran on the monotonic clock
     // in µs (the clock of --cpu-prof samples: a profile can be cut to the timed roll).
-    if (process.env.CUTTLE_BENCH_DUMP) writeFileSync(`${process.env.CUTTLE_BENCH_DUMP}-${n}x${w}.json`, JSON.stringify({ deployment: d, log, timedUs: [Number(timedFromUs), Number(timedToUs)] }));
+    if (process.env.CUTTLE_BENCH_DUMP)
+      writeFileSync(
+        `${process.env.CUTTLE_BENCH_DUMP}-${n}x${w}.json`,
+        JSON.stringify({ deployment: d, log, timedUs: [Number(timedFromUs), Number(timedToUs)] }),
+      );
     return { seconds: wallMs / 1000, phases: phases(log, d.steps[0].targets, o.sleep * 1000), cpu };
   });
 }
@@ -48,7 +84,11 @@ async function makespan(n: number, w: number, o: BenchOptions): Promise<{ second
  */
 function cpuByPart(s: Srv): Record<string, number> {
   const out: Record<string, number> = { server: 0, agents: 0, postgres: 0 };
-  const agents = new Set(started().filter((p) => p !== s.proc).map((p) => p.pid));
+  const agents = new Set(
+    started()
+      .filter((p) => p !== s.proc)
+      .map((p) => p.pid),
+  );
   for (const pid of readdirSync('/proc').filter((x) => /^\d+$/.test(x))) {
     let stat: string;
     try {
@@ -94,8 +134,17 @@ function phases(log: LogEntry[], targets: TargetRun[], sleepMs: number): Phases 
     else if (/^Action .* succeeded/.test(e.text)) mark(e.machineId, 'done', e.at);
   }
   for (const t of targets) if (t.finishedAt) mark(t.machineId!, 'stored', t.finishedAt); // a step with target roles
-  const spans: Record<string, number[]> = { 'lease → agent runs': [], 'package download': [], unpack: [], 'unpacked → script': [], 'script beyond its sleep': [], 'done → result stored': [], 'slot empty': [] };
-  const add = (k: string, a?: number, b?: number, minus = 0) => a !== undefined && b !== undefined && spans[k].push(b - a - minus);
+  const spans: Record<string, number[]> = {
+    'lease → agent runs': [],
+    'package download': [],
+    unpack: [],
+    'unpacked → script': [],
+    'script beyond its sleep': [],
+    'done → result stored': [],
+    'slot empty': [],
+  };
+  const add = (k: string, a?: number, b?: number, minus = 0) =>
+    a !== undefined && b !== undefined && spans[k].push(b - a - minus);
   for (const e of at.values()) {
     add('lease → agent runs', e.taken, e.running);
     add('package download', e.running, e.cached);
@@ -115,7 +164,9 @@ function phases(log: LogEntry[], targets: TargetRun[], sleepMs: number): Phases 
 
 /** makespan and/or peer (as `scenarios` asks) for each --makespan pair; the entries of results.makespan. */
 export async function runMakespanAndPeer(o: BenchOptions, scenarios: Set<string>): Promise<unknown[]> {
-  const pairs = String(o.makespan).split(',').map((p) => p.split('x').map(Number) as [number, number]);
+  const pairs = String(o.makespan)
+    .split(',')
+    .map((p) => p.split('x').map(Number) as [number, number]);
   const peer = scenarios.has('peer') && ensureAnsible();
   if (scenarios.has('peer') && !peer) say('  ansible could not be installed: peer skipped');
   const out: unknown[] = [];
@@ -136,9 +187,31 @@ export async function runMakespanAndPeer(o: BenchOptions, scenarios: Set<string>
     const c = Math.min(...cuttle);
     row(`makespan N=${n} W=${w}`, `wall time (ideal ${ideal.toFixed(2)} s)`, `${c.toFixed(2)} s`, '');
     row(`makespan N=${n} W=${w}`, 'ratio to ideal', (c / ideal).toFixed(2), n <= 20 ? '≤ 1.10' : '≤ 1.25');
-    row(`makespan N=${n} W=${w}`, 'per target p50/p95 (ms)', Object.entries(best).map(([k, v]) => `${k} ${v.p50}/${v.p95}`).join('; '));
-    row(`makespan N=${n} W=${w}`, 'CPU per target (ms)', Object.entries(bestCpu).map(([k, v]) => `${k} ${v}`).join(', '));
-    const entry: Record<string, unknown> = { n, w, sizeMb: o.sizeMb, sleep: o.sleep, idealS: ideal, cuttleS: cuttle, ratio: c / ideal, phasesMs: best, cpuPerTargetMs: bestCpu };
+    row(
+      `makespan N=${n} W=${w}`,
+      'per target p50/p95 (ms)',
+      Object.entries(best)
+        .map(([k, v]) => `${k} ${v.p50}/${v.p95}`)
+        .join('; '),
+    );
+    row(
+      `makespan N=${n} W=${w}`,
+      'CPU per target (ms)',
+      Object.entries(bestCpu)
+        .map(([k, v]) => `${k} ${v}`)
+        .join(', '),
+    );
+    const entry: Record<string, unknown> = {
+      n,
+      w,
+      sizeMb: o.sizeMb,
+      sleep: o.sleep,
+      idealS: ideal,
+      cuttleS: cuttle,
+      ratio: c / ideal,
+      phasesMs: best,
+      cpuPerTargetMs: bestCpu,
+    };
     if (ans.length) {
       const a = Math.min(...ans);
       row(`peer N=${n} W=${w}`, 'Ansible wall time', `${a.toFixed(2)} s`);

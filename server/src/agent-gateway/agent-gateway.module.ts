@@ -9,7 +9,14 @@ import { AgentGateway } from './agent-gateway.js';
 
 /** The agent port: mutual TLS, the socket.io protocol, and package downloads handed to PackageDownloads. */
 @Module({
-  imports: [AgentConnectionsModule, MachinesModule, LeasesModule, DeploymentsModule, OrchestrationModule, PackagesModule],
+  imports: [
+    AgentConnectionsModule,
+    MachinesModule,
+    LeasesModule,
+    DeploymentsModule,
+    OrchestrationModule,
+    PackagesModule,
+  ],
   providers: [AgentGateway],
 })
 export class AgentGatewayModule {}

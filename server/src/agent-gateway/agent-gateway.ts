@@ -10,7 +10,17 @@ import type { TLSSocket } from 'node:tls';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
 import { Server, type Socket } from 'socket.io';
 import { normalizeFingerprint } from '#shared/pki/index.js';
-import { AGENT_EVENT, AGENT_PORT_KEEP_ALIVE_MS, LIMITS, parseAgentMessage, PROTOCOL_VERSION, SERVER_EVENT, type AgentMessage, type ProtocolErrorCode, type ServerMessage } from '#shared/protocol/index.js';
+import {
+  AGENT_EVENT,
+  AGENT_PORT_KEEP_ALIVE_MS,
+  LIMITS,
+  parseAgentMessage,
+  PROTOCOL_VERSION,
+  SERVER_EVENT,
+  type AgentMessage,
+  type ProtocolErrorCode,
+  type ServerMessage,
+} from '#shared/protocol/index.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { PKI } from '../core.module.js';
 import { DeploymentLogService } from '../deployments/deployment-log.service.js';
@@ -59,7 +69,13 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
 
   async onApplicationBootstrap() {
     this.https = createServer(
-      { key: this.pki.serverKey, cert: serverChain(this.pki), ca: this.pki.caCert, requestCert: true, rejectUnauthorized: true },
+      {
+        key: this.pki.serverKey,
+        cert: serverChain(this.pki),
+        ca: this.pki.caCert,
+        requestCert: true,
+        rejectUnauthorized: true,
+      },
       (req, res) => void this.handleHttp(req, res),
     );
     this.https.keepAliveTimeout = AGENT_PORT_KEEP_ALIVE_MS;
@@ -74,7 +90,12 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
     this.io.use((socket, next) => {
       this.authenticate(socket.request.socket as TLSSocket)
         .then((m) => {
-          if (!m) return next(Object.assign(new Error('certificate is not that of a known machine'), { data: { code: 'machine_unknown' satisfies ProtocolErrorCode } }));
+          if (!m)
+            return next(
+              Object.assign(new Error('certificate is not that of a known machine'), {
+                data: { code: 'machine_unknown' satisfies ProtocolErrorCode },
+              }),
+            );
           (socket.data as AgentSocketData).machineId = m.id;
           (socket.data as AgentSocketData).machineName = m.name;
           next();
@@ -107,7 +128,14 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
   private async handleHttp(req: IncomingMessage, res: ServerResponse) {
     const machine = await this.authenticate(req.socket as TLSSocket).catch(() => null);
     if (!machine) {
-      res.writeHead(403, { 'content-type': 'application/json' }).end(JSON.stringify({ statusCode: 403, error: 'Forbidden', code: 'machine_unknown', message: 'unknown or revoked machine' }));
+      res.writeHead(403, { 'content-type': 'application/json' }).end(
+        JSON.stringify({
+          statusCode: 403,
+          error: 'Forbidden',
+          code: 'machine_unknown',
+          message: 'unknown or revoked machine',
+        }),
+      );
       return;
     }
     await this.downloads.serve(req, res, machine.name);
@@ -124,7 +152,12 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
       // growing this queue without bound; a well-behaved agent waits for acknowledgements and never gets near it.
       if (++queued > MAX_QUEUED_MESSAGES) {
         this.log.warn('agent flooded the server with messages; disconnecting it', { machine: machineName, queued });
-        socket.emit(SERVER_EVENT, { type: 'protocol.error', code: 'too_many_messages', message: `more than ${MAX_QUEUED_MESSAGES} messages waiting: slow down`, fatal: false });
+        socket.emit(SERVER_EVENT, {
+          type: 'protocol.error',
+          code: 'too_many_messages',
+          message: `more than ${MAX_QUEUED_MESSAGES} messages waiting: slow down`,
+          fatal: false,
+        });
         socket.disconnect(true);
         return;
       }
@@ -133,18 +166,33 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
         const parsed = parseAgentMessage(raw);
         if (!parsed.ok) {
           this.log.warn('invalid message from agent', { machine: machineName, error: parsed.error });
-          socket.emit(SERVER_EVENT, { type: 'protocol.error', code: 'invalid_message', message: `invalid message: ${parsed.error}`, fatal: false });
+          socket.emit(SERVER_EVENT, {
+            type: 'protocol.error',
+            code: 'invalid_message',
+            message: `invalid message: ${parsed.error}`,
+            fatal: false,
+          });
           return;
         }
         if (!greeted && parsed.message.type !== 'hello') {
-          socket.emit(SERVER_EVENT, { type: 'protocol.error', code: 'hello_first', message: 'send hello first', fatal: false });
+          socket.emit(SERVER_EVENT, {
+            type: 'protocol.error',
+            code: 'hello_first',
+            message: 'send hello first',
+            fatal: false,
+          });
           return;
         }
         try {
           if (parsed.message.type === 'hello') greeted = true;
           await this.handle(socket, machineId, parsed.message);
         } catch (e) {
-          this.log.error('agent message failed', { machine: machineName, type: parsed.message.type, error: (e as Error).message, stack: (e as Error).stack });
+          this.log.error('agent message failed', {
+            machine: machineName,
+            type: parsed.message.type,
+            error: (e as Error).message,
+            stack: (e as Error).stack,
+          });
         }
       });
     });
@@ -162,28 +210,48 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
     switch (msg.type) {
       case 'hello': {
         if (msg.protocolVersion !== PROTOCOL_VERSION) {
-          send({ type: 'protocol.error', code: 'protocol_unsupported', message: `protocol version ${msg.protocolVersion} is not supported (server speaks ${PROTOCOL_VERSION})`, fatal: true });
+          send({
+            type: 'protocol.error',
+            code: 'protocol_unsupported',
+            message: `protocol version ${msg.protocolVersion} is not supported (server speaks ${PROTOCOL_VERSION})`,
+            fatal: true,
+          });
           socket.disconnect(true);
           return;
         }
         this.agents.add(machineId, socket);
         await this.machines.markConnected(machineId, this.config.nodeId, msg.agentVersion);
         const { machineName: name } = socket.data as AgentSocketData;
-        send({ type: 'welcome', machineId, name, heartbeatMs: this.config.heartbeatMs, leaseTtlMs: this.config.leaseTtlMs, serverVersion: this.config.version, maxUnpackedBytes: this.config.maxUnpackedBytes });
+        send({
+          type: 'welcome',
+          machineId,
+          name,
+          heartbeatMs: this.config.heartbeatMs,
+          leaseTtlMs: this.config.leaseTtlMs,
+          serverVersion: this.config.version,
+          maxUnpackedBytes: this.config.maxUnpackedBytes,
+        });
         this.log.info('agent connected', { machine: name, agentVersion: msg.agentVersion, leases: msg.leases.length });
         // Leases the agent runs that the server has given up on (expired while it was away) must stop.
         const running = msg.leases.filter((l) => l.state === 'running').map((l) => l.leaseId);
-        for (const gone of await this.leases.renew(machineId, running)) send({ type: 'lease.cancel', leaseId: gone, reason: 'the lease expired while the agent was away' });
+        for (const gone of await this.leases.renew(machineId, running))
+          send({ type: 'lease.cancel', leaseId: gone, reason: 'the lease expired while the agent was away' });
         await this.dispatcher.deliverPending([machineId]);
         return;
       }
       case 'lease.accepted': {
-        if (!(await this.leases.accept(machineId, msg.leaseId))) send({ type: 'lease.cancel', leaseId: msg.leaseId, reason: 'the lease is no longer active' });
+        if (!(await this.leases.accept(machineId, msg.leaseId)))
+          send({ type: 'lease.cancel', leaseId: msg.leaseId, reason: 'the lease is no longer active' });
         return;
       }
       case 'lease.log': {
         const ctx = await own(msg.leaseId);
-        if (ctx) send({ type: 'log.ack', leaseId: msg.leaseId, seq: await this.deploymentLog.appendAgentLines(ctx, msg.lines) });
+        if (ctx)
+          send({
+            type: 'log.ack',
+            leaseId: msg.leaseId,
+            seq: await this.deploymentLog.appendAgentLines(ctx, msg.lines),
+          });
         return;
       }
       case 'lease.action': {
@@ -201,7 +269,8 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
       }
       case 'heartbeat': {
         this.machines.markSeen(machineId);
-        for (const gone of await this.leases.renew(machineId, msg.leaseIds)) send({ type: 'lease.cancel', leaseId: gone, reason: 'the lease is no longer active' });
+        for (const gone of await this.leases.renew(machineId, msg.leaseIds))
+          send({ type: 'lease.cancel', leaseId: gone, reason: 'the lease is no longer active' });
         return;
       }
       case 'lease.result': {

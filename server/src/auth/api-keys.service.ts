@@ -15,7 +15,12 @@ import type { CreateApiKeyDto } from './dto/create-api-key.dto.js';
 export const hashKey = (key: string) => createHash('sha256').update(key).digest('hex');
 /** A new key: `ck_` and 24 random bytes. */
 const newKey = () => `ck_${randomBytes(24).toString('base64url')}`;
-const toDto = (k: ApiKeyEntity): ApiKey => ({ id: k.id, name: k.name, createdAt: k.createdAt.toISOString(), revokedAt: iso(k.revokedAt) });
+const toDto = (k: ApiKeyEntity): ApiKey => ({
+  id: k.id,
+  name: k.name,
+  createdAt: k.createdAt.toISOString(),
+  revokedAt: iso(k.revokedAt),
+});
 
 @Injectable()
 export class ApiKeysService {
@@ -45,7 +50,8 @@ export class ApiKeysService {
     await this.repo.manager.transaction(async (m) => {
       const existing = await m.findOne(ApiKeyEntity, { where: { name: 'admin' } });
       if (!existing) await m.insert(ApiKeyEntity, { name: 'admin', keyHash: hash });
-      else if (existing.keyHash !== hash || existing.revokedAt) await m.update(ApiKeyEntity, { id: existing.id }, { keyHash: hash, revokedAt: null });
+      else if (existing.keyHash !== hash || existing.revokedAt)
+        await m.update(ApiKeyEntity, { id: existing.id }, { keyHash: hash, revokedAt: null });
     });
     this.cache.clear();
     return key;
@@ -53,7 +59,8 @@ export class ApiKeysService {
 
   /** A new key: shown this once, only its hash is kept. */
   async create(dto: CreateApiKeyDto): Promise<ApiKeyCreated> {
-    if (await this.repo.exists({ where: { name: dto.name } })) throw alreadyExists(`an API key named "${dto.name}" already exists`);
+    if (await this.repo.exists({ where: { name: dto.name } }))
+      throw alreadyExists(`an API key named "${dto.name}" already exists`);
     const key = newKey();
     const row = await this.repo.save(this.repo.create({ name: dto.name, keyHash: hashKey(key), revokedAt: null }));
     return { ...toDto(row), key };
@@ -67,7 +74,11 @@ export class ApiKeysService {
   async revoke(id: string): Promise<void> {
     const k = await this.repo.findOne({ where: { id } });
     if (!k) throw notFound(`API key ${id} not found`);
-    if (k.name === 'admin') throw new DomainError('admin_key_protected', 'the admin key is managed by CUTTLE_ADMIN_API_KEY or $CUTTLE_HOME/admin-api-key; change it there');
+    if (k.name === 'admin')
+      throw new DomainError(
+        'admin_key_protected',
+        'the admin key is managed by CUTTLE_ADMIN_API_KEY or $CUTTLE_HOME/admin-api-key; change it there',
+      );
     if (!k.revokedAt) await this.repo.update({ id }, { revokedAt: new Date() });
     this.cache.clear();
   }

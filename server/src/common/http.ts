@@ -1,6 +1,16 @@
 /** HTTP edge helpers shared by every controller: id parameters, numeric query parameters, the public-route marker, and the one filter that maps errors to HTTP. */
 import { STATUS_CODES } from 'node:http';
-import { applyDecorators, ArgumentsHost, Catch, ExceptionFilter, HttpException, Inject, Injectable, PipeTransform, SetMetadata } from '@nestjs/common';
+import {
+  applyDecorators,
+  ArgumentsHost,
+  Catch,
+  ExceptionFilter,
+  HttpException,
+  Inject,
+  Injectable,
+  PipeTransform,
+  SetMetadata,
+} from '@nestjs/common';
 import { ApiExtension } from '@nestjs/swagger';
 import type { Request, Response } from 'express';
 import { codeForStatus, ERROR_STATUS, type ErrorCode } from '#shared/api/errors.js';
@@ -33,7 +43,8 @@ export const Public = () => applyDecorators(SetMetadata(IS_PUBLIC, true), ApiExt
 export function intQuery(name: string, raw: string | undefined, o: { min: number; max: number; dflt: number }): number {
   if (raw === undefined || raw === '') return o.dflt;
   const n = /^\d{1,16}$/.test(raw) ? Number(raw) : NaN;
-  if (!Number.isSafeInteger(n) || n < o.min || n > o.max) throw invalid(`${name} must be an integer from ${o.min} to ${o.max}`);
+  if (!Number.isSafeInteger(n) || n < o.min || n > o.max)
+    throw invalid(`${name} must be an integer from ${o.min} to ${o.max}`);
   return n;
 }
 
@@ -70,33 +81,51 @@ export class ErrorFilter implements ExceptionFilter {
     const ctx = host.switchToHttp();
     const res = ctx.getResponse<Response>();
     const req = ctx.getRequest<Request>();
-    const send = (code: ErrorCode, message: string | string[], status: number = ERROR_STATUS[code], extra: Record<string, unknown> = {}) =>
+    const send = (
+      code: ErrorCode,
+      message: string | string[],
+      status: number = ERROR_STATUS[code],
+      extra: Record<string, unknown> = {},
+    ) =>
       res.status(status).json({ ...extra, statusCode: status, error: STATUS_CODES[status] ?? 'Error', code, message });
     if (err instanceof DomainError) return send(err.code, err.detail);
     if (err instanceof HttpException) {
       // The body parser's SyntaxError arrives wrapped: say what is wrong in the client's terms.
       const cause = (err as { cause?: unknown }).cause as { type?: string; message?: string } | undefined;
-      if (cause instanceof SyntaxError && (cause as { type?: string }).type === 'entity.parse.failed') return send('validation_failed', `request body is not valid JSON: ${cause.message}`);
+      if (cause instanceof SyntaxError && (cause as { type?: string }).type === 'entity.parse.failed')
+        return send('validation_failed', `request body is not valid JSON: ${cause.message}`);
       const status = err.getStatus();
       const body = err.getResponse();
       if (typeof body === 'string') return send(codeForStatus(status), body, status);
-      const { message, statusCode: _s, error: _e, ...extra } = body as { message?: string | string[]; statusCode?: number; error?: string };
+      const {
+        message,
+        statusCode: _s,
+        error: _e,
+        ...extra
+      } = body as { message?: string | string[]; statusCode?: number; error?: string };
       return send(codeForStatus(status), message ?? STATUS_CODES[status] ?? 'error', status, extra);
     }
     const e = err as { status?: number; type?: string; code?: string; message?: string; detail?: string };
     // body-parser errors (oversized or malformed bodies) carry their own 4xx status.
     if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
-      const msg = e.type === 'entity.too.large' ? 'request body is too large' : e.type === 'entity.parse.failed' ? 'request body is not valid JSON' : (e.message ?? 'bad request');
+      const msg =
+        e.type === 'entity.too.large'
+          ? 'request body is too large'
+          : e.type === 'entity.parse.failed'
+            ? 'request body is not valid JSON'
+            : (e.message ?? 'bad request');
       return send(codeForStatus(e.status), msg, e.status);
     }
     if (err instanceof QueryFailedError) {
       const code = (err as unknown as { code?: string }).code;
-      if (code === PG_UNIQUE_VIOLATION) return send('already_exists', `already exists${e.detail ? `: ${e.detail}` : ''}`);
+      if (code === PG_UNIQUE_VIOLATION)
+        return send('already_exists', `already exists${e.detail ? `: ${e.detail}` : ''}`);
       if (code && PG_UNSTORABLE[code]) {
         this.log.warn(`database refused input on ${req.method} ${req.path}`, { code, error: e.message });
         return send('validation_failed', PG_UNSTORABLE[code]);
       }
-      if (code === PG_BAD_TEXT || code === PG_FK_VIOLATION) return send('unknown_reference', e.detail ?? 'a referenced id is not valid');
+      if (code === PG_BAD_TEXT || code === PG_FK_VIOLATION)
+        return send('unknown_reference', e.detail ?? 'a referenced id is not valid');
     }
     this.log.error(`unhandled error on ${req.method} ${req.url}`, { error: e.message, stack: (err as Error)?.stack });
     return send('internal', 'internal error (see the server log)');

@@ -27,9 +27,12 @@ const NUL = '\u0000';
 
 /** Why `value` (the body, or one parameter named `root`) is refused, or null. */
 export function inputProblem(value: unknown, root: string | undefined): string | null {
-  const stack: Array<{ v: unknown; path: PropertyKey[]; depth: number }> = [{ v: value, path: root ? [root] : [], depth: 0 }];
+  const stack: Array<{ v: unknown; path: PropertyKey[]; depth: number }> = [
+    { v: value, path: root ? [root] : [], depth: 0 },
+  ];
   // `steps[0].name`; an array at the top is `request body[0]...`.
-  const name = (path: PropertyKey[]) => (typeof path[0] === 'number' || !path.length ? 'request body' : '') + formatPath(path);
+  const name = (path: PropertyKey[]) =>
+    (typeof path[0] === 'number' || !path.length ? 'request body' : '') + formatPath(path);
   while (stack.length) {
     const { v, path, depth } = stack.pop()!;
     if (typeof v === 'string') {
@@ -39,12 +42,14 @@ export function inputProblem(value: unknown, root: string | undefined): string |
     if (v === null || typeof v !== 'object') continue;
     if (depth >= INPUT_BOUNDS.depth) return `${name(path)} is nested too deeply (at most ${INPUT_BOUNDS.depth} levels)`;
     if (Array.isArray(v)) {
-      if (v.length > INPUT_BOUNDS.arrayItems) return `${name(path)} has ${v.length} items (at most ${INPUT_BOUNDS.arrayItems})`;
+      if (v.length > INPUT_BOUNDS.arrayItems)
+        return `${name(path)} has ${v.length} items (at most ${INPUT_BOUNDS.arrayItems})`;
       for (let i = v.length - 1; i >= 0; i--) stack.push({ v: v[i], path: [...path, i], depth: depth + 1 });
       continue;
     }
     const keys = Object.keys(v);
-    if (keys.length > INPUT_BOUNDS.objectKeys) return `${name(path)} has ${keys.length} keys (at most ${INPUT_BOUNDS.objectKeys})`;
+    if (keys.length > INPUT_BOUNDS.objectKeys)
+      return `${name(path)} has ${keys.length} keys (at most ${INPUT_BOUNDS.objectKeys})`;
     for (let i = keys.length - 1; i >= 0; i--) {
       const k = keys[i];
       if (k.includes(NUL)) return `${name(path)} has a key with a NUL character (\\u0000)`;

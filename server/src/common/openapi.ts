@@ -16,7 +16,13 @@ const ref = (name: string) => ({ $ref: `#/components/schemas/${name}` });
  * An operation's summary, its success response (`'Name'`, `['Name']` for a list, or null for no body) and the error
  * codes it may answer with besides 401 (added for every route that needs a key) and 400 (added when it takes input).
  */
-export function Returns(summary: string, status: number, schema: ApiSchemaName | [ApiSchemaName] | null, errors: ErrorCode[] = [], description?: string) {
+export function Returns(
+  summary: string,
+  status: number,
+  schema: ApiSchemaName | [ApiSchemaName] | null,
+  errors: ErrorCode[] = [],
+  description?: string,
+) {
   const byStatus = new Map<number, ErrorCode[]>();
   for (const code of errors) byStatus.set(ERROR_STATUS[code], [...(byStatus.get(ERROR_STATUS[code]) ?? []), code]);
   return applyDecorators(
@@ -26,7 +32,9 @@ export function Returns(summary: string, status: number, schema: ApiSchemaName |
       description: summary,
       ...(schema ? { schema: Array.isArray(schema) ? { type: 'array', items: ref(schema[0]) } : ref(schema) } : {}),
     }),
-    ...[...byStatus].map(([s, codes]) => ApiResponse({ status: s, description: `error: ${codes.join(', ')}`, schema: ref('ErrorBody') })),
+    ...[...byStatus].map(([s, codes]) =>
+      ApiResponse({ status: s, description: `error: ${codes.join(', ')}`, schema: ref('ErrorBody') }),
+    ),
   );
 }
 
@@ -53,16 +61,29 @@ export function finishDocument(doc: OpenAPIObject): OpenAPIObject {
   doc.components.schemas ??= {};
   for (const [name, schema] of Object.entries(API_SCHEMAS)) doc.components.schemas[name] = openApiSchema(schema);
   for (const [path, item] of Object.entries(doc.paths)) {
-    for (const op of Object.values(item) as Array<{ security?: unknown[]; responses?: Record<string, unknown>; requestBody?: unknown; parameters?: unknown[]; 'x-public'?: boolean }>) {
+    for (const op of Object.values(item) as Array<{
+      security?: unknown[];
+      responses?: Record<string, unknown>;
+      requestBody?: unknown;
+      parameters?: unknown[];
+      'x-public'?: boolean;
+    }>) {
       if (!op || typeof op !== 'object' || !op.responses) continue;
       const isPublic = !!op['x-public'];
       if (isPublic) {
         op.security = [];
         delete op['x-public'];
       }
-      if (!isPublic) op.responses['401'] ??= { description: 'error: unauthorized (no API key, or an unknown or revoked one)', content: { 'application/json': { schema: ref('ErrorBody') } } };
+      if (!isPublic)
+        op.responses['401'] ??= {
+          description: 'error: unauthorized (no API key, or an unknown or revoked one)',
+          content: { 'application/json': { schema: ref('ErrorBody') } },
+        };
       if ((op.requestBody || op.parameters?.length || path.includes('{')) && !op.responses['400'])
-        op.responses['400'] = { description: 'error: validation_failed (the message names the field)', content: { 'application/json': { schema: ref('ErrorBody') } } };
+        op.responses['400'] = {
+          description: 'error: validation_failed (the message names the field)',
+          content: { 'application/json': { schema: ref('ErrorBody') } },
+        };
     }
   }
   doc.info.description =

@@ -26,11 +26,19 @@ const directives = {
 };
 
 export function securityHeaders() {
-  const common = { hsts: { maxAge: 365 * 24 * 3600, includeSubDomains: false }, xFrameOptions: { action: 'deny' as const }, referrerPolicy: { policy: 'no-referrer' as const } };
+  const common = {
+    hsts: { maxAge: 365 * 24 * 3600, includeSubDomains: false },
+    xFrameOptions: { action: 'deny' as const },
+    referrerPolicy: { policy: 'no-referrer' as const },
+  };
   const strict = helmet({ ...common, contentSecurityPolicy: { useDefaults: false, directives } });
   const docs = helmet({
     ...common,
-    contentSecurityPolicy: { useDefaults: false, directives: { ...directives, styleSrc: ["'self'", "'unsafe-inline'"], imgSrc: ["'self'", 'data:'] } },
+    contentSecurityPolicy: {
+      useDefaults: false,
+      directives: { ...directives, styleSrc: ["'self'", "'unsafe-inline'"], imgSrc: ["'self'", 'data:'] },
+    },
   });
-  return (req: Request, res: Response, next: NextFunction) => (req.path.startsWith('/api/docs') ? docs : strict)(req, res, next);
+  return (req: Request, res: Response, next: NextFunction) =>
+    (req.path.startsWith('/api/docs') ? docs : strict)(req, res, next);
 }

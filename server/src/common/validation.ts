@@ -23,7 +23,8 @@ export function IsStringRecord(o: { maxKeys: number; maxValueLength: number }) {
       propertyName,
       validator: {
         validate: (value: unknown, args: ValidationArguments) => problem(value, args.property) === null,
-        defaultMessage: (args: ValidationArguments) => problem(args.value, args.property) ?? `${args.property} is not valid`,
+        defaultMessage: (args: ValidationArguments) =>
+          problem(args.value, args.property) ?? `${args.property} is not valid`,
       },
     });
 }

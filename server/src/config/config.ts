@@ -15,7 +15,10 @@ const port = (name: string, dflt: number) =>
     .max(65535, `${name} must be between 1 and 65535`)
     .default(dflt);
 const seconds = (name: string, dflt: number, min = 1) =>
-  z.coerce.number({ error: `${name} must be a number of seconds` }).min(min, `${name} must be at least ${min}`).default(dflt);
+  z.coerce
+    .number({ error: `${name} must be a number of seconds` })
+    .min(min, `${name} must be at least ${min}`)
+    .default(dflt);
 
 const EnvSchema = z
   .object({
@@ -32,19 +35,35 @@ const EnvSchema = z
     /** Host names and IPs (comma separated) put into the server certificate besides localhost and this host's name. */
     CUTTLE_PUBLIC_HOSTS: z.string().default(''),
     /** The URL agents are told to connect to; default: the host the agent registered through, on CUTTLE_AGENT_PORT. */
-    CUTTLE_AGENT_URL: z.url({ error: 'CUTTLE_AGENT_URL must be a URL like https://deploy.example.com:10943' }).optional(),
+    CUTTLE_AGENT_URL: z
+      .url({ error: 'CUTTLE_AGENT_URL must be a URL like https://deploy.example.com:10943' })
+      .optional(),
     CUTTLE_LEASE_TTL_SECONDS: seconds('CUTTLE_LEASE_TTL_SECONDS', 30, 3),
-    CUTTLE_MAX_PACKAGE_MB: z.coerce.number({ error: 'CUTTLE_MAX_PACKAGE_MB must be a number' }).positive('CUTTLE_MAX_PACKAGE_MB must be positive').default(1024),
+    CUTTLE_MAX_PACKAGE_MB: z.coerce
+      .number({ error: 'CUTTLE_MAX_PACKAGE_MB must be a number' })
+      .positive('CUTTLE_MAX_PACKAGE_MB must be positive')
+      .default(1024),
     /** What a package may unpack to (the sum of its files): refused at upload past it, and agents stop unpacking there. */
-    CUTTLE_MAX_UNPACKED_MB: z.coerce.number({ error: 'CUTTLE_MAX_UNPACKED_MB must be a number' }).positive('CUTTLE_MAX_UNPACKED_MB must be positive').default(4096),
-    CUTTLE_LOG_LEVEL: z.enum(['error', 'warn', 'info', 'debug'], { error: 'CUTTLE_LOG_LEVEL must be one of error, warn, info, debug' }).default('info'),
+    CUTTLE_MAX_UNPACKED_MB: z.coerce
+      .number({ error: 'CUTTLE_MAX_UNPACKED_MB must be a number' })
+      .positive('CUTTLE_MAX_UNPACKED_MB must be positive')
+      .default(4096),
+    CUTTLE_LOG_LEVEL: z
+      .enum(['error', 'warn', 'info', 'debug'], { error: 'CUTTLE_LOG_LEVEL must be one of error, warn, info, debug' })
+      .default('info'),
     CUTTLE_LOG_FORMAT: z.enum(['json', 'pretty'], { error: 'CUTTLE_LOG_FORMAT must be json or pretty' }).optional(),
     CUTTLE_NODE_ID: z.string().max(100).optional(),
     CUTTLE_OWNERSHIP_TTL_SECONDS: seconds('CUTTLE_OWNERSHIP_TTL_SECONDS', 15, 2),
     CUTTLE_HEALTH_CHECK_INTERVAL_SECONDS: seconds('CUTTLE_HEALTH_CHECK_INTERVAL_SECONDS', 300, 1),
-    CUTTLE_MIN_FREE_DISK_MB: z.coerce.number({ error: 'CUTTLE_MIN_FREE_DISK_MB must be a number' }).min(0, 'CUTTLE_MIN_FREE_DISK_MB must not be negative').default(100),
+    CUTTLE_MIN_FREE_DISK_MB: z.coerce
+      .number({ error: 'CUTTLE_MIN_FREE_DISK_MB must be a number' })
+      .min(0, 'CUTTLE_MIN_FREE_DISK_MB must not be negative')
+      .default(100),
   })
-  .refine((e) => e.CUTTLE_PORT !== e.CUTTLE_AGENT_PORT, { message: 'CUTTLE_PORT and CUTTLE_AGENT_PORT must differ', path: ['CUTTLE_AGENT_PORT'] });
+  .refine((e) => e.CUTTLE_PORT !== e.CUTTLE_AGENT_PORT, {
+    message: 'CUTTLE_PORT and CUTTLE_AGENT_PORT must differ',
+    path: ['CUTTLE_AGENT_PORT'],
+  });
 
 export interface CuttleConfig {
   home: string;
@@ -76,7 +95,9 @@ export { CUTTLE_VERSION };
 export function loadConfig(env: NodeJS.ProcessEnv = process.env): CuttleConfig {
   const r = EnvSchema.safeParse(env);
   if (!r.success) {
-    const lines = r.error.issues.map((i) => `  - ${i.message}${i.path.length ? ` (got ${JSON.stringify(env[String(i.path[0])])})` : ''}`);
+    const lines = r.error.issues.map(
+      (i) => `  - ${i.message}${i.path.length ? ` (got ${JSON.stringify(env[String(i.path[0])])})` : ''}`,
+    );
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
   const e = r.data;
@@ -88,7 +109,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CuttleConfig {
     agentPort: e.CUTTLE_AGENT_PORT,
     databaseUrl: e.DATABASE_URL,
     adminApiKey: e.CUTTLE_ADMIN_API_KEY,
-    publicHosts: e.CUTTLE_PUBLIC_HOSTS.split(',').map((s) => s.trim()).filter(Boolean),
+    publicHosts: e.CUTTLE_PUBLIC_HOSTS.split(',')
+      .map((s) => s.trim())
+      .filter(Boolean),
     agentUrl: e.CUTTLE_AGENT_URL,
     leaseTtlMs,
     // A third of the TTL: two heartbeats may be lost before a lease expires.

@@ -8,7 +8,15 @@ import { OneAtATime1764100800000 } from './migrations/1764100800000-one-at-a-tim
 import { FailureKind1764104400000 } from './migrations/1764104400000-failure-kind.js';
 import { MachineNames1764108000000 } from './migrations/1764108000000-machine-names.js';
 
-export const MIGRATIONS = [Initial1764086400000, ProcessFeatures1764090000000, MachineHealth1764093600000, LogHeads1764097200000, OneAtATime1764100800000, FailureKind1764104400000, MachineNames1764108000000];
+export const MIGRATIONS = [
+  Initial1764086400000,
+  ProcessFeatures1764090000000,
+  MachineHealth1764093600000,
+  LogHeads1764097200000,
+  OneAtATime1764100800000,
+  FailureKind1764104400000,
+  MachineNames1764108000000,
+];
 export const POOL_SIZE = 10;
 /**
  * The embedded database gets one connection. PGLiteSocketServer interleaves protocol messages of different

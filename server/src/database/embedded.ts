@@ -41,7 +41,9 @@ export function lockFolder(dir: string): () => void {
       if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
       const holder = Number(readFileSync(file, 'utf8').trim());
       if (holder && holder !== process.pid && pidAlive(holder))
-        throw new DataFolderLockedError(`the embedded database in ${dir} is in use by another Cuttle server (pid ${holder}); stop it, or set CUTTLE_HOME to another folder`);
+        throw new DataFolderLockedError(
+          `the embedded database in ${dir} is in use by another Cuttle server (pid ${holder}); stop it, or set CUTTLE_HOME to another folder`,
+        );
       unlinkSync(file);
     }
   }

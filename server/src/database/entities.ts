@@ -11,4 +11,13 @@ import { ReleaseEntity } from '../releases/release.entity.js';
  * variables, the log) is reached with SQL through deployments/deployment.repository.ts alone: its writes are the hot
  * path and need exact locking, in the order that file's header gives.
  */
-export const ENTITIES = [ApiKeyEntity, EnvironmentEntity, MachineEntity, RegistrationTokenEntity, ProjectEntity, ChannelEntity, PackageEntity, ReleaseEntity];
+export const ENTITIES = [
+  ApiKeyEntity,
+  EnvironmentEntity,
+  MachineEntity,
+  RegistrationTokenEntity,
+  ProjectEntity,
+  ChannelEntity,
+  PackageEntity,
+  ReleaseEntity,
+];

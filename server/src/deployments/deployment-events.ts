@@ -9,4 +9,7 @@ import { Injectable } from '@nestjs/common';
  * - `progressed`: a target run settled (a result, an expired lease): its slot may have freed, plan the next round.
  */
 @Injectable()
-export class DeploymentEvents extends EventEmitter<{ changed: [deploymentId: string]; progressed: [deploymentId: string] }> {}
+export class DeploymentEvents extends EventEmitter<{
+  changed: [deploymentId: string];
+  progressed: [deploymentId: string];
+}> {}

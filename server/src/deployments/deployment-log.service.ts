@@ -50,7 +50,12 @@ export class DeploymentLogService {
     return last;
   }
 
-  async read(deploymentId: string, afterSeq: number, limit: number, machineId?: string): Promise<{ entries: LogEntry[]; nextSeq: number }> {
+  async read(
+    deploymentId: string,
+    afterSeq: number,
+    limit: number,
+    machineId?: string,
+  ): Promise<{ entries: LogEntry[]; nextSeq: number }> {
     const entries = await this.repo.readLog(deploymentId, afterSeq, limit, machineId);
     return { entries, nextSeq: entries.length ? entries[entries.length - 1].seq : afterSeq };
   }
@@ -120,7 +125,12 @@ export class DeploymentLogService {
  * The lines of a lease the log does not have yet, in sequence after `lastSeq` (a duplicate is skipped; at a gap the
  * rest waits for the agent to resend from the acknowledged sequence), masked, as log entries; and the new last seq.
  */
-export function freshEntries(ctx: LeaseContext, lines: LogLine[], lastSeq: number, secrets: Set<string>): { entries: LogEntryInput[]; seq: number } {
+export function freshEntries(
+  ctx: LeaseContext,
+  lines: LogLine[],
+  lastSeq: number,
+  secrets: Set<string>,
+): { entries: LogEntryInput[]; seq: number } {
   let seq = lastSeq;
   const entries: LogEntryInput[] = [];
   for (const l of [...lines].sort((a, b) => a.seq - b.seq)) {

@@ -100,14 +100,35 @@ export class DeploymentRepository {
    */
   async insertDeployment(
     tx: EntityManager,
-    d: { releaseId: string; projectId: string; environmentId: string; guidedFailure: boolean; specific: string[]; excluded: string[]; ownerNode: string; ownershipTtlSeconds: number },
+    d: {
+      releaseId: string;
+      projectId: string;
+      environmentId: string;
+      guidedFailure: boolean;
+      specific: string[];
+      excluded: string[];
+      ownerNode: string;
+      ownershipTtlSeconds: number;
+    },
   ): Promise<string> {
-    await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2::text, 0))`, [d.projectId, d.environmentId]);
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2::text, 0))`, [
+      d.projectId,
+      d.environmentId,
+    ]);
     const [row] = returned<{ id: string }>(
       await tx.query(
         `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids, owner_node, owner_expires_at)
          VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, now() + make_interval(secs => $8)) RETURNING id`,
-        [d.releaseId, d.projectId, d.environmentId, d.guidedFailure, JSON.stringify(d.specific), JSON.stringify(d.excluded), d.ownerNode, d.ownershipTtlSeconds],
+        [
+          d.releaseId,
+          d.projectId,
+          d.environmentId,
+          d.guidedFailure,
+          JSON.stringify(d.specific),
+          JSON.stringify(d.excluded),
+          d.ownerNode,
+          d.ownershipTtlSeconds,
+        ],
       ),
     );
     return row.id;
@@ -126,12 +147,18 @@ export class DeploymentRepository {
 
   /** Level 1, only if this node owns the deployment. */
   async lockOwnedDeployment(tx: EntityManager, id: string, node: string): Promise<DeploymentRow | undefined> {
-    const [row] = await tx.query(`SELECT * FROM deployments WHERE id = $1 AND owner_node = $2 FOR NO KEY UPDATE`, [id, node]);
+    const [row] = await tx.query(`SELECT * FROM deployments WHERE id = $1 AND owner_node = $2 FOR NO KEY UPDATE`, [
+      id,
+      node,
+    ]);
     return row;
   }
 
   /** A deployment's steps and target runs (in order) and its release's version: what the API shows. */
-  async readView(d: DeploymentRow, db: Db = this.ds): Promise<{ steps: StepRow[]; runs: TargetRunRow[]; releaseVersion: string }> {
+  async readView(
+    d: DeploymentRow,
+    db: Db = this.ds,
+  ): Promise<{ steps: StepRow[]; runs: TargetRunRow[]; releaseVersion: string }> {
     const [steps, runs, [release]]: [StepRow[], TargetRunRow[], Array<{ version: string }>] = await Promise.all([
       db.query(`SELECT * FROM deployment_steps WHERE deployment_id = $1 ORDER BY step_index`, [d.id]),
       db.query(`SELECT * FROM target_runs WHERE deployment_id = $1 ORDER BY step_index, position`, [d.id]),
@@ -144,7 +171,10 @@ export class DeploymentRepository {
    * Steps, target runs and whether a person is awaited, in one round trip (a dispatcher round's cost is mostly round
    * trips). Read after the deployment's lock, by a statement that sees what was committed before it.
    */
-  async readRound(tx: EntityManager, d: DeploymentRow): Promise<{ steps: StepRow[]; runs: TargetRunRow[]; awaitsPerson: boolean; concurrentOnMachines: boolean }> {
+  async readRound(
+    tx: EntityManager,
+    d: DeploymentRow,
+  ): Promise<{ steps: StepRow[]; runs: TargetRunRow[]; awaitsPerson: boolean; concurrentOnMachines: boolean }> {
     const [row] = await tx.query(
       `SELECT (SELECT coalesce(json_agg(s ORDER BY s.step_index), '[]') FROM deployment_steps s WHERE s.deployment_id = $1) AS steps,
               (SELECT coalesce(json_agg(t ORDER BY t.step_index, t.position), '[]') FROM target_runs t WHERE t.deployment_id = $1) AS runs,
@@ -153,7 +183,10 @@ export class DeploymentRepository {
       [d.id, d.project_id],
     );
     // json_agg gives times as text: the machines' line compares them, so they are dates again.
-    const runs: TargetRunRow[] = row.runs.map((r: TargetRunRow) => ({ ...r, waiting_since: r.waiting_since ? new Date(r.waiting_since) : null }));
+    const runs: TargetRunRow[] = row.runs.map((r: TargetRunRow) => ({
+      ...r,
+      waiting_since: r.waiting_since ? new Date(r.waiting_since) : null,
+    }));
     return { steps: row.steps, runs, awaitsPerson: row.awaits_person, concurrentOnMachines: !!row.concurrent };
   }
 
@@ -161,7 +194,10 @@ export class DeploymentRepository {
    * The active deployment of the same project and environment directly ahead of this one in creation order, which it
    * waits for (one at a time per pair); undefined when none is.
    */
-  async queuedBehind(d: Pick<DeploymentRow, 'project_id' | 'environment_id' | 'queue_seq'>, db: Db = this.ds): Promise<string | undefined> {
+  async queuedBehind(
+    d: Pick<DeploymentRow, 'project_id' | 'environment_id' | 'queue_seq'>,
+    db: Db = this.ds,
+  ): Promise<string | undefined> {
     const [row] = await db.query(
       `SELECT id FROM deployments WHERE project_id = $1 AND environment_id = $2 AND state IN ('queued', 'executing', 'waiting', 'cancelling') AND queue_seq < $3
        ORDER BY queue_seq DESC LIMIT 1`,
@@ -171,7 +207,12 @@ export class DeploymentRepository {
   }
 
   /** Deployments, newest first; a queued one carries `queued_behind` (see queuedBehind). */
-  listDeployments(f: { projectId?: string; environmentId?: string; state?: string; limit: number }): Promise<Array<DeploymentRow & { queued_behind: string | null }>> {
+  listDeployments(f: {
+    projectId?: string;
+    environmentId?: string;
+    state?: string;
+    limit: number;
+  }): Promise<Array<DeploymentRow & { queued_behind: string | null }>> {
     const where: string[] = [];
     const params: unknown[] = [];
     const add = (sql: string, value: unknown) => {
@@ -193,13 +234,19 @@ export class DeploymentRepository {
 
   /** A deployment's release's process: immutable, so it may be read outside any lock. */
   async processOf(deploymentId: string, db: Db = this.ds): Promise<Process | undefined> {
-    const [row] = await db.query(`SELECT r.process FROM deployments d JOIN releases r ON r.id = d.release_id WHERE d.id = $1`, [deploymentId]);
+    const [row] = await db.query(
+      `SELECT r.process FROM deployments d JOIN releases r ON r.id = d.release_id WHERE d.id = $1`,
+      [deploymentId],
+    );
     return row?.process;
   }
 
   /** The release's variables of a deployment (for its secrets). */
   async releaseVariablesOf(deploymentId: string): Promise<ReleaseEntity['variables']> {
-    const [row] = await this.ds.query(`SELECT r.variables FROM deployments d JOIN releases r ON r.id = d.release_id WHERE d.id = $1`, [deploymentId]);
+    const [row] = await this.ds.query(
+      `SELECT r.variables FROM deployments d JOIN releases r ON r.id = d.release_id WHERE d.id = $1`,
+      [deploymentId],
+    );
     return row?.variables ?? [];
   }
 
@@ -212,7 +259,10 @@ export class DeploymentRepository {
   }
 
   async finishDeployment(tx: EntityManager, id: string, outcome: 'success' | 'failed' | 'cancelled'): Promise<void> {
-    await tx.query(`UPDATE deployments SET state = $2, finished_at = now(), owner_node = NULL WHERE id = $1`, [id, outcome]);
+    await tx.query(`UPDATE deployments SET state = $2, finished_at = now(), owner_node = NULL WHERE id = $1`, [
+      id,
+      outcome,
+    ]);
   }
 
   /** A person is awaited now (an interruption was opened). */
@@ -247,7 +297,10 @@ export class DeploymentRepository {
 
   /** A deployment's last log sequence and its state; undefined when there is no such deployment. */
   async logHead(id: string): Promise<{ seq: number; state: DeploymentState } | undefined> {
-    const [row] = await this.ds.query(`SELECT COALESCE(h.seq, 0) AS log_seq, d.state FROM deployments d LEFT JOIN deployment_log_heads h ON h.deployment_id = d.id WHERE d.id = $1`, [id]);
+    const [row] = await this.ds.query(
+      `SELECT COALESCE(h.seq, 0) AS log_seq, d.state FROM deployments d LEFT JOIN deployment_log_heads h ON h.deployment_id = d.id WHERE d.id = $1`,
+      [id],
+    );
     return row ? { seq: Number(row.log_seq), state: row.state } : undefined;
   }
 
@@ -256,7 +309,16 @@ export class DeploymentRepository {
   async insertSteps(
     tx: EntityManager,
     deploymentId: string,
-    steps: Array<{ index: number; name: string; state: RunState; window: number; maxFailures: number; condition: string; startTrigger: string; skipReason: string | null }>,
+    steps: Array<{
+      index: number;
+      name: string;
+      state: RunState;
+      window: number;
+      maxFailures: number;
+      condition: string;
+      startTrigger: string;
+      skipReason: string | null;
+    }>,
   ): Promise<void> {
     if (!steps.length) return;
     await tx.query(
@@ -279,20 +341,41 @@ export class DeploymentRepository {
   /** A step started (`running`: started_at) or ended (finished_at). */
   async setStepState(tx: EntityManager, deploymentId: string, stepIndex: number, state: RunState): Promise<void> {
     const col = state === 'running' ? 'started_at' : 'finished_at';
-    await tx.query(`UPDATE deployment_steps SET state = $3, ${col} = now() WHERE deployment_id = $1 AND step_index = $2`, [deploymentId, stepIndex, state]);
+    await tx.query(
+      `UPDATE deployment_steps SET state = $3, ${col} = now() WHERE deployment_id = $1 AND step_index = $2`,
+      [deploymentId, stepIndex, state],
+    );
   }
 
   async abortStep(tx: EntityManager, deploymentId: string, stepIndex: number): Promise<void> {
-    await tx.query(`UPDATE deployment_steps SET aborted = true WHERE deployment_id = $1 AND step_index = $2`, [deploymentId, stepIndex]);
+    await tx.query(`UPDATE deployment_steps SET aborted = true WHERE deployment_id = $1 AND step_index = $2`, [
+      deploymentId,
+      stepIndex,
+    ]);
   }
 
   // ------------------------------------------------------------------ target runs
 
-  async insertTargetRuns(tx: EntityManager, deploymentId: string, stepIndex: number, state: RunState, actions: TargetAction[], targets: Array<{ id: string | null; name: string }>): Promise<void> {
+  async insertTargetRuns(
+    tx: EntityManager,
+    deploymentId: string,
+    stepIndex: number,
+    state: RunState,
+    actions: TargetAction[],
+    targets: Array<{ id: string | null; name: string }>,
+  ): Promise<void> {
     await tx.query(
       `INSERT INTO target_runs (deployment_id, step_index, machine_id, machine_name, position, state, actions)
        SELECT $1, $2, mid, mname, pos, $3, $4::jsonb FROM unnest($5::uuid[], $6::text[], $7::int[]) AS x(mid, mname, pos)`,
-      [deploymentId, stepIndex, state, JSON.stringify(actions), targets.map((t) => t.id), targets.map((t) => t.name), targets.map((_, i) => i)],
+      [
+        deploymentId,
+        stepIndex,
+        state,
+        JSON.stringify(actions),
+        targets.map((t) => t.id),
+        targets.map((t) => t.name),
+        targets.map((_, i) => i),
+      ],
     );
   }
 
@@ -312,7 +395,10 @@ export class DeploymentRepository {
 
   /** A target run starts without a lease (a step on the server). */
   async startTargetRun(tx: EntityManager, id: string): Promise<void> {
-    await tx.query(`UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now() WHERE id = $1`, [id]);
+    await tx.query(
+      `UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now() WHERE id = $1`,
+      [id],
+    );
   }
 
   /** A target run ends: its state, and its actions and error when given (a success on the server keeps both). */
@@ -320,7 +406,12 @@ export class DeploymentRepository {
     tx: EntityManager,
     id: string,
     state: RunState,
-    change: { actions?: TargetAction[]; error?: string | null; failureKind?: FailureKind | null; started?: boolean } = {},
+    change: {
+      actions?: TargetAction[];
+      error?: string | null;
+      failureKind?: FailureKind | null;
+      started?: boolean;
+    } = {},
   ): Promise<void> {
     const sets = ['state = $2', 'finished_at = now()'];
     const params: unknown[] = [id, state];
@@ -332,14 +423,29 @@ export class DeploymentRepository {
   }
 
   /** A target run's actions (and its failure, when given) change, its state does not. */
-  async setTargetActions(tx: EntityManager, id: string, actions: TargetAction[], failure?: { error: string | null; kind: FailureKind }): Promise<void> {
-    if (!failure) await tx.query(`UPDATE target_runs SET actions = $2::jsonb WHERE id = $1`, [id, JSON.stringify(actions)]);
-    else await tx.query(`UPDATE target_runs SET actions = $2::jsonb, error = $3, failure_kind = $4 WHERE id = $1`, [id, JSON.stringify(actions), failure.error, failure.kind]);
+  async setTargetActions(
+    tx: EntityManager,
+    id: string,
+    actions: TargetAction[],
+    failure?: { error: string | null; kind: FailureKind },
+  ): Promise<void> {
+    if (!failure)
+      await tx.query(`UPDATE target_runs SET actions = $2::jsonb WHERE id = $1`, [id, JSON.stringify(actions)]);
+    else
+      await tx.query(`UPDATE target_runs SET actions = $2::jsonb, error = $3, failure_kind = $4 WHERE id = $1`, [
+        id,
+        JSON.stringify(actions),
+        failure.error,
+        failure.kind,
+      ]);
   }
 
   /** A target run goes back to pending to run again (guided failure's retry). */
   async resetTargetRun(tx: EntityManager, id: string, actions: TargetAction[]): Promise<void> {
-    await tx.query(`UPDATE target_runs SET state = 'pending', actions = $2::jsonb, error = NULL, failure_kind = NULL WHERE id = $1`, [id, JSON.stringify(actions)]);
+    await tx.query(
+      `UPDATE target_runs SET state = 'pending', actions = $2::jsonb, error = NULL, failure_kind = NULL WHERE id = $1`,
+      [id, JSON.stringify(actions)],
+    );
   }
 
   /** Target runs that waited on closed interruptions end cancelled, unless a lease of theirs is still active. */
@@ -358,7 +464,12 @@ export class DeploymentRepository {
    * An action's state changed on the agent: recorded only while the lease is active (a late "running" never reopens
    * a settled target). One statement; it locks the lease row first, as a result does, so the two are ordered.
    */
-  async updateActionWhileLeased(leaseId: string, targetRunId: string, actionIndex: number, patch: { state: string; exitCode: number | null }): Promise<void> {
+  async updateActionWhileLeased(
+    leaseId: string,
+    targetRunId: string,
+    actionIndex: number,
+    patch: { state: string; exitCode: number | null },
+  ): Promise<void> {
     await this.ds.query(
       `WITH l AS (SELECT id FROM leases WHERE id = $5 AND released_at IS NULL FOR UPDATE)
        UPDATE target_runs SET actions = jsonb_set(actions, $2::text[], (actions->($3::int)) || $4::jsonb) WHERE id = $1 AND EXISTS (SELECT 1 FROM l)`,
@@ -375,7 +486,11 @@ export class DeploymentRepository {
    * that allows concurrent work on machines neither waits nor holds anyone up. Read under the deployment's lock; the
    * lease's take checks again under the machines' locks.
    */
-  async machinesBusy(tx: EntityManager, deploymentId: string, runs: Array<{ id: string; machineId: string; waitingSince: Date | null }>): Promise<Map<string, string>> {
+  async machinesBusy(
+    tx: EntityManager,
+    deploymentId: string,
+    runs: Array<{ id: string; machineId: string; waitingSince: Date | null }>,
+  ): Promise<Map<string, string>> {
     if (!runs.length) return new Map();
     const rows: Array<{ run_id: string; holder: string | null }> = await tx.query(
       `SELECT x.run_id, ${MACHINE_HOLDER} AS holder FROM unnest($2::uuid[], $3::uuid[], $4::timestamptz[]) AS x(run_id, machine_id, since)`,
@@ -387,13 +502,19 @@ export class DeploymentRepository {
   /** Level 1b: machines' advisory locks, in key order, held until commit (re-entrant within the transaction). */
   async lockMachines(tx: EntityManager, machineIds: string[]): Promise<void> {
     if (!machineIds.length) return;
-    await tx.query(`SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended('machine/' || m, 0) AS k FROM unnest($1::text[]) AS m ORDER BY k) AS keys`, [machineIds]);
+    await tx.query(
+      `SELECT pg_advisory_xact_lock(k) FROM (SELECT DISTINCT hashtextextended('machine/' || m, 0) AS k FROM unnest($1::text[]) AS m ORDER BY k) AS keys`,
+      [machineIds],
+    );
   }
 
   /** These target runs wait for their machines; a run already waiting keeps its place in the line. */
   async markWaitingForMachine(tx: EntityManager, targetRunIds: string[]): Promise<void> {
     if (!targetRunIds.length) return;
-    await tx.query(`UPDATE target_runs SET waiting_for = 'machine', waiting_since = coalesce(waiting_since, now()) WHERE id = ANY($1::uuid[])`, [targetRunIds]);
+    await tx.query(
+      `UPDATE target_runs SET waiting_for = 'machine', waiting_since = coalesce(waiting_since, now()) WHERE id = ANY($1::uuid[])`,
+      [targetRunIds],
+    );
   }
 
   // ------------------------------------------------------------------ leases
@@ -461,7 +582,14 @@ export class DeploymentRepository {
   }
 
   /** A lease with its target run's machine name and its release's process (for `LeaseContext`). */
-  async leaseWithProcess(leaseId: string): Promise<{ lease: Pick<LeaseRow, 'id' | 'deployment_id' | 'machine_id' | 'target_run_id' | 'step_index'>; machineName: string; process: Process } | undefined> {
+  async leaseWithProcess(leaseId: string): Promise<
+    | {
+        lease: Pick<LeaseRow, 'id' | 'deployment_id' | 'machine_id' | 'target_run_id' | 'step_index'>;
+        machineName: string;
+        process: Process;
+      }
+    | undefined
+  > {
     const [row] = await this.ds.query(
       `SELECT l.id, l.deployment_id, l.machine_id, l.target_run_id, l.step_index, t.machine_name, r.process
        FROM leases l JOIN target_runs t ON t.id = l.target_run_id JOIN deployments d ON d.id = l.deployment_id JOIN releases r ON r.id = d.release_id
@@ -485,7 +613,10 @@ export class DeploymentRepository {
 
   /** Offered leases of these machines not accepted yet, oldest first. */
   unacceptedLeases(machineIds: string[]): Promise<Array<{ id: string; machine_id: string }>> {
-    return this.ds.query(`SELECT id, machine_id FROM leases WHERE machine_id = ANY($1::uuid[]) AND released_at IS NULL AND state = 'offered' ORDER BY acquired_at`, [machineIds]);
+    return this.ds.query(
+      `SELECT id, machine_id FROM leases WHERE machine_id = ANY($1::uuid[]) AND released_at IS NULL AND state = 'offered' ORDER BY acquired_at`,
+      [machineIds],
+    );
   }
 
   /** Active leases of these machines whose deployment is being cancelled. */
@@ -512,47 +643,68 @@ export class DeploymentRepository {
   /** Renews the machine's active leases among `leaseIds`; returns those renewed. */
   async renewLeases(machineId: string, leaseIds: string[], ttlSeconds: number): Promise<string[]> {
     const rows = returned<{ id: string }>(
-      await this.ds.query(`UPDATE leases SET expires_at = now() + make_interval(secs => $3) WHERE id = ANY($1::uuid[]) AND machine_id = $2 AND released_at IS NULL RETURNING id`, [
-        leaseIds,
-        machineId,
-        ttlSeconds,
-      ]),
+      await this.ds.query(
+        `UPDATE leases SET expires_at = now() + make_interval(secs => $3) WHERE id = ANY($1::uuid[]) AND machine_id = $2 AND released_at IS NULL RETURNING id`,
+        [leaseIds, machineId, ttlSeconds],
+      ),
     );
     return rows.map((r) => r.id);
   }
 
   /** Gives every active lease at least `ttlSeconds` from now (a server starting: agents need time to reconnect). */
   async extendActiveLeases(ttlSeconds: number): Promise<void> {
-    await this.ds.query(`UPDATE leases SET expires_at = greatest(expires_at, now() + make_interval(secs => $1)) WHERE released_at IS NULL`, [ttlSeconds]);
+    await this.ds.query(
+      `UPDATE leases SET expires_at = greatest(expires_at, now() + make_interval(secs => $1)) WHERE released_at IS NULL`,
+      [ttlSeconds],
+    );
   }
 
   /** Level 3, for a log batch: the leases' last stored sequence, in id order. */
   lockLeasesForLog(tx: EntityManager, leaseIds: string[]): Promise<Array<{ id: string; last_log_seq: number }>> {
-    return tx.query(`SELECT id, last_log_seq FROM leases WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, [leaseIds]);
+    return tx.query(`SELECT id, last_log_seq FROM leases WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE`, [
+      leaseIds,
+    ]);
   }
 
   async setLeaseLogSeqs(tx: EntityManager, changed: Array<[leaseId: string, seq: number]>): Promise<void> {
     if (!changed.length) return;
-    await tx.query(`UPDATE leases SET last_log_seq = x.seq FROM unnest($1::uuid[], $2::int[]) AS x(id, seq) WHERE leases.id = x.id`, [changed.map((c) => c[0]), changed.map((c) => c[1])]);
+    await tx.query(
+      `UPDATE leases SET last_log_seq = x.seq FROM unnest($1::uuid[], $2::int[]) AS x(id, seq) WHERE leases.id = x.id`,
+      [changed.map((c) => c[0]), changed.map((c) => c[1])],
+    );
   }
 
   /** Level 3: one lease, for its result. */
-  async lockLease(tx: EntityManager, leaseId: string): Promise<Pick<LeaseRow, 'released_at' | 'last_log_seq'> | undefined> {
+  async lockLease(
+    tx: EntityManager,
+    leaseId: string,
+  ): Promise<Pick<LeaseRow, 'released_at' | 'last_log_seq'> | undefined> {
     const [row] = await tx.query(`SELECT released_at, last_log_seq FROM leases WHERE id = $1 FOR UPDATE`, [leaseId]);
     return row;
   }
 
   /** The lease ends; `lastLogSeq` when its result brought lines. */
   async releaseLease(tx: EntityManager, leaseId: string, outcome: string, lastLogSeq?: number): Promise<void> {
-    if (lastLogSeq === undefined) await tx.query(`UPDATE leases SET released_at = now(), state = 'released', outcome = $2 WHERE id = $1`, [leaseId, outcome]);
-    else await tx.query(`UPDATE leases SET released_at = now(), state = 'released', outcome = $2, last_log_seq = $3 WHERE id = $1`, [leaseId, outcome, lastLogSeq]);
+    if (lastLogSeq === undefined)
+      await tx.query(`UPDATE leases SET released_at = now(), state = 'released', outcome = $2 WHERE id = $1`, [
+        leaseId,
+        outcome,
+      ]);
+    else
+      await tx.query(
+        `UPDATE leases SET released_at = now(), state = 'released', outcome = $2, last_log_seq = $3 WHERE id = $1`,
+        [leaseId, outcome, lastLogSeq],
+      );
   }
 
   /**
    * Level 3 for a batch of success results: their leases and target runs, locked and read in one statement (lease
    * before target run, leases in id order, so two batches never wait on each other in a cycle).
    */
-  lockSuccesses(tx: EntityManager, leaseIds: string[]): Promise<Array<{ id: string; released_at: Date | null; last_log_seq: number; run: TargetRunRow }>> {
+  lockSuccesses(
+    tx: EntityManager,
+    leaseIds: string[],
+  ): Promise<Array<{ id: string; released_at: Date | null; last_log_seq: number; run: TargetRunRow }>> {
     return tx.query(
       `SELECT l.id, l.released_at, l.last_log_seq, to_jsonb(t) AS run
        FROM leases l JOIN target_runs t ON t.id = l.target_run_id
@@ -562,7 +714,16 @@ export class DeploymentRepository {
   }
 
   /** Releases the leases of a success batch and settles their target runs as succeeded, in one statement. */
-  async settleSuccesses(tx: EntityManager, s: { leaseIds: string[]; seqs: number[]; runIds: string[]; actions: TargetAction[][]; errors: Array<string | null> }): Promise<void> {
+  async settleSuccesses(
+    tx: EntityManager,
+    s: {
+      leaseIds: string[];
+      seqs: number[];
+      runIds: string[];
+      actions: TargetAction[][];
+      errors: Array<string | null>;
+    },
+  ): Promise<void> {
     await tx.query(
       `WITH x AS (SELECT * FROM unnest($1::uuid[], $2::int[], $3::uuid[], $4::text[], $5::text[]) AS x(lease_id, seq, run_id, actions, error)),
        released AS (UPDATE leases l SET released_at = now(), state = 'released', outcome = 'success', last_log_seq = x.seq FROM x WHERE l.id = x.lease_id)
@@ -573,12 +734,18 @@ export class DeploymentRepository {
 
   /** Active leases past their expiry, oldest first. */
   expiredLeases(limit: number): Promise<Array<{ id: string; deployment_id: string }>> {
-    return this.ds.query(`SELECT id, deployment_id FROM leases WHERE released_at IS NULL AND expires_at < now() ORDER BY expires_at LIMIT $1`, [limit]);
+    return this.ds.query(
+      `SELECT id, deployment_id FROM leases WHERE released_at IS NULL AND expires_at < now() ORDER BY expires_at LIMIT $1`,
+      [limit],
+    );
   }
 
   /** Level 3: the lease, if it is still active and expired. */
   async lockExpiredLease(tx: EntityManager, leaseId: string): Promise<LeaseRow | undefined> {
-    const [row] = await tx.query(`SELECT * FROM leases WHERE id = $1 AND released_at IS NULL AND expires_at < now() FOR UPDATE`, [leaseId]);
+    const [row] = await tx.query(
+      `SELECT * FROM leases WHERE id = $1 AND released_at IS NULL AND expires_at < now() FOR UPDATE`,
+      [leaseId],
+    );
     return row;
   }
 
@@ -586,7 +753,15 @@ export class DeploymentRepository {
 
   async insertInterruption(
     tx: EntityManager,
-    i: { deploymentId: string; kind: InterruptionKind; stepIndex: number; actionIndex: number; targetRunId: string; machineId: string | null; instructions: string },
+    i: {
+      deploymentId: string;
+      kind: InterruptionKind;
+      stepIndex: number;
+      actionIndex: number;
+      targetRunId: string;
+      machineId: string | null;
+      instructions: string;
+    },
   ): Promise<string> {
     const [row] = returned<{ id: string }>(
       await tx.query(
@@ -602,7 +777,10 @@ export class DeploymentRepository {
     const params: unknown[] = [];
     if (f.deploymentId) where.push(`deployment_id = $${params.push(f.deploymentId)}`);
     if (f.state) where.push(`state = $${params.push(f.state)}`);
-    return this.ds.query(`SELECT * FROM interruptions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created_at LIMIT 1000`, params);
+    return this.ds.query(
+      `SELECT * FROM interruptions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created_at LIMIT 1000`,
+      params,
+    );
   }
 
   async findInterruption(id: string): Promise<InterruptionRow | undefined> {
@@ -616,24 +794,42 @@ export class DeploymentRepository {
     return row;
   }
 
-  async answerInterruption(tx: EntityManager, id: string, a: { result: string; notes: string | null; by: string }): Promise<void> {
-    await tx.query(`UPDATE interruptions SET state = 'submitted', result = $2, notes = $3, submitted_by = $4, submitted_at = now() WHERE id = $1`, [id, a.result, a.notes, a.by]);
+  async answerInterruption(
+    tx: EntityManager,
+    id: string,
+    a: { result: string; notes: string | null; by: string },
+  ): Promise<void> {
+    await tx.query(
+      `UPDATE interruptions SET state = 'submitted', result = $2, notes = $3, submitted_by = $4, submitted_at = now() WHERE id = $1`,
+      [id, a.result, a.notes, a.by],
+    );
   }
 
   /** Closes a deployment's pending interruptions (a cancel); returns the target runs that waited on them. */
   async closePendingInterruptions(tx: EntityManager, deploymentId: string): Promise<string[]> {
-    const rows = returned<{ target_run_id: string }>(await tx.query(`UPDATE interruptions SET state = 'cancelled' WHERE deployment_id = $1 AND state = 'pending' RETURNING target_run_id`, [deploymentId]));
+    const rows = returned<{ target_run_id: string }>(
+      await tx.query(
+        `UPDATE interruptions SET state = 'cancelled' WHERE deployment_id = $1 AND state = 'pending' RETURNING target_run_id`,
+        [deploymentId],
+      ),
+    );
     return rows.map((r) => r.target_run_id);
   }
 
   // ------------------------------------------------------------------ output variables
 
   outputVariables(deploymentIds: string[]): Promise<OutputVariableRow[]> {
-    return this.ds.query(`SELECT deployment_id, step_name, action_name, machine_id, machine_name, name, value, sensitive FROM output_variables WHERE deployment_id = ANY($1::uuid[])`, [deploymentIds]);
+    return this.ds.query(
+      `SELECT deployment_id, step_name, action_name, machine_id, machine_name, name, value, sensitive FROM output_variables WHERE deployment_id = ANY($1::uuid[])`,
+      [deploymentIds],
+    );
   }
 
   async sensitiveOutputValues(deploymentId: string): Promise<string[]> {
-    const rows: Array<{ value: string }> = await this.ds.query(`SELECT value FROM output_variables WHERE deployment_id = $1 AND sensitive`, [deploymentId]);
+    const rows: Array<{ value: string }> = await this.ds.query(
+      `SELECT value FROM output_variables WHERE deployment_id = $1 AND sensitive`,
+      [deploymentId],
+    );
     return rows.map((r) => r.value);
   }
 
@@ -683,7 +879,15 @@ export class DeploymentRepository {
   }
 
   async readLog(deploymentId: string, afterSeq: number, limit: number, machineId?: string): Promise<LogEntry[]> {
-    const rows: Array<{ seq: string; at: Date; level: string; machine_id: string | null; step_name: string | null; action_name: string | null; text: string }> = await this.ds.query(
+    const rows: Array<{
+      seq: string;
+      at: Date;
+      level: string;
+      machine_id: string | null;
+      step_name: string | null;
+      action_name: string | null;
+      text: string;
+    }> = await this.ds.query(
       `SELECT seq, at, level, machine_id, step_name, action_name, text FROM deployment_log
        WHERE deployment_id = $1 AND seq > $2 ${machineId ? 'AND machine_id = $4' : ''} ORDER BY seq LIMIT $3`,
       machineId ? [deploymentId, afterSeq, limit, machineId] : [deploymentId, afterSeq, limit],

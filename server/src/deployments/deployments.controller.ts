@@ -18,19 +18,39 @@ export class DeploymentsController {
 
   @Post()
   @HttpCode(201)
-  @Returns('Deploy a release to an environment (queued; one at a time per project and environment)', 201, 'Deployment', ['unknown_reference'])
+  @Returns(
+    'Deploy a release to an environment (queued; one at a time per project and environment)',
+    201,
+    'Deployment',
+    ['unknown_reference'],
+  )
   async create(@Body() dto: CreateDeploymentDto): Promise<Deployment> {
     return this.deployments.create(dto);
   }
 
   @Get()
   @Returns('List deployments, newest first', 200, ['DeploymentSummary'], ['not_found'])
-  list(@Query('projectId') projectId?: string, @Query('environmentId') environmentId?: string, @Query('state') state?: string, @Query('limit') limit?: string): Promise<DeploymentSummary[]> {
-    return this.deployments.list({ projectId, environmentId, state, limit: intQuery('limit', limit, { min: 1, max: 1000, dflt: 100 }) });
+  list(
+    @Query('projectId') projectId?: string,
+    @Query('environmentId') environmentId?: string,
+    @Query('state') state?: string,
+    @Query('limit') limit?: string,
+  ): Promise<DeploymentSummary[]> {
+    return this.deployments.list({
+      projectId,
+      environmentId,
+      state,
+      limit: intQuery('limit', limit, { min: 1, max: 1000, dflt: 100 }),
+    });
   }
 
   @Get('preview')
-  @Returns('What a deployment of a release to an environment would run where, without running anything', 200, 'Preview', ['unknown_reference'])
+  @Returns(
+    'What a deployment of a release to an environment would run where, without running anything',
+    200,
+    'Preview',
+    ['unknown_reference'],
+  )
   preview(
     @Query('releaseId') releaseId?: string,
     @Query('environmentId') environmentId?: string,
@@ -48,7 +68,12 @@ export class DeploymentsController {
 
   @Get(':id/log')
   @Returns("Read a deployment's log by cursor (seq order, no gaps)", 200, 'LogPage', ['not_found'])
-  async readLog(@Param('id', idOf('deployment')) id: string, @Query('afterSeq') afterSeq?: string, @Query('limit') limit?: string, @Query('machineId') machineId?: string): Promise<LogPage> {
+  async readLog(
+    @Param('id', idOf('deployment')) id: string,
+    @Query('afterSeq') afterSeq?: string,
+    @Query('limit') limit?: string,
+    @Query('machineId') machineId?: string,
+  ): Promise<LogPage> {
     const after = intQuery('afterSeq', afterSeq, { min: 0, max: Number.MAX_SAFE_INTEGER, dflt: 0 });
     const lim = intQuery('limit', limit, { min: 1, max: 10_000, dflt: 1000 });
     if (machineId !== undefined && !isUuid(machineId)) throw invalid('machineId must be a machine id');
@@ -58,7 +83,10 @@ export class DeploymentsController {
 
   @Post(':id/cancel')
   @HttpCode(202)
-  @Returns('Cancel a deployment: nothing new starts, running scripts are stopped', 202, 'CancelAccepted', ['not_found', 'deployment_finished'])
+  @Returns('Cancel a deployment: nothing new starts, running scripts are stopped', 202, 'CancelAccepted', [
+    'not_found',
+    'deployment_finished',
+  ])
   async cancel(@Param('id', idOf('deployment')) id: string): Promise<CancelAccepted> {
     await this.deployments.cancel(id);
     return { id, state: 'cancelling' };

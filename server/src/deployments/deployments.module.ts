@@ -15,8 +15,22 @@ import { InterruptionsService } from './interruptions.service.js';
 /** The deployment aggregate: deployments, their steps and target runs, interruptions, the log, and its repository. */
 @Module({
   imports: [ReleasesModule, EnvironmentsModule, ProjectsModule, MachinesModule],
-  providers: [DeploymentRepository, DeploymentEvents, DeploymentSecrets, DeploymentLogService, InterruptionsService, DeploymentsService],
+  providers: [
+    DeploymentRepository,
+    DeploymentEvents,
+    DeploymentSecrets,
+    DeploymentLogService,
+    InterruptionsService,
+    DeploymentsService,
+  ],
   controllers: [DeploymentsController, InterruptionsController],
-  exports: [DeploymentRepository, DeploymentEvents, DeploymentSecrets, DeploymentLogService, InterruptionsService, DeploymentsService],
+  exports: [
+    DeploymentRepository,
+    DeploymentEvents,
+    DeploymentSecrets,
+    DeploymentLogService,
+    InterruptionsService,
+    DeploymentsService,
+  ],
 })
 export class DeploymentsModule {}

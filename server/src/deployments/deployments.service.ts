@@ -71,7 +71,9 @@ export class DeploymentsService {
         ownerNode: this.config.nodeId,
         ownershipTtlSeconds: this.config.ownershipTtlMs / 1000,
       });
-      const lines: LogEntryInput[] = [{ level: 'info', text: `Deploying ${project.name} release ${release.version} to ${env.name}` }];
+      const lines: LogEntryInput[] = [
+        { level: 'info', text: `Deploying ${project.name} release ${release.version} to ${env.name}` },
+      ];
       // A step that cannot run here at all is settled now, with its reason, so the plan reads true from the start.
       await this.repo.insertSteps(
         tx,
@@ -89,30 +91,59 @@ export class DeploymentsService {
       );
       for (const step of steps) {
         if (step.skipReason) {
-          lines.push({ level: 'warn', stepName: step.name, text: `Step ${step.name} will be skipped: ${step.skipReason}` });
+          lines.push({
+            level: 'warn',
+            stepName: step.name,
+            text: `Step ${step.name} will be skipped: ${step.skipReason}`,
+          });
           if (step.runsOn === 'targets' && step.targets.length === 0) continue;
         }
         const state = step.skipReason ? 'skipped' : 'pending';
         const actions: TargetAction[] = step.actions.map((a) =>
-          a.willRun ? { name: a.name, type: a.type, state: state === 'skipped' ? 'skipped' : 'pending' } : { name: a.name, type: a.type, state: 'skipped', skipReason: a.skipReason },
+          a.willRun
+            ? { name: a.name, type: a.type, state: state === 'skipped' ? 'skipped' : 'pending' }
+            : { name: a.name, type: a.type, state: 'skipped', skipReason: a.skipReason },
         );
-        for (const a of step.actions) if (!a.willRun && !step.skipReason) lines.push({ level: 'info', stepName: step.name, actionName: a.name, text: `Action ${a.name} will be skipped: ${a.skipReason}` });
+        for (const a of step.actions)
+          if (!a.willRun && !step.skipReason)
+            lines.push({
+              level: 'info',
+              stepName: step.name,
+              actionName: a.name,
+              text: `Action ${a.name} will be skipped: ${a.skipReason}`,
+            });
         const targets = step.runsOn === 'server' ? [{ id: null, name: SERVER_TARGET_NAME }] : step.targets;
         await this.repo.insertTargetRuns(tx, id, step.index, state, actions, targets);
       }
       // Read under the pair's queue lock that insertDeployment took: every deployment ahead of this one is visible.
-      const ahead = await this.repo.queuedBehind({ project_id: release.projectId, environment_id: env.id, queue_seq: (await this.getRow(id, tx)).queue_seq }, tx);
-      if (ahead) lines.push({ level: 'info', text: `Queued behind deployment ${ahead}: deployments of ${project.name} to ${env.name} run one at a time, in the order they were created` });
+      const ahead = await this.repo.queuedBehind(
+        { project_id: release.projectId, environment_id: env.id, queue_seq: (await this.getRow(id, tx)).queue_seq },
+        tx,
+      );
+      if (ahead)
+        lines.push({
+          level: 'info',
+          text: `Queued behind deployment ${ahead}: deployments of ${project.name} to ${env.name} run one at a time, in the order they were created`,
+        });
       await this.log.append(tx, id, lines);
       return this.get(id, tx);
     });
-    this.logger.info('deployment created', { deploymentId: created.id, release: release.version, environment: env.name });
+    this.logger.info('deployment created', {
+      deploymentId: created.id,
+      release: release.version,
+      environment: env.name,
+    });
     this.events.emit('changed', created.id);
     return created;
   }
 
   /** What a deployment of this release to this environment would do, without running anything. */
-  async preview(q: { releaseId?: string; environmentId?: string; specificMachineIds?: string; excludedMachineIds?: string }): Promise<Preview> {
+  async preview(q: {
+    releaseId?: string;
+    environmentId?: string;
+    specificMachineIds?: string;
+    excludedMachineIds?: string;
+  }): Promise<Preview> {
     if (!q.releaseId) throw invalid('releaseId is required');
     if (!q.environmentId) throw invalid('environmentId is required');
     if (!isUuid(q.releaseId)) throw unknownReference(`releaseId names an unknown release "${q.releaseId}"`);
@@ -120,7 +151,13 @@ export class DeploymentsService {
       throw unknownReference(`releaseId names an unknown release "${q.releaseId}"`);
     });
     const [env] = await this.envs.resolve([q.environmentId], 'environmentId');
-    const list = (s?: string) => (s ? s.split(',').map((x) => x.trim().toLowerCase()).filter(Boolean) : []);
+    const list = (s?: string) =>
+      s
+        ? s
+            .split(',')
+            .map((x) => x.trim().toLowerCase())
+            .filter(Boolean)
+        : [];
     const machines = await this.machines.deployable(env.id, list(q.specificMachineIds), list(q.excludedMachineIds));
     const steps = layoutDeployment(release.process, env.id, release.channelId, machines);
     const FAILURE_ONLY = 'condition: runs only if an earlier step failed';
@@ -141,7 +178,8 @@ export class DeploymentsService {
           ...(skipReason ? { skipReason } : {}),
           targets: s.targets.map((t) => ({ machineId: t.id, machineName: t.name })),
           actions: s.actions.map((a) => {
-            const reason = a.skipReason ?? (s.skipReason ? `step: ${s.skipReason}` : conditionSkip ? FAILURE_ONLY : undefined);
+            const reason =
+              a.skipReason ?? (s.skipReason ? `step: ${s.skipReason}` : conditionSkip ? FAILURE_ONLY : undefined);
             return { name: a.name, type: a.type, willRun: !reason, ...(reason ? { skipReason: reason } : {}) };
           }),
         };
@@ -200,17 +238,36 @@ export class DeploymentsService {
             ...(t.state === 'failed' ? { failureKind: t.failure_kind ?? 'script' } : {}),
             startedAt: iso(t.started_at),
             finishedAt: iso(t.finished_at),
-            actions: t.actions.map((a) => ({ name: a.name, state: a.state, exitCode: a.exitCode ?? null, ...(a.skipReason ? { skipReason: a.skipReason } : {}) })),
+            actions: t.actions.map((a) => ({
+              name: a.name,
+              state: a.state,
+              exitCode: a.exitCode ?? null,
+              ...(a.skipReason ? { skipReason: a.skipReason } : {}),
+            })),
           })),
       })),
     };
   }
 
-  async list(filter: { projectId?: string; environmentId?: string; state?: string; limit?: number }): Promise<DeploymentSummary[]> {
+  async list(filter: {
+    projectId?: string;
+    environmentId?: string;
+    state?: string;
+    limit?: number;
+  }): Promise<DeploymentSummary[]> {
     const projectId = filter.projectId ? (await this.projects.get(filter.projectId)).id : undefined;
     // An environment by id or by name (an unknown name is refused).
-    const environmentId = !filter.environmentId ? undefined : isUuid(filter.environmentId) ? filter.environmentId.toLowerCase() : (await this.envs.resolve([filter.environmentId], 'environmentId'))[0].id;
-    const rows = await this.repo.listDeployments({ projectId, environmentId, state: filter.state, limit: filter.limit ?? 100 });
+    const environmentId = !filter.environmentId
+      ? undefined
+      : isUuid(filter.environmentId)
+        ? filter.environmentId.toLowerCase()
+        : (await this.envs.resolve([filter.environmentId], 'environmentId'))[0].id;
+    const rows = await this.repo.listDeployments({
+      projectId,
+      environmentId,
+      state: filter.state,
+      limit: filter.limit ?? 100,
+    });
     return rows.map((d) => ({
       id: d.id,
       releaseId: d.release_id,
@@ -230,13 +287,17 @@ export class DeploymentsService {
       const d = await this.repo.lockDeployment(tx, id);
       if (!d) throw notFound(`deployment ${id} not found`);
       if (d.state === 'cancelling') return;
-      if (!(ACTIVE_STATES as readonly string[]).includes(d.state)) throw new DomainError('deployment_finished', `deployment ${id} has already finished (${d.state})`);
+      if (!(ACTIVE_STATES as readonly string[]).includes(d.state))
+        throw new DomainError('deployment_finished', `deployment ${id} has already finished (${d.state})`);
       await this.repo.setDeploymentState(tx, id, 'cancelling');
       // Questions nobody needs to answer any more are closed; the targets that waited on them end cancelled.
       const closed = await this.repo.closePendingInterruptions(tx, id);
       await this.repo.cancelWaitingTargetRuns(tx, closed);
       await this.log.append(tx, id, [
-        { level: 'warn', text: `Cancellation requested: no new work starts; running scripts are being stopped${closed.length ? `; ${closed.length} pending interruption(s) closed` : ''}` },
+        {
+          level: 'warn',
+          text: `Cancellation requested: no new work starts; running scripts are being stopped${closed.length ? `; ${closed.length} pending interruption(s) closed` : ''}`,
+        },
       ]);
     });
     this.events.emit('changed', id);

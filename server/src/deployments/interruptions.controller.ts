@@ -26,8 +26,15 @@ export class InterruptionsController {
 
   @Post(':id/submit')
   @HttpCode(200)
-  @Returns('Answer an interruption: proceed or abort; retry, skip or abort', 200, 'Interruption', ['not_found', 'interruption_closed'])
-  submit(@Param('id', idOf('interruption')) id: string, @Body() dto: SubmitInterruptionDto, @Req() req: AuthedRequest): Promise<Interruption> {
+  @Returns('Answer an interruption: proceed or abort; retry, skip or abort', 200, 'Interruption', [
+    'not_found',
+    'interruption_closed',
+  ])
+  submit(
+    @Param('id', idOf('interruption')) id: string,
+    @Body() dto: SubmitInterruptionDto,
+    @Req() req: AuthedRequest,
+  ): Promise<Interruption> {
     return this.interruptions.submit(id, dto, req.apiKeyName ?? 'unknown');
   }
 }

@@ -16,10 +16,19 @@ import { MachinesService } from '../machines/machines.service.js';
 import { DeploymentEvents } from './deployment-events.js';
 import { DeploymentLogService } from './deployment-log.service.js';
 import { DeploymentRepository } from './deployment.repository.js';
-import type { InterruptionKind, InterruptionRow, LogEntryInput, TargetAction, TargetRunRow } from './deployment.types.js';
+import type {
+  InterruptionKind,
+  InterruptionRow,
+  LogEntryInput,
+  TargetAction,
+  TargetRunRow,
+} from './deployment.types.js';
 import type { SubmitInterruptionDto } from './dto/submit-interruption.dto.js';
 
-export const RESULTS = { 'manual-intervention': ['proceed', 'abort'], 'guided-failure': ['retry', 'skip', 'abort'] } as const satisfies Record<InterruptionKind, readonly string[]>;
+export const RESULTS = {
+  'manual-intervention': ['proceed', 'abort'],
+  'guided-failure': ['retry', 'skip', 'abort'],
+} as const satisfies Record<InterruptionKind, readonly string[]>;
 const STATES = ['pending', 'submitted', 'cancelled'];
 
 @Injectable()
@@ -35,7 +44,12 @@ export class InterruptionsService {
    * Opens a manual intervention for the first pending manual-intervention action of a server target run, in the
    * caller's transaction (which holds the deployment's lock); returns its id, or null when none is left.
    */
-  async openManualIntervention(tx: EntityManager, deploymentId: string, run: TargetRunRow, process: ReleaseEntity['process']): Promise<string | null> {
+  async openManualIntervention(
+    tx: EntityManager,
+    deploymentId: string,
+    run: TargetRunRow,
+    process: ReleaseEntity['process'],
+  ): Promise<string | null> {
     const index = run.actions.findIndex((a) => a.state === 'pending' && a.type === 'manual-intervention');
     if (index < 0) return null;
     const action = process[run.step_index].actions[index];
@@ -61,7 +75,17 @@ export class InterruptionsService {
    * Opens a guided failure for a failed target run (the caller keeps it in flight, holding its place in the window),
    * in the caller's transaction; returns its id.
    */
-  async openGuidedFailure(tx: EntityManager, p: { deploymentId: string; run: TargetRunRow; stepName: string; failedAt: number; actionName?: string; error: string | null }): Promise<string> {
+  async openGuidedFailure(
+    tx: EntityManager,
+    p: {
+      deploymentId: string;
+      run: TargetRunRow;
+      stepName: string;
+      failedAt: number;
+      actionName?: string;
+      error: string | null;
+    },
+  ): Promise<string> {
     const id = await this.repo.insertInterruption(tx, {
       deploymentId: p.deploymentId,
       kind: 'guided-failure',
@@ -77,8 +101,12 @@ export class InterruptionsService {
 
   private async dto(rows: InterruptionRow[]): Promise<Interruption[]> {
     const processes = new Map<string, ReleaseEntity['process']>();
-    for (const r of rows) if (!processes.has(r.deployment_id)) processes.set(r.deployment_id, (await this.repo.processOf(r.deployment_id))!);
-    const names = await this.machines.namesOf([...new Set(rows.map((r) => r.machine_id).filter((m): m is string => !!m))]);
+    for (const r of rows)
+      if (!processes.has(r.deployment_id))
+        processes.set(r.deployment_id, (await this.repo.processOf(r.deployment_id))!);
+    const names = await this.machines.namesOf([
+      ...new Set(rows.map((r) => r.machine_id).filter((m): m is string => !!m)),
+    ]);
     return rows.map((r) => {
       const step = processes.get(r.deployment_id)![r.step_index];
       return {
@@ -123,7 +151,10 @@ export class InterruptionsService {
       if (intr.state !== 'pending')
         throw new DomainError(
           'interruption_closed',
-          intr.state === 'cancelled' ? `interruption ${id} was closed when the deployment was cancelled` : `interruption ${id} was already answered (${intr.result} by ${intr.submitted_by})`);
+          intr.state === 'cancelled'
+            ? `interruption ${id} was closed when the deployment was cancelled`
+            : `interruption ${id} was already answered (${intr.result} by ${intr.submitted_by})`,
+        );
       const run = await this.repo.lockTargetRun(tx, intr.target_run_id);
       await this.repo.answerInterruption(tx, id, { result: dto.result, notes: dto.notes ?? null, by: submitter });
       const step = process[intr.step_index];
@@ -135,17 +166,26 @@ export class InterruptionsService {
           stepName: step.name,
           actionName: action?.name,
           machineId: run.machine_id,
-          text: intr.kind === 'manual-intervention' ? `Manual intervention ${action?.name}: ${who}` : `Guided failure of ${step.name} on ${run.machine_name}: ${who}`,
+          text:
+            intr.kind === 'manual-intervention'
+              ? `Manual intervention ${action?.name}: ${who}`
+              : `Guided failure of ${step.name} on ${run.machine_name}: ${who}`,
         },
       ];
-      const skipRest = (as: TargetAction[]) => as.map((a) => (a.state === 'pending' || a.state === 'running' ? { ...a, state: 'skipped' as const } : a));
+      const skipRest = (as: TargetAction[]) =>
+        as.map((a) => (a.state === 'pending' || a.state === 'running' ? { ...a, state: 'skipped' as const } : a));
 
       if (intr.kind === 'manual-intervention') {
-        const actions = run.actions.map((a, i) => (i === intr.action_index ? { ...a, state: dto.result === 'proceed' ? ('success' as const) : ('failed' as const) } : a));
+        const actions = run.actions.map((a, i) =>
+          i === intr.action_index
+            ? { ...a, state: dto.result === 'proceed' ? ('success' as const) : ('failed' as const) }
+            : a,
+        );
         if (dto.result === 'proceed') {
           run.actions = actions;
           await this.repo.setTargetActions(tx, run.id, actions);
-          if (!(await this.openManualIntervention(tx, dep.id, run, process))) await this.repo.finishTargetRun(tx, run.id, 'success', { actions });
+          if (!(await this.openManualIntervention(tx, dep.id, run, process)))
+            await this.repo.finishTargetRun(tx, run.id, 'success', { actions });
         } else {
           await this.repo.finishTargetRun(tx, run.id, 'failed', { actions: skipRest(actions), failureKind: 'aborted' });
           await this.repo.abortStep(tx, dep.id, intr.step_index);
@@ -155,7 +195,9 @@ export class InterruptionsService {
         await this.repo.resetTargetRun(
           tx,
           run.id,
-          run.actions.map((a, i) => (i >= intr.action_index && !a.skipReason ? { name: a.name, type: a.type, state: 'pending' as const } : a)),
+          run.actions.map((a, i) =>
+            i >= intr.action_index && !a.skipReason ? { name: a.name, type: a.type, state: 'pending' as const } : a,
+          ),
         );
       } else if (dto.result === 'skip') {
         await this.repo.finishTargetRun(tx, run.id, 'skipped', { actions: skipRest(run.actions) });

@@ -7,7 +7,12 @@ import { isUuid } from '../common/http.js';
 import type { CreateEnvironmentDto } from './dto/create-environment.dto.js';
 import { EnvironmentEntity } from './environment.entity.js';
 
-export const toEnvironmentDto = (e: EnvironmentEntity): Environment => ({ id: e.id, name: e.name, guidedFailure: e.guidedFailure, createdAt: e.createdAt.toISOString() });
+export const toEnvironmentDto = (e: EnvironmentEntity): Environment => ({
+  id: e.id,
+  name: e.name,
+  guidedFailure: e.guidedFailure,
+  createdAt: e.createdAt.toISOString(),
+});
 
 @Injectable()
 export class EnvironmentsService {
@@ -15,7 +20,8 @@ export class EnvironmentsService {
 
   async create(dto: CreateEnvironmentDto) {
     const name = dto.name.trim();
-    if (await this.repo.exists({ where: { name } })) throw alreadyExists(`an environment named "${name}" already exists`);
+    if (await this.repo.exists({ where: { name } }))
+      throw alreadyExists(`an environment named "${name}" already exists`);
     return this.repo.save(this.repo.create({ name, guidedFailure: dto.guidedFailure ?? false }));
   }
 
@@ -35,7 +41,9 @@ export class EnvironmentsService {
     if (!unique.length) return new Map();
     const ids = unique.filter(isUuid).map((r) => r.toLowerCase());
     const names = unique.filter((r) => !isUuid(r));
-    const found = await this.repo.find({ where: [...(ids.length ? [{ id: In(ids) }] : []), ...(names.length ? [{ name: In(names) }] : [])] });
+    const found = await this.repo.find({
+      where: [...(ids.length ? [{ id: In(ids) }] : []), ...(names.length ? [{ name: In(names) }] : [])],
+    });
     const out = new Map<string, EnvironmentEntity>();
     for (const r of unique) {
       const e = found.find((x) => x.id === r.toLowerCase() || x.name === r);
@@ -51,7 +59,9 @@ export class EnvironmentsService {
   async resolve(refs: string[], field: string): Promise<EnvironmentEntity[]> {
     const ids = refs.filter(isUuid);
     const names = refs.filter((r) => !isUuid(r));
-    const found = await this.repo.find({ where: [...(ids.length ? [{ id: In(ids) }] : []), ...(names.length ? [{ name: In(names) }] : [])] });
+    const found = await this.repo.find({
+      where: [...(ids.length ? [{ id: In(ids) }] : []), ...(names.length ? [{ name: In(names) }] : [])],
+    });
     const byRef = (r: string) => found.find((e) => e.id === r.toLowerCase() || e.name === r);
     for (const r of refs) if (!byRef(r)) throw unknownReference(`${field} names an unknown environment "${r}"`);
     return refs.map((r) => byRef(r)!);

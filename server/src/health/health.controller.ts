@@ -20,7 +20,13 @@ export class HealthController {
   @Returns('Liveness and a summary (no API key)', 200, 'Health', ['unavailable'])
   async check(): Promise<Health> {
     const h = await this.health.health();
-    if (!h) throw new ServiceUnavailableException({ message: 'the database does not answer', status: 'unavailable', database: 'down', version: this.config.version });
+    if (!h)
+      throw new ServiceUnavailableException({
+        message: 'the database does not answer',
+        status: 'unavailable',
+        database: 'down',
+        version: this.config.version,
+      });
     return h;
   }
 
@@ -30,7 +36,12 @@ export class HealthController {
   @Returns('Readiness: the database answers and every migration is applied (no API key)', 200, 'Ready', ['unavailable'])
   async ready(): Promise<Ready> {
     const r = await this.health.ready();
-    if (!('status' in r)) throw new ServiceUnavailableException({ message: r.database === 'down' ? 'the database does not answer' : 'migrations are pending', status: 'not ready', ...r });
+    if (!('status' in r))
+      throw new ServiceUnavailableException({
+        message: r.database === 'down' ? 'the database does not answer' : 'migrations are pending',
+        status: 'not ready',
+        ...r,
+      });
     return r;
   }
 }

@@ -19,7 +19,14 @@ export class HealthService {
   async health(): Promise<Health | null> {
     const agents = await this.machines.counts().catch(() => null);
     if (!agents) return null;
-    return { status: 'ok', database: 'up', version: this.config.version, node: this.config.nodeId, agents, packageBytesSent: this.downloads.bytesSent };
+    return {
+      status: 'ok',
+      database: 'up',
+      version: this.config.version,
+      node: this.config.nodeId,
+      agents,
+      packageBytesSent: this.downloads.bytesSent,
+    };
   }
 
   /** Ready when the database answers and every migration is applied; otherwise what is missing. */

@@ -40,13 +40,20 @@ afterAll(() => db?.close());
 const q = (sql: string, params: unknown[] = []) => db.ds.query(sql, params);
 
 /** Machines of their own (in an environment of their own, unless given one). */
-async function machines(count: number, environmentId?: string): Promise<{ env: string; machines: Array<{ id: string; name: string }> }> {
+async function machines(
+  count: number,
+  environmentId?: string,
+): Promise<{ env: string; machines: Array<{ id: string; name: string }> }> {
   const tag = randomUUID().slice(0, 8);
-  const env = environmentId ?? (await q(`INSERT INTO environments (name) VALUES ($1) RETURNING id`, [`env-${tag}`]))[0].id;
+  const env =
+    environmentId ?? (await q(`INSERT INTO environments (name) VALUES ($1) RETURNING id`, [`env-${tag}`]))[0].id;
   const list: Array<{ id: string; name: string }> = [];
   for (let i = 0; i < count; i++) {
     const name = `m-${tag}-${i}`;
-    const [m] = await q(`INSERT INTO machines (name, roles, environment_ids, fingerprint, certificate) VALUES ($1, '["web"]', $2, $1, 'x') RETURNING id`, [name, JSON.stringify([env])]);
+    const [m] = await q(
+      `INSERT INTO machines (name, roles, environment_ids, fingerprint, certificate) VALUES ($1, '["web"]', $2, $1, 'x') RETURNING id`,
+      [name, JSON.stringify([env])],
+    );
     list.push({ id: m.id, name });
   }
   return { env, machines: list };
@@ -54,10 +61,16 @@ async function machines(count: number, environmentId?: string): Promise<{ env: s
 
 async function project(opts: { concurrent?: boolean } = {}) {
   const tag = randomUUID().slice(0, 8);
-  const [p] = await q(`INSERT INTO projects (name, slug, allow_concurrent_on_machines) VALUES ($1, $1, $2) RETURNING id`, [`p-${tag}`, opts.concurrent ?? false]);
+  const [p] = await q(
+    `INSERT INTO projects (name, slug, allow_concurrent_on_machines) VALUES ($1, $1, $2) RETURNING id`,
+    [`p-${tag}`, opts.concurrent ?? false],
+  );
   const [channel] = await q(`INSERT INTO channels (project_id, name) VALUES ($1, 'Default') RETURNING id`, [p.id]);
   const process = [{ name: 'Roll', targetRoles: ['web'], actions: [{ name: 'a', type: 'script', script: 'true' }] }];
-  const [release] = await q(`INSERT INTO releases (project_id, channel_id, version, process_version, process) VALUES ($1, $2, '1', 1, $3) RETURNING id`, [p.id, channel.id, JSON.stringify(process)]);
+  const [release] = await q(
+    `INSERT INTO releases (project_id, channel_id, version, process_version, process) VALUES ($1, $2, '1', 1, $3) RETURNING id`,
+    [p.id, channel.id, JSON.stringify(process)],
+  );
   return { projectId: p.id as string, releaseId: release.id as string };
 }
 
@@ -65,13 +78,36 @@ async function project(opts: { concurrent?: boolean } = {}) {
 async function deployment(
   targets: number,
   window: number,
-  over: { on?: { env: string; machines: Array<{ id: string; name: string }> }; project?: { projectId: string; releaseId: string } } = {},
+  over: {
+    on?: { env: string; machines: Array<{ id: string; name: string }> };
+    project?: { projectId: string; releaseId: string };
+  } = {},
 ): Promise<{ id: string; runs: TargetRunRow[] }> {
   const { env, machines: list } = over.on ?? (await machines(targets));
   const { projectId, releaseId } = over.project ?? (await project());
   const id = await repo.transaction(async (tx) => {
-    const dep = await repo.insertDeployment(tx, { releaseId, projectId, environmentId: env, guidedFailure: false, specific: [], excluded: [], ownerNode: 'test-node', ownershipTtlSeconds: 15 });
-    await repo.insertSteps(tx, dep, [{ index: 0, name: 'Roll', state: 'running', window, maxFailures: 0, condition: 'success', startTrigger: 'afterPrevious', skipReason: null }]);
+    const dep = await repo.insertDeployment(tx, {
+      releaseId,
+      projectId,
+      environmentId: env,
+      guidedFailure: false,
+      specific: [],
+      excluded: [],
+      ownerNode: 'test-node',
+      ownershipTtlSeconds: 15,
+    });
+    await repo.insertSteps(tx, dep, [
+      {
+        index: 0,
+        name: 'Roll',
+        state: 'running',
+        window,
+        maxFailures: 0,
+        condition: 'success',
+        startTrigger: 'afterPrevious',
+        skipReason: null,
+      },
+    ]);
     await repo.insertTargetRuns(tx, dep, 0, 'pending', [{ name: 'a', type: 'script', state: 'pending' }], list);
     return dep;
   });
@@ -84,13 +120,28 @@ async function deployment(
 function take(id: string, window: number, runs: TargetRunRow[], exclusive = true) {
   return repo.transaction(async (tx) => {
     await repo.lockDeployment(tx, id);
-    const fresh: TargetRunRow[] = await tx.query(`SELECT * FROM target_runs WHERE id = ANY($1::uuid[])`, [runs.map((r) => r.id)]);
+    const fresh: TargetRunRow[] = await tx.query(`SELECT * FROM target_runs WHERE id = ANY($1::uuid[])`, [
+      runs.map((r) => r.id),
+    ]);
     const since = new Map(fresh.map((r) => [r.id, r.waiting_since]));
-    return leases.take(tx, { deploymentId: id, stepIndex: 0, window, exclusive, targets: runs.map((r) => ({ targetRunId: r.id, machineId: r.machine_id!, waitingSince: since.get(r.id) ?? null })) });
+    return leases.take(tx, {
+      deploymentId: id,
+      stepIndex: 0,
+      window,
+      exclusive,
+      targets: runs.map((r) => ({
+        targetRunId: r.id,
+        machineId: r.machine_id!,
+        waitingSince: since.get(r.id) ?? null,
+      })),
+    });
   });
 }
 
-const result = (leaseId: string, over: Partial<AgentMessageOf<'lease.result'>> = {}): AgentMessageOf<'lease.result'> => ({
+const result = (
+  leaseId: string,
+  over: Partial<AgentMessageOf<'lease.result'>> = {},
+): AgentMessageOf<'lease.result'> => ({
   type: 'lease.result',
   leaseId,
   state: 'success',
@@ -126,8 +177,12 @@ describe(`lease accounting (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'
     const { id, runs } = await deployment(1, 1);
     const [lease] = await take(id, 1, runs);
     const ctx = await ctxOf(lease.id);
-    expect(await leases.complete(ctx, result(lease.id, { lines: [line(1, 'tail')], lastLogSeq: 1 }))).toEqual({ duplicate: false });
-    expect(await leases.complete(ctx, result(lease.id, { lines: [line(1, 'tail')], lastLogSeq: 1 }))).toEqual({ duplicate: true });
+    expect(await leases.complete(ctx, result(lease.id, { lines: [line(1, 'tail')], lastLogSeq: 1 }))).toEqual({
+      duplicate: false,
+    });
+    expect(await leases.complete(ctx, result(lease.id, { lines: [line(1, 'tail')], lastLogSeq: 1 }))).toEqual({
+      duplicate: true,
+    });
     expect((await runState(runs[0].id)).state).toBe('success');
     const texts = await logTexts(id);
     expect(texts.filter((t) => t === 'tail')).toHaveLength(1);
@@ -141,10 +196,19 @@ describe(`lease accounting (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'
     const [lease] = await take(id, 1, runs);
     await db.ds.query(`UPDATE leases SET expires_at = now() - interval '1 second' WHERE id = $1`, [lease.id]);
     await leases.expire();
-    expect(await runState(runs[0].id)).toEqual({ state: 'failed', error: 'agent lost: the target never accepted the work' });
+    expect(await runState(runs[0].id)).toEqual({
+      state: 'failed',
+      error: 'agent lost: the target never accepted the work',
+    });
     expect(await leases.complete(await ctxOf(lease.id), result(lease.id))).toEqual({ duplicate: true });
     expect((await runState(runs[0].id)).state).toBe('failed');
-    expect((await db.ds.query(`SELECT count(*)::int AS n FROM leases WHERE deployment_id = $1 AND released_at IS NULL`, [id]))[0].n).toBe(0);
+    expect(
+      (
+        await db.ds.query(`SELECT count(*)::int AS n FROM leases WHERE deployment_id = $1 AND released_at IS NULL`, [
+          id,
+        ])
+      )[0].n,
+    ).toBe(0);
   });
 
   // Successes of one deployment are settled in batches; one bad result in a batch (here a line whose time the
@@ -173,7 +237,15 @@ describe(`lease accounting (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'
   it('gives the last free slot to one of two concurrent takes', async () => {
     const { id, runs } = await deployment(2, 1);
     const raw = (run: TargetRunRow) =>
-      repo.transaction((tx) => leases.take(tx, { deploymentId: id, stepIndex: 0, window: 1, exclusive: true, targets: [{ targetRunId: run.id, machineId: run.machine_id!, waitingSince: null }] }));
+      repo.transaction((tx) =>
+        leases.take(tx, {
+          deploymentId: id,
+          stepIndex: 0,
+          window: 1,
+          exclusive: true,
+          targets: [{ targetRunId: run.id, machineId: run.machine_id!, waitingSince: null }],
+        }),
+      );
     const [x, y] = await Promise.all([raw(runs[0]), raw(runs[1])]);
     expect(x.length + y.length).toBe(1);
     const states = [(await runState(runs[0].id)).state, (await runState(runs[1].id)).state].sort();
@@ -204,13 +276,23 @@ describe(`lease accounting (${process.env.DATABASE_URL ? 'PostgreSQL' : 'PGlite'
 
 describe('one deployment at a time per project and environment, one per machine', () => {
   const busyWith = (id: string, runs: TargetRunRow[]) =>
-    repo.transaction((tx) => repo.machinesBusy(tx, id, runs.map((r) => ({ id: r.id, machineId: r.machine_id!, waitingSince: r.waiting_since }))));
+    repo.transaction((tx) =>
+      repo.machinesBusy(
+        tx,
+        id,
+        runs.map((r) => ({ id: r.id, machineId: r.machine_id!, waitingSince: r.waiting_since })),
+      ),
+    );
 
   // Deployments of a pair queue in creation order: each names the one directly ahead of it, until that one ends.
   it('queues deployments of one project and environment in creation order', async () => {
     const on = await machines(1);
     const p = await project();
-    const [a, b, c] = [await deployment(1, 1, { on, project: p }), await deployment(1, 1, { on, project: p }), await deployment(1, 1, { on, project: p })];
+    const [a, b, c] = [
+      await deployment(1, 1, { on, project: p }),
+      await deployment(1, 1, { on, project: p }),
+      await deployment(1, 1, { on, project: p }),
+    ];
     const row = (id: string) => repo.findDeployment(id).then((d) => d!);
     expect(await repo.queuedBehind(await row(a.id))).toBeUndefined();
     expect(await repo.queuedBehind(await row(b.id))).toBe(a.id);
@@ -263,7 +345,9 @@ describe('one deployment at a time per project and environment, one per machine'
     expect(await take(z.id, 1, z.runs)).toEqual([]);
     const taken = await take(y.id, 1, y.runs);
     expect(taken).toHaveLength(1);
-    expect(await q(`SELECT waiting_for, waiting_since FROM target_runs WHERE id = $1`, [y.runs[0].id])).toEqual([{ waiting_for: null, waiting_since: null }]);
+    expect(await q(`SELECT waiting_for, waiting_since FROM target_runs WHERE id = $1`, [y.runs[0].id])).toEqual([
+      { waiting_for: null, waiting_since: null },
+    ]);
     // A waiter whose deployment ended holds no one up.
     await repo.transaction((tx) => repo.markWaitingForMachine(tx, [z.runs[0].id]));
     await q(`UPDATE deployments SET state = 'cancelled' WHERE id = $1`, [z.id]);
@@ -280,6 +364,12 @@ describe('one deployment at a time per project and environment, one per machine'
     const y = await deployment(1, 1, { on });
     const [a, b] = await Promise.all([take(x.id, 1, x.runs), take(y.id, 1, y.runs)]);
     expect(a.length + b.length).toBe(1);
-    expect((await q(`SELECT count(*)::int AS n FROM leases WHERE machine_id = $1 AND released_at IS NULL`, [on.machines[0].id]))[0].n).toBe(1);
+    expect(
+      (
+        await q(`SELECT count(*)::int AS n FROM leases WHERE machine_id = $1 AND released_at IS NULL`, [
+          on.machines[0].id,
+        ])
+      )[0].n,
+    ).toBe(1);
   });
 });

@@ -18,7 +18,13 @@ import { DeploymentEvents } from '../deployments/deployment-events.js';
 import { DeploymentLogService, freshEntries } from '../deployments/deployment-log.service.js';
 import { DeploymentSecrets } from '../deployments/deployment-secrets.js';
 import { DeploymentRepository } from '../deployments/deployment.repository.js';
-import type { DeploymentRow, LeaseContext, LogEntryInput, TargetAction, TargetRunRow } from '../deployments/deployment.types.js';
+import type {
+  DeploymentRow,
+  LeaseContext,
+  LogEntryInput,
+  TargetAction,
+  TargetRunRow,
+} from '../deployments/deployment.types.js';
 import { InterruptionsService } from '../deployments/interruptions.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 
@@ -41,7 +47,10 @@ export class LeasesService {
   /** Immutable facts about a lease, kept so the paths of agents' messages do not re-read them. */
   private contexts = new Map<string, LeaseContext>();
   /** Successes waiting for their deployment's batch in flight (see settleSuccess). */
-  private successQueues = new Map<string, Array<SuccessItem & { resolve: (duplicate: boolean) => void; reject: (e: unknown) => void }>>();
+  private successQueues = new Map<
+    string,
+    Array<SuccessItem & { resolve: (duplicate: boolean) => void; reject: (e: unknown) => void }>
+  >();
 
   /** This service's log lines carry `context: 'leases'`. */
   private readonly logger: Logger;
@@ -70,7 +79,13 @@ export class LeasesService {
    */
   take(
     tx: EntityManager,
-    p: { deploymentId: string; stepIndex: number; window: number; exclusive: boolean; targets: Array<{ targetRunId: string; machineId: string; waitingSince: Date | null }> },
+    p: {
+      deploymentId: string;
+      stepIndex: number;
+      window: number;
+      exclusive: boolean;
+      targets: Array<{ targetRunId: string; machineId: string; waitingSince: Date | null }>;
+    },
   ): Promise<Array<{ id: string; slot: number; targetRunId: string; machineId: string }>> {
     if (!p.targets.length || p.window < 1) return Promise.resolve([]);
     return this.repo.takeLeases(tx, { ...p, node: this.config.nodeId, ttlSeconds: this.ttlSeconds });
@@ -136,7 +151,10 @@ export class LeasesService {
   /** An action's state changed on the agent. Ignored once the lease is released (the result already settled it). */
   async actionUpdate(ctx: LeaseContext, msg: AgentMessageOf<'lease.action'>): Promise<void> {
     if (msg.actionIndex >= ctx.actionNames.length) return;
-    await this.repo.updateActionWhileLeased(msg.leaseId, ctx.targetRunId, msg.actionIndex, { state: msg.state, exitCode: msg.exitCode ?? null });
+    await this.repo.updateActionWhileLeased(msg.leaseId, ctx.targetRunId, msg.actionIndex, {
+      state: msg.state,
+      exitCode: msg.exitCode ?? null,
+    });
   }
 
   /**
@@ -148,7 +166,10 @@ export class LeasesService {
     // A success changes only its lease and target run: it does not queue for the deployment's row behind the other
     // results of a wave and the dispatcher's rounds (it takes lease → target run → log head, an order no one
     // reverses), and goes in a batch (settleSuccess).
-    const duplicate = msg.state === 'success' ? await this.settleSuccess({ ctx, msg, secrets }) : await this.settleOther(ctx, msg, secrets);
+    const duplicate =
+      msg.state === 'success'
+        ? await this.settleSuccess({ ctx, msg, secrets })
+        : await this.settleOther(ctx, msg, secrets);
     if (!duplicate) this.events.emit('progressed', ctx.deploymentId);
     return { duplicate };
   }
@@ -163,11 +184,22 @@ export class LeasesService {
       // The lease's last lines came with its result: stored in this transaction, before the outcome's line.
       const tail = freshEntries(ctx, msg.lines ?? [], lease.last_log_seq, secrets);
       // Only the deployment's cancel makes a target "cancelled"; a run stopped for any other reason failed.
-      if (msg.state === 'cancelled' && dep.state !== 'cancelling') msg = { ...msg, state: 'failed', error: msg.error ?? 'stopped on the agent' };
+      if (msg.state === 'cancelled' && dep.state !== 'cancelling')
+        msg = { ...msg, state: 'failed', error: msg.error ?? 'stopped on the agent' };
       const run = await this.repo.lockTargetRun(tx, ctx.targetRunId);
       const actions = mergeActions(run.actions, msg.actions);
       await this.repo.releaseLease(tx, msg.leaseId, msg.state, tail.seq);
-      await this.settleTarget(tx, dep, run, ctx.stepName, msg.state, actions, { error: msg.error ?? null, kind: msg.failureKind ?? 'script' }, outcomeText(ctx, msg), tail.entries);
+      await this.settleTarget(
+        tx,
+        dep,
+        run,
+        ctx.stepName,
+        msg.state,
+        actions,
+        { error: msg.error ?? null, kind: msg.failureKind ?? 'script' },
+        outcomeText(ctx, msg),
+        tail.entries,
+      );
       return false;
     });
   }
@@ -221,7 +253,13 @@ export class LeasesService {
       items.map((i) => i.msg.leaseId),
     );
     const byLease = new Map(rows.map((r) => [r.id, r]));
-    const settled = { leaseIds: [] as string[], seqs: [] as number[], runIds: [] as string[], actions: [] as TargetAction[][], errors: [] as Array<string | null> };
+    const settled = {
+      leaseIds: [] as string[],
+      seqs: [] as number[],
+      runIds: [] as string[],
+      actions: [] as TargetAction[][],
+      errors: [] as Array<string | null>,
+    };
     const lines: LogEntryInput[] = [];
     const duplicates = items.map(({ ctx, msg, secrets }) => {
       const row = byLease.get(msg.leaseId);
@@ -235,7 +273,12 @@ export class LeasesService {
       settled.runIds.push(row.run.id);
       settled.actions.push(finalActions(mergeActions(row.run.actions, msg.actions), 'success'));
       settled.errors.push(msg.error ?? null);
-      lines.push(...tail.entries, { level: 'info', text: outcomeText(ctx, msg), machineId: row.run.machine_id, stepName: ctx.stepName });
+      lines.push(...tail.entries, {
+        level: 'info',
+        text: outcomeText(ctx, msg),
+        machineId: row.run.machine_id,
+        stepName: ctx.stepName,
+      });
       return false;
     });
     if (settled.leaseIds.length) {
@@ -262,19 +305,46 @@ export class LeasesService {
   ) {
     const { error } = failure;
     const guided = state === 'failed' && dep.guided_failure && dep.state !== 'cancelling';
-    const lines: LogEntryInput[] = [...agentLines, { level: state === 'success' ? 'info' : state === 'failed' ? 'error' : 'warn', text, machineId: run.machine_id, stepName }];
+    const lines: LogEntryInput[] = [
+      ...agentLines,
+      {
+        level: state === 'success' ? 'info' : state === 'failed' ? 'error' : 'warn',
+        text,
+        machineId: run.machine_id,
+        stepName,
+      },
+    ];
     if (guided) {
-      const failedAt = Math.max(0, actions.findIndex((a) => a.state === 'failed' || a.state === 'running' || a.state === 'pending'));
+      const failedAt = Math.max(
+        0,
+        actions.findIndex((a) => a.state === 'failed' || a.state === 'running' || a.state === 'pending'),
+      );
       await this.repo.setTargetActions(
         tx,
         run.id,
         actions.map((a) => (a.state === 'running' ? { ...a, state: 'failed' as const } : a)),
         failure,
       );
-      const id = await this.interruptions.openGuidedFailure(tx, { deploymentId: dep.id, run, stepName, failedAt, actionName: actions[failedAt]?.name, error });
-      lines.push({ level: 'warn', machineId: run.machine_id, stepName, text: `Guided failure: waiting for an operator to retry, skip or abort ${stepName} on ${run.machine_name} (interruption ${id})` });
+      const id = await this.interruptions.openGuidedFailure(tx, {
+        deploymentId: dep.id,
+        run,
+        stepName,
+        failedAt,
+        actionName: actions[failedAt]?.name,
+        error,
+      });
+      lines.push({
+        level: 'warn',
+        machineId: run.machine_id,
+        stepName,
+        text: `Guided failure: waiting for an operator to retry, skip or abort ${stepName} on ${run.machine_name} (interruption ${id})`,
+      });
     } else {
-      await this.repo.finishTargetRun(tx, run.id, state, { actions: finalActions(actions, state), error, failureKind: state === 'failed' ? failure.kind : null });
+      await this.repo.finishTargetRun(tx, run.id, state, {
+        actions: finalActions(actions, state),
+        error,
+        failureKind: state === 'failed' ? failure.kind : null,
+      });
     }
     await this.log.append(tx, dep.id, lines);
   }
@@ -293,11 +363,23 @@ export class LeasesService {
         const dep = (await this.repo.lockDeployment(tx, l.deployment_id))!;
         const lease = await this.repo.lockExpiredLease(tx, l.id);
         if (!lease) return;
-        const reason = lease.state === 'offered' ? 'agent lost: the target never accepted the work' : `agent lost: no heartbeat for ${Math.round(this.ttlSeconds)} s`;
+        const reason =
+          lease.state === 'offered'
+            ? 'agent lost: the target never accepted the work'
+            : `agent lost: no heartbeat for ${Math.round(this.ttlSeconds)} s`;
         const run = await this.repo.lockTargetRun(tx, lease.target_run_id);
         await this.repo.releaseLease(tx, l.id, 'lost');
         const state = dep.state === 'cancelling' ? 'cancelled' : 'failed';
-        await this.settleTarget(tx, dep, run, ctx?.stepName ?? 'Step', state, run.actions, { error: reason, kind: 'agent-lost' }, `${ctx?.stepName ?? 'Step'} on ${run.machine_name} failed: ${reason}`);
+        await this.settleTarget(
+          tx,
+          dep,
+          run,
+          ctx?.stepName ?? 'Step',
+          state,
+          run.actions,
+          { error: reason, kind: 'agent-lost' },
+          `${ctx?.stepName ?? 'Step'} on ${run.machine_name} failed: ${reason}`,
+        );
         this.logger.warn('lease expired', { leaseId: l.id, deploymentId: l.deployment_id, machine: run.machine_name });
         touched.add(l.deployment_id);
       });
@@ -324,6 +406,16 @@ function mergeActions(actions: TargetAction[], reported: AgentMessageOf<'lease.r
 /** Actions the agent never reached, once the target is settled: skipped after a failure, cancelled on cancel. */
 function finalActions(actions: TargetAction[], state: 'success' | 'failed' | 'cancelled'): TargetAction[] {
   return actions.map((a) =>
-    a.state === 'pending' || a.state === 'running' ? { ...a, state: a.state === 'running' ? ('failed' as const) : state === 'cancelled' ? ('cancelled' as const) : ('skipped' as const) } : a,
+    a.state === 'pending' || a.state === 'running'
+      ? {
+          ...a,
+          state:
+            a.state === 'running'
+              ? ('failed' as const)
+              : state === 'cancelled'
+                ? ('cancelled' as const)
+                : ('skipped' as const),
+        }
+      : a,
   );
 }

@@ -15,15 +15,19 @@ import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShut
 import { HttpAdapterHost } from '@nestjs/core';
 import { Server, type Namespace, type Socket } from 'socket.io';
 import type { ErrorCode } from '#shared/api/errors.js';
-import { LIVE_NAMESPACE, LiveSubscribeSchema, LiveUnsubscribeSchema, type LiveClientEvents, type LiveServerEvents } from '#shared/api/live.js';
+import {
+  LIVE_NAMESPACE,
+  LiveSubscribeSchema,
+  LiveUnsubscribeSchema,
+  type LiveClientEvents,
+  type LiveServerEvents,
+} from '#shared/api/live.js';
 import { ApiKeysService } from '../auth/api-keys.service.js';
 import { DeploymentLogService } from '../deployments/deployment-log.service.js';
 import { DeploymentRepository } from '../deployments/deployment.repository.js';
 import { DeploymentsService } from '../deployments/deployments.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 import { LiveEvents } from './live-events.js';
-
-
 
 interface Room {
   cursor: number;
@@ -58,11 +62,15 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
   }
 
   onApplicationBootstrap() {
-    this.io = new Server(this.host.httpAdapter.getHttpServer(), { serveClient: true, transports: ['websocket', 'polling'] });
+    this.io = new Server(this.host.httpAdapter.getHttpServer(), {
+      serveClient: true,
+      transports: ['websocket', 'polling'],
+    });
     this.ns = this.io.of(LIVE_NAMESPACE);
     this.ns.use((socket, next) => {
       const key = (socket.handshake.auth as { apiKey?: unknown })?.apiKey;
-      const refuse = (message: string) => next(Object.assign(new Error(message), { data: { code: 'unauthorized' satisfies ErrorCode } }));
+      const refuse = (message: string) =>
+        next(Object.assign(new Error(message), { data: { code: 'unauthorized' satisfies ErrorCode } }));
       if (typeof key !== 'string' || !key) return refuse('unauthorized: give an API key');
       this.keys
         .verify(key)
@@ -82,7 +90,10 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
   private onConnection(socket: Socket<LiveClientEvents, LiveServerEvents>) {
     socket.on('subscribe', async (raw: unknown) => {
       const p = LiveSubscribeSchema.safeParse(raw);
-      if (!p.success) return socket.emit('error-message', { message: `subscribe: ${p.error.issues[0]?.path.join('.') || 'body'} ${p.error.issues[0]?.message}` });
+      if (!p.success)
+        return socket.emit('error-message', {
+          message: `subscribe: ${p.error.issues[0]?.path.join('.') || 'body'} ${p.error.issues[0]?.message}`,
+        });
       const { deploymentId, afterSeq } = p.data;
       try {
         const snapshot = await this.deployments.get(deploymentId);

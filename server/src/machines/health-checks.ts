@@ -21,7 +21,10 @@ export type HealthResult = HealthCheck;
 
 @Injectable()
 export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdown {
-  private pending = new Map<string, { machineId: string; sentAt: number; resolve: (r: AgentMessageOf<'health.report'> | null) => void }>();
+  private pending = new Map<
+    string,
+    { machineId: string; sentAt: number; resolve: (r: AgentMessageOf<'health.report'> | null) => void }
+  >();
   private timer?: NodeJS.Timeout;
 
   /** This service's log lines carry `context: 'health'`. */
@@ -58,7 +61,11 @@ export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdo
     for (const id of this.agents.machineIds()) await this.check(id).catch(() => undefined);
     // Machines nobody holds: unhealthy, once they have been gone for 3 heartbeats.
     for (const m of await this.machines.offlineUnmarked())
-      await this.machines.recordHealth(m.id, { health: 'unhealthy', healthReason: `not connected${m.lastSeenAt ? ` (last seen ${m.lastSeenAt.toISOString()})` : ''}`, healthCheckedAt: new Date() });
+      await this.machines.recordHealth(m.id, {
+        health: 'unhealthy',
+        healthReason: `not connected${m.lastSeenAt ? ` (last seen ${m.lastSeenAt.toISOString()})` : ''}`,
+        healthCheckedAt: new Date(),
+      });
   }
 
   /** Checks one machine now. A machine connected to another node is reported as that node last measured it. */
@@ -66,12 +73,31 @@ export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdo
     const m = await this.machines.get(machineId);
     if (!this.agents.isConnected(machineId)) {
       if (this.machines.isOnline(m)) {
-        return { machineId, health: m.health, reason: m.healthReason ?? undefined, checkedAt: iso(m.healthCheckedAt), roundTripMs: m.healthRttMs, freeDiskBytes: m.freeDiskBytes, agentVersion: m.agentVersion, checkedBy: m.connectedNode ?? undefined };
+        return {
+          machineId,
+          health: m.health,
+          reason: m.healthReason ?? undefined,
+          checkedAt: iso(m.healthCheckedAt),
+          roundTripMs: m.healthRttMs,
+          freeDiskBytes: m.freeDiskBytes,
+          agentVersion: m.agentVersion,
+          checkedBy: m.connectedNode ?? undefined,
+        };
       }
       const checkedAt = new Date();
       const reason = `not connected${m.lastSeenAt ? ` (last seen ${m.lastSeenAt.toISOString()})` : ''}`;
-      await this.machines.recordHealth(machineId, { health: 'unhealthy', healthReason: reason, healthCheckedAt: checkedAt });
-      return { machineId, health: 'unhealthy', reason, checkedAt: checkedAt.toISOString(), checkedBy: this.config.nodeId };
+      await this.machines.recordHealth(machineId, {
+        health: 'unhealthy',
+        healthReason: reason,
+        healthCheckedAt: checkedAt,
+      });
+      return {
+        machineId,
+        health: 'unhealthy',
+        reason,
+        checkedAt: checkedAt.toISOString(),
+        checkedBy: this.config.nodeId,
+      };
     }
     const requestId = randomUUID();
     const sentAt = Date.now();
@@ -93,15 +119,44 @@ export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdo
     const checkedAt = new Date();
     if (!report) {
       const reason = `no answer within ${REPORT_TIMEOUT_MS / 1000} s`;
-      await this.machines.recordHealth(machineId, { health: 'unhealthy', healthReason: reason, healthCheckedAt: checkedAt, healthRttMs: null });
-      return { machineId, health: 'unhealthy', reason, checkedAt: checkedAt.toISOString(), checkedBy: this.config.nodeId };
+      await this.machines.recordHealth(machineId, {
+        health: 'unhealthy',
+        healthReason: reason,
+        healthCheckedAt: checkedAt,
+        healthRttMs: null,
+      });
+      return {
+        machineId,
+        health: 'unhealthy',
+        reason,
+        checkedAt: checkedAt.toISOString(),
+        checkedBy: this.config.nodeId,
+      };
     }
     const rtt = Date.now() - sentAt;
     const lowDisk = report.freeDiskBytes < this.config.minFreeDiskBytes;
-    const reason = lowDisk ? `only ${Math.floor(report.freeDiskBytes / 1024 / 1024)} MB free in ${report.workDir} (at least ${Math.floor(this.config.minFreeDiskBytes / 1024 / 1024)} MB needed)` : undefined;
+    const reason = lowDisk
+      ? `only ${Math.floor(report.freeDiskBytes / 1024 / 1024)} MB free in ${report.workDir} (at least ${Math.floor(this.config.minFreeDiskBytes / 1024 / 1024)} MB needed)`
+      : undefined;
     const health = lowDisk ? 'unhealthy' : 'healthy';
-    await this.machines.recordHealth(machineId, { health, healthReason: reason ?? null, healthCheckedAt: checkedAt, healthRttMs: rtt, freeDiskBytes: report.freeDiskBytes, agentVersion: report.agentVersion });
+    await this.machines.recordHealth(machineId, {
+      health,
+      healthReason: reason ?? null,
+      healthCheckedAt: checkedAt,
+      healthRttMs: rtt,
+      freeDiskBytes: report.freeDiskBytes,
+      agentVersion: report.agentVersion,
+    });
     if (lowDisk) this.log.warn('machine unhealthy', { machineId, reason });
-    return { machineId, health, ...(reason ? { reason } : {}), checkedAt: checkedAt.toISOString(), roundTripMs: rtt, freeDiskBytes: report.freeDiskBytes, agentVersion: report.agentVersion, checkedBy: this.config.nodeId };
+    return {
+      machineId,
+      health,
+      ...(reason ? { reason } : {}),
+      checkedAt: checkedAt.toISOString(),
+      roundTripMs: rtt,
+      freeDiskBytes: report.freeDiskBytes,
+      agentVersion: report.agentVersion,
+      checkedBy: this.config.nodeId,
+    };
   }
 }

@@ -19,7 +19,11 @@ export class MachineEntity {
   @Column('text', { name: 'health_reason', nullable: true }) healthReason: string | null;
   @Column('timestamptz', { name: 'health_checked_at', nullable: true }) healthCheckedAt: Date | null;
   @Column('integer', { name: 'health_rtt_ms', nullable: true }) healthRttMs: number | null;
-  @Column('bigint', { name: 'free_disk_bytes', nullable: true, transformer: { to: (v: number | null) => v, from: (v: string | null) => (v === null ? null : Number(v)) } })
+  @Column('bigint', {
+    name: 'free_disk_bytes',
+    nullable: true,
+    transformer: { to: (v: number | null) => v, from: (v: string | null) => (v === null ? null : Number(v)) },
+  })
   freeDiskBytes: number | null;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
 }

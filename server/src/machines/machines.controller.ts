@@ -18,7 +18,10 @@ export class MachinesController {
 
   @Post('registration-tokens')
   @HttpCode(201)
-  @Returns('Create a registration token for agents', 201, 'RegistrationToken', ['validation_failed', 'unknown_reference'])
+  @Returns('Create a registration token for agents', 201, 'RegistrationToken', [
+    'validation_failed',
+    'unknown_reference',
+  ])
   createToken(@Body() dto: CreateTokenDto): Promise<RegistrationToken> {
     return this.machines.createToken(dto);
   }
@@ -26,13 +29,12 @@ export class MachinesController {
   @Public()
   @Post('agents/register')
   @HttpCode(201)
-  @Returns("Register an agent: sign its CSR with the server's CA (no API key; a registration token)", 201, 'Registration', [
-    'validation_failed',
-    'unknown_reference',
-    'csr_invalid',
-    'token_invalid',
-    'already_exists',
-  ])
+  @Returns(
+    "Register an agent: sign its CSR with the server's CA (no API key; a registration token)",
+    201,
+    'Registration',
+    ['validation_failed', 'unknown_reference', 'csr_invalid', 'token_invalid', 'already_exists'],
+  )
   register(@Body() dto: RegisterDto, @Req() req: Request): Promise<Registration> {
     return this.machines.register(dto, req.headers.host);
   }
@@ -50,14 +52,19 @@ export class MachinesController {
   }
 
   @Patch('machines/:id')
-  @Returns("Change a machine's roles, environments or disabled flag", 200, 'Machine', ['not_found', 'unknown_reference'])
+  @Returns("Change a machine's roles, environments or disabled flag", 200, 'Machine', [
+    'not_found',
+    'unknown_reference',
+  ])
   async update(@Param('id', idOf('machine')) id: string, @Body() dto: UpdateMachineDto): Promise<Machine> {
     return this.machines.toDto(await this.machines.update(id, dto));
   }
 
   @Delete('machines/:id')
   @HttpCode(204)
-  @Returns('Revoke a machine: its connection is dropped and its certificate refused from now on', 204, null, ['not_found'])
+  @Returns('Revoke a machine: its connection is dropped and its certificate refused from now on', 204, null, [
+    'not_found',
+  ])
   async revoke(@Param('id', idOf('machine')) id: string) {
     await this.machines.revoke(id);
   }

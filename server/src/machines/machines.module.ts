@@ -10,7 +10,11 @@ import { RegistrationTokenEntity } from './registration-token.entity.js';
 
 /** Machines (deployment targets): registration with tokens, their state, revocation, and health checks. */
 @Module({
-  imports: [TypeOrmModule.forFeature([MachineEntity, RegistrationTokenEntity]), EnvironmentsModule, AgentConnectionsModule],
+  imports: [
+    TypeOrmModule.forFeature([MachineEntity, RegistrationTokenEntity]),
+    EnvironmentsModule,
+    AgentConnectionsModule,
+  ],
   providers: [MachinesService, MachineEvents, HealthChecks],
   controllers: [MachinesController],
   exports: [MachinesService, MachineEvents, HealthChecks],

@@ -76,13 +76,26 @@ export class MachinesService {
   offlineUnmarked(): Promise<MachineEntity[]> {
     return this.repo
       .createQueryBuilder('m')
-      .where(`m.revoked_at IS NULL AND NOT (m.health = 'unhealthy' AND coalesce(m.health_reason, '') LIKE 'not connected%')`)
-      .andWhere(`(m.connected_node IS NULL OR m.last_seen_at IS NULL OR m.last_seen_at < now() - make_interval(secs => :s))`, { s: this.onlineWithinSeconds })
+      .where(
+        `m.revoked_at IS NULL AND NOT (m.health = 'unhealthy' AND coalesce(m.health_reason, '') LIKE 'not connected%')`,
+      )
+      .andWhere(
+        `(m.connected_node IS NULL OR m.last_seen_at IS NULL OR m.last_seen_at < now() - make_interval(secs => :s))`,
+        { s: this.onlineWithinSeconds },
+      )
       .getMany();
   }
 
   /** A health check's outcome. */
-  async recordHealth(id: string, h: Partial<Pick<MachineEntity, 'health' | 'healthReason' | 'healthCheckedAt' | 'healthRttMs' | 'freeDiskBytes' | 'agentVersion'>>): Promise<void> {
+  async recordHealth(
+    id: string,
+    h: Partial<
+      Pick<
+        MachineEntity,
+        'health' | 'healthReason' | 'healthCheckedAt' | 'healthRttMs' | 'freeDiskBytes' | 'agentVersion'
+      >
+    >,
+  ): Promise<void> {
     await this.repo.update({ id }, h);
     this.live.emit('machines');
   }
@@ -112,7 +125,13 @@ export class MachinesService {
     const envs = await this.envs.resolve(dto.environmentIds, 'environmentIds');
     const secret = randomBytes(24).toString('base64url');
     const expiresAt = new Date(Date.now() + (dto.expiresInSeconds ?? 3600) * 1000);
-    await this.tokens.insert({ secretHash: sha256(secret), environmentIds: envs.map((e) => e.id), roles: dto.roles ?? [], maxUses: dto.maxUses ?? 1, expiresAt });
+    await this.tokens.insert({
+      secretHash: sha256(secret),
+      environmentIds: envs.map((e) => e.id),
+      roles: dto.roles ?? [],
+      maxUses: dto.maxUses ?? 1,
+      expiresAt,
+    });
     return { token: formatRegistrationToken(this.pki.caFingerprint, secret), expiresAt: expiresAt.toISOString() };
   }
 
@@ -144,7 +163,9 @@ export class MachinesService {
     }
     roles = [...new Set(roles)];
     if (await this.repo.exists({ where: { name: dto.name, revokedAt: IsNull() } }))
-      throw alreadyExists(`a machine named "${dto.name}" is already registered (revoke it first, DELETE /api/machines/:id, to register again)`);
+      throw alreadyExists(
+        `a machine named "${dto.name}" is already registered (revoke it first, DELETE /api/machines/:id, to register again)`,
+      );
 
     let signed: { certificate: string; fingerprint: string };
     try {
@@ -155,9 +176,19 @@ export class MachinesService {
     }
     const machine = await this.repo.manager.transaction(async (m) => {
       // Spend one use only if one is left: two agents racing for the last use cannot both win.
-      const spent = await m.query(`UPDATE registration_tokens SET uses = uses + 1 WHERE id = $1 AND uses < max_uses AND expires_at > now() RETURNING id`, [token.id]);
+      const spent = await m.query(
+        `UPDATE registration_tokens SET uses = uses + 1 WHERE id = $1 AND uses < max_uses AND expires_at > now() RETURNING id`,
+        [token.id],
+      );
       if (!returned(spent).length) throw new DomainError('token_invalid', 'token has been used up');
-      const row = m.create(MachineEntity, { name: dto.name, roles, environmentIds, fingerprint: signed.fingerprint, certificate: signed.certificate, agentVersion: dto.agentVersion ?? null });
+      const row = m.create(MachineEntity, {
+        name: dto.name,
+        roles,
+        environmentIds,
+        fingerprint: signed.fingerprint,
+        certificate: signed.certificate,
+        agentVersion: dto.agentVersion ?? null,
+      });
       return m.save(row);
     });
     this.log.info(`machine registered`, { machine: machine.name, machineId: machine.id, roles, environmentIds });
@@ -173,7 +204,9 @@ export class MachinesService {
   async list(filter: { environmentId?: string; role?: string }) {
     const qb = this.repo.createQueryBuilder('m').where('m.revoked_at IS NULL').orderBy('m.name', 'ASC');
     if (filter.environmentId) {
-      const env = isUuid(filter.environmentId) ? filter.environmentId.toLowerCase() : (await this.envs.resolve([filter.environmentId], 'environmentId'))[0].id;
+      const env = isUuid(filter.environmentId)
+        ? filter.environmentId.toLowerCase()
+        : (await this.envs.resolve([filter.environmentId], 'environmentId'))[0].id;
       qb.andWhere('m.environment_ids ? :env', { env });
     }
     if (filter.role) qb.andWhere('m.roles ? :role', { role: filter.role });
@@ -185,8 +218,16 @@ export class MachinesService {
    * lists (refused with a 400 naming the list when they name an unknown machine, or one outside the environment).
    * `db`: the caller's transaction, when in one.
    */
-  async deployable(environmentId: string, specific: string[], excluded: string[], db: EntityManager = this.repo.manager): Promise<MachineEntity[]> {
-    for (const [field, ids] of [['specificMachineIds', specific], ['excludedMachineIds', excluded]] as const) {
+  async deployable(
+    environmentId: string,
+    specific: string[],
+    excluded: string[],
+    db: EntityManager = this.repo.manager,
+  ): Promise<MachineEntity[]> {
+    for (const [field, ids] of [
+      ['specificMachineIds', specific],
+      ['excludedMachineIds', excluded],
+    ] as const) {
       const bad = ids.find((i) => !isUuid(i));
       if (bad) throw unknownReference(`${field} names an unknown machine "${bad}"`);
       if (ids.length) {
@@ -195,10 +236,14 @@ export class MachinesService {
         const missing = ids.find((i) => !known.has(i));
         if (missing) throw unknownReference(`${field} names an unknown machine "${missing}"`);
         const outside = found.find((f) => !f.environmentIds.includes(environmentId));
-        if (outside && field === 'specificMachineIds') throw invalid(`${field}: machine ${outside.name} is not in the deployment's environment`);
+        if (outside && field === 'specificMachineIds')
+          throw invalid(`${field}: machine ${outside.name} is not in the deployment's environment`);
       }
     }
-    const all = await db.createQueryBuilder(MachineEntity, 'm').where('m.revoked_at IS NULL AND m.disabled = false AND m.environment_ids ? :env', { env: environmentId }).getMany();
+    const all = await db
+      .createQueryBuilder(MachineEntity, 'm')
+      .where('m.revoked_at IS NULL AND m.disabled = false AND m.environment_ids ? :env', { env: environmentId })
+      .getMany();
     // Sets, not lists: ten thousand ids against ten thousand machines stays linear.
     const only = new Set(specific);
     const not = new Set(excluded);
@@ -207,13 +252,21 @@ export class MachinesService {
 
   /** The machine's agent said hello on this node. */
   async markConnected(machineId: string, node: string, agentVersion: string): Promise<void> {
-    await this.repo.update({ id: machineId }, { connectedNode: node, connectedAt: new Date(), lastSeenAt: new Date(), agentVersion });
+    await this.repo.update(
+      { id: machineId },
+      { connectedNode: node, connectedAt: new Date(), lastSeenAt: new Date(), agentVersion },
+    );
     this.live.emit('machines');
   }
 
   /** The machine's connection to this node closed (another node may hold a newer one: its mark stays). */
   async markDisconnected(machineId: string, node: string): Promise<void> {
-    await this.repo.createQueryBuilder().update().set({ connectedNode: null }).where('id = :id AND connected_node = :node', { id: machineId, node }).execute();
+    await this.repo
+      .createQueryBuilder()
+      .update()
+      .set({ connectedNode: null })
+      .where('id = :id AND connected_node = :node', { id: machineId, node })
+      .execute();
     this.live.emit('machines');
   }
 
@@ -230,7 +283,9 @@ export class MachinesService {
       this.seenTimer = undefined;
       const ids = [...this.seen];
       this.seen.clear();
-      this.repo.update({ id: In(ids) }, { lastSeenAt: () => 'now()' }).catch((e) => this.log.warn('last-seen update failed', { error: (e as Error).message }));
+      this.repo
+        .update({ id: In(ids) }, { lastSeenAt: () => 'now()' })
+        .catch((e) => this.log.warn('last-seen update failed', { error: (e as Error).message }));
     }, 1_000);
     this.seenTimer.unref?.();
   }
@@ -251,7 +306,8 @@ export class MachinesService {
   async update(id: string, dto: UpdateMachineDto) {
     const m = await this.get(id);
     if (dto.roles) m.roles = [...new Set(dto.roles)];
-    if (dto.environmentIds) m.environmentIds = (await this.envs.resolve(dto.environmentIds, 'environmentIds')).map((e) => e.id);
+    if (dto.environmentIds)
+      m.environmentIds = (await this.envs.resolve(dto.environmentIds, 'environmentIds')).map((e) => e.id);
     if (typeof dto.disabled === 'boolean') m.disabled = dto.disabled; // null passes @IsOptional; the column is NOT NULL
     const saved = await this.repo.save(m);
     this.live.emit('machines');
@@ -278,4 +334,3 @@ function hostForUrl(hostHeader: string): string {
   const h = hostHeader.startsWith('[') ? hostHeader.slice(0, hostHeader.indexOf(']') + 1) : hostHeader.split(':')[0];
   return h === '0.0.0.0' ? '127.0.0.1' : h;
 }
-

@@ -15,7 +15,12 @@ import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { DeploymentEvents } from '../deployments/deployment-events.js';
 import { DeploymentLogService } from '../deployments/deployment-log.service.js';
 import { DeploymentRepository } from '../deployments/deployment.repository.js';
-import { ACTIVE_STATES, type DeploymentRow, type LogEntryInput, type TargetRunRow } from '../deployments/deployment.types.js';
+import {
+  ACTIVE_STATES,
+  type DeploymentRow,
+  type LogEntryInput,
+  type TargetRunRow,
+} from '../deployments/deployment.types.js';
 import { InterruptionsService } from '../deployments/interruptions.service.js';
 import { LeasesService } from '../leases/leases.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
@@ -27,8 +32,18 @@ import { plan, type PlanInput } from './planner.js';
 const TICK_MS = 500;
 const REOFFER_MS = 3_000;
 
-const STEP_TEXT: Record<string, string> = { running: 'started', success: 'succeeded', failed: 'failed', skipped: 'skipped', cancelled: 'cancelled' };
-const SKIP_TEXT: Record<string, string> = { condition: 'its condition is not met', 'no-targets': 'no targets', cancelled: 'the deployment was cancelled' };
+const STEP_TEXT: Record<string, string> = {
+  running: 'started',
+  success: 'succeeded',
+  failed: 'failed',
+  skipped: 'skipped',
+  cancelled: 'cancelled',
+};
+const SKIP_TEXT: Record<string, string> = {
+  condition: 'its condition is not met',
+  'no-targets': 'no targets',
+  cancelled: 'the deployment was cancelled',
+};
 
 @Injectable()
 export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown {
@@ -94,7 +109,8 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       await this.deliverPending();
       await this.dropRevoked();
     } catch (e) {
-      if (!this.stopped) this.logger.error('dispatcher round failed', { error: (e as Error).message, stack: (e as Error).stack });
+      if (!this.stopped)
+        this.logger.error('dispatcher round failed', { error: (e as Error).message, stack: (e as Error).stack });
     } finally {
       this.ticking = false;
     }
@@ -131,7 +147,12 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
           await this.advance(id);
         } while (state.again && !this.stopped);
       } catch (e) {
-        if (!this.stopped) this.logger.error('deployment round failed', { deploymentId: id, error: (e as Error).message, stack: (e as Error).stack });
+        if (!this.stopped)
+          this.logger.error('deployment round failed', {
+            deploymentId: id,
+            error: (e as Error).message,
+            stack: (e as Error).stack,
+          });
       } finally {
         this.rounds.delete(id);
       }
@@ -183,7 +204,9 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         })),
       };
       const runById = new Map(runs.map((r) => [r.id, r]));
-      const { decision, busy } = concurrentOnMachines ? { decision: plan(input), busy: new Map<string, string>() } : await this.planAroundBusyMachines(tx, id, input, runById);
+      const { decision, busy } = concurrentOnMachines
+        ? { decision: plan(input), busy: new Map<string, string>() }
+        : await this.planAroundBusyMachines(tx, id, input, runById);
       // The machines this round may start on are locked now, before any row of level 3 is written (the lock order).
       if (!concurrentOnMachines)
         await this.repo.lockMachines(
@@ -200,9 +223,19 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       );
       for (const w of fresh) {
         const run = runById.get(w.targetId)!;
-        lines.push({ level: 'info', stepName: steps[w.stepIndex].name, machineId: run.machine_id, text: `${steps[w.stepIndex].name} on ${run.machine_name}: waiting for the machine, busy with deployment ${busy.get(w.targetId)}` });
+        lines.push({
+          level: 'info',
+          stepName: steps[w.stepIndex].name,
+          machineId: run.machine_id,
+          text: `${steps[w.stepIndex].name} on ${run.machine_name}: waiting for the machine, busy with deployment ${busy.get(w.targetId)}`,
+        });
       }
-      prefetch = await this.prefetchFor(tx, d, runs, decision.next.map((x) => x.targetId));
+      prefetch = await this.prefetchFor(
+        tx,
+        d,
+        runs,
+        decision.next.map((x) => x.targetId),
+      );
 
       for (const u of decision.steps) {
         const s = steps[u.index];
@@ -231,7 +264,12 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
           if (interruption) {
             awaitsPerson = true;
             const action = process[s.stepIndex].actions[run.actions.findIndex((a) => a.state === 'pending')];
-            lines.push({ level: 'warn', stepName: step.name, actionName: action?.name, text: `Waiting for manual intervention ${action?.name} (interruption ${interruption}): ${action?.instructions ?? ''}`.trim() });
+            lines.push({
+              level: 'warn',
+              stepName: step.name,
+              actionName: action?.name,
+              text: `Waiting for manual intervention ${action?.name} (interruption ${interruption}): ${action?.instructions ?? ''}`.trim(),
+            });
           } else {
             await this.repo.finishTargetRun(tx, run.id, 'success');
             this.kick(id);
@@ -241,7 +279,12 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         if (!run.actions.some((a) => a.state === 'pending')) {
           // Every action of this target was skipped by its conditions: nothing to send, the target is done.
           await this.repo.finishTargetRun(tx, run.id, 'success', { started: true });
-          lines.push({ level: 'info', stepName: step.name, machineId: run.machine_id, text: `${step.name} on ${run.machine_name}: every action is skipped here` });
+          lines.push({
+            level: 'info',
+            stepName: step.name,
+            machineId: run.machine_id,
+            text: `${step.name} on ${run.machine_name}: every action is skipped here`,
+          });
           this.kick(id);
           continue;
         }
@@ -261,7 +304,12 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         const position = new Map(wanted.map((r, i) => [r.id, i]));
         for (const lease of taken.sort((a, b) => position.get(a.targetRunId)! - position.get(b.targetRunId)!)) {
           const run = wanted[position.get(lease.targetRunId)!];
-          lines.push({ level: 'info', stepName: step.name, machineId: run.machine_id, text: `${step.name} on ${run.machine_name}: lease taken (slot ${lease.slot + 1} of ${step.window_size})` });
+          lines.push({
+            level: 'info',
+            stepName: step.name,
+            machineId: run.machine_id,
+            text: `${step.name} on ${run.machine_name}: lease taken (slot ${lease.slot + 1} of ${step.window_size})`,
+          });
           offers.push({ leaseId: lease.id, machineId: lease.machineId });
         }
       }
@@ -271,7 +319,10 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       }
       if (decision.outcome) {
         await this.repo.finishDeployment(tx, id, decision.outcome);
-        lines.push({ level: decision.outcome === 'success' ? 'info' : decision.outcome === 'failed' ? 'error' : 'warn', text: `Deployment ${decision.outcome === 'success' ? 'succeeded' : decision.outcome}` });
+        lines.push({
+          level: decision.outcome === 'success' ? 'info' : decision.outcome === 'failed' ? 'error' : 'warn',
+          text: `Deployment ${decision.outcome === 'success' ? 'succeeded' : decision.outcome}`,
+        });
         this.logger.info('deployment finished', { deploymentId: id, outcome: decision.outcome });
         this.prefetched.delete(id);
         this.blocked.delete(id);
@@ -285,8 +336,15 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     await this.sendOffers(offers);
     // After the offers: a target next in line must not start its download ahead of the targets whose leases wait on
     // theirs (the server lets lease downloads go first only once they have begun).
-    for (const [machineId, packages] of prefetch) if (this.agents.isConnected(machineId)) this.agents.send(machineId, { type: 'package.prefetch', deploymentId: id, packages });
-    this.logger.debug('round', { deploymentId: id, started: offers.length, transactionMs: Math.round(committed - began), offersMs: Math.round(performance.now() - committed) });
+    for (const [machineId, packages] of prefetch)
+      if (this.agents.isConnected(machineId))
+        this.agents.send(machineId, { type: 'package.prefetch', deploymentId: id, packages });
+    this.logger.debug('round', {
+      deploymentId: id,
+      started: offers.length,
+      transactionMs: Math.round(committed - began),
+      offersMs: Math.round(performance.now() - committed),
+    });
   }
 
   /**
@@ -295,12 +353,19 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
    * without the busy ones, until the targets it starts are all free (a few passes at most; the lease's take checks
    * again under the machines' locks). Returns the decision and, for each busy target, the deployment it waits for.
    */
-  private async planAroundBusyMachines(tx: EntityManager, id: string, input: PlanInput, runById: Map<string, TargetRunRow>) {
+  private async planAroundBusyMachines(
+    tx: EntityManager,
+    id: string,
+    input: PlanInput,
+    runById: Map<string, TargetRunRow>,
+  ) {
     const busy = new Map<string, string>();
     const checked = new Set<string>();
     let decision = plan(input);
     for (let pass = 0; pass < 5; pass++) {
-      const unchecked = decision.start.map((s) => runById.get(s.targetId)!).filter((r) => r.machine_id && !checked.has(r.id));
+      const unchecked = decision.start
+        .map((s) => runById.get(s.targetId)!)
+        .filter((r) => r.machine_id && !checked.has(r.id));
       if (!unchecked.length) break;
       for (const r of unchecked) checked.add(r.id);
       const found = await this.repo.machinesBusy(
@@ -319,7 +384,12 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
    * The packages to send ahead to the agents of target runs next in line (see `package.prefetch`), each target run
    * once. Their agents download, verify and unpack while the window is busy with the targets before them.
    */
-  private async prefetchFor(tx: EntityManager, d: DeploymentRow, runs: TargetRunRow[], next: string[]): Promise<Map<string, PackageRef[]>> {
+  private async prefetchFor(
+    tx: EntityManager,
+    d: DeploymentRow,
+    runs: TargetRunRow[],
+    next: string[],
+  ): Promise<Map<string, PackageRef[]>> {
     const done = this.prefetched.get(d.id) ?? new Set<string>();
     const named = new Set(next);
     const due = runs.filter((r) => named.has(r.id) && !done.has(r.id));
@@ -337,7 +407,9 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
    * round); an agent connected elsewhere gets it from its own node, or after a reconnect.
    */
   private async sendOffers(offers: Array<{ leaseId: string; machineId: string }>) {
-    const machineOf = new Map(offers.filter((o) => this.agents.isConnected(o.machineId)).map((o) => [o.leaseId, o.machineId]));
+    const machineOf = new Map(
+      offers.filter((o) => this.agents.isConnected(o.machineId)).map((o) => [o.leaseId, o.machineId]),
+    );
     const now = Date.now();
     for (const offer of await this.offers.build([...machineOf.keys()])) {
       this.lastOffered.set(offer.leaseId, now);
@@ -355,9 +427,12 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
 
   /** Delivers offers not yet accepted by agents connected here, and cancels of cancelled deployments' leases. */
   async deliverPending(machineIds = this.agents.machineIds()) {
-    const due = (await this.leases.unaccepted(machineIds)).filter((l) => Date.now() - (this.lastOffered.get(l.id) ?? 0) >= REOFFER_MS);
+    const due = (await this.leases.unaccepted(machineIds)).filter(
+      (l) => Date.now() - (this.lastOffered.get(l.id) ?? 0) >= REOFFER_MS,
+    );
     await this.sendOffers(due.map((l) => ({ leaseId: l.id, machineId: l.machine_id })));
-    for (const l of await this.leases.toCancel(machineIds)) this.agents.send(l.machine_id, { type: 'lease.cancel', leaseId: l.id, reason: 'deployment cancelled' });
+    for (const l of await this.leases.toCancel(machineIds))
+      this.agents.send(l.machine_id, { type: 'lease.cancel', leaseId: l.id, reason: 'deployment cancelled' });
     if (this.lastOffered.size > 10_000) this.lastOffered.clear();
   }
 }
@@ -366,7 +441,11 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
  * What each machine will unpack for these target runs: the packages of their package actions still pending (an
  * action skipped here by its conditions needs nothing).
  */
-export function packagesByMachine(process: ReleaseEntity['process'], packages: ReleaseEntity['packages'], runs: TargetRunRow[]): Map<string, PackageRef[]> {
+export function packagesByMachine(
+  process: ReleaseEntity['process'],
+  packages: ReleaseEntity['packages'],
+  runs: TargetRunRow[],
+): Map<string, PackageRef[]> {
   const out = new Map<string, PackageRef[]>();
   for (const run of runs) {
     if (!run.machine_id) continue;

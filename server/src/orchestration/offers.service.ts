@@ -37,7 +37,13 @@ export class OffersService {
     const hit = this.releases.get(releaseId);
     if (hit) return hit;
     const r = await this.releaseRows.get(releaseId, tx);
-    const facts: ReleaseFacts = { process: r.process, packages: r.packages, version: r.version, variables: r.variables, defaultTimeoutSeconds: r.defaultTimeoutSeconds };
+    const facts: ReleaseFacts = {
+      process: r.process,
+      packages: r.packages,
+      version: r.version,
+      variables: r.variables,
+      defaultTimeoutSeconds: r.defaultTimeoutSeconds,
+    };
     if (this.releases.size > 1_000) this.releases.clear();
     this.releases.set(releaseId, facts);
     return facts;
@@ -98,7 +104,12 @@ function offerFrom(row: OfferRow, release: ReleaseFacts, outputs: OutputVariable
 
   const roles = row.machine_roles;
   const vars = new Map<string, { value: string; sensitive: boolean }>();
-  for (const v of resolveScoped(release.variables, { environmentId: row.environment_id, roles, machineId: row.machine_id }).values()) vars.set(v.name, v);
+  for (const v of resolveScoped(release.variables, {
+    environmentId: row.environment_id,
+    roles,
+    machineId: row.machine_id,
+  }).values())
+    vars.set(v.name, v);
   const system: Record<string, string> = {
     'Cuttle.Project.Name': row.project_name,
     'Cuttle.Project.Id': row.project_id,
@@ -115,8 +126,12 @@ function offerFrom(row: OfferRow, release: ReleaseFacts, outputs: OutputVariable
   for (const [name, value] of Object.entries(system)) vars.set(name, { value, sensitive: false });
   // Output variables of earlier steps: by machine name always, unqualified when this machine set them.
   for (const o of outputs) {
-    vars.set(outputName(o.step_name, o.action_name, o.name, o.machine_name), { value: o.value, sensitive: o.sensitive });
-    if (o.machine_id === row.machine_id) vars.set(outputName(o.step_name, o.action_name, o.name), { value: o.value, sensitive: o.sensitive });
+    vars.set(outputName(o.step_name, o.action_name, o.name, o.machine_name), {
+      value: o.value,
+      sensitive: o.sensitive,
+    });
+    if (o.machine_id === row.machine_id)
+      vars.set(outputName(o.step_name, o.action_name, o.name), { value: o.value, sensitive: o.sensitive });
   }
   return {
     type: 'lease.offer',

@@ -119,7 +119,10 @@ describe('plan: rolling window', () => {
 describe('plan: targets next in line (package prefetch)', () => {
   // The next window's worth of targets is named ahead, never one being started now, and only pending ones.
   it('names the next window of a running step', () => {
-    const s = step(0, ['success', 'running', 'pending', 'pending', 'pending', 'pending'], { state: 'running', window: 2 });
+    const s = step(0, ['success', 'running', 'pending', 'pending', 'pending', 'pending'], {
+      state: 'running',
+      window: 2,
+    });
     const d = plan(input([s]));
     expect(d.start.map((x) => x.targetId)).toEqual(['s0t2']);
     expect(d.next.map((x) => x.targetId)).toEqual(['s0t3', 's0t4']);
@@ -127,9 +130,15 @@ describe('plan: targets next in line (package prefetch)', () => {
 
   // The step after the running group gets its first window named too, unless its condition would skip it.
   it('looks into the next step only when it would run', () => {
-    const steps = [step(0, ['running'], { state: 'running', window: 1 }), step(1, ['pending', 'pending', 'pending'], { window: 2 })];
+    const steps = [
+      step(0, ['running'], { state: 'running', window: 1 }),
+      step(1, ['pending', 'pending', 'pending'], { window: 2 }),
+    ];
     expect(plan(input(steps)).next.map((x) => x.targetId)).toEqual(['s1t0', 's1t1']);
-    const onFailure = [step(0, ['running'], { state: 'running', window: 1 }), step(1, ['pending'], { condition: 'failure' })];
+    const onFailure = [
+      step(0, ['running'], { state: 'running', window: 1 }),
+      step(1, ['pending'], { condition: 'failure' }),
+    ];
     expect(plan(input(onFailure)).next).toEqual([]);
     expect(plan(input(steps, { cancelling: true })).next).toEqual([]);
   });
@@ -187,7 +196,9 @@ describe('plan: failures', () => {
     expect(r.startedOrder).toEqual(['s0t0', 's0t1', 's0t2', 's0t3']);
     expect(r.steps[0].state).toBe('failed');
     expect(r.outcome).toBe('failed');
-    const ok = simulate([step(0, Array(5).fill('pending'), { window: 1, maxFailures: 1 })], (id) => (id === 's0t1' ? 'failed' : 'success'));
+    const ok = simulate([step(0, Array(5).fill('pending'), { window: 1, maxFailures: 1 })], (id) =>
+      id === 's0t1' ? 'failed' : 'success',
+    );
     expect(ok.steps[0].state).toBe('success');
     expect(ok.outcome).toBe('success');
   });
@@ -209,7 +220,11 @@ describe('plan: conditions and start triggers', () => {
 
   // Without a failure, a failure-condition step is skipped.
   it('skips failure steps when all went well', () => {
-    const r = simulate([step(0, ['pending']), step(1, ['pending'], { condition: 'failure' }), step(2, ['pending'], { condition: 'always' })]);
+    const r = simulate([
+      step(0, ['pending']),
+      step(1, ['pending'], { condition: 'failure' }),
+      step(2, ['pending'], { condition: 'always' }),
+    ]);
     expect(r.steps.map((s) => s.state)).toEqual(['success', 'skipped', 'success']);
     expect(r.outcome).toBe('success');
   });
@@ -235,7 +250,10 @@ describe('plan: conditions and start triggers', () => {
       { startTrigger: 'withPrevious' as const, n: 3 },
       { startTrigger: 'withPrevious' as const, n: 4 },
     ]);
-    expect(g.map((x) => x.map((s) => s.n))).toEqual([[0, 1], [2, 3, 4]]);
+    expect(g.map((x) => x.map((s) => s.n))).toEqual([
+      [0, 1],
+      [2, 3, 4],
+    ]);
   });
 });
 
@@ -282,7 +300,11 @@ describe('targets whose machines are busy', () => {
 
   // Whatever is busy, the window is never exceeded and every target runs once its machine frees.
   it('keeps the window while machines free one by one', () => {
-    const s = step(0, Array.from({ length: 8 }, () => 'pending' as RunState), { window: 3 });
+    const s = step(
+      0,
+      Array.from({ length: 8 }, () => 'pending' as RunState),
+      { window: 3 },
+    );
     const busy = new Set(['s0t0', 's0t1', 's0t5']);
     const started: string[] = [];
     for (let round = 0; started.length < 8; round++) {

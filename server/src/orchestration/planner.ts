@@ -125,7 +125,8 @@ export function plan(input: PlanInput): PlanDecision {
       if (!input.cancelling) {
         for (const step of groups[g + 1] ?? []) {
           if (step.state !== 'pending' || !shouldRun(step.condition, failedSoFar)) continue;
-          for (const t of step.targets.filter((x) => x.state === 'pending').slice(0, step.window)) decision.next.push({ stepIndex: step.index, targetId: t.id });
+          for (const t of step.targets.filter((x) => x.state === 'pending').slice(0, step.window))
+            decision.next.push({ stepIndex: step.index, targetId: t.id });
         }
       }
       return decision;

@@ -33,11 +33,15 @@ export class PackageDownloads {
     const m = ROUTE.exec(req.url ?? '');
     try {
       if (req.method !== 'GET' || !m) {
-        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ statusCode: 404, message: 'not found' }));
+        res
+          .writeHead(404, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ statusCode: 404, message: 'not found' }));
         return;
       }
       if (!this.files.has(m[1])) {
-        res.writeHead(404, { 'content-type': 'application/json' }).end(JSON.stringify({ statusCode: 404, message: `no package with sha256 ${m[1]}` }));
+        res
+          .writeHead(404, { 'content-type': 'application/json' })
+          .end(JSON.stringify({ statusCode: 404, message: `no package with sha256 ${m[1]}` }));
         return;
       }
       const { size } = await stat(this.files.pathOf(m[1]));

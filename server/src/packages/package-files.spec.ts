@@ -38,7 +38,12 @@ describe('PackageFiles.send', () => {
     server = createServer((req, res) => {
       const file = req.url === '/big' ? big : bytes;
       res.writeHead(200, { 'content-length': file.length });
-      sent.push(files.send(sha(file), res).then(() => 'sent', (e: Error) => e.message));
+      sent.push(
+        files.send(sha(file), res).then(
+          () => 'sent',
+          (e: Error) => e.message,
+        ),
+      );
     });
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     port = (server.address() as AddressInfo).port;

@@ -7,6 +7,7 @@ export class PackageEntity {
   @Column('text', { name: 'package_id' }) packageId: string;
   @Column('text') version: string;
   @Column('text') sha256: string;
-  @Column('bigint', { name: 'size_bytes', transformer: { to: (v: number) => v, from: (v: string) => Number(v) } }) sizeBytes: number;
+  @Column('bigint', { name: 'size_bytes', transformer: { to: (v: number) => v, from: (v: string) => Number(v) } })
+  sizeBytes: number;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
 }

@@ -12,11 +12,25 @@ export class PackagesController {
 
   @Post(':packageId/:version')
   @HttpCode(201)
-  @Returns('Upload a package version (the raw .tar.gz as body)', 201, 'Package', ['already_exists', 'package_refused', 'checksum_mismatch', 'payload_too_large', 'unsupported_media_type'])
+  @Returns('Upload a package version (the raw .tar.gz as body)', 201, 'Package', [
+    'already_exists',
+    'package_refused',
+    'checksum_mismatch',
+    'payload_too_large',
+    'unsupported_media_type',
+  ])
   @ApiConsumes('application/gzip')
   @ApiBody({ description: 'the raw .tar.gz', schema: { type: 'string', format: 'binary' } })
-  @ApiHeader({ name: 'X-Checksum-Sha256', required: false, description: 'refuse the upload unless the body has this sha256' })
-  async upload(@Param('packageId') packageId: string, @Param('version') version: string, @Req() req: Request): Promise<Package> {
+  @ApiHeader({
+    name: 'X-Checksum-Sha256',
+    required: false,
+    description: 'refuse the upload unless the body has this sha256',
+  })
+  async upload(
+    @Param('packageId') packageId: string,
+    @Param('version') version: string,
+    @Req() req: Request,
+  ): Promise<Package> {
     return toPackageDto(await this.packages.upload(packageId, version, req));
   }
 
@@ -26,4 +40,3 @@ export class PackagesController {
     return (await this.packages.list()).map(toPackageDto);
   }
 }
-

@@ -25,7 +25,13 @@ import { PackageFiles } from './package-files.js';
 const ID_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/;
 const VERSION_RE = /^[A-Za-z0-9][A-Za-z0-9.+_-]{0,99}$/;
 
-export const toPackageDto = (p: PackageEntity): Package => ({ packageId: p.packageId, version: p.version, sha256: p.sha256, sizeBytes: Number(p.sizeBytes), createdAt: p.createdAt.toISOString() });
+export const toPackageDto = (p: PackageEntity): Package => ({
+  packageId: p.packageId,
+  version: p.version,
+  sha256: p.sha256,
+  sizeBytes: Number(p.sizeBytes),
+  createdAt: p.createdAt.toISOString(),
+});
 
 /**
  * Orders versions by semver (build metadata and a leading "v" understood; "2" or "1.4" read as 2.0.0 and 1.4.0), then,
@@ -39,7 +45,8 @@ export function compareVersions(a: string, b: string): number {
 }
 
 class TooLarge extends Error {}
-const tooLarge = (max: number) => new DomainError('payload_too_large', `package is larger than the limit of ${max} bytes`);
+const tooLarge = (max: number) =>
+  new DomainError('payload_too_large', `package is larger than the limit of ${max} bytes`);
 
 @Injectable()
 export class PackagesService {
@@ -63,11 +70,17 @@ export class PackagesService {
     if (!ID_RE.test(packageId)) throw invalid('packageId must be letters, digits, ".", "_" or "-" (at most 200)');
     if (!VERSION_RE.test(version)) throw invalid('version must be letters, digits, ".", "+", "_" or "-" (at most 100)');
     const type = (req.headers['content-type'] ?? '').split(';')[0].trim();
-    if (!['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/x-tar+gzip'].includes(type))
-      throw new DomainError('unsupported_media_type', 'Content-Type must be application/gzip (the raw .tar.gz as body)');
+    if (
+      !['application/gzip', 'application/x-gzip', 'application/octet-stream', 'application/x-tar+gzip'].includes(type)
+    )
+      throw new DomainError(
+        'unsupported_media_type',
+        'Content-Type must be application/gzip (the raw .tar.gz as body)',
+      );
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > this.config.maxPackageBytes) throw tooLarge(this.config.maxPackageBytes);
-    if (await this.repo.exists({ where: { packageId, version } })) throw alreadyExists(`package ${packageId} ${version} already exists`);
+    if (await this.repo.exists({ where: { packageId, version } }))
+      throw alreadyExists(`package ${packageId} ${version} already exists`);
 
     const tmp = join(this.files.dir, 'incoming', `${randomBytes(8).toString('hex')}.part`);
     const hash = createHash('sha256');
@@ -86,7 +99,11 @@ export class PackagesService {
       if (size === 0) throw new DomainError('package_refused', 'body must be the package (.tar.gz); it is empty');
       const sha256 = hash.digest('hex');
       const expected = String(req.headers['x-checksum-sha256'] ?? '').toLowerCase();
-      if (expected && expected !== sha256) throw new DomainError('checksum_mismatch', `X-Checksum-Sha256 is ${expected} but the body's sha256 is ${sha256}: the upload was damaged or is not the package meant`);
+      if (expected && expected !== sha256)
+        throw new DomainError(
+          'checksum_mismatch',
+          `X-Checksum-Sha256 is ${expected} but the body's sha256 is ${sha256}: the upload was damaged or is not the package meant`,
+        );
       await this.checkArchive(tmp);
       if (!this.files.has(sha256)) await rename(tmp, this.files.pathOf(sha256));
       else await rm(tmp, { force: true });
@@ -132,7 +149,8 @@ export class PackagesService {
         input.pipe(parser);
       });
     } catch (e) {
-      if (!vetting.verdict()) throw new DomainError('package_refused', `body is not a valid .tar.gz: ${(e as Error).message}`);
+      if (!vetting.verdict())
+        throw new DomainError('package_refused', `body is not a valid .tar.gz: ${(e as Error).message}`);
     }
     const problem = vetting.verdict();
     if (problem) throw new DomainError('package_refused', `package refused: ${problem}`);
@@ -153,4 +171,3 @@ export class PackagesService {
     return (await stat(this.files.pathOf(sha256))).size;
   }
 }
-

@@ -26,7 +26,11 @@ describe('certificates', () => {
     const pki = ensurePki(home, [], '127.0.0.1');
     const ca = new X509Certificate(pki.caCert);
     for (let i = 0; i < 20; i++) {
-      const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+      const { privateKey, publicKey } = generateKeyPairSync('rsa', {
+        modulusLength: 2048,
+        publicKeyEncoding: { type: 'spki', format: 'pem' },
+        privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+      });
       const csr = forge.pki.createCertificationRequest();
       csr.publicKey = forge.pki.publicKeyFromPem(publicKey);
       csr.setSubject([{ name: 'commonName', value: `web-${i}` }]);
@@ -43,8 +47,16 @@ describe('certificates', () => {
   // A CSR whose signature does not match its key (tampered in transit, or forged) is refused.
   it('refuses a CSR signed with another key', () => {
     const pki = ensurePki(home, [], '127.0.0.1');
-    const a = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
-    const b = generateKeyPairSync('rsa', { modulusLength: 2048, privateKeyEncoding: { type: 'pkcs8', format: 'pem' }, publicKeyEncoding: { type: 'spki', format: 'pem' } });
+    const a = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    });
+    const b = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+    });
     const csr = forge.pki.createCertificationRequest();
     csr.publicKey = forge.pki.publicKeyFromPem(a.publicKey);
     csr.setSubject([{ name: 'commonName', value: 'mallory' }]);
@@ -59,7 +71,11 @@ describe('corrupted certificate requests', () => {
 
   /** A valid CSR with its signature bits replaced by `sig` (node-forge throws on some of these instead of failing). */
   function withSignature(sig: (s: string) => string): string {
-    const { privateKey, publicKey } = generateKeyPairSync('rsa', { modulusLength: 2048, publicKeyEncoding: { type: 'spki', format: 'pem' }, privateKeyEncoding: { type: 'pkcs8', format: 'pem' } });
+    const { privateKey, publicKey } = generateKeyPairSync('rsa', {
+      modulusLength: 2048,
+      publicKeyEncoding: { type: 'spki', format: 'pem' },
+      privateKeyEncoding: { type: 'pkcs8', format: 'pem' },
+    });
     const csr = forge.pki.createCertificationRequest();
     csr.publicKey = forge.pki.publicKeyFromPem(publicKey);
     csr.setSubject([{ name: 'commonName', value: 'bent' }]);

@@ -45,7 +45,10 @@ function makeCa() {
   cert.serialNumber = serial();
   cert.validity.notBefore = new Date(Date.now() - 60_000);
   cert.validity.notAfter = new Date(Date.now() + 20 * YEAR_MS);
-  const attrs = [{ name: 'commonName', value: `Cuttle CA ${hostname()}` }, { name: 'organizationName', value: 'Cuttle' }];
+  const attrs = [
+    { name: 'commonName', value: `Cuttle CA ${hostname()}` },
+    { name: 'organizationName', value: 'Cuttle' },
+  ];
   cert.setSubject(attrs);
   cert.setIssuer(attrs);
   cert.setExtensions([
@@ -76,7 +79,10 @@ function issue(opts: {
   cert.serialNumber = serial();
   cert.validity.notBefore = new Date(Date.now() - 60_000);
   cert.validity.notAfter = new Date(Date.now() + opts.years * YEAR_MS);
-  cert.setSubject([{ name: 'commonName', value: opts.commonName }, { name: 'organizationName', value: 'Cuttle' }]);
+  cert.setSubject([
+    { name: 'commonName', value: opts.commonName },
+    { name: 'organizationName', value: 'Cuttle' },
+  ]);
   cert.setIssuer(ca.subject.attributes);
   const ext: object[] = [
     { name: 'basicConstraints', cA: false },
@@ -109,11 +115,31 @@ export function ensurePki(home: string, extraHosts: string[], listenHost: string
   }
   const caCert = readFileSync(f('ca.crt'), 'utf8');
   const caKey = readFileSync(f('ca.key'), 'utf8');
-  const hosts = [...new Set(['localhost', '127.0.0.1', '::1', hostname(), ...(listenHost && listenHost !== '0.0.0.0' && listenHost !== '::' ? [listenHost] : []), ...extraHosts])];
-  const fresh = !existsSync(f('server.crt')) || !existsSync(f('server.key')) || !certCoversHosts(readFileSync(f('server.crt'), 'utf8'), hosts);
+  const hosts = [
+    ...new Set([
+      'localhost',
+      '127.0.0.1',
+      '::1',
+      hostname(),
+      ...(listenHost && listenHost !== '0.0.0.0' && listenHost !== '::' ? [listenHost] : []),
+      ...extraHosts,
+    ]),
+  ];
+  const fresh =
+    !existsSync(f('server.crt')) ||
+    !existsSync(f('server.key')) ||
+    !certCoversHosts(readFileSync(f('server.crt'), 'utf8'), hosts);
   if (fresh) {
     const keys = newKeyPair();
-    const cert = issue({ caCert, caKey, publicKey: keys.publicKey, commonName: hostname(), hosts, server: true, years: 2 });
+    const cert = issue({
+      caCert,
+      caKey,
+      publicKey: keys.publicKey,
+      commonName: hostname(),
+      hosts,
+      server: true,
+      years: 2,
+    });
     writeFileSync(f('server.key'), keys.privateKeyPem, { mode: 0o600 });
     writeFileSync(f('server.crt'), cert);
   }
@@ -133,7 +159,11 @@ export class CsrError extends Error {}
  * a CSR can be unreadable or fail to verify is a CsrError with the reason (node-forge throws on some corrupted
  * signatures instead of returning false).
  */
-export function signAgentCsr(pki: PkiMaterial, csrPem: string, commonName: string): { certificate: string; fingerprint: string } {
+export function signAgentCsr(
+  pki: PkiMaterial,
+  csrPem: string,
+  commonName: string,
+): { certificate: string; fingerprint: string } {
   let csr: forge.pki.CertificateSigningRequest;
   try {
     csr = forge.pki.certificationRequestFromPem(csrPem);
@@ -150,7 +180,14 @@ export function signAgentCsr(pki: PkiMaterial, csrPem: string, commonName: strin
   if (!csr.publicKey) throw new CsrError('csr has no public key');
   const rsa = csr.publicKey as forge.pki.rsa.PublicKey;
   if (!rsa.n || rsa.n.bitLength() < 2048) throw new CsrError('csr key must be RSA of at least 2048 bits');
-  const certificate = issue({ caCert: pki.caCert, caKey: pki.caKey, publicKey: csr.publicKey, commonName, server: false, years: 5 });
+  const certificate = issue({
+    caCert: pki.caCert,
+    caKey: pki.caKey,
+    publicKey: csr.publicKey,
+    commonName,
+    server: false,
+    years: 5,
+  });
   return { certificate, fingerprint: certificateFingerprint(certificate) };
 }
 

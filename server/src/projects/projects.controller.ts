@@ -5,7 +5,13 @@ import type { Channel, DeploymentProcess, Project, Variables } from '#shared/api
 import { ProcessStepsSchema } from '#shared/process/index.js';
 import { VariableSchema } from '#shared/variables/index.js';
 import { openApiSchema, Returns } from '../common/openapi.js';
-import { CreateChannelDto, CreateProjectDto, PutProcessDto, PutVariablesDto, UpdateProjectDto } from './dto/project.dto.js';
+import {
+  CreateChannelDto,
+  CreateProjectDto,
+  PutProcessDto,
+  PutVariablesDto,
+  UpdateProjectDto,
+} from './dto/project.dto.js';
 import { ProjectsService, toChannelDto, toProjectDto } from './projects.service.js';
 
 /** The OpenAPI schemas of the bodies the shared model validates, derived from that model (one definition). */
@@ -37,7 +43,10 @@ export class ProjectsController {
   }
 
   @Patch(':id')
-  @Returns("Change a project's name, description, default timeout or machine concurrency", 200, 'Project', ['not_found', 'already_exists'])
+  @Returns("Change a project's name, description, default timeout or machine concurrency", 200, 'Project', [
+    'not_found',
+    'already_exists',
+  ])
   async update(@Param('id') id: string, @Body() dto: UpdateProjectDto): Promise<Project> {
     return toProjectDto(await this.projects.update(id, dto));
   }
@@ -49,8 +58,17 @@ export class ProjectsController {
   }
 
   @Put(':id/variables')
-  @Returns("Replace a project's variables (optimistic concurrency on version, when given)", 200, 'Variables', ['not_found', 'stale_version'])
-  @ApiBody({ schema: { type: 'object', required: ['variables'], properties: { variables: VARIABLES_SCHEMA, version: { type: 'integer' } } } })
+  @Returns("Replace a project's variables (optimistic concurrency on version, when given)", 200, 'Variables', [
+    'not_found',
+    'stale_version',
+  ])
+  @ApiBody({
+    schema: {
+      type: 'object',
+      required: ['variables'],
+      properties: { variables: VARIABLES_SCHEMA, version: { type: 'integer' } },
+    },
+  })
   putVariables(@Param('id') id: string, @Body() dto: PutVariablesDto): Promise<Variables> {
     return this.projects.putVariables(id, dto);
   }
@@ -62,8 +80,18 @@ export class ProjectsController {
   }
 
   @Put(':id/deployment-process')
-  @Returns('Replace the deployment process (optimistic concurrency on version)', 200, 'DeploymentProcess', ['not_found', 'stale_version', 'unknown_reference'])
-  @ApiBody({ schema: { type: 'object', required: ['version', 'steps'], properties: { version: { type: 'integer' }, steps: STEPS_SCHEMA } } })
+  @Returns('Replace the deployment process (optimistic concurrency on version)', 200, 'DeploymentProcess', [
+    'not_found',
+    'stale_version',
+    'unknown_reference',
+  ])
+  @ApiBody({
+    schema: {
+      type: 'object',
+      required: ['version', 'steps'],
+      properties: { version: { type: 'integer' }, steps: STEPS_SCHEMA },
+    },
+  })
   putProcess(@Param('id') id: string, @Body() dto: PutProcessDto): Promise<DeploymentProcess> {
     return this.projects.putProcess(id, dto);
   }
@@ -81,4 +109,3 @@ export class ProjectsController {
     return (await this.projects.listChannels(id)).map(toChannelDto);
   }
 }
-

@@ -12,7 +12,13 @@ import { alreadyExists, invalid, notFound, staleVersion, unknownReference } from
 import { isUuid } from '../common/http.js';
 import { EnvironmentsService } from '../environments/environments.service.js';
 import { returned } from '../database/sql.js';
-import type { CreateChannelDto, CreateProjectDto, PutProcessDto, PutVariablesDto, UpdateProjectDto } from './dto/project.dto.js';
+import type {
+  CreateChannelDto,
+  CreateProjectDto,
+  PutProcessDto,
+  PutVariablesDto,
+  UpdateProjectDto,
+} from './dto/project.dto.js';
 import { ChannelEntity, ProjectEntity } from './project.entity.js';
 
 const slugify = (name: string) =>
@@ -69,7 +75,16 @@ export class ProjectsService {
     for (let i = 2; await this.repo.exists({ where: { slug } }); i++) slug = `${slugify(name)}-${i}`;
     return this.repo.manager.transaction(async (m) => {
       const project = await m.save(
-        m.create(ProjectEntity, { name, slug, description: dto.description ?? null, processSteps: [], processVersion: 1, variables: [], defaultTimeoutSeconds: dto.defaultTimeoutSeconds ?? null, allowConcurrentOnMachines: dto.allowConcurrentOnMachines ?? false }),
+        m.create(ProjectEntity, {
+          name,
+          slug,
+          description: dto.description ?? null,
+          processSteps: [],
+          processVersion: 1,
+          variables: [],
+          defaultTimeoutSeconds: dto.defaultTimeoutSeconds ?? null,
+          allowConcurrentOnMachines: dto.allowConcurrentOnMachines ?? false,
+        }),
       );
       const channel = await m.save(m.create(ChannelEntity, { projectId: project.id, name: 'Default' }));
       project.defaultChannelId = channel.id;
@@ -83,7 +98,9 @@ export class ProjectsService {
 
   /** By id, slug or name: the CLI and scripts may use any. */
   async get(ref: string) {
-    const p = await this.repo.findOne({ where: isUuid(ref) ? { id: ref.toLowerCase() } : [{ slug: ref }, { name: ref }] });
+    const p = await this.repo.findOne({
+      where: isUuid(ref) ? { id: ref.toLowerCase() } : [{ slug: ref }, { name: ref }],
+    });
     if (!p) throw notFound(`project ${ref} not found`);
     return p;
   }
@@ -92,7 +109,8 @@ export class ProjectsService {
     const p = await this.get(id);
     // `null` passes @IsOptional: only a string renames (a name cannot be removed).
     if (typeof dto.name === 'string' && dto.name.trim() !== p.name) {
-      if (await this.repo.exists({ where: { name: dto.name.trim() } })) throw alreadyExists(`a project named "${dto.name.trim()}" already exists`);
+      if (await this.repo.exists({ where: { name: dto.name.trim() } }))
+        throw alreadyExists(`a project named "${dto.name.trim()}" already exists`);
       p.name = dto.name.trim();
     }
     if (dto.description !== undefined) p.description = dto.description;
@@ -114,9 +132,15 @@ export class ProjectsService {
     const v = validateVariables(dto.variables);
     if (!v.ok) throw invalid(v.messages);
     const p = await this.get(id);
-    const scoped = v.value.map((x, i) => ({ i, refs: x.scope?.environmentIds })).filter((x): x is { i: number; refs: string[] } => !!x.refs?.length);
-    const resolved = await this.environmentIds(scoped.map((x) => ({ path: `variables[${x.i}].scope.environmentIds`, refs: x.refs })));
-    scoped.forEach((x, k) => (v.value[x.i] = { ...v.value[x.i], scope: { ...v.value[x.i].scope, environmentIds: resolved[k] } }));
+    const scoped = v.value
+      .map((x, i) => ({ i, refs: x.scope?.environmentIds }))
+      .filter((x): x is { i: number; refs: string[] } => !!x.refs?.length);
+    const resolved = await this.environmentIds(
+      scoped.map((x) => ({ path: `variables[${x.i}].scope.environmentIds`, refs: x.refs })),
+    );
+    scoped.forEach(
+      (x, k) => (v.value[x.i] = { ...v.value[x.i], scope: { ...v.value[x.i].scope, environmentIds: resolved[k] } }),
+    );
     // Stored secrets by name and scope, looked up once per variable: linear in the number of variables.
     const secrets = new Map<string, string>();
     for (const o of p.variables) if (o.sensitive && !secrets.has(scopedKey(o))) secrets.set(scopedKey(o), o.value);
@@ -131,7 +155,10 @@ export class ProjectsService {
         typeof dto.version === 'number' ? [JSON.stringify(vars), p.id, dto.version] : [JSON.stringify(vars), p.id],
       ),
     );
-    if (!row) throw staleVersion(`the variables were changed by someone else: version ${dto.version} is stale (current is ${p.variablesVersion})`);
+    if (!row)
+      throw staleVersion(
+        `the variables were changed by someone else: version ${dto.version} is stale (current is ${p.variablesVersion})`,
+      );
     return { projectId: p.id, version: row.variables_version, variables: maskVariables(vars) };
   }
 
@@ -154,31 +181,40 @@ export class ProjectsService {
     };
     const envFields = v.value.flatMap((s, si) =>
       s.actions.flatMap((a, ai) =>
-        (['environmentIds', 'excludedEnvironmentIds'] as const).filter((f) => a[f]?.length).map((f) => ({ si, ai, f, path: `steps[${si}].actions[${ai}].${f}`, refs: a[f]! })),
+        (['environmentIds', 'excludedEnvironmentIds'] as const)
+          .filter((f) => a[f]?.length)
+          .map((f) => ({ si, ai, f, path: `steps[${si}].actions[${ai}].${f}`, refs: a[f]! })),
       ),
     );
     const envIds = await this.environmentIds(envFields);
     envFields.forEach((x, k) => (v.value[x.si].actions[x.ai] = { ...v.value[x.si].actions[x.ai], [x.f]: envIds[k] }));
     v.value.forEach((s, si) =>
       s.actions.forEach((a, ai) => {
-        if (a.channelIds?.length) s.actions[ai] = { ...a, channelIds: a.channelIds.map((c) => channelId(c, `steps[${si}].actions[${ai}].channelIds`)) };
+        if (a.channelIds?.length)
+          s.actions[ai] = {
+            ...a,
+            channelIds: a.channelIds.map((c) => channelId(c, `steps[${si}].actions[${ai}].channelIds`)),
+          };
       }),
     );
     const [row] = returned<{ process_version: number }>(
-      await this.repo.query(`UPDATE projects SET process_steps = $1::jsonb, process_version = process_version + 1 WHERE id = $2 AND process_version = $3 RETURNING process_version`, [
-        JSON.stringify(v.value),
-        project.id,
-        dto.version,
-      ]),
+      await this.repo.query(
+        `UPDATE projects SET process_steps = $1::jsonb, process_version = process_version + 1 WHERE id = $2 AND process_version = $3 RETURNING process_version`,
+        [JSON.stringify(v.value), project.id, dto.version],
+      ),
     );
-    if (!row) throw staleVersion(`the deployment process was changed by someone else: version ${dto.version} is stale (current is ${project.processVersion}); reload and apply your change again`);
+    if (!row)
+      throw staleVersion(
+        `the deployment process was changed by someone else: version ${dto.version} is stale (current is ${project.processVersion}); reload and apply your change again`,
+      );
     return { projectId: project.id, version: row.process_version, steps: v.value };
   }
 
   async createChannel(projectId: string, dto: CreateChannelDto) {
     const project = await this.get(projectId);
     const name = dto.name.trim();
-    if (await this.channels.exists({ where: { projectId: project.id, name } })) throw alreadyExists(`project ${project.name} already has a channel named "${name}"`);
+    if (await this.channels.exists({ where: { projectId: project.id, name } }))
+      throw alreadyExists(`project ${project.name} already has a channel named "${name}"`);
     return this.channels.save(this.channels.create({ projectId: project.id, name }));
   }
 
@@ -188,9 +224,10 @@ export class ProjectsService {
   }
 
   async getChannel(projectId: string, ref: string) {
-    const c = await this.channels.findOne({ where: isUuid(ref) ? { projectId, id: ref.toLowerCase() } : { projectId, name: ref } });
+    const c = await this.channels.findOne({
+      where: isUuid(ref) ? { projectId, id: ref.toLowerCase() } : { projectId, name: ref },
+    });
     if (!c) throw unknownReference(`channelId: project has no channel "${ref}"`);
     return c;
   }
 }
-

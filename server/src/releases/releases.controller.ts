@@ -13,7 +13,10 @@ export class ReleasesController {
 
   @Post()
   @HttpCode(201)
-  @Returns("Create a release: freeze the project's process, variables and package versions", 201, 'Release', ['unknown_reference', 'already_exists'])
+  @Returns("Create a release: freeze the project's process, variables and package versions", 201, 'Release', [
+    'unknown_reference',
+    'already_exists',
+  ])
   async create(@Body() dto: CreateReleaseDto): Promise<Release> {
     return toReleaseDto(await this.releases.create(dto));
   }
@@ -30,4 +33,3 @@ export class ReleasesController {
     return toReleaseDto(await this.releases.get(id));
   }
 }
-

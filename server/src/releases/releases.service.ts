@@ -35,10 +35,15 @@ export class ReleasesService {
     const project = await this.projects.get(dto.projectId).catch(() => {
       throw unknownReference(`projectId names an unknown project "${dto.projectId}"`);
     });
-    const channel = dto.channelId ? await this.projects.getChannel(project.id, dto.channelId) : { id: project.defaultChannelId! };
-    if (await this.repo.exists({ where: { projectId: project.id, version: dto.version } })) throw alreadyExists(`project ${project.name} already has a release ${dto.version}`);
+    const channel = dto.channelId
+      ? await this.projects.getChannel(project.id, dto.channelId)
+      : { id: project.defaultChannelId! };
+    if (await this.repo.exists({ where: { projectId: project.id, version: dto.version } }))
+      throw alreadyExists(`project ${project.name} already has a release ${dto.version}`);
     const steps = project.processSteps;
-    const wanted = new Set(steps.flatMap((s) => s.actions.filter((a) => a.type === 'package' && a.packageId).map((a) => a.packageId!)));
+    const wanted = new Set(
+      steps.flatMap((s) => s.actions.filter((a) => a.type === 'package' && a.packageId).map((a) => a.packageId!)),
+    );
     for (const [id, v] of Object.entries(dto.packages ?? {})) {
       if (typeof v !== 'string' || !v) throw invalid(`packages.${id} must be a version string`);
       if (!wanted.has(id)) throw unknownReference(`packages.${id}: no action of the process deploys package "${id}"`);
@@ -47,7 +52,12 @@ export class ReleasesService {
     for (const id of wanted) {
       const version = dto.packages?.[id];
       const pkg = await this.packages.resolve(id, version);
-      if (!pkg) throw unknownReference(version ? `packages.${id}: version ${version} is not in the feed` : `packages.${id}: no version of package "${id}" is in the feed; upload one first`);
+      if (!pkg)
+        throw unknownReference(
+          version
+            ? `packages.${id}: version ${version} is not in the feed`
+            : `packages.${id}: no version of package "${id}" is in the feed; upload one first`,
+        );
       packages.push({ packageId: pkg.packageId, version: pkg.version, sha256: pkg.sha256, sizeBytes: pkg.sizeBytes });
     }
     return this.repo.save(
@@ -81,4 +91,3 @@ export class ReleasesService {
     return this.repo.findOne({ where: { projectId, version } });
   }
 }
-

@@ -18,7 +18,10 @@ function removeScriptFolders(dir) {
       return;
     }
     if (entries.some((e) => e.name === 'identity.json')) {
-      const shm = join('/dev/shm', `cuttle-agent-${process.getuid()}-${createHash('sha256').update(d).digest('hex').slice(0, 16)}`);
+      const shm = join(
+        '/dev/shm',
+        `cuttle-agent-${process.getuid()}-${createHash('sha256').update(d).digest('hex').slice(0, 16)}`,
+      );
       if (existsSync(shm)) rmSync(shm, { recursive: true, force: true });
     }
     if (depth < 4) for (const e of entries) if (e.isDirectory()) walk(join(d, e.name), depth + 1);
@@ -31,7 +34,8 @@ export default class CleanupReporter {
     const dir = process.env.CUTTLE_TEST_TMP;
     if (!dir) return;
     removeScriptFolders(dir);
-    const failed = results.numFailedTests > 0 || results.numFailedTestSuites > 0 || results.numRuntimeErrorTestSuites > 0;
+    const failed =
+      results.numFailedTests > 0 || results.numFailedTestSuites > 0 || results.numRuntimeErrorTestSuites > 0;
     if (failed || process.env.CUTTLE_KEEP_TEST_DIRS === '1') {
       process.stderr.write(`\nthe test servers' and agents' folders (with their logs) are kept in ${dir}\n`);
       return;

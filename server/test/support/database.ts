@@ -35,7 +35,9 @@ export async function openTestDatabase(): Promise<TestDatabase> {
   const db = await PGlite.create();
   const server = new PGLiteSocketServer({ db, host: '127.0.0.1', port: 0, maxConnections: EMBEDDED_POOL_SIZE + 2 });
   await server.start();
-  const ds = await new DataSource(dataSourceOptions(`postgres://postgres@${server.getServerConn()}/postgres`, true, EMBEDDED_POOL_SIZE)).initialize();
+  const ds = await new DataSource(
+    dataSourceOptions(`postgres://postgres@${server.getServerConn()}/postgres`, true, EMBEDDED_POOL_SIZE),
+  ).initialize();
   return {
     ds,
     kind: 'pglite',

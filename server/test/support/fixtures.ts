@@ -11,7 +11,15 @@ import { request } from 'node:https';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { writeTarGz } from '../../../scripts/support/packages.js';
-import { freePort, hasExited, killGroup, spawnLogged as spawnInGroup, waitExit, waitFor, waitForProcess } from '../../../scripts/support/processes.js';
+import {
+  freePort,
+  hasExited,
+  killGroup,
+  spawnLogged as spawnInGroup,
+  waitExit,
+  waitFor,
+  waitForProcess,
+} from '../../../scripts/support/processes.js';
 import { adminQuery, TEMPLATE_ENV, withDatabase } from './pg-admin.js';
 
 export { freePort, waitFor };
@@ -65,7 +73,12 @@ export class TestServer {
   }
 
   /** A request as a client would make it: TLS verified against the server's CA, API key unless `key: null`. */
-  request<T = any>(method: string, path: string, body?: unknown, opts: { key?: string | null; raw?: Buffer; headers?: Record<string, string> } = {}): Promise<ApiResponse<T>> {
+  request<T = any>(
+    method: string,
+    path: string,
+    body?: unknown,
+    opts: { key?: string | null; raw?: Buffer; headers?: Record<string, string> } = {},
+  ): Promise<ApiResponse<T>> {
     const headers: Record<string, string> = { ...(opts.headers ?? {}) };
     const key = opts.key === undefined ? ADMIN_KEY : opts.key;
     if (key) headers['x-api-key'] = key;
@@ -97,17 +110,28 @@ export class TestServer {
   }
 
   /** Like request, but fails the test with the server's answer unless the status is the expected one. */
-  async must<T = any>(method: string, path: string, body?: unknown, expect = [200, 201, 202, 204], opts?: Parameters<TestServer['request']>[3]): Promise<T> {
+  async must<T = any>(
+    method: string,
+    path: string,
+    body?: unknown,
+    expect = [200, 201, 202, 204],
+    opts?: Parameters<TestServer['request']>[3],
+  ): Promise<T> {
     const r = await this.request<T>(method, path, body, opts);
     if (!expect.includes(r.status)) throw new Error(`${method} ${path} answered ${r.status}: ${r.text.slice(0, 500)}`);
     return r.body;
   }
 
   async waitDeployment(id: string, timeoutMs = 120_000) {
-    return waitFor(`deployment ${id} to finish`, async () => {
-      const d = await this.must('GET', `/api/deployments/${id}`);
-      return ['success', 'failed', 'cancelled'].includes(d.state) ? d : null;
-    }, timeoutMs, 150);
+    return waitFor(
+      `deployment ${id} to finish`,
+      async () => {
+        const d = await this.must('GET', `/api/deployments/${id}`);
+        return ['success', 'failed', 'cancelled'].includes(d.state) ? d : null;
+      },
+      timeoutMs,
+      150,
+    );
   }
 
   async readLog(id: string) {
@@ -127,7 +151,8 @@ export class TestServer {
     await waitExit(this.proc, 10_000);
     killGroup(this.proc, 'SIGKILL');
     await waitExit(this.proc, 2_000);
-    if (!opts.keepData && this.databaseName && process.env.DATABASE_URL) await adminQuery(process.env.DATABASE_URL, `DROP DATABASE IF EXISTS ${this.databaseName} WITH (FORCE)`);
+    if (!opts.keepData && this.databaseName && process.env.DATABASE_URL)
+      await adminQuery(process.env.DATABASE_URL, `DROP DATABASE IF EXISTS ${this.databaseName} WITH (FORCE)`);
   }
 
   exited() {
@@ -152,7 +177,9 @@ export class TestServer {
 /** Where test servers and agents keep their folders: one folder per run, deleted when every test passed. */
 const TEST_TMP = process.env.CUTTLE_TEST_TMP ?? tmpdir();
 
-export async function startServer(opts: { env?: Record<string, string>; reuse?: TestServer; sameDataAs?: TestServer } = {}): Promise<TestServer> {
+export async function startServer(
+  opts: { env?: Record<string, string>; reuse?: TestServer; sameDataAs?: TestServer } = {},
+): Promise<TestServer> {
   const shared = opts.reuse ?? opts.sameDataAs;
   const dir = shared?.dir ?? mkdtempSync(join(TEST_TMP, 'cuttle-it-'));
   const home = join(dir, 'server');
@@ -182,16 +209,28 @@ export async function startServer(opts: { env?: Record<string, string>; reuse?: 
   const proc = spawnLogged(['dist/server/src/main.js'], env, logFile);
   const srv = new TestServer(dir, home, port, agentPort, proc, databaseName, logFile);
   try {
-    await waitForProcess(proc, 'the server to answer /api/health', async () => (await srv.request('GET', '/api/health', undefined, { key: null })).status === 200, 90_000, 250);
+    await waitForProcess(
+      proc,
+      'the server to answer /api/health',
+      async () => (await srv.request('GET', '/api/health', undefined, { key: null })).status === 200,
+      90_000,
+      250,
+    );
   } catch (e) {
-    if (hasExited(proc)) throw new Error(`server exited with ${proc.exitCode ?? proc.signalCode}: ${srv.log().slice(-2000)}`, { cause: e });
+    if (hasExited(proc))
+      throw new Error(`server exited with ${proc.exitCode ?? proc.signalCode}: ${srv.log().slice(-2000)}`, {
+        cause: e,
+      });
     throw e;
   }
   return srv;
 }
 
 /** Runs the server binary with the given environment and returns its exit code and output (for boot failures). */
-export async function runServerExpectingExit(env: Record<string, string>, timeoutMs = 60_000): Promise<{ code: number | null; output: string }> {
+export async function runServerExpectingExit(
+  env: Record<string, string>,
+  timeoutMs = 60_000,
+): Promise<{ code: number | null; output: string }> {
   const dir = mkdtempSync(join(TEST_TMP, 'cuttle-it-'));
   const logFile = join(dir, 'server.log');
   const p = spawnLogged(['dist/server/src/main.js'], { CUTTLE_HOME: join(dir, 'home'), ...env }, logFile);
@@ -226,7 +265,11 @@ export class TestAgent {
 
   /** Starts the agent again on its home, with its stored identity (no token), as a service manager would. */
   restart() {
-    this.proc = spawnLogged(['dist/agent/src/main.js', 'run', '--home', this.home], { CUTTLE_LOG_FORMAT: 'json' }, this.logFile);
+    this.proc = spawnLogged(
+      ['dist/agent/src/main.js', 'run', '--home', this.home],
+      { CUTTLE_LOG_FORMAT: 'json' },
+      this.logFile,
+    );
     return this;
   }
 
@@ -286,12 +329,31 @@ export class CutProxy {
 }
 
 /** Starts an agent process; the first start registers with `token`. */
-export function startAgent(srv: TestServer, o: { name: string; roles: string[]; environments: string[]; token: string; work?: string }): TestAgent {
+export function startAgent(
+  srv: TestServer,
+  o: { name: string; roles: string[]; environments: string[]; token: string; work?: string },
+): TestAgent {
   const home = join(srv.dir, `agent-${o.name}`);
   mkdirSync(home, { recursive: true });
   const logFile = join(srv.dir, `agent-${o.name}.log`);
   const proc = spawnLogged(
-    ['dist/agent/src/main.js', 'run', '--server', srv.base, '--token', o.token, '--name', o.name, '--roles', o.roles.join(','), '--environments', o.environments.join(','), '--home', home, ...(o.work ? ['--work', o.work] : [])],
+    [
+      'dist/agent/src/main.js',
+      'run',
+      '--server',
+      srv.base,
+      '--token',
+      o.token,
+      '--name',
+      o.name,
+      '--roles',
+      o.roles.join(','),
+      '--environments',
+      o.environments.join(','),
+      '--home',
+      home,
+      ...(o.work ? ['--work', o.work] : []),
+    ],
     { CUTTLE_LOG_FORMAT: 'json' },
     logFile,
   );
@@ -318,13 +380,32 @@ export class TestFleet {
 }
 
 /** N real agents (own keys, certificates, TLS connections) in one process: `<prefix>-01` … */
-export function startFleet(srv: TestServer, o: { prefix: string; count: number; roles: string[]; environments: string[]; token: string }): TestFleet {
+export function startFleet(
+  srv: TestServer,
+  o: { prefix: string; count: number; roles: string[]; environments: string[]; token: string },
+): TestFleet {
   const dir = join(srv.dir, `fleet-${o.prefix}`);
   mkdirSync(dir, { recursive: true });
   const width = Math.max(2, String(o.count).length);
   const names = Array.from({ length: o.count }, (_, i) => `${o.prefix}-${String(i + 1).padStart(width, '0')}`);
   const proc = spawnLogged(
-    ['dist/agent/src/fleet.js', '--home', dir, '--count', String(o.count), '--prefix', o.prefix, '--server', srv.base, '--token', o.token, '--roles', o.roles.join(','), '--environments', o.environments.join(',')],
+    [
+      'dist/agent/src/fleet.js',
+      '--home',
+      dir,
+      '--count',
+      String(o.count),
+      '--prefix',
+      o.prefix,
+      '--server',
+      srv.base,
+      '--token',
+      o.token,
+      '--roles',
+      o.roles.join(','),
+      '--environments',
+      o.environments.join(','),
+    ],
     { CUTTLE_LOG_FORMAT: 'json' },
     join(srv.dir, `fleet-${o.prefix}.log`),
   );
@@ -332,11 +413,16 @@ export function startFleet(srv: TestServer, o: { prefix: string; count: number; 
 }
 
 export async function waitOnline(srv: TestServer, names: string[], timeoutMs = 60_000) {
-  return waitFor(`machines ${names.join(', ')} online`, async () => {
-    const ms: any[] = await srv.must('GET', '/api/machines');
-    const online = ms.filter((m) => names.includes(m.name) && m.status === 'online');
-    return online.length === names.length ? ms : null;
-  }, timeoutMs, 250);
+  return waitFor(
+    `machines ${names.join(', ')} online`,
+    async () => {
+      const ms: any[] = await srv.must('GET', '/api/machines');
+      const online = ms.filter((m) => names.includes(m.name) && m.status === 'online');
+      return online.length === names.length ? ms : null;
+    },
+    timeoutMs,
+    250,
+  );
 }
 
 /** A real .tar.gz on disk with the given files (name → content; names ending in .sh are executable). */
@@ -346,7 +432,9 @@ export async function makeTarGz(dir: string, files: Record<string, string>): Pro
 
 /** The largest number of intervals open at one instant. */
 export function maxOverlap(intervals: Array<[number, number]>): number {
-  const ev = intervals.flatMap(([s, e]) => [[s, 1] as const, [e, -1] as const]).sort((a, b) => a[0] - b[0] || a[1] - b[1]);
+  const ev = intervals
+    .flatMap(([s, e]) => [[s, 1] as const, [e, -1] as const])
+    .sort((a, b) => a[0] - b[0] || a[1] - b[1]);
   let cur = 0;
   let max = 0;
   for (const [, d] of ev) max = Math.max(max, (cur += d));
@@ -360,7 +448,12 @@ export async function stopAll() {
 }
 
 /** A project with the given process; returns the project. */
-export async function createProject(srv: TestServer, name: string, steps: unknown[], extra: Record<string, unknown> = {}) {
+export async function createProject(
+  srv: TestServer,
+  name: string,
+  steps: unknown[],
+  extra: Record<string, unknown> = {},
+) {
   const p = await srv.must('POST', '/api/projects', { name, ...extra });
   const proc = await srv.must('GET', `/api/projects/${p.id}/deployment-process`);
   await srv.must('PUT', `/api/projects/${p.id}/deployment-process`, { version: proc.version, steps });
@@ -368,17 +461,31 @@ export async function createProject(srv: TestServer, name: string, steps: unknow
 }
 
 /** Creates a release and a deployment of it; returns the deployment as created (state queued). */
-export async function startDeployment(srv: TestServer, projectId: string, environmentId: string, opts: { version?: string; channelId?: string; deployment?: Record<string, unknown> } = {}) {
-  const rel = await srv.must('POST', '/api/releases', { projectId, version: opts.version ?? '1.0.0', ...(opts.channelId ? { channelId: opts.channelId } : {}) });
+export async function startDeployment(
+  srv: TestServer,
+  projectId: string,
+  environmentId: string,
+  opts: { version?: string; channelId?: string; deployment?: Record<string, unknown> } = {},
+) {
+  const rel = await srv.must('POST', '/api/releases', {
+    projectId,
+    version: opts.version ?? '1.0.0',
+    ...(opts.channelId ? { channelId: opts.channelId } : {}),
+  });
   return srv.must('POST', '/api/deployments', { releaseId: rel.id, environmentId, ...(opts.deployment ?? {}) });
 }
 
 /** Waits for the deployment's pending interruptions to be `count` and returns them. */
 export async function waitInterruptions(srv: TestServer, deploymentId: string, count = 1, timeoutMs = 60_000) {
-  return waitFor(`${count} pending interruption(s) of ${deploymentId}`, async () => {
-    const list: any[] = await srv.must('GET', `/api/interruptions?deploymentId=${deploymentId}&state=pending`);
-    return list.length === count ? list : null;
-  }, timeoutMs, 150);
+  return waitFor(
+    `${count} pending interruption(s) of ${deploymentId}`,
+    async () => {
+      const list: any[] = await srv.must('GET', `/api/interruptions?deploymentId=${deploymentId}&state=pending`);
+      return list.length === count ? list : null;
+    },
+    timeoutMs,
+    150,
+  );
 }
 
 /** Lines "TAG start|end MILLIS" that scripts append to `<agent home>/times.log` (see `timed`). */

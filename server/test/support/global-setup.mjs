@@ -31,12 +31,17 @@ export async function adminQuery(base, sql) {
 export default async function globalSetup() {
   // One folder for every server and agent folder of this run (see cleanup-reporter.mjs).
   process.env.CUTTLE_TEST_TMP ??= mkdtempSync(join(tmpdir(), 'cuttle-run-'));
-  execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], { stdio: 'inherit' });
+  execFileSync(process.execPath, ['node_modules/typescript/bin/tsc', '-p', 'tsconfig.build.json'], {
+    stdio: 'inherit',
+  });
   const base = process.env.DATABASE_URL;
   if (!base) return;
   const template = `cuttle_test_tmpl_${process.pid}`;
   await adminQuery(base, `DROP DATABASE IF EXISTS ${template}`);
   await adminQuery(base, `CREATE DATABASE ${template}`);
-  execFileSync(process.execPath, ['dist/server/src/database/migrate.js'], { env: { ...process.env, DATABASE_URL: withDatabase(base, template) }, stdio: 'inherit' });
+  execFileSync(process.execPath, ['dist/server/src/database/migrate.js'], {
+    env: { ...process.env, DATABASE_URL: withDatabase(base, template) },
+    stdio: 'inherit',
+  });
   process.env[TEMPLATE_ENV] = template;
 }

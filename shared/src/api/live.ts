@@ -9,7 +9,10 @@ import type { Deployment, LogEntry } from './types.js';
 export const LIVE_NAMESPACE = '/live';
 
 /** Client → server. */
-export const LiveSubscribeSchema = z.object({ deploymentId: z.string().uuid(), afterSeq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0) });
+export const LiveSubscribeSchema = z.object({
+  deploymentId: z.string().uuid(),
+  afterSeq: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).default(0),
+});
 export const LiveUnsubscribeSchema = z.object({ deploymentId: z.string().uuid() });
 export interface LiveClientEvents {
   /** Follow a deployment: its snapshot now and on every change, and its log lines after `afterSeq`. */

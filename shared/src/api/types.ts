@@ -17,12 +17,22 @@ const id = z.string().describe('uuid');
 const open = <T extends z.ZodRawShape>(shape: T) => z.object(shape);
 
 export const RunStateSchema = z.enum(['pending', 'running', 'success', 'failed', 'skipped', 'cancelled']);
-export const DeploymentStateSchema = z.enum(['queued', 'executing', 'waiting', 'cancelling', 'success', 'failed', 'cancelled']);
+export const DeploymentStateSchema = z.enum([
+  'queued',
+  'executing',
+  'waiting',
+  'cancelling',
+  'success',
+  'failed',
+  'cancelled',
+]);
 
 export const ErrorBodySchema = open({
   statusCode: z.number().int(),
   error: z.string(),
-  code: z.enum(ERROR_CODES as [ErrorCode, ...ErrorCode[]]).describe('what went wrong, for programs (see the error codes table)'),
+  code: z
+    .enum(ERROR_CODES as [ErrorCode, ...ErrorCode[]])
+    .describe('what went wrong, for programs (see the error codes table)'),
   message: z.union([z.string(), z.array(z.string())]).describe('for people: names the field or thing'),
 });
 
@@ -46,8 +56,16 @@ export const MachineSchema = open({
   createdAt: time,
 });
 
-export const RegistrationTokenSchema = open({ token: z.string().describe('give it to the agent: --token'), expiresAt: time });
-export const RegistrationSchema = open({ machineId: id, certificate: z.string(), caCertificate: z.string(), agentUrl: z.string() });
+export const RegistrationTokenSchema = open({
+  token: z.string().describe('give it to the agent: --token'),
+  expiresAt: time,
+});
+export const RegistrationSchema = open({
+  machineId: id,
+  certificate: z.string(),
+  caCertificate: z.string(),
+  agentUrl: z.string(),
+});
 export const HealthCheckSchema = open({
   machineId: id,
   health: z.enum(['healthy', 'unhealthy', 'unknown']),
@@ -73,8 +91,19 @@ export const ChannelSchema = open({ id, name: z.string(), projectId: id });
 export const DeploymentProcessSchema = open({ projectId: id, version: z.number().int(), steps: ProcessStepsSchema });
 export const VariablesSchema = open({ projectId: id, version: z.number().int(), variables: z.array(VariableSchema) });
 
-export const PackageSchema = open({ packageId: z.string(), version: z.string(), sha256: z.string(), sizeBytes: z.number().int(), createdAt: time });
-export const ReleasePackageSchema = open({ packageId: z.string(), version: z.string(), sha256: z.string(), sizeBytes: z.number().int() });
+export const PackageSchema = open({
+  packageId: z.string(),
+  version: z.string(),
+  sha256: z.string(),
+  sizeBytes: z.number().int(),
+  createdAt: time,
+});
+export const ReleasePackageSchema = open({
+  packageId: z.string(),
+  version: z.string(),
+  sha256: z.string(),
+  sizeBytes: z.number().int(),
+});
 export const ReleaseSchema = open({
   id,
   projectId: id,
@@ -104,7 +133,14 @@ export const TargetRunSchema = open({
   failureKind: FailureKindSchema.optional(),
   startedAt: maybeTime,
   finishedAt: maybeTime,
-  actions: z.array(open({ name: z.string(), state: RunStateSchema, exitCode: z.number().int().nullable(), skipReason: z.string().optional() })),
+  actions: z.array(
+    open({
+      name: z.string(),
+      state: RunStateSchema,
+      exitCode: z.number().int().nullable(),
+      skipReason: z.string().optional(),
+    }),
+  ),
 });
 export const StepRunSchema = open({
   name: z.string(),
@@ -125,7 +161,9 @@ export const DeploymentSchema = open({
   projectId: id,
   environmentId: id,
   state: DeploymentStateSchema,
-  queuedBehind: id.optional().describe('while queued: the deployment of the same project and environment directly ahead'),
+  queuedBehind: id
+    .optional()
+    .describe('while queued: the deployment of the same project and environment directly ahead'),
   guidedFailure: z.boolean(),
   specificMachineIds: z.array(id),
   excludedMachineIds: z.array(id),
@@ -162,7 +200,9 @@ export const PreviewSchema = open({
       willRun: z.boolean(),
       skipReason: z.string().optional(),
       targets: z.array(open({ machineId: id, machineName: z.string() })),
-      actions: z.array(open({ name: z.string(), type: z.string(), willRun: z.boolean(), skipReason: z.string().optional() })),
+      actions: z.array(
+        open({ name: z.string(), type: z.string(), willRun: z.boolean(), skipReason: z.string().optional() }),
+      ),
     }),
   ),
 });
@@ -196,7 +236,9 @@ export const InterruptionSchema = open({
 });
 
 export const ApiKeySchema = open({ id, name: z.string(), createdAt: time, revokedAt: maybeTime });
-export const ApiKeyCreatedSchema = ApiKeySchema.extend({ key: z.string().describe('shown this once; only its hash is stored') });
+export const ApiKeyCreatedSchema = ApiKeySchema.extend({
+  key: z.string().describe('shown this once; only its hash is stored'),
+});
 
 export const HealthSchema = open({
   status: z.literal('ok'),
@@ -206,7 +248,12 @@ export const HealthSchema = open({
   agents: open({ online: z.number().int(), total: z.number().int() }),
   packageBytesSent: z.number(),
 });
-export const ReadySchema = open({ status: z.literal('ready'), database: z.literal('up'), migrations: z.literal('applied'), node: z.string() });
+export const ReadySchema = open({
+  status: z.literal('ready'),
+  database: z.literal('up'),
+  migrations: z.literal('applied'),
+  node: z.string(),
+});
 
 /** Every response schema by the name the OpenAPI document gives it (`#/components/schemas/<name>`). */
 export const API_SCHEMAS = {

@@ -15,7 +15,12 @@ export class CuttleClient {
     private readonly ca?: string,
   ) {}
 
-  async request<T = unknown>(method: string, path: string, body?: unknown, raw?: { data: Buffer; contentType: string }): Promise<T> {
+  async request<T = unknown>(
+    method: string,
+    path: string,
+    body?: unknown,
+    raw?: { data: Buffer; contentType: string },
+  ): Promise<T> {
     const headers: Record<string, string> = {};
     if (this.apiKey) headers['x-api-key'] = this.apiKey;
     let data: Buffer | undefined;

@@ -28,11 +28,23 @@ describe('ArchiveVetting', () => {
   it.each([
     ['a link whose target climbs out', [link('l', '../outside')], /symlink "l" -> "\.\.\/outside" points outside/],
     ['an absolute link target', [link('etc', '/etc')], /points outside the package folder \(an absolute target\)/],
-    ['a link escaping through a link to "."', [dir('y'), link('x', '.'), link('a', 'x/y/../..')], /symlink "a" -> "x\/y\/\.\.\/\.\." points outside/],
-    ['a link escaping through a link pointing up', [dir('d/'), link('d/up', '..'), link('esc', 'd/up/..')], /symlink "esc"/],
+    [
+      'a link escaping through a link to "."',
+      [dir('y'), link('x', '.'), link('a', 'x/y/../..')],
+      /symlink "a" -> "x\/y\/\.\.\/\.\." points outside/,
+    ],
+    [
+      'a link escaping through a link pointing up',
+      [dir('d/'), link('d/up', '..'), link('esc', 'd/up/..')],
+      /symlink "esc"/,
+    ],
     ['a chain of links out', [dir('a/b/'), link('a/b/c', '../..'), link('z', 'a/b/c/..')], /symlink "z"/],
     ['a loop of links', [link('p', 'q/x'), link('q', 'p/y')], /points outside/],
-    ['an entry written through a link', [dir('real'), link('alias', 'real'), file('alias/x')], /"alias\/x" would be written through symlink "alias"/],
+    [
+      'an entry written through a link',
+      [dir('real'), link('alias', 'real'), file('alias/x')],
+      /"alias\/x" would be written through symlink "alias"/,
+    ],
     ['a link after an entry below its path', [file('a/x'), link('a', 'b')], /symlink "a" shares its path/],
     ['a hard link', [{ path: 'passwd', type: 'Link', linkpath: '/etc/passwd' }], /hard link/],
     ['a device', [{ path: 'dev', type: 'CharacterDevice' }], /type CharacterDevice, which packages may not contain/],
@@ -63,7 +75,9 @@ describe('ArchiveVetting', () => {
     expect(v.admit(dir('d'))).toBe(true);
     expect(v.admit(file('b', 5 * 1024 * 1024))).toBe(false);
     expect(v.admit(file('c', 1))).toBe(false);
-    expect(v.verdict()).toBe(`the package unpacks to more than 10 MB (at entry "b"; the server's CUTTLE_MAX_UNPACKED_MB)`);
+    expect(v.verdict()).toBe(
+      `the package unpacks to more than 10 MB (at entry "b"; the server's CUTTLE_MAX_UNPACKED_MB)`,
+    );
   });
 
   // A path at most 128 folders deep; deep paths and links among them are judged alike at every depth.
@@ -71,7 +85,8 @@ describe('ArchiveVetting', () => {
     const v = new ArchiveVetting();
     const base = Array.from({ length: ARCHIVE_LIMITS.depth }, () => 'd').join('/');
     for (let i = 0; i < 1_000; i++) expect(v.admit(file(`${base}/f${i}`))).toBe(true);
-    for (let i = 0; i < 100; i++) expect(v.admit(link(`${base}/l${i}`, '../'.repeat(ARCHIVE_LIMITS.depth - 1) + 'd'))).toBe(true);
+    for (let i = 0; i < 100; i++)
+      expect(v.admit(link(`${base}/l${i}`, '../'.repeat(ARCHIVE_LIMITS.depth - 1) + 'd'))).toBe(true);
     expect(v.admit(link(`${base}/out`, '../'.repeat(ARCHIVE_LIMITS.depth) + '..'))).toBe(true);
     expect(v.verdict()).toMatch(/symlink "d\/d\/.*\/out" -> .* points outside/);
     expect(judge([file(`${base}/d/f`)])).toMatch(/is 129 folders deep \(at most 128\)/);

@@ -72,11 +72,14 @@ export class ArchiveVetting {
     if (this.problem) return false; // the package is refused anyway: write nothing more
     const problem = entryProblem(e);
     if (problem) return this.refuse(problem);
-    if (++this.entries > ARCHIVE_LIMITS.entries) return this.refuse(`the package has more than ${ARCHIVE_LIMITS.entries} entries`);
+    if (++this.entries > ARCHIVE_LIMITS.entries)
+      return this.refuse(`the package has more than ${ARCHIVE_LIMITS.entries} entries`);
     if (REGULAR_FILES.has(e.type)) {
       this.unpackedBytes += e.size ?? 0;
       if (this.unpackedBytes > this.maxUnpackedBytes)
-        return this.refuse(`the package unpacks to more than ${formatMb(this.maxUnpackedBytes)} (at entry ${JSON.stringify(e.path)}; the server's CUTTLE_MAX_UNPACKED_MB)`);
+        return this.refuse(
+          `the package unpacks to more than ${formatMb(this.maxUnpackedBytes)} (at entry ${JSON.stringify(e.path)}; the server's CUTTLE_MAX_UNPACKED_MB)`,
+        );
     }
     const path = normalizeEntryPath(e.path);
     if (path === '') return true; // the package folder itself
@@ -93,10 +96,13 @@ export class ArchiveVetting {
       }
       node = next;
       if (i < parts.length - 1 && this.links.has(node))
-        return this.refuse(`archive entry "${path}" would be written through symlink "${parts.slice(0, i + 1).join('/')}"`);
+        return this.refuse(
+          `archive entry "${path}" would be written through symlink "${parts.slice(0, i + 1).join('/')}"`,
+        );
     }
     // An entry at a symlink's path, or a symlink where an entry (or one below it) came before.
-    if (this.links.has(node) || (e.type === 'SymbolicLink' && existed)) return this.refuse(`symlink "${path}" shares its path with another archive entry`);
+    if (this.links.has(node) || (e.type === 'SymbolicLink' && existed))
+      return this.refuse(`symlink "${path}" shares its path with another archive entry`);
     if (e.type === 'SymbolicLink') this.links.set(node, { path, target: e.linkpath ?? '' });
     return true;
   }
@@ -164,22 +170,30 @@ function entryProblem(e: ArchiveEntryHeader): string | null {
   const raw = e.path;
   const name = JSON.stringify(raw.length > 300 ? raw.slice(0, 300) + '…' : raw);
   if (e.type === 'Link') return `archive entry ${name} is a hard link, which packages may not contain`;
-  if (!REGULAR_FILES.has(e.type) && e.type !== 'Directory' && e.type !== 'SymbolicLink') return `archive entry ${name} has type ${e.type}, which packages may not contain`;
-  if (raw.startsWith('/') || /^[a-zA-Z]:/.test(raw) || raw.startsWith('\\\\')) return `archive entry ${name} escapes the package folder (an absolute path)`;
+  if (!REGULAR_FILES.has(e.type) && e.type !== 'Directory' && e.type !== 'SymbolicLink')
+    return `archive entry ${name} has type ${e.type}, which packages may not contain`;
+  if (raw.startsWith('/') || /^[a-zA-Z]:/.test(raw) || raw.startsWith('\\\\'))
+    return `archive entry ${name} escapes the package folder (an absolute path)`;
   // On POSIX a backslash is an ordinary character, elsewhere a separator: refuse the ambiguity outright.
   if (raw.includes('\\')) return `archive entry ${name} contains a backslash`;
   if (raw.split('/').includes('..')) return `archive entry ${name} escapes the package folder (a ".." segment)`;
-  if (normalizeEntryPath(raw) === '' && e.type !== 'Directory') return `archive entry ${name} would replace the package folder itself`;
+  if (normalizeEntryPath(raw) === '' && e.type !== 'Directory')
+    return `archive entry ${name} would replace the package folder itself`;
   const bytes = Buffer.byteLength(raw);
-  if (bytes > ARCHIVE_LIMITS.pathBytes) return `archive entry ${name} has a path of ${bytes} bytes (at most ${ARCHIVE_LIMITS.pathBytes})`;
+  if (bytes > ARCHIVE_LIMITS.pathBytes)
+    return `archive entry ${name} has a path of ${bytes} bytes (at most ${ARCHIVE_LIMITS.pathBytes})`;
   const segments = raw.split('/');
-  if (segments.length > ARCHIVE_LIMITS.depth + 1) return `archive entry ${name} is ${segments.length - 1} folders deep (at most ${ARCHIVE_LIMITS.depth})`;
+  if (segments.length > ARCHIVE_LIMITS.depth + 1)
+    return `archive entry ${name} is ${segments.length - 1} folders deep (at most ${ARCHIVE_LIMITS.depth})`;
   const long = segments.find((seg) => Buffer.byteLength(seg) > ARCHIVE_LIMITS.nameBytes);
-  if (long !== undefined) return `archive entry ${name} has a name of ${Buffer.byteLength(long)} bytes (at most ${ARCHIVE_LIMITS.nameBytes})`;
+  if (long !== undefined)
+    return `archive entry ${name} has a name of ${Buffer.byteLength(long)} bytes (at most ${ARCHIVE_LIMITS.nameBytes})`;
   if (e.type === 'SymbolicLink') {
     const target = e.linkpath ?? '';
-    if (Buffer.byteLength(target) > ARCHIVE_LIMITS.pathBytes) return `symlink ${name} has a target of ${Buffer.byteLength(target)} bytes (at most ${ARCHIVE_LIMITS.pathBytes})`;
-    if (target.startsWith('/')) return `symlink ${name} -> ${JSON.stringify(target)} points outside the package folder (an absolute target)`;
+    if (Buffer.byteLength(target) > ARCHIVE_LIMITS.pathBytes)
+      return `symlink ${name} has a target of ${Buffer.byteLength(target)} bytes (at most ${ARCHIVE_LIMITS.pathBytes})`;
+    if (target.startsWith('/'))
+      return `symlink ${name} -> ${JSON.stringify(target)} points outside the package folder (an absolute target)`;
   }
   return null;
 }

@@ -15,7 +15,10 @@ export function certificateFingerprint(pem: string): string {
 }
 
 export function derToPem(der: Buffer): string {
-  const b64 = der.toString('base64').match(/.{1,64}/g)!.join('\n');
+  const b64 = der
+    .toString('base64')
+    .match(/.{1,64}/g)!
+    .join('\n');
   return `-----BEGIN CERTIFICATE-----\n${b64}\n-----END CERTIFICATE-----\n`;
 }
 
@@ -42,13 +45,24 @@ type Signable = forge.pki.Certificate | forge.pki.CertificateSigningRequest;
  * registering a fleet of agents waits on. forge still builds and encodes the ASN.1.
  */
 export function signSha256(obj: Signable, keyPem: string): void {
-  const o = obj as Signable & { md: forge.md.MessageDigest; signatureOid: string; siginfo: { algorithmOid: string }; signature: string };
-  const p = forge.pki as unknown as { getTBSCertificate(c: Signable): forge.asn1.Asn1; getCertificationRequestInfo(c: Signable): forge.asn1.Asn1 };
+  const o = obj as Signable & {
+    md: forge.md.MessageDigest;
+    signatureOid: string;
+    siginfo: { algorithmOid: string };
+    signature: string;
+  };
+  const p = forge.pki as unknown as {
+    getTBSCertificate(c: Signable): forge.asn1.Asn1;
+    getCertificationRequestInfo(c: Signable): forge.asn1.Asn1;
+  };
   o.md = forge.md.sha256.create();
   o.signatureOid = o.siginfo.algorithmOid = forge.pki.oids.sha256WithRSAEncryption;
   let signed: forge.asn1.Asn1;
-  if ('issuer' in obj) signed = (obj as unknown as { tbsCertificate: forge.asn1.Asn1 }).tbsCertificate = p.getTBSCertificate(obj);
-  else signed = (obj as unknown as { certificationRequestInfo: forge.asn1.Asn1 }).certificationRequestInfo = p.getCertificationRequestInfo(obj);
+  if ('issuer' in obj)
+    signed = (obj as unknown as { tbsCertificate: forge.asn1.Asn1 }).tbsCertificate = p.getTBSCertificate(obj);
+  else
+    signed = (obj as unknown as { certificationRequestInfo: forge.asn1.Asn1 }).certificationRequestInfo =
+      p.getCertificationRequestInfo(obj);
   const der = forge.asn1.toDer(signed).getBytes();
   o.md.update(der); // forge's verify() of the object in hand uses this digest
   const bytes = Buffer.from(der, 'binary');

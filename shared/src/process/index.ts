@@ -45,9 +45,24 @@ export const ActionSchema = z
     excludedEnvironmentIds: idList.optional(),
     channelIds: idList.optional(),
     disabled: z.boolean({ error: 'must be true or false' }).optional(),
-    timeoutSeconds: z.number().int('must be a whole number of seconds').positive('must be positive').max(7 * 86400, 'must be at most 604800 (7 days)').optional(),
-    retries: z.number().int('must be a whole number').min(0, 'must not be negative').max(100, 'must be at most 100').optional(),
-    retryDelaySeconds: z.number().int('must be a whole number of seconds').min(0, 'must not be negative').max(86400, 'must be at most 86400 (a day)').optional(),
+    timeoutSeconds: z
+      .number()
+      .int('must be a whole number of seconds')
+      .positive('must be positive')
+      .max(7 * 86400, 'must be at most 604800 (7 days)')
+      .optional(),
+    retries: z
+      .number()
+      .int('must be a whole number')
+      .min(0, 'must not be negative')
+      .max(100, 'must be at most 100')
+      .optional(),
+    retryDelaySeconds: z
+      .number()
+      .int('must be a whole number of seconds')
+      .min(0, 'must not be negative')
+      .max(86400, 'must be at most 86400 (a day)')
+      .optional(),
     script: z.string({ error: 'must be bash text' }).max(1_000_000, 'must be at most 1,000,000 characters').optional(),
     packageId: z
       .string({ error: 'must be a package id' })
@@ -57,15 +72,20 @@ export const ActionSchema = z
   })
   .strict()
   .superRefine((a, ctx) => {
-    if (a.type === 'script' && !a.script?.trim()) ctx.addIssue({ code: 'custom', path: ['script'], message: 'is required for a script action' });
-    if (a.type === 'package' && !a.packageId) ctx.addIssue({ code: 'custom', path: ['packageId'], message: 'is required for a package action' });
+    if (a.type === 'script' && !a.script?.trim())
+      ctx.addIssue({ code: 'custom', path: ['script'], message: 'is required for a script action' });
+    if (a.type === 'package' && !a.packageId)
+      ctx.addIssue({ code: 'custom', path: ['packageId'], message: 'is required for a package action' });
   });
 export type Action = z.infer<typeof ActionSchema>;
 
 export const StepSchema = z
   .object({
     name: name('step'),
-    targetRoles: z.array(z.string().trim().min(1, 'must not contain empty roles').max(100), { error: 'must be a list of roles' }).max(100).optional(),
+    targetRoles: z
+      .array(z.string().trim().min(1, 'must not contain empty roles').max(100), { error: 'must be a list of roles' })
+      .max(100)
+      .optional(),
     windowSize: countOrPercent(1, COUNT_OR_PERCENT).optional(),
     maxFailures: countOrPercent(0, COUNT_OR_PERCENT_ZERO).optional(),
     condition: z.enum(STEP_CONDITIONS, { error: `must be one of ${STEP_CONDITIONS.join(', ')}` }).optional(),
@@ -79,15 +99,28 @@ export const StepSchema = z
   .superRefine((s, ctx) => {
     const seen = new Set<string>();
     s.actions.forEach((a, i) => {
-      if (seen.has(a.name)) ctx.addIssue({ code: 'custom', path: ['actions', i, 'name'], message: `"${a.name}" is already used in this step` });
+      if (seen.has(a.name))
+        ctx.addIssue({
+          code: 'custom',
+          path: ['actions', i, 'name'],
+          message: `"${a.name}" is already used in this step`,
+        });
       seen.add(a.name);
     });
     const onServer = !s.targetRoles?.length;
     s.actions.forEach((a, i) => {
       if (onServer && a.type !== 'manual-intervention')
-        ctx.addIssue({ code: 'custom', path: ['actions', i, 'type'], message: 'needs the step to have targetRoles (only manual-intervention runs on the server)' });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['actions', i, 'type'],
+          message: 'needs the step to have targetRoles (only manual-intervention runs on the server)',
+        });
       if (!onServer && a.type === 'manual-intervention')
-        ctx.addIssue({ code: 'custom', path: ['actions', i, 'type'], message: 'manual-intervention runs on the server: put it in a step without targetRoles' });
+        ctx.addIssue({
+          code: 'custom',
+          path: ['actions', i, 'type'],
+          message: 'manual-intervention runs on the server: put it in a step without targetRoles',
+        });
     });
   });
 export type Step = z.infer<typeof StepSchema>;
@@ -98,7 +131,8 @@ export const ProcessStepsSchema = z
   .superRefine((steps, ctx) => {
     const seen = new Set<string>();
     steps.forEach((s, i) => {
-      if (seen.has(s.name)) ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `"${s.name}" is already used by another step` });
+      if (seen.has(s.name))
+        ctx.addIssue({ code: 'custom', path: [i, 'name'], message: `"${s.name}" is already used by another step` });
       seen.add(s.name);
     });
   });
@@ -113,7 +147,8 @@ export function formatPath(path: readonly PropertyKey[]): string {
 export function zodMessages(error: z.ZodError, prefix: PropertyKey[] = []): string[] {
   return error.issues.map((i) => {
     const path = formatPath([...prefix, ...i.path]);
-    if (i.code === 'unrecognized_keys') return `${path ? path + ': ' : ''}unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`;
+    if (i.code === 'unrecognized_keys')
+      return `${path ? path + ': ' : ''}unknown field(s) ${i.keys.map((k) => `"${k}"`).join(', ')}`;
     return `${path || '(body)'} ${i.message}`;
   });
 }

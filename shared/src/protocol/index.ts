@@ -72,7 +72,8 @@ export const PROTOCOL_VERSION = 1;
 export const AGENT_EVENT = 'agent:message';
 export const SERVER_EVENT = 'server:message';
 /** `prefetch`: a download ahead of the lease (see package.prefetch); the server lets lease downloads go first. */
-export const packageDownloadPath = (sha256: string, prefetch = false) => `/packages/${sha256}${prefetch ? '?prefetch=1' : ''}`;
+export const packageDownloadPath = (sha256: string, prefetch = false) =>
+  `/packages/${sha256}${prefetch ? '?prefetch=1' : ''}`;
 /**
  * How long the server keeps an idle download connection open on the agent port. Agents close theirs a second
  * earlier, so a download never starts on a connection the server is closing.
@@ -109,9 +110,16 @@ export const LIMITS = {
 } as const;
 export const LOG_TRUNCATED_MARK = ' …[truncated]';
 
-const id = z.string().min(1).max(100).regex(/^[^\0]*$/, 'must not contain NUL characters');
+const id = z
+  .string()
+  .min(1)
+  .max(100)
+  .regex(/^[^\0]*$/, 'must not contain NUL characters');
 /** Free text from an agent: a NUL (which PostgreSQL cannot store) is taken out rather than refusing the message. */
-const text = (max?: number) => (max === undefined ? z.string() : z.string().max(max)).transform((t) => (t.includes('\0') ? t.replaceAll('\0', '') : t));
+const text = (max?: number) =>
+  (max === undefined ? z.string() : z.string().max(max)).transform((t) =>
+    t.includes('\0') ? t.replaceAll('\0', '') : t,
+  );
 const sha256 = z.string().regex(/^[a-f0-9]{64}$/, 'must be a lowercase hex sha256');
 /**
  * A moment as the agent's clock read it (`toISOString()`): stored as timestamptz, so anything PostgreSQL cannot read
@@ -131,7 +139,12 @@ export const LogLevelSchema = z.enum(['debug', 'info', 'warn', 'error']);
 export type LogLevel = z.infer<typeof LogLevelSchema>;
 
 /** One action as the agent runs it: everything already resolved on the server. */
-export const PackageRefSchema = z.object({ packageId: z.string().min(1).max(200), version: z.string().min(1).max(100), sha256, sizeBytes: z.number().int().min(0) });
+export const PackageRefSchema = z.object({
+  packageId: z.string().min(1).max(200),
+  version: z.string().min(1).max(100),
+  sha256,
+  sizeBytes: z.number().int().min(0),
+});
 export type PackageRef = z.infer<typeof PackageRefSchema>;
 
 export const LeaseActionSchema = z.object({
@@ -261,17 +274,30 @@ export const LeaseOfferSchema = z.object({
    * Variables for `#{Name}` substitution, resolved for this target (scopes, system variables, output variables of
    * earlier steps). Sensitive values are masked in every log line; the agent keeps them in memory only.
    */
-  variables: z.array(z.object({ name: z.string(), value: z.string(), sensitive: z.boolean() })).max(20_000).default([]),
+  variables: z
+    .array(z.object({ name: z.string(), value: z.string(), sensitive: z.boolean() }))
+    .max(20_000)
+    .default([]),
 });
 export type LeaseOffer = z.infer<typeof LeaseOfferSchema>;
-export const LeaseCancelSchema = z.object({ type: z.literal('lease.cancel'), leaseId: id, reason: z.string().max(500).optional() });
+export const LeaseCancelSchema = z.object({
+  type: z.literal('lease.cancel'),
+  leaseId: id,
+  reason: z.string().max(500).optional(),
+});
 export const LogAckSchema = z.object({ type: z.literal('log.ack'), leaseId: id, seq: z.number().int().min(0) });
 export const ResultAckSchema = z.object({ type: z.literal('result.ack'), leaseId: id });
 /**
  * Why the server refused something an agent said or did, for the agent's retry table (agent/src/errors.ts); the
  * message is for people. `machine_unknown` also comes as the `data.code` of a refused connection.
  */
-export const PROTOCOL_ERROR_CODES = ['invalid_message', 'hello_first', 'protocol_unsupported', 'too_many_messages', 'machine_unknown'] as const;
+export const PROTOCOL_ERROR_CODES = [
+  'invalid_message',
+  'hello_first',
+  'protocol_unsupported',
+  'too_many_messages',
+  'machine_unknown',
+] as const;
 export type ProtocolErrorCode = (typeof PROTOCOL_ERROR_CODES)[number];
 export const ProtocolErrorSchema = z.object({
   type: z.literal('protocol.error'),
@@ -281,7 +307,11 @@ export const ProtocolErrorSchema = z.object({
 });
 
 export const HealthRequestSchema = z.object({ type: z.literal('health.request'), requestId: id });
-export const PackagePrefetchSchema = z.object({ type: z.literal('package.prefetch'), deploymentId: id, packages: z.array(PackageRefSchema).min(1).max(100) });
+export const PackagePrefetchSchema = z.object({
+  type: z.literal('package.prefetch'),
+  deploymentId: id,
+  packages: z.array(PackageRefSchema).min(1).max(100),
+});
 
 export const ServerMessageSchema = z.discriminatedUnion('type', [
   HealthRequestSchema,
@@ -335,18 +365,27 @@ export function cutText(text: string, max: number): string {
  */
 export function fitAgentMessage(m: AgentMessage): AgentMessage {
   const cut = (t: string, max: number) => (t.length <= max ? t : cutText(t, max - LOG_TRUNCATED_MARK.length));
-  const lines = (ls: LogLine[]) => (ls.some((l) => l.text.length > LIMITS.logLineChars) ? ls.map((l) => ({ ...l, text: clampLogText(l.text) })) : ls);
+  const lines = (ls: LogLine[]) =>
+    ls.some((l) => l.text.length > LIMITS.logLineChars) ? ls.map((l) => ({ ...l, text: clampLogText(l.text) })) : ls;
   switch (m.type) {
     case 'hello':
       return { ...m, agentVersion: cut(m.agentVersion, LIMITS.versionChars) };
     case 'health.report':
-      return { ...m, agentVersion: cut(m.agentVersion, LIMITS.versionChars), workDir: cut(m.workDir, LIMITS.pathChars) };
+      return {
+        ...m,
+        agentVersion: cut(m.agentVersion, LIMITS.versionChars),
+        workDir: cut(m.workDir, LIMITS.pathChars),
+      };
     case 'lease.log':
       return { ...m, lines: lines(m.lines) };
     case 'lease.output':
       return { ...m, name: cut(m.name, LIMITS.nameChars), value: cut(m.value, LIMITS.outputValueChars) };
     case 'lease.result':
-      return { ...m, ...(m.error !== undefined ? { error: cut(m.error, LIMITS.errorChars) } : {}), ...(m.lines ? { lines: lines(m.lines) } : {}) };
+      return {
+        ...m,
+        ...(m.error !== undefined ? { error: cut(m.error, LIMITS.errorChars) } : {}),
+        ...(m.lines ? { lines: lines(m.lines) } : {}),
+      };
     default:
       return m;
   }

@@ -1,4 +1,14 @@
-import { clampLogText, fitAgentMessage, LIMITS, LOG_TRUNCATED_MARK, parseAgentMessage, parseServerMessage, splitLines, type AgentMessage, type LogLine } from './index.js';
+import {
+  clampLogText,
+  fitAgentMessage,
+  LIMITS,
+  LOG_TRUNCATED_MARK,
+  parseAgentMessage,
+  parseServerMessage,
+  splitLines,
+  type AgentMessage,
+  type LogLine,
+} from './index.js';
 
 const AT = '2026-12-02T05:54:33.243Z';
 
@@ -6,9 +16,18 @@ describe('agent protocol validation on arrival', () => {
   // Well-formed messages of each direction parse to their typed form.
   it('accepts valid messages', () => {
     expect(parseAgentMessage({ type: 'hello', protocolVersion: 1, agentVersion: '0.1.0', leases: [] }).ok).toBe(true);
-    expect(parseAgentMessage({ type: 'lease.log', leaseId: 'l1', lines: [{ seq: 1, at: AT, level: 'info', text: 'x' }] }).ok).toBe(true);
+    expect(
+      parseAgentMessage({ type: 'lease.log', leaseId: 'l1', lines: [{ seq: 1, at: AT, level: 'info', text: 'x' }] }).ok,
+    ).toBe(true);
     expect(parseServerMessage({ type: 'lease.cancel', leaseId: 'l1' }).ok).toBe(true);
-    const offer = parseServerMessage({ type: 'lease.offer', leaseId: 'l', deploymentId: 'd', targetRunId: 't', stepName: 's', actions: [{ index: 0, name: 'a', type: 'script', script: 'true' }] });
+    const offer = parseServerMessage({
+      type: 'lease.offer',
+      leaseId: 'l',
+      deploymentId: 'd',
+      targetRunId: 't',
+      stepName: 's',
+      actions: [{ index: 0, name: 'a', type: 'script', script: 'true' }],
+    });
     expect(offer.ok && offer.message.type === 'lease.offer' && offer.message.machineName).toBe(''); // defaults filled in
   });
 
@@ -26,7 +45,18 @@ describe('agent protocol validation on arrival', () => {
     [{ type: 'lease.log', leaseId: 'l', lines: [{ seq: 1, at: 'now', level: 'info', text: '' }] }, 'lines.0.at'],
     [{ type: 'lease.log', leaseId: 'l', lines: [{ seq: 2 ** 31, at: AT, level: 'info', text: '' }] }, 'lines.0.seq'],
     [{ type: 'lease.result', leaseId: 'l', state: 'success', actions: [], lastLogSeq: 1e12, at: AT }, 'lastLogSeq'],
-    [{ type: 'health.report', requestId: 'r', agentVersion: '1', workDir: '/w', freeDiskBytes: 1e308, uptimeSeconds: 1, runningLeases: 0 }, 'freeDiskBytes'],
+    [
+      {
+        type: 'health.report',
+        requestId: 'r',
+        agentVersion: '1',
+        workDir: '/w',
+        freeDiskBytes: 1e308,
+        uptimeSeconds: 1,
+        runningLeases: 0,
+      },
+      'freeDiskBytes',
+    ],
     [{ type: 'heartbeat', leaseIds: ['a\u0000b'] }, 'leaseIds.0'],
   ])('refuses %j naming %s', (raw, field) => {
     const r = parseAgentMessage(raw);
@@ -35,7 +65,12 @@ describe('agent protocol validation on arrival', () => {
   });
 
   it('refuses too many lines in one message', () => {
-    const lines = Array.from({ length: LIMITS.logLinesPerMessage + 1 }, (_, i) => ({ seq: i + 1, at: AT, level: 'info', text: 'x' }));
+    const lines = Array.from({ length: LIMITS.logLinesPerMessage + 1 }, (_, i) => ({
+      seq: i + 1,
+      at: AT,
+      level: 'info',
+      text: 'x',
+    }));
     expect(parseAgentMessage({ type: 'lease.log', leaseId: 'l', lines }).ok).toBe(false);
   });
 
@@ -49,7 +84,15 @@ describe('agent protocol validation on arrival', () => {
 
   // A NUL in an agent's free text (a script may print one) is taken out, not refused: PostgreSQL cannot store it.
   it('takes NUL characters out of free text', () => {
-    const r = parseAgentMessage({ type: 'lease.result', leaseId: 'l', state: 'failed', error: 'a\u0000b', actions: [], lastLogSeq: 0, at: AT });
+    const r = parseAgentMessage({
+      type: 'lease.result',
+      leaseId: 'l',
+      state: 'failed',
+      error: 'a\u0000b',
+      actions: [],
+      lastLogSeq: 0,
+      at: AT,
+    });
     expect(r.ok && r.message.type === 'lease.result' && r.message.error).toBe('ab');
   });
 });
@@ -60,7 +103,16 @@ describe('what the agent sends fits the protocol', () => {
   // Every text the agent sends is cut to its bound and marked, so the message is accepted on arrival: a result
   // refused for its error's length would leave the target to fail as "agent lost".
   it('cuts texts to their bounds', () => {
-    const result = fitAgentMessage({ type: 'lease.result', leaseId: 'l', state: 'failed', error: 'e'.repeat(100_000), actions: [], lastLogSeq: 1, lines: [line(1, 'x'.repeat(100_000))], at: AT });
+    const result = fitAgentMessage({
+      type: 'lease.result',
+      leaseId: 'l',
+      state: 'failed',
+      error: 'e'.repeat(100_000),
+      actions: [],
+      lastLogSeq: 1,
+      lines: [line(1, 'x'.repeat(100_000))],
+      at: AT,
+    });
     expect(parseAgentMessage(result).ok).toBe(true);
     const r = result as Extract<AgentMessage, { type: 'lease.result' }>;
     expect(r.error).toHaveLength(LIMITS.errorChars);
@@ -68,10 +120,26 @@ describe('what the agent sends fits the protocol', () => {
     expect(r.lines![0].text).toHaveLength(LIMITS.logLineChars + LOG_TRUNCATED_MARK.length);
     const hello = fitAgentMessage({ type: 'hello', protocolVersion: 1, agentVersion: 'v'.repeat(500), leases: [] });
     expect(parseAgentMessage(hello).ok).toBe(true);
-    const health = fitAgentMessage({ type: 'health.report', requestId: 'r', agentVersion: '1', workDir: '/d'.repeat(5_000), freeDiskBytes: 1, uptimeSeconds: 1, runningLeases: 0 });
+    const health = fitAgentMessage({
+      type: 'health.report',
+      requestId: 'r',
+      agentVersion: '1',
+      workDir: '/d'.repeat(5_000),
+      freeDiskBytes: 1,
+      uptimeSeconds: 1,
+      runningLeases: 0,
+    });
     expect(parseAgentMessage(health).ok).toBe(true);
     // What is within its bounds is left alone, the same object.
-    const small: AgentMessage = { type: 'lease.result', leaseId: 'l', state: 'failed', error: 'short', actions: [], lastLogSeq: 0, at: AT };
+    const small: AgentMessage = {
+      type: 'lease.result',
+      leaseId: 'l',
+      state: 'failed',
+      error: 'short',
+      actions: [],
+      lastLogSeq: 0,
+      at: AT,
+    };
     expect(fitAgentMessage(small)).toEqual(small);
   });
 
@@ -86,7 +154,9 @@ describe('what the agent sends fits the protocol', () => {
     expect(pieces.flat()).toEqual(long);
     for (const p of pieces) {
       expect(p.reduce((n, l) => n + l.text.length, 0)).toBeLessThanOrEqual(LIMITS.logCharsPerMessage);
-      expect(Buffer.byteLength(JSON.stringify({ type: 'lease.log', leaseId: 'l', lines: p }))).toBeLessThan(LIMITS.messageBytes);
+      expect(Buffer.byteLength(JSON.stringify({ type: 'lease.log', leaseId: 'l', lines: p }))).toBeLessThan(
+        LIMITS.messageBytes,
+      );
     }
     // A line alone longer than the budget still travels (it was clamped to 16 KiB before).
     expect(splitLines([line(1, 'z'.repeat(10))], 1)).toEqual([[line(1, 'z'.repeat(10))]]);

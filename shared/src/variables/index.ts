@@ -19,13 +19,21 @@ export const VariableScopeSchema = z
 
 export const VariableSchema = z
   .object({
-    name: z.string({ error: 'must be a variable name' }).regex(NAME_RE, 'must start with a letter or "_" and hold only letters, digits, ".", "_", "-", "[" or "]" (at most 200)'),
+    name: z
+      .string({ error: 'must be a variable name' })
+      .regex(
+        NAME_RE,
+        'must start with a letter or "_" and hold only letters, digits, ".", "_", "-", "[" or "]" (at most 200)',
+      ),
     value: z.string({ error: 'must be text' }).max(100_000, 'must be at most 100,000 characters'),
     sensitive: z.boolean({ error: 'must be true or false' }).optional(),
     scope: VariableScopeSchema.optional(),
   })
   .strict()
-  .refine((v) => !v.name.startsWith('Cuttle.'), { message: 'names starting with "Cuttle." are reserved for system variables', path: ['name'] });
+  .refine((v) => !v.name.startsWith('Cuttle.'), {
+    message: 'names starting with "Cuttle." are reserved for system variables',
+    path: ['name'],
+  });
 export type VariableDef = z.infer<typeof VariableSchema>;
 
 /** Variables of one project: thousands are already more than people can keep in order. */
@@ -79,7 +87,8 @@ export function resolveScoped(defs: VariableDef[], ctx: ScopeContext): Map<strin
     const rank = scopeRank(d.scope, ctx);
     if (rank < 0) continue;
     const cur = best.get(d.name);
-    if (!cur || rank > cur.rank) best.set(d.name, { rank, v: { name: d.name, value: d.value, sensitive: !!d.sensitive } });
+    if (!cur || rank > cur.rank)
+      best.set(d.name, { rank, v: { name: d.name, value: d.value, sensitive: !!d.sensitive } });
   }
   return new Map([...best].map(([k, { v }]) => [k, v]));
 }
@@ -88,7 +97,10 @@ export function resolveScoped(defs: VariableDef[], ctx: ScopeContext): Map<strin
  * Replaces `#{Name}` with values (values may themselves hold references, up to 10 levels). `##{` stands for a
  * literal `#{`. A reference to an unknown name is left as written and reported in `unknown`.
  */
-export function substitute(text: string, lookup: (name: string) => string | undefined): { text: string; unknown: string[] } {
+export function substitute(
+  text: string,
+  lookup: (name: string) => string | undefined,
+): { text: string; unknown: string[] } {
   const unknown = new Set<string>();
   const expand = (s: string, depth: number): string => {
     let out = '';
@@ -129,7 +141,9 @@ export function maskSecrets(text: string, secrets: Iterable<string>): string {
 
 /** Names of output variables as scripts reference them. */
 export const outputName = (step: string, action: string, name: string, machine?: string) =>
-  machine ? `Cuttle.Action[${step}.${action}].Output[${machine}].${name}` : `Cuttle.Action[${step}.${action}].Output.${name}`;
+  machine
+    ? `Cuttle.Action[${step}.${action}].Output[${machine}].${name}`
+    : `Cuttle.Action[${step}.${action}].Output.${name}`;
 
 /**
  * The bash prelude of every script: `set_cuttle_variable NAME VALUE [sensitive]` prints a service message the agent

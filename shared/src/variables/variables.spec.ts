@@ -33,7 +33,12 @@ describe('scoping', () => {
 });
 
 describe('substitution', () => {
-  const vars: Record<string, string> = { A: 'a', Nested: 'x#{A}y', Loop: '#{Loop}', 'Cuttle.Action[S.A].Output[web-01].X': 'out' };
+  const vars: Record<string, string> = {
+    A: 'a',
+    Nested: 'x#{A}y',
+    Loop: '#{Loop}',
+    'Cuttle.Action[S.A].Output[web-01].X': 'out',
+  };
   const sub = (t: string) => substitute(t, (n) => vars[n]);
   // References are replaced, nested ones too; ##{ escapes; unknown names stay and are reported.
   it.each([
@@ -63,7 +68,11 @@ describe('masking and service messages', () => {
   // The bash prelude and the parser agree, for any value (spaces, quotes, newlines, unicode).
   it('round-trips set_cuttle_variable through bash', () => {
     const value = `a "quoted" value\nwith a newline and ünïcode`;
-    const out = execFileSync('bash', ['-c', `${SCRIPT_PRELUDE}\nset_cuttle_variable My.Var "$V" sensitive\nbash -c 'set_cuttle_variable Child ok'`], { env: { ...process.env, V: value } }).toString();
+    const out = execFileSync(
+      'bash',
+      ['-c', `${SCRIPT_PRELUDE}\nset_cuttle_variable My.Var "$V" sensitive\nbash -c 'set_cuttle_variable Child ok'`],
+      { env: { ...process.env, V: value } },
+    ).toString();
     const [first, second] = out.trim().split('\n').map(parseServiceMessage);
     expect(first).toEqual({ name: 'My.Var', value, sensitive: true });
     expect(second).toEqual({ name: 'Child', value: 'ok', sensitive: false });

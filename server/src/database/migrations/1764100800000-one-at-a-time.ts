@@ -14,12 +14,22 @@ export class OneAtATime1764100800000 implements MigrationInterface {
   async up(q: QueryRunner): Promise<void> {
     await q.query(`CREATE SEQUENCE deployments_queue_seq`);
     await q.query(`ALTER TABLE deployments ADD COLUMN queue_seq bigint`);
-    await q.query(`UPDATE deployments d SET queue_seq = o.n FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS n FROM deployments) o WHERE o.id = d.id`);
-    await q.query(`SELECT setval('deployments_queue_seq', (SELECT coalesce(max(queue_seq), 0) + 1 FROM deployments), false)`);
-    await q.query(`ALTER TABLE deployments ALTER COLUMN queue_seq SET DEFAULT nextval('deployments_queue_seq'), ALTER COLUMN queue_seq SET NOT NULL`);
-    await q.query(`CREATE INDEX deployments_queue ON deployments (project_id, environment_id, queue_seq) WHERE state IN ('queued', 'executing', 'waiting', 'cancelling')`);
+    await q.query(
+      `UPDATE deployments d SET queue_seq = o.n FROM (SELECT id, row_number() OVER (ORDER BY created_at, id) AS n FROM deployments) o WHERE o.id = d.id`,
+    );
+    await q.query(
+      `SELECT setval('deployments_queue_seq', (SELECT coalesce(max(queue_seq), 0) + 1 FROM deployments), false)`,
+    );
+    await q.query(
+      `ALTER TABLE deployments ALTER COLUMN queue_seq SET DEFAULT nextval('deployments_queue_seq'), ALTER COLUMN queue_seq SET NOT NULL`,
+    );
+    await q.query(
+      `CREATE INDEX deployments_queue ON deployments (project_id, environment_id, queue_seq) WHERE state IN ('queued', 'executing', 'waiting', 'cancelling')`,
+    );
     await q.query(`ALTER TABLE target_runs ADD COLUMN waiting_for text, ADD COLUMN waiting_since timestamptz`);
-    await q.query(`CREATE INDEX target_runs_waiting ON target_runs (machine_id, waiting_since) WHERE waiting_since IS NOT NULL`);
+    await q.query(
+      `CREATE INDEX target_runs_waiting ON target_runs (machine_id, waiting_since) WHERE waiting_since IS NOT NULL`,
+    );
     await q.query(`ALTER TABLE projects ADD COLUMN allow_concurrent_on_machines boolean NOT NULL DEFAULT false`);
   }
 

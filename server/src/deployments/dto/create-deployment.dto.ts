@@ -3,13 +3,29 @@ import { ArrayMaxSize, IsArray, IsBoolean, IsNotEmpty, IsOptional, IsString, Max
 
 export class CreateDeploymentDto {
   @ApiProperty({ type: String })
-  @IsString() @IsNotEmpty() @MaxLength(200) releaseId: string;
+  @IsString()
+  @IsNotEmpty()
+  @MaxLength(200)
+  releaseId: string;
   @ApiProperty({ type: String })
-  @IsString() @IsNotEmpty() @MaxLength(200) environmentId: string;
+  @IsString()
+  @IsNotEmpty()
+  @MaxLength(200)
+  environmentId: string;
   @ApiPropertyOptional({ type: [String] })
-  @IsOptional() @IsArray() @ArrayMaxSize(10_000) @IsString({ each: true }) specificMachineIds?: string[];
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(10_000)
+  @IsString({ each: true })
+  specificMachineIds?: string[];
   @ApiPropertyOptional({ type: [String] })
-  @IsOptional() @IsArray() @ArrayMaxSize(10_000) @IsString({ each: true }) excludedMachineIds?: string[];
+  @IsOptional()
+  @IsArray()
+  @ArrayMaxSize(10_000)
+  @IsString({ each: true })
+  excludedMachineIds?: string[];
   @ApiPropertyOptional({ type: Boolean })
-  @IsOptional() @IsBoolean() guidedFailure?: boolean;
+  @IsOptional()
+  @IsBoolean()
+  guidedFailure?: boolean;
 }

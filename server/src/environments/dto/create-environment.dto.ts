@@ -3,7 +3,12 @@ import { IsBoolean, IsNotEmpty, IsOptional, IsString, MaxLength } from 'class-va
 
 export class CreateEnvironmentDto {
   @ApiProperty({ type: String, maxLength: 100 })
-  @IsString() @IsNotEmpty() @MaxLength(100) name: string;
+  @IsString()
+  @IsNotEmpty()
+  @MaxLength(100)
+  name: string;
   @ApiPropertyOptional({ type: Boolean, description: "the default of its deployments' guided failure" })
-  @IsOptional() @IsBoolean() guidedFailure?: boolean;
+  @IsOptional()
+  @IsBoolean()
+  guidedFailure?: boolean;
 }

@@ -3,46 +3,80 @@ import { IsBoolean, IsDefined, IsInt, IsNotEmpty, IsOptional, IsString, Max, Max
 
 export class CreateProjectDto {
   @ApiProperty({ type: String })
-  @IsString() @IsNotEmpty() @MaxLength(100) name: string;
+  @IsString()
+  @IsNotEmpty()
+  @MaxLength(100)
+  name: string;
   @ApiPropertyOptional({ type: String })
-  @IsOptional() @IsString() @MaxLength(2000) description?: string;
+  @IsOptional()
+  @IsString()
+  @MaxLength(2000)
+  description?: string;
   @ApiPropertyOptional({ type: Number })
-  @IsOptional() @IsInt() @Min(1) @Max(7 * 86400) defaultTimeoutSeconds?: number;
+  @IsOptional()
+  @IsInt()
+  @Min(1)
+  @Max(7 * 86400)
+  defaultTimeoutSeconds?: number;
   @ApiPropertyOptional({ type: Boolean })
-  @IsOptional() @IsBoolean() allowConcurrentOnMachines?: boolean;
+  @IsOptional()
+  @IsBoolean()
+  allowConcurrentOnMachines?: boolean;
 }
 
 export class UpdateProjectDto {
   @ApiPropertyOptional({ type: String })
-  @IsOptional() @IsString() @IsNotEmpty() @MaxLength(100) name?: string;
+  @IsOptional()
+  @IsString()
+  @IsNotEmpty()
+  @MaxLength(100)
+  name?: string;
   @ApiPropertyOptional({ type: String })
-  @IsOptional() @IsString() @MaxLength(2000) description?: string;
+  @IsOptional()
+  @IsString()
+  @MaxLength(2000)
+  description?: string;
   /** null removes the default. */
   @ApiPropertyOptional({ type: Number })
-  @IsOptional() @IsInt() @Min(1) @Max(7 * 86400) defaultTimeoutSeconds?: number | null;
+  @IsOptional()
+  @IsInt()
+  @Min(1)
+  @Max(7 * 86400)
+  defaultTimeoutSeconds?: number | null;
   /** Let this project's deployments run on machines busy with another deployment (off by default). */
   @ApiPropertyOptional({ type: Boolean })
-  @IsOptional() @IsBoolean() allowConcurrentOnMachines?: boolean;
+  @IsOptional()
+  @IsBoolean()
+  allowConcurrentOnMachines?: boolean;
 }
 
 export class PutVariablesDto {
   /** Validated by the shared variables model, which names the offending field (variables[2].name ...). */
   @ApiProperty({ type: 'object', additionalProperties: true })
-  @IsDefined({ message: 'variables must be a list of variables' }) variables: unknown;
+  @IsDefined({ message: 'variables must be a list of variables' })
+  variables: unknown;
   @ApiPropertyOptional({ type: Number })
-  @IsOptional() @IsInt() @Min(0) version?: number;
+  @IsOptional()
+  @IsInt()
+  @Min(0)
+  version?: number;
 }
 
 export class PutProcessDto {
   @ApiProperty({ type: Number })
-  @IsInt({ message: 'version must be the version you edited (an integer)' }) @Min(0) version: number;
+  @IsInt({ message: 'version must be the version you edited (an integer)' })
+  @Min(0)
+  version: number;
   /** Validated by the shared process model, which names the offending field (steps[1].windowSize ...). */
   @ApiProperty({ type: 'object', additionalProperties: true })
-  @IsDefined({ message: 'steps must be a list of steps' }) steps: unknown;
+  @IsDefined({ message: 'steps must be a list of steps' })
+  steps: unknown;
 }
 
 export class CreateChannelDto {
   @ApiProperty({ type: String })
-  @IsString() @IsNotEmpty() @MaxLength(100) name: string;
+  @IsString()
+  @IsNotEmpty()
+  @MaxLength(100)
+  name: string;
 }
-
