@@ -54,7 +54,7 @@ export class PackagesService {
   private readonly log: Logger;
 
   constructor(
-    @InjectRepository(PackageEntity) readonly repo: Repository<PackageEntity>,
+    @InjectRepository(PackageEntity) private readonly repo: Repository<PackageEntity>,
     private readonly files: PackageFiles,
     @Inject(CONFIG) private readonly config: CuttleConfig,
     @Inject(LOGGER) logger: Logger,
