@@ -7,6 +7,7 @@ import { LogHeads1764097200000 } from './migrations/1764097200000-log-heads.js';
 import { OneAtATime1764100800000 } from './migrations/1764100800000-one-at-a-time.js';
 import { FailureKind1764104400000 } from './migrations/1764104400000-failure-kind.js';
 import { MachineNames1764108000000 } from './migrations/1764108000000-machine-names.js';
+import { RolloutPolicy1764111600000 } from './migrations/1764111600000-rollout-policy.js';
 
 export const MIGRATIONS = [
   Initial1764086400000,
@@ -16,6 +17,7 @@ export const MIGRATIONS = [
   OneAtATime1764100800000,
   FailureKind1764104400000,
   MachineNames1764108000000,
+  RolloutPolicy1764111600000,
 ];
 export const POOL_SIZE = 10;
 /**

@@ -43,6 +43,7 @@ import type {
   LogEntry,
   LogEntryInput,
   OutputVariableRow,
+  StepPolicy,
   StepRow,
   TargetAction,
   TargetRunRow,
@@ -318,12 +319,14 @@ export class DeploymentRepository {
       condition: string;
       startTrigger: string;
       skipReason: string | null;
+      batchCount: number;
+      policy: StepPolicy;
     }>,
   ): Promise<void> {
     if (!steps.length) return;
     await tx.query(
-      `INSERT INTO deployment_steps (deployment_id, step_index, name, state, window_size, max_failures, condition, start_trigger, skip_reason)
-       SELECT $1, x.i, x.n, x.s, x.w, x.f, x.c, x.t, x.r FROM unnest($2::int[], $3::text[], $4::text[], $5::int[], $6::int[], $7::text[], $8::text[], $9::text[]) AS x(i, n, s, w, f, c, t, r)`,
+      `INSERT INTO deployment_steps (deployment_id, step_index, name, state, window_size, max_failures, condition, start_trigger, skip_reason, batch_count, policy)
+       SELECT $1, x.i, x.n, x.s, x.w, x.f, x.c, x.t, x.r, x.b, x.p FROM unnest($2::int[], $3::text[], $4::text[], $5::int[], $6::int[], $7::text[], $8::text[], $9::text[], $10::int[], $11::jsonb[]) AS x(i, n, s, w, f, c, t, r, b, p)`,
       [
         deploymentId,
         steps.map((s) => s.index),
@@ -334,6 +337,8 @@ export class DeploymentRepository {
         steps.map((s) => s.condition),
         steps.map((s) => s.startTrigger),
         steps.map((s) => s.skipReason),
+        steps.map((s) => s.batchCount),
+        steps.map((s) => JSON.stringify(s.policy)),
       ],
     );
   }
@@ -362,11 +367,11 @@ export class DeploymentRepository {
     stepIndex: number,
     state: RunState,
     actions: TargetAction[],
-    targets: Array<{ id: string | null; name: string }>,
+    targets: Array<{ id: string | null; name: string; batch: number }>,
   ): Promise<void> {
     await tx.query(
-      `INSERT INTO target_runs (deployment_id, step_index, machine_id, machine_name, position, state, actions)
-       SELECT $1, $2, mid, mname, pos, $3, $4::jsonb FROM unnest($5::uuid[], $6::text[], $7::int[]) AS x(mid, mname, pos)`,
+      `INSERT INTO target_runs (deployment_id, step_index, machine_id, machine_name, position, state, actions, batch)
+       SELECT $1, $2, mid, mname, pos, $3, $4::jsonb, b FROM unnest($5::uuid[], $6::text[], $7::int[], $8::int[]) AS x(mid, mname, pos, b)`,
       [
         deploymentId,
         stepIndex,
@@ -375,6 +380,7 @@ export class DeploymentRepository {
         targets.map((t) => t.id),
         targets.map((t) => t.name),
         targets.map((_, i) => i),
+        targets.map((t) => t.batch),
       ],
     );
   }

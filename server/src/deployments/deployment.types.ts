@@ -1,7 +1,9 @@
 import type { FailureKind } from '#shared/api/types.js';
 import type { RunState } from '../orchestration/planner.js';
 
-export const ACTIVE_STATES = ['queued', 'executing', 'waiting', 'cancelling'] as const;
+export const ACTIVE_STATES = ['queued', 'executing', 'waiting', 'paused', 'cancelling'] as const;
+/** ACTIVE_STATES as an SQL list, for `state IN (...)` (the partial indexes of active deployments use the same list). */
+export const ACTIVE_STATES_SQL = ACTIVE_STATES.map((s) => `'${s}'`).join(', ');
 export type DeploymentState = (typeof ACTIVE_STATES)[number] | 'success' | 'failed' | 'cancelled';
 
 export interface DeploymentRow {
@@ -11,6 +13,12 @@ export interface DeploymentRow {
   environment_id: string;
   state: DeploymentState;
   guided_failure: boolean;
+  rollback_on_failure: boolean;
+  retry_of: string | null;
+  rollback_of: string | null;
+  rolled_back_by: string | null;
+  /** While paused: since when (no target starts; running ones finish). */
+  paused_at: Date | null;
   specific_machine_ids: string[];
   excluded_machine_ids: string[];
   error: string | null;
@@ -33,8 +41,28 @@ export interface StepRow {
   start_trigger: 'afterPrevious' | 'withPrevious';
   aborted: boolean;
   skip_reason: string | null;
+  batch_count: number;
+  /** The batch in progress or waited on (from 0); null before the step starts. */
+  current_batch: number | null;
+  /** What the step waits for before its next batch. */
+  gate: StepGate | null;
+  /** The bake's end, while `gate` is `bake`. */
+  gate_until: Date | null;
+  policy: StepPolicy;
   started_at: Date | null;
   finished_at: Date | null;
+}
+
+export type StepGate = 'bake' | 'health-check' | 'approval';
+
+/** A step's rollout policy, resolved when the deployment is created (the release's process is frozen). */
+export interface StepPolicy {
+  bakeSeconds?: number;
+  healthCheck?: boolean;
+  approveEachBatch?: boolean;
+  approvalTimeoutSeconds?: number;
+  approvalDefault?: 'abort' | 'proceed';
+  skipUnavailable?: boolean;
 }
 
 export interface TargetAction {
@@ -59,8 +87,18 @@ export interface TargetRunRow {
   error: string | null;
   /** Why it failed, written when it did (null otherwise). */
   failure_kind: FailureKind | null;
-  /** `machine`: pending because its machine is busy with another deployment (it holds no slot meanwhile). */
-  waiting_for: 'machine' | null;
+  /**
+   * `machine`: pending because its machine is busy with another deployment (it holds no slot meanwhile); `person`:
+   * running, at a manual intervention (it keeps its slot).
+   */
+  waiting_for: 'machine' | 'person' | null;
+  /** The step's batch it belongs to (from 0). */
+  batch: number;
+  skip_reason: string | null;
+  /** Its health check at the end of its batch's bake. */
+  bake_check: 'pending' | 'running' | 'success' | 'failed' | null;
+  /** Set when a person proceeded past its manual intervention: its next lease goes on, it is not a new attempt. */
+  resume: boolean;
   /** When it began waiting: its place in its machine's line. */
   waiting_since: Date | null;
   started_at: Date | null;
@@ -76,13 +114,15 @@ export interface LeaseRow {
   machine_id: string;
   node_id: string;
   state: 'offered' | 'accepted' | 'released';
+  /** `run`: the target's actions; `check`: its health check at the end of a bake. */
+  purpose: 'run' | 'check';
   expires_at: Date;
   released_at: Date | null;
   outcome: string | null;
   last_log_seq: number;
 }
 
-export type InterruptionKind = 'manual-intervention' | 'guided-failure';
+export type InterruptionKind = 'manual-intervention' | 'guided-failure' | 'batch-approval';
 
 export interface InterruptionRow {
   id: string;
@@ -90,9 +130,15 @@ export interface InterruptionRow {
   kind: InterruptionKind;
   step_index: number;
   action_index: number;
-  target_run_id: string;
+  /** Null for a batch approval. */
+  target_run_id: string | null;
   machine_id: string | null;
   instructions: string | null;
+  /** A batch approval's batch. */
+  batch: number | null;
+  /** A batch approval's timeout, when it has one, and the answer then applied. */
+  expires_at: Date | null;
+  default_result: 'proceed' | 'abort' | null;
   state: 'pending' | 'submitted' | 'cancelled';
   result: string | null;
   notes: string | null;

@@ -16,12 +16,44 @@ import { DeploymentEvents } from './deployment-events.js';
 import { DeploymentLogService } from './deployment-log.service.js';
 import { iso } from '../database/sql.js';
 import { DeploymentRepository, type Db } from './deployment.repository.js';
-import { ACTIVE_STATES, type DeploymentRow, type LogEntryInput, type TargetAction } from './deployment.types.js';
+import { HEALTH_CHECK_ACTION, type Step } from '#shared/process/index.js';
+import {
+  ACTIVE_STATES,
+  type DeploymentRow,
+  type LogEntryInput,
+  type StepPolicy,
+  type TargetAction,
+} from './deployment.types.js';
 import type { CreateDeploymentDto } from './dto/create-deployment.dto.js';
 import { layoutDeployment } from './layout.js';
 
 /** The name shown for the target run of a step that runs on the server (manual intervention). */
 export const SERVER_TARGET_NAME = '(server)';
+
+/** What the dispatcher needs of a step's rollout policy, kept on the step's row. */
+function stepPolicy(step: Step): StepPolicy {
+  const p: StepPolicy = {};
+  if (step.bakeSeconds) p.bakeSeconds = step.bakeSeconds;
+  if (step.healthCheck) p.healthCheck = true;
+  if (step.approveEachBatch) {
+    p.approveEachBatch = true;
+    if (step.approvalTimeoutSeconds) p.approvalTimeoutSeconds = step.approvalTimeoutSeconds;
+    p.approvalDefault = step.approvalDefault ?? 'abort';
+  }
+  if (step.skipUnavailable) p.skipUnavailable = true;
+  return p;
+}
+
+/** Items cut into batches of these sizes, in order. */
+function batchesOf<T>(items: T[], sizes: number[]): T[][] {
+  let at = 0;
+  return sizes.map((n) => items.slice(at, (at += n)));
+}
+
+/** For each target in order, its batch (from 0), given the batches' sizes. */
+function batchIndexes(sizes: number[]): number[] {
+  return sizes.flatMap((n, b) => Array<number>(n).fill(b));
+}
 
 @Injectable()
 export class DeploymentsService {
@@ -87,6 +119,8 @@ export class DeploymentsService {
           condition: s.condition,
           startTrigger: s.startTrigger,
           skipReason: s.skipReason ?? null,
+          batchCount: Math.max(1, s.batches.length),
+          policy: stepPolicy(release.process[s.index]),
         })),
       );
       for (const step of steps) {
@@ -104,6 +138,14 @@ export class DeploymentsService {
             ? { name: a.name, type: a.type, state: state === 'skipped' ? 'skipped' : 'pending' }
             : { name: a.name, type: a.type, state: 'skipped', skipReason: a.skipReason },
         );
+        // A step's health check runs after the target's actions, as one more of them (so a failed check fails the
+        // target like a failed action); it is left out where every action is skipped.
+        if (
+          release.process[step.index].healthCheck &&
+          step.runsOn === 'targets' &&
+          actions.some((a) => a.state === 'pending')
+        )
+          actions.push({ name: HEALTH_CHECK_ACTION, type: 'health-check', state: 'pending' });
         for (const a of step.actions)
           if (!a.willRun && !step.skipReason)
             lines.push({
@@ -112,7 +154,11 @@ export class DeploymentsService {
               actionName: a.name,
               text: `Action ${a.name} will be skipped: ${a.skipReason}`,
             });
-        const targets = step.runsOn === 'server' ? [{ id: null, name: SERVER_TARGET_NAME }] : step.targets;
+        const batchOf = batchIndexes(step.batches);
+        const targets =
+          step.runsOn === 'server'
+            ? [{ id: null, name: SERVER_TARGET_NAME, batch: 0 }]
+            : step.targets.map((t, i) => ({ ...t, batch: batchOf[i] }));
         await this.repo.insertTargetRuns(tx, id, step.index, state, actions, targets);
       }
       // Read under the pair's queue lock that insertDeployment took: every deployment ahead of this one is visible.
@@ -164,6 +210,7 @@ export class DeploymentsService {
     return {
       releaseId: release.id,
       environmentId: env.id,
+      estimatedSeconds: null,
       steps: steps.map((s) => {
         const conditionSkip = !s.skipReason && s.condition === 'failure';
         const skipReason = s.skipReason ?? (conditionSkip ? FAILURE_ONLY : undefined);
@@ -177,6 +224,11 @@ export class DeploymentsService {
           willRun: !skipReason,
           ...(skipReason ? { skipReason } : {}),
           targets: s.targets.map((t) => ({ machineId: t.id, machineName: t.name })),
+          batches: batchesOf(
+            s.targets.map((t) => t.name),
+            s.batches,
+          ),
+          estimatedSeconds: null,
           actions: s.actions.map((a) => {
             const reason =
               a.skipReason ?? (s.skipReason ? `step: ${s.skipReason}` : conditionSkip ? FAILURE_ONLY : undefined);
@@ -209,6 +261,11 @@ export class DeploymentsService {
       state: d.state,
       ...(queuedBehind ? { queuedBehind } : {}),
       guidedFailure: d.guided_failure,
+      rollbackOnFailure: d.rollback_on_failure,
+      ...(d.retry_of ? { retryOf: d.retry_of } : {}),
+      ...(d.rollback_of ? { rollbackOf: d.rollback_of } : {}),
+      ...(d.rolled_back_by ? { rolledBackBy: d.rolled_back_by } : {}),
+      ...(d.state === 'paused' && d.paused_at ? { pausedAt: iso(d.paused_at)! } : {}),
       specificMachineIds: d.specific_machine_ids,
       excludedMachineIds: d.excluded_machine_ids,
       error: d.error ?? undefined,
@@ -224,6 +281,10 @@ export class DeploymentsService {
         condition: s.condition,
         startTrigger: s.start_trigger,
         ...(s.skip_reason ? { skipReason: s.skip_reason } : {}),
+        batchCount: s.batch_count,
+        currentBatch: s.state === 'running' ? s.current_batch : null,
+        ...(s.state === 'running' && s.gate ? { gate: s.gate } : {}),
+        ...(s.state === 'running' && s.gate === 'bake' && s.gate_until ? { bakeUntil: iso(s.gate_until)! } : {}),
         startedAt: iso(s.started_at),
         finishedAt: iso(s.finished_at),
         targets: runs
@@ -232,7 +293,13 @@ export class DeploymentsService {
             machineId: t.machine_id,
             machineName: t.machine_name,
             state: t.state,
-            ...(t.state === 'pending' && t.waiting_for ? { waitingFor: t.waiting_for } : {}),
+            batch: t.batch,
+            ...((t.state === 'pending' && t.waiting_for === 'machine') ||
+            (t.state === 'running' && t.waiting_for === 'person')
+              ? { waitingFor: t.waiting_for }
+              : {}),
+            ...(t.skip_reason ? { skipReason: t.skip_reason } : {}),
+            ...(t.bake_check ? { bakeCheck: t.bake_check } : {}),
             attempt: t.attempt,
             error: t.error ?? undefined,
             ...(t.state === 'failed' ? { failureKind: t.failure_kind ?? 'script' } : {}),

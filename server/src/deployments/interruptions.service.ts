@@ -28,6 +28,7 @@ import type { SubmitInterruptionDto } from './dto/submit-interruption.dto.js';
 export const RESULTS = {
   'manual-intervention': ['proceed', 'abort'],
   'guided-failure': ['retry', 'skip', 'abort'],
+  'batch-approval': ['proceed', 'abort'],
 } as const satisfies Record<InterruptionKind, readonly string[]>;
 const STATES = ['pending', 'submitted', 'cancelled'];
 
@@ -155,7 +156,7 @@ export class InterruptionsService {
             ? `interruption ${id} was closed when the deployment was cancelled`
             : `interruption ${id} was already answered (${intr.result} by ${intr.submitted_by})`,
         );
-      const run = await this.repo.lockTargetRun(tx, intr.target_run_id);
+      const run = await this.repo.lockTargetRun(tx, intr.target_run_id!);
       await this.repo.answerInterruption(tx, id, { result: dto.result, notes: dto.notes ?? null, by: submitter });
       const step = process[intr.step_index];
       const action = step.actions[intr.action_index];

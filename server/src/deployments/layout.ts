@@ -3,12 +3,13 @@
  * failure budget, and which actions will run there and why not. Pure, so that creating a deployment and previewing
  * one can never disagree.
  */
-import { resolveMaxFailures, resolveWindow, type Action, type Step } from '#shared/process/index.js';
+import { resolveBatches, resolveMaxFailures, resolveWindow, type Action, type Step } from '#shared/process/index.js';
 
 export interface LayoutMachine {
   id: string;
   name: string;
   roles: string[];
+  labels?: Record<string, string>;
 }
 
 export interface LaidOutAction {
@@ -22,7 +23,10 @@ export interface LaidOutStep {
   index: number;
   name: string;
   runsOn: 'targets' | 'server';
+  /** In the order they go: batch by batch (spread over a label's values with `spreadBy`). */
   targets: LayoutMachine[];
+  /** The number of targets in each batch, in order; they add up to `targets.length` (none for a server step). */
+  batches: number[];
   window: number;
   maxFailures: number;
   condition: 'success' | 'failure' | 'always';
@@ -45,18 +49,49 @@ export function actionSkipReason(a: Action, environmentId: string, channelId: st
 
 const byName = (a: LayoutMachine, b: LayoutMachine) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0);
 
+/**
+ * Targets round-robin over the values of a label: one of each value in turn (values in name order, machines of a
+ * value in the order given, machines without the label as a value of their own after the others), so any run of
+ * consecutive targets, and so every batch, is spread as evenly as the values allow.
+ */
+export function spreadOver(targets: LayoutMachine[], label: string): LayoutMachine[] {
+  const groups = new Map<string, LayoutMachine[]>();
+  for (const t of targets) {
+    const v = t.labels?.[label];
+    const key = v === undefined ? '\uffff' : v;
+    groups.set(key, [...(groups.get(key) ?? []), t]);
+  }
+  const queues = [...groups.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, q]) => q);
+  const out: LayoutMachine[] = [];
+  for (let i = 0; out.length < targets.length; i++) for (const q of queues) if (i < q.length) out.push(q[i]);
+  return out;
+}
+
+export interface LayoutOptions {
+  /**
+   * Machine ids in the order targets go (a rollback: newest first); machines it leaves out come after, by name.
+   * Without it, machines go in name order.
+   */
+  order?: string[];
+}
+
 export function layoutDeployment(
   steps: Step[],
   environmentId: string,
   channelId: string,
   machines: LayoutMachine[],
+  options: LayoutOptions = {},
 ): LaidOutStep[] {
+  const rank = new Map((options.order ?? []).map((id, i) => [id, i]));
+  const inOrder = (a: LayoutMachine, b: LayoutMachine) =>
+    (rank.get(a.id) ?? Infinity) - (rank.get(b.id) ?? Infinity) || byName(a, b);
   return steps.map((step, index) => {
     const runsOn = step.targetRoles?.length ? 'targets' : 'server';
-    const targets =
+    const matching =
       runsOn === 'targets'
-        ? machines.filter((m) => m.roles.some((r) => step.targetRoles!.includes(r))).sort(byName)
+        ? machines.filter((m) => m.roles.some((r) => step.targetRoles!.includes(r))).sort(inOrder)
         : [];
+    const targets = step.spreadBy ? spreadOver(matching, step.spreadBy) : matching;
     const actions = step.actions.map((a) => {
       const skipReason = actionSkipReason(a, environmentId, channelId);
       return skipReason
@@ -73,6 +108,7 @@ export function layoutDeployment(
       name: step.name,
       runsOn,
       targets,
+      batches: runsOn === 'targets' ? resolveBatches(step.batches, targets.length) : [],
       window: resolveWindow(step.windowSize, count),
       maxFailures: resolveMaxFailures(step.maxFailures, count),
       condition: step.condition ?? 'success',

@@ -11,6 +11,7 @@ export const toEnvironmentDto = (e: EnvironmentEntity): Environment => ({
   id: e.id,
   name: e.name,
   guidedFailure: e.guidedFailure,
+  rollbackOnFailure: e.rollbackOnFailure,
   createdAt: e.createdAt.toISOString(),
 });
 

@@ -106,9 +106,18 @@ async function deployment(
         condition: 'success',
         startTrigger: 'afterPrevious',
         skipReason: null,
+        batchCount: 1,
+        policy: {},
       },
     ]);
-    await repo.insertTargetRuns(tx, dep, 0, 'pending', [{ name: 'a', type: 'script', state: 'pending' }], list);
+    await repo.insertTargetRuns(
+      tx,
+      dep,
+      0,
+      'pending',
+      [{ name: 'a', type: 'script', state: 'pending' }],
+      list.map((m) => ({ ...m, batch: 0 })),
+    );
     return dep;
   });
   await q(`UPDATE deployments SET state = 'executing' WHERE id = $1`, [id]);

@@ -6,6 +6,7 @@ export class MachineEntity {
   @Column('text') name: string;
   @Column('jsonb') roles: string[];
   @Column('jsonb', { name: 'environment_ids' }) environmentIds: string[];
+  @Column('jsonb', { default: {} }) labels: Record<string, string>;
   /** SHA-256 of the agent's client certificate: what the agent port trusts, never the CN alone. */
   @Column('text') fingerprint: string;
   @Column('text') certificate: string;

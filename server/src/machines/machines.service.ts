@@ -106,6 +106,7 @@ export class MachinesService {
       name: m.name,
       roles: m.roles,
       environmentIds: m.environmentIds,
+      labels: m.labels ?? {},
       status: this.isOnline(m) ? 'online' : 'offline',
       disabled: m.disabled,
       health: m.health,

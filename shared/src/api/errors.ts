@@ -26,8 +26,14 @@ export const ERROR_STATUS = {
   already_exists: 409,
   /** The version sent is not the current one (someone else changed it first). */
   stale_version: 409,
-  /** The deployment has ended: it cannot be cancelled or changed any more. */
+  /** The deployment has ended (or is being cancelled): it cannot be cancelled, paused or resumed any more. */
   deployment_finished: 409,
+  /** Retrying the failed targets of a deployment that did not fail. */
+  deployment_not_failed: 409,
+  /** Rolling back a deployment that has not ended yet. */
+  deployment_active: 409,
+  /** Rolling back when the environment has no earlier successful release of the project to go back to. */
+  no_previous_release: 409,
   /** The interruption was answered already, or closed by a cancel. */
   interruption_closed: 409,
   /** The admin key is managed by the server's configuration, not through the API. */

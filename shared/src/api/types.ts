@@ -21,6 +21,7 @@ export const DeploymentStateSchema = z.enum([
   'queued',
   'executing',
   'waiting',
+  'paused',
   'cancelling',
   'success',
   'failed',
@@ -36,13 +37,24 @@ export const ErrorBodySchema = open({
   message: z.union([z.string(), z.array(z.string())]).describe('for people: names the field or thing'),
 });
 
-export const EnvironmentSchema = open({ id, name: z.string(), guidedFailure: z.boolean(), createdAt: time });
+export const EnvironmentSchema = open({
+  id,
+  name: z.string(),
+  guidedFailure: z.boolean(),
+  rollbackOnFailure: z
+    .boolean()
+    .describe('deployments here roll back when they fail, unless created with rollbackOnFailure: false'),
+  createdAt: time,
+});
 
 export const MachineSchema = open({
   id,
   name: z.string(),
   roles: z.array(z.string()),
   environmentIds: z.array(id),
+  labels: z
+    .record(z.string(), z.string())
+    .describe('topology labels, like {"zone": "a"} (a step spreads its batches by one)'),
   status: z.enum(['online', 'offline']),
   disabled: z.boolean(),
   health: z.enum(['healthy', 'unhealthy', 'unknown']),
@@ -122,12 +134,33 @@ export const ReleaseSchema = open({
  * out, its script failed (or its package could not be fetched or unpacked), or a person aborted it (a manual
  * intervention).
  */
-export const FailureKindSchema = z.enum(['agent-lost', 'unknown-result', 'timeout', 'script', 'aborted']);
+export const FailureKindSchema = z.enum([
+  'agent-lost',
+  'unknown-result',
+  'timeout',
+  'script',
+  'aborted',
+  'health-check',
+]);
 export const TargetRunSchema = open({
   machineId: id.nullable().describe('null for a step that runs on the server'),
   machineName: z.string(),
   state: RunStateSchema,
-  waitingFor: z.literal('machine').optional().describe('pending while its machine is busy with another deployment'),
+  batch: z.number().int().describe("the step's batch it belongs to, from 0"),
+  waitingFor: z
+    .enum(['machine', 'person'])
+    .optional()
+    .describe(
+      'machine: pending while its machine is busy with another deployment; person: running, at a manual intervention',
+    ),
+  skipReason: z
+    .string()
+    .optional()
+    .describe('why a skipped target was skipped (skipUnavailable: offline, disabled, unhealthy)'),
+  bakeCheck: z
+    .enum(['pending', 'running', 'success', 'failed'])
+    .optional()
+    .describe("its health check at the end of its batch's bake"),
   attempt: z.number().int(),
   error: z.string().optional(),
   failureKind: FailureKindSchema.optional(),
@@ -150,6 +183,17 @@ export const StepRunSchema = open({
   condition: z.enum(['success', 'failure', 'always']),
   startTrigger: z.enum(['afterPrevious', 'withPrevious']),
   skipReason: z.string().optional(),
+  batchCount: z.number().int(),
+  currentBatch: z
+    .number()
+    .int()
+    .nullable()
+    .describe('the batch in progress or waited on, from 0; null before and after'),
+  gate: z
+    .enum(['bake', 'health-check', 'approval'])
+    .optional()
+    .describe('what the step waits for before its next batch'),
+  bakeUntil: time.optional().describe('while baking: when the bake ends'),
   startedAt: maybeTime,
   finishedAt: maybeTime,
   targets: z.array(TargetRunSchema),
@@ -165,6 +209,11 @@ export const DeploymentSchema = open({
     .optional()
     .describe('while queued: the deployment of the same project and environment directly ahead'),
   guidedFailure: z.boolean(),
+  rollbackOnFailure: z.boolean(),
+  retryOf: id.optional().describe('the failed deployment this one retries'),
+  rollbackOf: id.optional().describe('the deployment this one rolls back'),
+  rolledBackBy: id.optional().describe('the deployment that rolls this one back'),
+  pausedAt: time.optional().describe('while paused: since when'),
   specificMachineIds: z.array(id),
   excludedMachineIds: z.array(id),
   error: z.string().optional(),
@@ -181,14 +230,21 @@ export const DeploymentSummarySchema = open({
   environmentId: id,
   state: DeploymentStateSchema,
   queuedBehind: id.optional(),
+  retryOf: id.optional(),
+  rollbackOf: id.optional(),
   createdAt: time,
   startedAt: maybeTime,
   finishedAt: maybeTime,
 });
 export const CancelAcceptedSchema = open({ id, state: z.literal('cancelling') });
+export const SteerAcceptedSchema = open({ id, state: DeploymentStateSchema });
 export const PreviewSchema = open({
   releaseId: id,
   environmentId: id,
+  estimatedSeconds: z
+    .number()
+    .nullable()
+    .describe('the whole deployment, from earlier deployments of the project; null without any'),
   steps: z.array(
     open({
       name: z.string(),
@@ -200,6 +256,8 @@ export const PreviewSchema = open({
       willRun: z.boolean(),
       skipReason: z.string().optional(),
       targets: z.array(open({ machineId: id, machineName: z.string() })),
+      batches: z.array(z.array(z.string())).describe('machine names by batch, in the order they will go'),
+      estimatedSeconds: z.number().nullable(),
       actions: z.array(
         open({ name: z.string(), type: z.string(), willRun: z.boolean(), skipReason: z.string().optional() }),
       ),
@@ -220,12 +278,19 @@ export const LogPageSchema = open({ entries: z.array(LogEntrySchema), nextSeq: z
 export const InterruptionSchema = open({
   id,
   deploymentId: id,
-  kind: z.enum(['manual-intervention', 'guided-failure']),
+  kind: z.enum(['manual-intervention', 'guided-failure', 'batch-approval']),
   stepName: z.string(),
   actionName: z.string().optional(),
   machineId: id.optional(),
   machineName: z.string().optional(),
   instructions: z.string().nullable(),
+  batch: z.number().int().optional().describe('batch-approval: the batch it lets go, from 0'),
+  targets: z
+    .array(open({ machineId: id, machineName: z.string() }))
+    .optional()
+    .describe("batch-approval: that batch's targets"),
+  expiresAt: time.optional().describe('batch-approval with a timeout: when the default answer is applied'),
+  defaultResult: z.enum(['proceed', 'abort']).optional(),
   state: z.enum(['pending', 'submitted', 'cancelled']),
   allowedResults: z.array(z.string()),
   result: z.string().optional(),
@@ -272,6 +337,7 @@ export const API_SCHEMAS = {
   Deployment: DeploymentSchema,
   DeploymentSummary: DeploymentSummarySchema,
   CancelAccepted: CancelAcceptedSchema,
+  SteerAccepted: SteerAcceptedSchema,
   Preview: PreviewSchema,
   LogPage: LogPageSchema,
   Interruption: InterruptionSchema,
@@ -302,6 +368,7 @@ export type StepRun = z.infer<typeof StepRunSchema>;
 export type Deployment = z.infer<typeof DeploymentSchema>;
 export type DeploymentSummary = z.infer<typeof DeploymentSummarySchema>;
 export type CancelAccepted = z.infer<typeof CancelAcceptedSchema>;
+export type SteerAccepted = z.infer<typeof SteerAcceptedSchema>;
 export type Preview = z.infer<typeof PreviewSchema>;
 export type LogEntry = z.infer<typeof LogEntrySchema>;
 export type LogPage = z.infer<typeof LogPageSchema>;

@@ -37,6 +37,58 @@ const name = (what: string) =>
     .max(200, `must be at most 200 characters`);
 const idList = z.array(z.string().min(1).max(100), { error: 'must be a list of ids' }).max(1000);
 
+/** A machine label's name (`zone`, `rack`): what `spreadBy` names and `--labels zone=a` sets. */
+export const LABEL_NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/;
+/** A machine label's value. */
+export const LABEL_VALUE_RE = /^[A-Za-z0-9._-]{1,200}$/;
+/** The most labels a machine may carry. */
+export const MAX_LABELS = 50;
+
+const seconds = (max: number, what: string) =>
+  z
+    .number({ error: 'must be a whole number of seconds' })
+    .int('must be a whole number of seconds')
+    .max(max, `must be at most ${max} (${what})`);
+
+/**
+ * A step's health check: a script run on each target after its actions succeed, and again at the end of a batch's
+ * bake; the target succeeds only when it passes. `retries` more tries, `intervalSeconds` apart, before it fails.
+ */
+export const HealthCheckSchema = z
+  .object({
+    script: z
+      .string({ error: 'must be bash text' })
+      .max(1_000_000, 'must be at most 1,000,000 characters')
+      .refine((v) => v.trim().length > 0, 'must not be empty'),
+    timeoutSeconds: seconds(86_400, 'a day').positive('must be positive').optional(),
+    retries: z
+      .number({ error: 'must be a whole number' })
+      .int('must be a whole number')
+      .min(0, 'must not be negative')
+      .max(100, 'must be at most 100')
+      .optional(),
+    intervalSeconds: seconds(3_600, 'an hour').min(0, 'must not be negative').optional(),
+  })
+  .strict();
+export type HealthCheck = z.infer<typeof HealthCheckSchema>;
+/** Defaults of a health check's optional fields. */
+export const HEALTH_CHECK_DEFAULTS = { timeoutSeconds: 60, retries: 0, intervalSeconds: 5 } as const;
+/** The name a step's health check has among a target's actions (in the deployment's view and its log). */
+export const HEALTH_CHECK_ACTION = '(health check)';
+
+/** The rollout policy's fields: they need targets, so a step that runs on the server refuses them. */
+const ROLLOUT_FIELDS = [
+  'batches',
+  'bakeSeconds',
+  'healthCheck',
+  'approveEachBatch',
+  'approvalTimeoutSeconds',
+  'approvalDefault',
+  'spreadBy',
+  'skipUnavailable',
+] as const;
+export const APPROVAL_DEFAULTS = ['abort', 'proceed'] as const;
+
 export const ActionSchema = z
   .object({
     name: name('action'),
@@ -88,6 +140,21 @@ export const StepSchema = z
       .optional(),
     windowSize: countOrPercent(1, COUNT_OR_PERCENT).optional(),
     maxFailures: countOrPercent(0, COUNT_OR_PERCENT_ZERO).optional(),
+    batches: z
+      .array(countOrPercent(1, COUNT_OR_PERCENT), { error: 'must be a list of batch sizes like [1, "10%", "100%"]' })
+      .min(1, 'must have at least one batch size')
+      .max(100, 'must have at most 100 batch sizes')
+      .optional(),
+    bakeSeconds: seconds(604_800, '7 days').min(0, 'must not be negative').optional(),
+    healthCheck: HealthCheckSchema.optional(),
+    approveEachBatch: z.boolean({ error: 'must be true or false' }).optional(),
+    approvalTimeoutSeconds: seconds(604_800, '7 days').positive('must be positive').optional(),
+    approvalDefault: z.enum(APPROVAL_DEFAULTS, { error: `must be one of ${APPROVAL_DEFAULTS.join(', ')}` }).optional(),
+    spreadBy: z
+      .string({ error: 'must be a label name' })
+      .regex(LABEL_NAME_RE, 'must be a label name: letters, digits, ".", "_" or "-" (at most 63)')
+      .optional(),
+    skipUnavailable: z.boolean({ error: 'must be true or false' }).optional(),
     condition: z.enum(STEP_CONDITIONS, { error: `must be one of ${STEP_CONDITIONS.join(', ')}` }).optional(),
     startTrigger: z.enum(START_TRIGGERS, { error: `must be one of ${START_TRIGGERS.join(', ')}` }).optional(),
     actions: z
@@ -115,13 +182,18 @@ export const StepSchema = z
           path: ['actions', i, 'type'],
           message: 'needs the step to have targetRoles (only manual-intervention runs on the server)',
         });
-      if (!onServer && a.type === 'manual-intervention')
-        ctx.addIssue({
-          code: 'custom',
-          path: ['actions', i, 'type'],
-          message: 'manual-intervention runs on the server: put it in a step without targetRoles',
-        });
     });
+    if (onServer)
+      for (const f of ROLLOUT_FIELDS)
+        if (s[f] !== undefined)
+          ctx.addIssue({
+            code: 'custom',
+            path: [f],
+            message: 'needs the step to have targetRoles (it rolls over targets)',
+          });
+    for (const f of ['approvalTimeoutSeconds', 'approvalDefault'] as const)
+      if (s[f] !== undefined && !s.approveEachBatch)
+        ctx.addIssue({ code: 'custom', path: [f], message: 'needs approveEachBatch: true' });
   });
 export type Step = z.infer<typeof StepSchema>;
 
@@ -168,6 +240,26 @@ export function resolveWindow(windowSize: number | string | undefined, targetCou
   if (typeof windowSize === 'number') return Math.min(windowSize, targetCount);
   const pct = Number(PERCENT_RE.exec(windowSize)?.[1] ?? 100);
   return Math.min(targetCount, Math.max(1, Math.floor((targetCount * pct) / 100)));
+}
+
+/**
+ * The sizes of a step's batches over `targetCount` targets: each entry a count or a percentage (rounded up, at least
+ * 1); the last entry repeats until every target is in a batch, and the last batch takes what is left (Ansible's
+ * `serial` list). Without `batches`, one batch of every target.
+ */
+export function resolveBatches(batches: Array<number | string> | undefined, targetCount: number): number[] {
+  if (targetCount <= 0) return [];
+  if (!batches?.length) return [targetCount];
+  const size = (b: number | string) =>
+    typeof b === 'number' ? b : Math.max(1, Math.ceil((targetCount * Number(PERCENT_RE.exec(b)?.[1] ?? 100)) / 100));
+  const out: number[] = [];
+  let left = targetCount;
+  for (let i = 0; left > 0; i++) {
+    const n = Math.min(left, size(batches[Math.min(i, batches.length - 1)]));
+    out.push(n);
+    left -= n;
+  }
+  return out;
 }
 
 /** How many targets may fail before the step fails: a count or a percentage (rounded down); default 0. */
