@@ -73,7 +73,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     private readonly log: DeploymentLogService,
     private readonly agents: AgentConnections,
     private readonly machines: MachinesService,
-    events: DeploymentEvents,
+    private readonly events: DeploymentEvents,
     @Inject(CONFIG) private readonly config: CuttleConfig,
     @Inject(LOGGER) logger: Logger,
   ) {
@@ -168,7 +168,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     const began = performance.now();
     const offers: Array<{ leaseId: string; machineId: string }> = [];
     let prefetch = new Map<string, PackageRef[]>();
-    let finished = false;
+    let finished: 'success' | 'failed' | 'cancelled' | undefined;
     await this.repo.transaction(async (tx) => {
       const d = await this.repo.lockOwnedDeployment(tx, id, this.config.nodeId);
       if (!d || !(ACTIVE_STATES as readonly string[]).includes(d.state)) return;
@@ -326,13 +326,16 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         this.logger.info('deployment finished', { deploymentId: id, outcome: decision.outcome });
         this.prefetched.delete(id);
         this.blocked.delete(id);
-        finished = true;
+        finished = decision.outcome;
       }
       await this.log.append(tx, id, lines);
     });
     const committed = performance.now();
     // The deployment queued behind this one, and targets waiting for the machines it held, may go now.
-    if (finished) this.kickBlocked();
+    if (finished) {
+      this.kickBlocked();
+      this.events.emit('finished', id, finished);
+    }
     await this.sendOffers(offers);
     // After the offers: a target next in line must not start its download ahead of the targets whose leases wait on
     // theirs (the server lets lease downloads go first only once they have begun).
