@@ -323,3 +323,148 @@ describe('targets whose machines are busy', () => {
     expect(new Set(started).size).toBe(8);
   });
 });
+
+describe('plan: batches, bake, health checks, approvals', () => {
+  const rolloutStep = (n: number, sizes: number[], window: number, over: Partial<PlanStep> = {}): PlanStep => {
+    const batchOf = sizes.flatMap((k, b) => Array<number>(k).fill(b));
+    return {
+      ...step(0, Array<RunState>(n).fill('pending'), { window, batchCount: sizes.length, ...over }),
+      targets: Array.from({ length: n }, (_, i) => ({ id: `t${i}`, state: 'pending' as RunState, batch: batchOf[i] })),
+    };
+  };
+
+  /**
+   * Drives one step with the planner alone on a clock that moves 1 s per round: targets and checks finish one per
+   * round (oldest first) with the given outcomes; approvals are answered by `answer`. Records when each target
+   * started and ended, when each check ran, and the most in flight.
+   */
+  function drive(
+    s: PlanStep,
+    o: {
+      outcome?: (id: string) => RunState;
+      check?: (id: string) => 'success' | 'failed';
+      answer?: (batch: number) => 'proceed' | 'abort' | 'wait';
+      paused?: (round: number) => boolean;
+    } = {},
+  ) {
+    const steps = [s];
+    const started = new Map<string, number>();
+    const ended = new Map<string, number>();
+    const checked = new Map<string, number>();
+    const events: string[] = [];
+    let maxInFlight = 0;
+    for (let round = 0, now = 0; round < 2_000; round++, now += 1000) {
+      const d = plan({ steps, cancelling: false, now, paused: o.paused?.(round) });
+      for (const u of d.steps) s.state = u.state;
+      for (const u of d.targets) s.targets.find((t) => t.id === u.targetId)!.state = u.state;
+      for (const g of d.gates) {
+        Object.assign(s, { currentBatch: g.currentBatch, gate: g.gate, gateUntil: g.gateUntil });
+        events.push(`${g.event}:${g.currentBatch}@${now}`);
+      }
+      for (const c of d.checksDue) s.targets.find((t) => t.id === c.targetId)!.bakeCheck = 'pending';
+      for (const c of d.checks) s.targets.find((t) => t.id === c.targetId)!.bakeCheck = 'running';
+      for (const x of d.start) {
+        s.targets.find((t) => t.id === x.targetId)!.state = 'running';
+        started.set(x.targetId, now);
+      }
+      const inFlight = s.targets.filter((t) => t.state === 'running' || t.bakeCheck === 'running').length;
+      maxInFlight = Math.max(maxInFlight, inFlight);
+      if (d.outcome) return { outcome: d.outcome, started, ended, checked, events, maxInFlight, step: s };
+      for (const a of d.approvals) {
+        const r = o.answer?.(a.batch) ?? 'proceed';
+        if (r === 'proceed') Object.assign(s, { currentBatch: a.batch, gate: null });
+        if (r === 'abort') s.aborted = true;
+      }
+      const running = s.targets.find((t) => t.state === 'running');
+      if (running) {
+        running.state = o.outcome?.(running.id) ?? 'success';
+        ended.set(running.id, now);
+        continue;
+      }
+      const checking = s.targets.find((t) => t.bakeCheck === 'running');
+      if (checking) {
+        checking.bakeCheck = o.check?.(checking.id) ?? 'success';
+        if (checking.bakeCheck === 'failed') checking.state = 'failed';
+        checked.set(checking.id, now);
+      }
+    }
+    throw new Error('no outcome');
+  }
+
+  // Batches [1, 50%, 100%] of 6 (sizes 1, 3, 2) with a window of 2: no target of batch k+1 starts before every
+  // target of batch k ended and its bake passed; inside a batch the window holds.
+  it('never starts a batch before the one before it ended and baked', () => {
+    const s = rolloutStep(6, [1, 3, 2], 2, { policy: { bakeSeconds: 5 } });
+    const r = drive(s);
+    expect(r.outcome).toBe('success');
+    expect(r.maxInFlight).toBeLessThanOrEqual(2);
+    const byBatch = [0, 1, 2].map((b) => s.targets.filter((t) => t.batch === b).map((t) => t.id));
+    for (let b = 1; b < 3; b++) {
+      const prevEnd = Math.max(...byBatch[b - 1].map((id) => r.ended.get(id)!));
+      const firstStart = Math.min(...byBatch[b].map((id) => r.started.get(id)!));
+      expect(firstStart).toBeGreaterThanOrEqual(prevEnd + 5000);
+    }
+    expect(r.events.filter((e) => e.startsWith('bake-started'))).toHaveLength(2); // none after the last batch
+  });
+
+  // The bake's checks run on each target of the batch that succeeded; a failure fails the target: with a budget of
+  // 0 the roll stops there (later batches never start), with a budget of 1 it goes on.
+  it.each([
+    [0, 'failed', 2],
+    [1, 'success', 6],
+  ])(
+    'a failed bake check with maxFailures %p: outcome %p, %p targets started',
+    (maxFailures, outcome, startedCount) => {
+      const s = rolloutStep(6, [2, 2, 2], 2, { maxFailures, policy: { bakeSeconds: 3, healthCheck: true } });
+      const r = drive(s, { check: (id) => (id === 't1' ? 'failed' : 'success') });
+      expect(r.outcome).toBe(outcome);
+      expect(r.started.size).toBe(startedCount);
+      expect(s.targets.find((t) => t.id === 't1')!.state).toBe('failed');
+      // Checks run only after the bake: never before the batch's last target ended + the bake.
+      expect(r.checked.get('t0')!).toBeGreaterThanOrEqual(Math.max(r.ended.get('t0')!, r.ended.get('t1')!) + 3000);
+    },
+  );
+
+  // Without a bake the checks are not run a second time (the target's own check ran as its last action).
+  it('runs no bake check without a bake', () => {
+    const s = rolloutStep(4, [2, 2], 2, { policy: { healthCheck: true } });
+    const r = drive(s);
+    expect(r.outcome).toBe('success');
+    expect(r.checked.size).toBe(0);
+  });
+
+  // An approval is asked before every batch after the first, naming that batch's targets; abort fails the step.
+  it('asks for approval before each later batch', () => {
+    const asked: number[] = [];
+    const s = rolloutStep(5, [1, 2, 2], 5, { policy: { approveEachBatch: true } });
+    const r = drive(s, { answer: (b) => (asked.push(b), 'proceed') });
+    expect(r.outcome).toBe('success');
+    expect(asked).toEqual([1, 2]);
+
+    const s2 = rolloutStep(5, [1, 2, 2], 5, { policy: { approveEachBatch: true } });
+    const r2 = drive(s2, { answer: (b) => (b === 2 ? 'abort' : 'proceed') });
+    expect(r2.outcome).toBe('failed');
+    expect(s2.targets.filter((t) => t.batch === 2).map((t) => t.state)).toEqual(['skipped', 'skipped']);
+  });
+
+  // Paused: nothing starts (targets, batches, checks) while running targets finish; on resume it goes on.
+  it('starts nothing while paused', () => {
+    const s = rolloutStep(4, [2, 2], 1, { policy: { bakeSeconds: 1 } });
+    const r = drive(s, { paused: (round) => round >= 1 && round < 8 });
+    expect(r.outcome).toBe('success');
+    for (const [, at] of r.started) expect(at < 1000 || at >= 8000).toBe(true);
+  });
+
+  // skipUnavailable: unavailable targets are skipped with their reason when the step starts; the others roll.
+  it('skips unavailable targets when the step starts', () => {
+    const s = rolloutStep(3, [3], 3, { policy: { skipUnavailable: true } });
+    const d = plan({ steps: [s], cancelling: false, unavailable: new Map([['t1', 'offline']]) });
+    expect(d.targets).toEqual([{ stepIndex: 0, targetId: 't1', state: 'skipped', reason: 'offline' }]);
+    expect(d.start.map((x) => x.targetId)).toEqual(['t0', 't2']);
+    // Without the policy the same target runs (and fails after the lease TTL if its agent is gone).
+    const plain = rolloutStep(3, [3], 3);
+    expect(plan({ steps: [plain], cancelling: false, unavailable: new Map([['t1', 'offline']]) }).start).toHaveLength(
+      3,
+    );
+  });
+});
