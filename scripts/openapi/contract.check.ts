@@ -25,6 +25,7 @@ const release: Same<Api.Release, Schemas['Release']> = true;
 const deployment: Same<Api.Deployment, Schemas['Deployment']> = true;
 const deploymentSummary: Same<Api.DeploymentSummary, Schemas['DeploymentSummary']> = true;
 const cancelAccepted: Same<Api.CancelAccepted, Schemas['CancelAccepted']> = true;
+const steerAccepted: Same<Api.SteerAccepted, Schemas['SteerAccepted']> = true;
 const preview: Same<Api.Preview, Schemas['Preview']> = true;
 const logPage: Same<Api.LogPage, Schemas['LogPage']> = true;
 const interruption: Same<Api.Interruption, Schemas['Interruption']> = true;
@@ -46,6 +47,7 @@ const readLog: Same<Json<'/api/deployments/{id}/log', 'get', 200>, Api.LogPage> 
 const listMachines: Same<Json<'/api/machines', 'get', 200>, Api.Machine[]> = true;
 const listInterruptions: Same<Json<'/api/interruptions', 'get', 200>, Api.Interruption[]> = true;
 const createRelease: Same<Json<'/api/releases', 'post', 201>, Api.Release> = true;
+const pause: Same<Json<'/api/deployments/{id}/pause', 'post', 202>, Api.SteerAccepted> = true;
 const notFound: Same<Json<'/api/deployments/{id}', 'get', 404>, Api.ErrorBodyJson> = true;
 
 export const checked = [
@@ -64,6 +66,8 @@ export const checked = [
   deployment,
   deploymentSummary,
   cancelAccepted,
+  steerAccepted,
+  pause,
   preview,
   logPage,
   interruption,

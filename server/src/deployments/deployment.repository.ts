@@ -34,19 +34,20 @@ import type { FailureKind } from '#shared/api/types.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
 import { returned } from '../database/sql.js';
 import type { RunState } from '../orchestration/planner.js';
-import type {
-  DeploymentRow,
-  DeploymentState,
-  InterruptionKind,
-  InterruptionRow,
-  LeaseRow,
-  LogEntry,
-  LogEntryInput,
-  OutputVariableRow,
-  StepPolicy,
-  StepRow,
-  TargetAction,
-  TargetRunRow,
+import {
+  ACTIVE_STATES_SQL,
+  type DeploymentRow,
+  type DeploymentState,
+  type InterruptionKind,
+  type InterruptionRow,
+  type LeaseRow,
+  type LogEntry,
+  type LogEntryInput,
+  type OutputVariableRow,
+  type StepPolicy,
+  type StepRow,
+  type TargetAction,
+  type TargetRunRow,
 } from './deployment.types.js';
 
 /**
@@ -72,6 +73,7 @@ export interface OfferRow {
   id: string;
   deployment_id: string;
   step_index: number;
+  purpose: 'run' | 'check';
   target_run_id: string;
   target_actions: TargetAction[];
   machine_name: string;
@@ -183,12 +185,16 @@ export class DeploymentRepository {
               (SELECT allow_concurrent_on_machines FROM projects WHERE id = $2) AS concurrent`,
       [d.id, d.project_id],
     );
-    // json_agg gives times as text: the machines' line compares them, so they are dates again.
+    // json_agg gives times as text: the machines' line and the bake compare them, so they are dates again.
     const runs: TargetRunRow[] = row.runs.map((r: TargetRunRow) => ({
       ...r,
       waiting_since: r.waiting_since ? new Date(r.waiting_since) : null,
     }));
-    return { steps: row.steps, runs, awaitsPerson: row.awaits_person, concurrentOnMachines: !!row.concurrent };
+    const steps: StepRow[] = row.steps.map((s: StepRow) => ({
+      ...s,
+      gate_until: s.gate_until ? new Date(s.gate_until) : null,
+    }));
+    return { steps, runs, awaitsPerson: row.awaits_person, concurrentOnMachines: !!row.concurrent };
   }
 
   /**
@@ -200,7 +206,7 @@ export class DeploymentRepository {
     db: Db = this.ds,
   ): Promise<string | undefined> {
     const [row] = await db.query(
-      `SELECT id FROM deployments WHERE project_id = $1 AND environment_id = $2 AND state IN ('queued', 'executing', 'waiting', 'cancelling') AND queue_seq < $3
+      `SELECT id FROM deployments WHERE project_id = $1 AND environment_id = $2 AND state IN (${ACTIVE_STATES_SQL}) AND queue_seq < $3
        ORDER BY queue_seq DESC LIMIT 1`,
       [d.project_id, d.environment_id, d.queue_seq],
     );
@@ -227,7 +233,7 @@ export class DeploymentRepository {
     return this.ds.query(
       `SELECT d.*, CASE WHEN d.state = 'queued' THEN (
          SELECT p.id FROM deployments p WHERE p.project_id = d.project_id AND p.environment_id = d.environment_id
-           AND p.state IN ('queued', 'executing', 'waiting', 'cancelling') AND p.queue_seq < d.queue_seq ORDER BY p.queue_seq DESC LIMIT 1) END AS queued_behind
+           AND p.state IN (${ACTIVE_STATES_SQL}) AND p.queue_seq < d.queue_seq ORDER BY p.queue_seq DESC LIMIT 1) END AS queued_behind
        FROM deployments d ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY d.created_at DESC LIMIT $${params.length}`,
       params,
     );
@@ -253,6 +259,19 @@ export class DeploymentRepository {
 
   async setDeploymentState(tx: EntityManager, id: string, state: DeploymentState): Promise<void> {
     await tx.query(`UPDATE deployments SET state = $2 WHERE id = $1`, [id, state]);
+  }
+
+  /** The operator paused it: it keeps its place in the queue and its running targets; nothing new starts. */
+  async pauseDeployment(tx: EntityManager, id: string): Promise<void> {
+    await tx.query(`UPDATE deployments SET state = 'paused', paused_at = now() WHERE id = $1`, [id]);
+  }
+
+  /** Resumed: back to queued when it never started, else executing (the next round says whether a person is awaited). */
+  async unpauseDeployment(tx: EntityManager, id: string): Promise<void> {
+    await tx.query(
+      `UPDATE deployments SET state = CASE WHEN started_at IS NULL THEN 'queued' ELSE 'executing' END, paused_at = NULL WHERE id = $1 AND state = 'paused'`,
+      [id],
+    );
   }
 
   async startDeployment(tx: EntityManager, id: string): Promise<void> {
@@ -287,7 +306,7 @@ export class DeploymentRepository {
     const rows = returned<{ id: string }>(
       await this.ds.query(
         `UPDATE deployments SET owner_node = $1, owner_expires_at = now() + make_interval(secs => $2)
-         WHERE state IN ('queued', 'executing', 'waiting', 'cancelling') ${onlyId ? 'AND id = $3' : ''}
+         WHERE state IN (${ACTIVE_STATES_SQL}) ${onlyId ? 'AND id = $3' : ''}
            AND (owner_node IS NULL OR owner_node = $1 OR owner_expires_at < now())
          RETURNING id`,
         onlyId ? [node, ttlSeconds, onlyId] : [node, ttlSeconds],
@@ -352,6 +371,19 @@ export class DeploymentRepository {
     );
   }
 
+  /** A step's batch and gate (under the deployment's lock, as every write of a step). */
+  async setStepGate(
+    tx: EntityManager,
+    deploymentId: string,
+    stepIndex: number,
+    g: { currentBatch: number; gate: string | null; gateUntil: Date | null },
+  ): Promise<void> {
+    await tx.query(
+      `UPDATE deployment_steps SET current_batch = $3, gate = $4, gate_until = $5 WHERE deployment_id = $1 AND step_index = $2`,
+      [deploymentId, stepIndex, g.currentBatch, g.gate, g.gateUntil],
+    );
+  }
+
   async abortStep(tx: EntityManager, deploymentId: string, stepIndex: number): Promise<void> {
     await tx.query(`UPDATE deployment_steps SET aborted = true WHERE deployment_id = $1 AND step_index = $2`, [
       deploymentId,
@@ -391,20 +423,69 @@ export class DeploymentRepository {
     return row;
   }
 
-  /** A target run the planner settles without running it: its pending actions take the same state. */
-  async settleUnstarted(tx: EntityManager, targetRunId: string, state: RunState): Promise<void> {
+  /**
+   * A target run the planner settles without running it: its pending actions take the same state; `reason` says why
+   * it was skipped (an unavailable machine).
+   */
+  async settleUnstarted(tx: EntityManager, targetRunId: string, state: RunState, reason?: string): Promise<void> {
     await tx.query(
-      `UPDATE target_runs SET state = $2, actions = (SELECT jsonb_agg(CASE WHEN a->>'state' = 'pending' THEN jsonb_set(a, '{state}', to_jsonb($2::text)) ELSE a END ORDER BY i) FROM jsonb_array_elements(actions) WITH ORDINALITY AS x(a, i)) WHERE id = $1`,
-      [targetRunId, state],
+      `UPDATE target_runs SET state = $2, skip_reason = $3, actions = (SELECT jsonb_agg(CASE WHEN a->>'state' = 'pending' THEN jsonb_set(a, '{state}', to_jsonb($2::text)) ELSE a END ORDER BY i) FROM jsonb_array_elements(actions) WITH ORDINALITY AS x(a, i)) WHERE id = $1`,
+      [targetRunId, state, reason ?? null],
     );
   }
 
-  /** A target run starts without a lease (a step on the server). */
-  async startTargetRun(tx: EntityManager, id: string): Promise<void> {
+  /**
+   * A target run starts without a lease: a step on the server, or a target whose next action is a manual
+   * intervention (`forPerson`: it waits for a person, holding its place in the window). Resuming after a manual
+   * intervention is not a new attempt.
+   */
+  async startTargetRun(tx: EntityManager, id: string, forPerson = false): Promise<void> {
     await tx.query(
-      `UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now() WHERE id = $1`,
-      [id],
+      `UPDATE target_runs SET state = 'running', attempt = attempt + CASE WHEN resume THEN 0 ELSE 1 END,
+         started_at = CASE WHEN resume THEN started_at ELSE now() END, resume = false, waiting_for = $2, waiting_since = NULL
+       WHERE id = $1`,
+      [id, forPerson ? 'person' : null],
     );
+  }
+
+  /** The target run waits for a person (its manual intervention), holding its place in the window. */
+  async waitForPerson(tx: EntityManager, id: string, actions: TargetAction[]): Promise<void> {
+    await tx.query(`UPDATE target_runs SET waiting_for = 'person', actions = $2::jsonb WHERE id = $1`, [
+      id,
+      JSON.stringify(actions),
+    ]);
+  }
+
+  /** A person proceeded past a target's manual intervention: it goes on from its next action with its next lease. */
+  async resumeTargetRun(tx: EntityManager, id: string, actions: TargetAction[]): Promise<void> {
+    await tx.query(
+      `UPDATE target_runs SET state = 'pending', resume = true, waiting_for = NULL, actions = $2::jsonb WHERE id = $1`,
+      [id, JSON.stringify(actions)],
+    );
+  }
+
+  /** The bake's health check is due on these target runs. */
+  async markChecksDue(tx: EntityManager, targetRunIds: string[]): Promise<void> {
+    if (targetRunIds.length)
+      await tx.query(`UPDATE target_runs SET bake_check = 'pending' WHERE id = ANY($1::uuid[])`, [targetRunIds]);
+  }
+
+  /**
+   * A bake check ended: `success` leaves the target as it was; `failed` fails it (it counts against the step's
+   * budget); null (a cancel) leaves it undone.
+   */
+  async settleCheck(
+    tx: EntityManager,
+    id: string,
+    result: 'success' | 'failed' | null,
+    failure?: { error: string; kind: FailureKind },
+  ): Promise<void> {
+    if (result === 'failed' && failure)
+      await tx.query(
+        `UPDATE target_runs SET bake_check = 'failed', state = 'failed', error = $2, failure_kind = $3, finished_at = now() WHERE id = $1`,
+        [id, failure.error, failure.kind],
+      );
+    else await tx.query(`UPDATE target_runs SET bake_check = $2 WHERE id = $1`, [id, result]);
   }
 
   /** A target run ends: its state, and its actions and error when given (a success on the server keeps both). */
@@ -542,9 +623,12 @@ export class DeploymentRepository {
       ttlSeconds: number;
       /** The machine rule applies (the project does not allow concurrent work on machines). */
       exclusive: boolean;
+      /** `run`: the target's actions (it starts running); `check`: its bake check (the check starts running). */
+      purpose?: 'run' | 'check';
       targets: Array<{ targetRunId: string; machineId: string; waitingSince: Date | null }>;
     },
   ): Promise<Array<{ id: string; slot: number; targetRunId: string; machineId: string }>> {
+    const check = p.purpose === 'check';
     // Level 1b: the machines' locks (held already when the caller took them first: they are re-entrant), then the
     // machine rule checked again by the insert itself.
     if (p.exclusive)
@@ -562,12 +646,18 @@ export class DeploymentRepository {
            FROM unnest($6::uuid[], $7::uuid[], $8::timestamptz[]) WITH ORDINALITY AS x(target_run_id, machine_id, since, n)
            WHERE NOT $9::boolean OR ${MACHINE_HOLDER} IS NULL
          ), taken AS (
-           INSERT INTO leases (deployment_id, step_index, slot, target_run_id, machine_id, node_id, expires_at)
-           SELECT $1, $2, f.slot, w.target_run_id, w.machine_id, $3, now() + make_interval(secs => $5)
+           INSERT INTO leases (deployment_id, step_index, slot, target_run_id, machine_id, node_id, expires_at, purpose)
+           SELECT $1, $2, f.slot, w.target_run_id, w.machine_id, $3, now() + make_interval(secs => $5), $10
            FROM wanted w JOIN free f ON f.n = w.n
            ON CONFLICT DO NOTHING RETURNING id, slot, target_run_id, machine_id
          ), started AS (
-           UPDATE target_runs SET state = 'running', attempt = attempt + 1, started_at = now(), error = NULL, failure_kind = NULL, waiting_for = NULL, waiting_since = NULL
+           UPDATE target_runs SET ${
+             check
+               ? `bake_check = 'running'`
+               : `state = 'running', attempt = attempt + CASE WHEN resume THEN 0 ELSE 1 END,
+                  started_at = CASE WHEN resume THEN started_at ELSE now() END, resume = false,
+                  error = NULL, failure_kind = NULL, waiting_for = NULL, waiting_since = NULL`
+           }
            WHERE id IN (SELECT target_run_id FROM taken)
          )
          SELECT * FROM taken`,
@@ -581,6 +671,7 @@ export class DeploymentRepository {
           p.targets.map((c) => c.machineId),
           p.targets.map((c) => c.waitingSince),
           p.exclusive,
+          check ? 'check' : 'run',
         ],
       ),
     );
@@ -590,14 +681,14 @@ export class DeploymentRepository {
   /** A lease with its target run's machine name and its release's process (for `LeaseContext`). */
   async leaseWithProcess(leaseId: string): Promise<
     | {
-        lease: Pick<LeaseRow, 'id' | 'deployment_id' | 'machine_id' | 'target_run_id' | 'step_index'>;
+        lease: Pick<LeaseRow, 'id' | 'deployment_id' | 'machine_id' | 'target_run_id' | 'step_index' | 'purpose'>;
         machineName: string;
         process: Process;
       }
     | undefined
   > {
     const [row] = await this.ds.query(
-      `SELECT l.id, l.deployment_id, l.machine_id, l.target_run_id, l.step_index, t.machine_name, r.process
+      `SELECT l.id, l.deployment_id, l.machine_id, l.target_run_id, l.step_index, l.purpose, t.machine_name, r.process
        FROM leases l JOIN target_runs t ON t.id = l.target_run_id JOIN deployments d ON d.id = l.deployment_id JOIN releases r ON r.id = d.release_id
        WHERE l.id = $1`,
       [leaseId],
@@ -608,7 +699,7 @@ export class DeploymentRepository {
   /** Active leases joined to what their offers need. */
   offerRows(leaseIds: string[]): Promise<OfferRow[]> {
     return this.ds.query(
-      `SELECT l.id, l.deployment_id, l.step_index, t.id AS target_run_id, t.actions AS target_actions, t.machine_name, t.machine_id,
+      `SELECT l.id, l.deployment_id, l.step_index, l.purpose, t.id AS target_run_id, t.actions AS target_actions, t.machine_name, t.machine_id,
               mc.roles AS machine_roles, d.release_id, p.id AS project_id, p.name AS project_name, e.id AS environment_id, e.name AS environment_name
        FROM leases l JOIN target_runs t ON t.id = l.target_run_id JOIN deployments d ON d.id = l.deployment_id
        JOIN projects p ON p.id = d.project_id JOIN environments e ON e.id = d.environment_id JOIN machines mc ON mc.id = t.machine_id
@@ -684,8 +775,10 @@ export class DeploymentRepository {
   async lockLease(
     tx: EntityManager,
     leaseId: string,
-  ): Promise<Pick<LeaseRow, 'released_at' | 'last_log_seq'> | undefined> {
-    const [row] = await tx.query(`SELECT released_at, last_log_seq FROM leases WHERE id = $1 FOR UPDATE`, [leaseId]);
+  ): Promise<Pick<LeaseRow, 'released_at' | 'last_log_seq' | 'purpose'> | undefined> {
+    const [row] = await tx.query(`SELECT released_at, last_log_seq, purpose FROM leases WHERE id = $1 FOR UPDATE`, [
+      leaseId,
+    ]);
     return row;
   }
 
@@ -764,18 +857,61 @@ export class DeploymentRepository {
       kind: InterruptionKind;
       stepIndex: number;
       actionIndex: number;
-      targetRunId: string;
+      targetRunId: string | null;
       machineId: string | null;
       instructions: string;
+      batch?: number;
+      expiresInSeconds?: number;
+      defaultResult?: 'proceed' | 'abort';
     },
   ): Promise<string> {
     const [row] = returned<{ id: string }>(
       await tx.query(
-        `INSERT INTO interruptions (deployment_id, kind, step_index, action_index, target_run_id, machine_id, instructions) VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING id`,
-        [i.deploymentId, i.kind, i.stepIndex, i.actionIndex, i.targetRunId, i.machineId, i.instructions],
+        `INSERT INTO interruptions (deployment_id, kind, step_index, action_index, target_run_id, machine_id, instructions, batch, expires_at, default_result)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, now() + make_interval(secs => $9::int), $10) RETURNING id`,
+        [
+          i.deploymentId,
+          i.kind,
+          i.stepIndex,
+          i.actionIndex,
+          i.targetRunId,
+          i.machineId,
+          i.instructions,
+          i.batch ?? null,
+          i.expiresInSeconds ?? null,
+          i.defaultResult ?? null,
+        ],
       ),
     );
     return row.id;
+  }
+
+  /** For batch approvals: the targets of the batch each lets go, in the order they go. */
+  async batchTargets(
+    approvals: InterruptionRow[],
+  ): Promise<Map<string, Array<{ machineId: string; machineName: string }>>> {
+    const rows: Array<{ interruption_id: string; machine_id: string; machine_name: string }> = await this.ds.query(
+      `SELECT i.id AS interruption_id, t.machine_id, t.machine_name FROM interruptions i
+       JOIN target_runs t ON t.deployment_id = i.deployment_id AND t.step_index = i.step_index AND t.batch = i.batch
+       WHERE i.id = ANY($1::uuid[]) AND t.machine_id IS NOT NULL ORDER BY t.position`,
+      [approvals.map((a) => a.id)],
+    );
+    const out = new Map<string, Array<{ machineId: string; machineName: string }>>();
+    for (const r of rows)
+      out.set(r.interruption_id, [
+        ...(out.get(r.interruption_id) ?? []),
+        { machineId: r.machine_id, machineName: r.machine_name },
+      ]);
+    return out;
+  }
+
+  /** Level 2: a deployment's batch approvals whose time ran out, unanswered. */
+  lockExpiredApprovals(tx: EntityManager, deploymentId: string): Promise<InterruptionRow[]> {
+    return tx.query(
+      `SELECT * FROM interruptions WHERE deployment_id = $1 AND kind = 'batch-approval' AND state = 'pending' AND expires_at <= now()
+       ORDER BY id FOR UPDATE`,
+      [deploymentId],
+    );
   }
 
   listInterruptions(f: { deploymentId?: string; state?: string }): Promise<InterruptionRow[]> {
@@ -813,13 +949,13 @@ export class DeploymentRepository {
 
   /** Closes a deployment's pending interruptions (a cancel); returns the target runs that waited on them. */
   async closePendingInterruptions(tx: EntityManager, deploymentId: string): Promise<string[]> {
-    const rows = returned<{ target_run_id: string }>(
+    const rows = returned<{ target_run_id: string | null }>(
       await tx.query(
         `UPDATE interruptions SET state = 'cancelled' WHERE deployment_id = $1 AND state = 'pending' RETURNING target_run_id`,
         [deploymentId],
       ),
     );
-    return rows.map((r) => r.target_run_id);
+    return rows.map((r) => r.target_run_id).filter((id): id is string => !!id);
   }
 
   // ------------------------------------------------------------------ output variables

@@ -180,5 +180,10 @@ export interface LeaseContext {
   targetRunId: string;
   stepIndex: number;
   stepName: string;
+  /** The target's actions by index, as its agent reports them: the step's actions, then its health check if any. */
   actionNames: string[];
+  /** `check`: the lease runs the target's bake check, not its actions. */
+  purpose: 'run' | 'check';
+  /** The step has manual interventions on its targets: a lease may end before the target's last action. */
+  segmented: boolean;
 }

@@ -1,6 +1,13 @@
 import { ApiTags } from '@nestjs/swagger';
 import { Body, Controller, Get, HttpCode, Param, Post, Query } from '@nestjs/common';
-import type { CancelAccepted, Deployment, DeploymentSummary, LogPage, Preview } from '#shared/api/types.js';
+import type {
+  CancelAccepted,
+  Deployment,
+  DeploymentSummary,
+  LogPage,
+  Preview,
+  SteerAccepted,
+} from '#shared/api/types.js';
 import { invalid } from '../common/errors.js';
 import { Returns } from '../common/openapi.js';
 import { idOf, intQuery, isUuid } from '../common/http.js';
@@ -79,6 +86,23 @@ export class DeploymentsController {
     if (machineId !== undefined && !isUuid(machineId)) throw invalid('machineId must be a machine id');
     await this.deployments.getRow(id);
     return this.log.read(id, after, lim, machineId);
+  }
+
+  @Post(':id/pause')
+  @HttpCode(202)
+  @Returns('Pause a deployment: nothing new starts, running targets finish', 202, 'SteerAccepted', [
+    'not_found',
+    'deployment_finished',
+  ])
+  async pause(@Param('id', idOf('deployment')) id: string): Promise<SteerAccepted> {
+    return { id, state: await this.deployments.pause(id) };
+  }
+
+  @Post(':id/resume')
+  @HttpCode(202)
+  @Returns('Resume a paused deployment where it stopped', 202, 'SteerAccepted', ['not_found', 'deployment_finished'])
+  async resume(@Param('id', idOf('deployment')) id: string): Promise<SteerAccepted> {
+    return { id, state: await this.deployments.resume(id) };
   }
 
   @Post(':id/cancel')

@@ -349,6 +349,43 @@ export class DeploymentsService {
   }
 
   /** Asks a deployment to stop: nothing new starts, running scripts are killed, it ends `cancelled`. */
+  /**
+   * Pauses a deployment: no target, check, batch or step starts until it is resumed; running ones finish, and it keeps
+   * its place in the queue. Pausing a paused one changes nothing. The state is a row: it holds across a restart and
+   * on every node.
+   */
+  async pause(id: string): Promise<DeploymentRow['state']> {
+    await this.repo.transaction(async (tx) => {
+      const d = await this.repo.lockDeployment(tx, id);
+      if (!d) throw notFound(`deployment ${id} not found`);
+      if (d.state === 'paused') return;
+      if (d.state === 'cancelling' || !(ACTIVE_STATES as readonly string[]).includes(d.state))
+        throw new DomainError('deployment_finished', `deployment ${id} cannot be paused: it is ${d.state}`);
+      await this.repo.pauseDeployment(tx, id);
+      await this.log.append(tx, id, [
+        { level: 'warn', text: 'Paused: no new target starts until it is resumed; running ones finish' },
+      ]);
+    });
+    this.events.emit('changed', id);
+    return 'paused';
+  }
+
+  /** Resumes a paused deployment where it stopped; resuming one that is not paused changes nothing. */
+  async resume(id: string): Promise<DeploymentRow['state']> {
+    const state = await this.repo.transaction(async (tx) => {
+      const d = await this.repo.lockDeployment(tx, id);
+      if (!d) throw notFound(`deployment ${id} not found`);
+      if (!(ACTIVE_STATES as readonly string[]).includes(d.state) || d.state === 'cancelling')
+        throw new DomainError('deployment_finished', `deployment ${id} cannot be resumed: it is ${d.state}`);
+      if (d.state !== 'paused') return d.state;
+      await this.repo.unpauseDeployment(tx, id);
+      await this.log.append(tx, id, [{ level: 'info', text: 'Resumed' }]);
+      return d.started_at ? 'executing' : 'queued';
+    });
+    this.events.emit('changed', id);
+    return state;
+  }
+
   async cancel(id: string) {
     await this.repo.transaction(async (tx) => {
       const d = await this.repo.lockDeployment(tx, id);

@@ -1,9 +1,11 @@
 /**
- * Interruptions: questions a deployment waits on. A manual intervention (proceed / abort) runs on the server as a
- * step without target roles; a guided failure (retry / skip / abort) is raised for one failed target when the
- * deployment runs with guided failure. Each interruption belongs to one target run: an answer never applies to
- * another target. Submitting twice is a conflict. Opening one (in the caller's transaction) turns the deployment to
- * `waiting`; the last answer turns it back to `executing`.
+ * Interruptions: questions a deployment waits on. A manual intervention (proceed / abort) is an action: on the
+ * server in a step without target roles, or per target inside a rolling step (the target holds its place in the
+ * window meanwhile); a guided failure (retry / skip / abort) is raised for one failed target when the deployment runs
+ * with guided failure; a batch approval (proceed / abort) lets a step's next batch go, and may have a timeout whose
+ * default answer is then applied and recorded as such. A manual intervention or guided failure belongs to one target
+ * run: an answer never applies to another target. Submitting twice is a conflict. Opening one (in the caller's
+ * transaction) turns the deployment to `waiting`; the last answer turns it back to `executing`.
  */
 import { Injectable } from '@nestjs/common';
 import type { Interruption } from '#shared/api/types.js';
@@ -17,6 +19,7 @@ import { DeploymentEvents } from './deployment-events.js';
 import { DeploymentLogService } from './deployment-log.service.js';
 import { DeploymentRepository } from './deployment.repository.js';
 import type {
+  DeploymentRow,
   InterruptionKind,
   InterruptionRow,
   LogEntryInput,
@@ -42,8 +45,10 @@ export class InterruptionsService {
   ) {}
 
   /**
-   * Opens a manual intervention for the first pending manual-intervention action of a server target run, in the
-   * caller's transaction (which holds the deployment's lock); returns its id, or null when none is left.
+   * Opens a manual intervention for a target run whose next pending action is one, in the caller's transaction
+   * (which holds the deployment's lock): a server target run, or a machine's inside a rolling step (then the
+   * interruption names the machine). Returns its id, or null when the next pending action is not a manual
+   * intervention (or none is left).
    */
   async openManualIntervention(
     tx: EntityManager,
@@ -51,8 +56,8 @@ export class InterruptionsService {
     run: TargetRunRow,
     process: ReleaseEntity['process'],
   ): Promise<string | null> {
-    const index = run.actions.findIndex((a) => a.state === 'pending' && a.type === 'manual-intervention');
-    if (index < 0) return null;
+    const index = run.actions.findIndex((a) => a.state === 'pending');
+    if (index < 0 || run.actions[index].type !== 'manual-intervention') return null;
     const action = process[run.step_index].actions[index];
     const id = await this.repo.insertInterruption(tx, {
       deploymentId,
@@ -60,8 +65,9 @@ export class InterruptionsService {
       stepIndex: run.step_index,
       actionIndex: index,
       targetRunId: run.id,
-      machineId: null,
-      instructions: action.instructions ?? `Approve ${action.name} to continue`,
+      machineId: run.machine_id,
+      instructions:
+        action.instructions ?? `Approve ${action.name}${run.machine_id ? ` on ${run.machine_name}` : ''} to continue`,
     });
     await this.repo.setTargetActions(
       tx,
@@ -100,6 +106,80 @@ export class InterruptionsService {
     return id;
   }
 
+  /**
+   * Asks a person to let a step's next batch go (the step waits at its approval gate), in the caller's transaction;
+   * returns its id. With a timeout, the default answer is applied when it runs out (`applyExpiredApprovals`).
+   */
+  async openBatchApproval(
+    tx: EntityManager,
+    p: {
+      deploymentId: string;
+      stepIndex: number;
+      stepName: string;
+      batch: number;
+      batchCount: number;
+      machineNames: string[];
+      timeoutSeconds?: number;
+      defaultResult: 'proceed' | 'abort';
+    },
+  ): Promise<string> {
+    const names = p.machineNames.length ? p.machineNames.join(', ') : 'no targets left';
+    const timeout = p.timeoutSeconds
+      ? ` Without an answer within ${p.timeoutSeconds} s, ${p.defaultResult} is applied.`
+      : '';
+    const id = await this.repo.insertInterruption(tx, {
+      deploymentId: p.deploymentId,
+      kind: 'batch-approval',
+      stepIndex: p.stepIndex,
+      actionIndex: 0,
+      targetRunId: null,
+      machineId: null,
+      instructions: `Let batch ${p.batch + 1} of ${p.batchCount} of ${p.stepName} go (${names})?${timeout}`,
+      batch: p.batch,
+      expiresInSeconds: p.timeoutSeconds,
+      defaultResult: p.timeoutSeconds ? p.defaultResult : undefined,
+    });
+    await this.repo.markWaiting(tx, p.deploymentId);
+    return id;
+  }
+
+  /**
+   * Applies the default answer of the deployment's batch approvals whose time ran out, recorded as given by
+   * `timeout`; in the caller's transaction, which holds the deployment's lock (level 1; the approvals are level 2).
+   * Returns the log lines to append.
+   */
+  async applyExpiredApprovals(
+    tx: EntityManager,
+    dep: DeploymentRow,
+    process: ReleaseEntity['process'],
+  ): Promise<LogEntryInput[]> {
+    const lines: LogEntryInput[] = [];
+    for (const intr of await this.repo.lockExpiredApprovals(tx, dep.id)) {
+      const result = intr.default_result ?? 'abort';
+      const notes = 'no answer in time: the default answer was applied';
+      await this.repo.answerInterruption(tx, intr.id, { result, notes, by: 'timeout' });
+      await this.applyBatchAnswer(tx, dep.id, intr, result);
+      lines.push({
+        level: result === 'abort' ? 'warn' : 'info',
+        stepName: process[intr.step_index].name,
+        text: `Approval of batch ${(intr.batch ?? 0) + 1} of ${process[intr.step_index].name}: ${result} by timeout (${notes})`,
+      });
+    }
+    if (lines.length) await this.repo.resumeIfNoneWaiting(tx, dep.id);
+    return lines;
+  }
+
+  /** Proceed lets the batch go (the step leaves its approval gate); abort stops the step's roll. */
+  private async applyBatchAnswer(tx: EntityManager, deploymentId: string, intr: InterruptionRow, result: string) {
+    if (result === 'proceed')
+      await this.repo.setStepGate(tx, deploymentId, intr.step_index, {
+        currentBatch: intr.batch ?? 0,
+        gate: null,
+        gateUntil: null,
+      });
+    else await this.repo.abortStep(tx, deploymentId, intr.step_index);
+  }
+
   private async dto(rows: InterruptionRow[]): Promise<Interruption[]> {
     const processes = new Map<string, ReleaseEntity['process']>();
     for (const r of rows)
@@ -108,16 +188,27 @@ export class InterruptionsService {
     const names = await this.machines.namesOf([
       ...new Set(rows.map((r) => r.machine_id).filter((m): m is string => !!m)),
     ]);
+    const approvals = rows.filter((r) => r.kind === 'batch-approval');
+    const batchTargets = approvals.length ? await this.repo.batchTargets(approvals) : new Map();
     return rows.map((r) => {
       const step = processes.get(r.deployment_id)![r.step_index];
+      const approval = r.kind === 'batch-approval';
       return {
         id: r.id,
         deploymentId: r.deployment_id,
         kind: r.kind,
         stepName: step.name,
-        actionName: step.actions[r.action_index]?.name,
+        ...(approval ? {} : { actionName: step.actions[r.action_index]?.name }),
         ...(r.machine_id ? { machineId: r.machine_id, machineName: names.get(r.machine_id) } : {}),
         instructions: r.instructions,
+        ...(approval
+          ? {
+              batch: r.batch ?? 0,
+              targets: batchTargets.get(r.id) ?? [],
+              ...(r.expires_at ? { expiresAt: iso(r.expires_at)! } : {}),
+              ...(r.default_result ? { defaultResult: r.default_result } : {}),
+            }
+          : {}),
         state: r.state,
         allowedResults: [...RESULTS[r.kind]],
         ...(r.result ? { result: r.result } : {}),
@@ -156,11 +247,23 @@ export class InterruptionsService {
             ? `interruption ${id} was closed when the deployment was cancelled`
             : `interruption ${id} was already answered (${intr.result} by ${intr.submitted_by})`,
         );
-      const run = await this.repo.lockTargetRun(tx, intr.target_run_id!);
       await this.repo.answerInterruption(tx, id, { result: dto.result, notes: dto.notes ?? null, by: submitter });
       const step = process[intr.step_index];
-      const action = step.actions[intr.action_index];
       const who = `${dto.result} by ${submitter}${dto.notes ? `: ${dto.notes}` : ''}`;
+      if (intr.kind === 'batch-approval' || !intr.target_run_id) {
+        await this.applyBatchAnswer(tx, dep.id, intr, dto.result);
+        await this.repo.resumeIfNoneWaiting(tx, dep.id);
+        await this.log.append(tx, dep.id, [
+          {
+            level: dto.result === 'abort' ? 'warn' : 'info',
+            stepName: step.name,
+            text: `Approval of batch ${(intr.batch ?? 0) + 1} of ${step.name}: ${who}`,
+          },
+        ]);
+        return;
+      }
+      const run = await this.repo.lockTargetRun(tx, intr.target_run_id);
+      const action = step.actions[intr.action_index];
       const lines: LogEntryInput[] = [
         {
           level: dto.result === 'abort' ? 'warn' : 'info',
@@ -169,7 +272,7 @@ export class InterruptionsService {
           machineId: run.machine_id,
           text:
             intr.kind === 'manual-intervention'
-              ? `Manual intervention ${action?.name}: ${who}`
+              ? `Manual intervention ${action?.name}${run.machine_id ? ` on ${run.machine_name}` : ''}: ${who}`
               : `Guided failure of ${step.name} on ${run.machine_name}: ${who}`,
         },
       ];
@@ -185,8 +288,12 @@ export class InterruptionsService {
         if (dto.result === 'proceed') {
           run.actions = actions;
           await this.repo.setTargetActions(tx, run.id, actions);
-          if (!(await this.openManualIntervention(tx, dep.id, run, process)))
-            await this.repo.finishTargetRun(tx, run.id, 'success', { actions });
+          if (await this.openManualIntervention(tx, dep.id, run, process)) {
+            // The next action is another manual intervention: the target keeps waiting for a person.
+          } else if (run.machine_id && actions.some((a) => a.state === 'pending'))
+            // Its next actions run on its machine: it takes a lease again at the next round, first in its window.
+            await this.repo.resumeTargetRun(tx, run.id, actions);
+          else await this.repo.finishTargetRun(tx, run.id, 'success', { actions });
         } else {
           await this.repo.finishTargetRun(tx, run.id, 'failed', { actions: skipRest(actions), failureKind: 'aborted' });
           await this.repo.abortStep(tx, dep.id, intr.step_index);

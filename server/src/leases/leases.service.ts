@@ -11,6 +11,7 @@
 import { Inject, Injectable } from '@nestjs/common';
 import type { EntityManager } from 'typeorm';
 import type { FailureKind } from '#shared/api/types.js';
+import { HEALTH_CHECK_ACTION } from '#shared/process/index.js';
 import type { AgentMessageOf } from '#shared/protocol/index.js';
 import { isUuid } from '../common/http.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
@@ -84,6 +85,8 @@ export class LeasesService {
       stepIndex: number;
       window: number;
       exclusive: boolean;
+      /** `check`: the targets' bake checks, not their actions. */
+      purpose?: 'run' | 'check';
       targets: Array<{ targetRunId: string; machineId: string; waitingSince: Date | null }>;
     },
   ): Promise<Array<{ id: string; slot: number; targetRunId: string; machineId: string }>> {
@@ -107,7 +110,9 @@ export class LeasesService {
       targetRunId: row.lease.target_run_id,
       stepIndex: row.lease.step_index,
       stepName: step.name,
-      actionNames: step.actions.map((a) => a.name),
+      actionNames: [...step.actions.map((a) => a.name), ...(step.healthCheck ? [HEALTH_CHECK_ACTION] : [])],
+      purpose: row.lease.purpose ?? 'run',
+      segmented: step.actions.some((a) => a.type === 'manual-intervention'),
     };
     if (this.contexts.size > 50_000) this.contexts.clear();
     this.contexts.set(leaseId, ctx);
@@ -150,7 +155,8 @@ export class LeasesService {
 
   /** An action's state changed on the agent. Ignored once the lease is released (the result already settled it). */
   async actionUpdate(ctx: LeaseContext, msg: AgentMessageOf<'lease.action'>): Promise<void> {
-    if (msg.actionIndex >= ctx.actionNames.length) return;
+    // A bake check's progress is its own (bakeCheck): the target's actions ended before its bake.
+    if (msg.actionIndex >= ctx.actionNames.length || ctx.purpose === 'check') return;
     await this.repo.updateActionWhileLeased(msg.leaseId, ctx.targetRunId, msg.actionIndex, {
       state: msg.state,
       exitCode: msg.exitCode ?? null,
@@ -166,8 +172,9 @@ export class LeasesService {
     // A success changes only its lease and target run: it does not queue for the deployment's row behind the other
     // results of a wave and the dispatcher's rounds (it takes lease → target run → log head, an order no one
     // reverses), and goes in a batch (settleSuccess).
+    // A bake check, or a lease that ends at a manual intervention, may change the deployment: the locked path.
     const duplicate =
-      msg.state === 'success'
+      msg.state === 'success' && ctx.purpose === 'run' && !ctx.segmented
         ? await this.settleSuccess({ ctx, msg, secrets })
         : await this.settleOther(ctx, msg, secrets);
     if (!duplicate) this.events.emit('progressed', ctx.deploymentId);
@@ -187,8 +194,31 @@ export class LeasesService {
       if (msg.state === 'cancelled' && dep.state !== 'cancelling')
         msg = { ...msg, state: 'failed', error: msg.error ?? 'stopped on the agent' };
       const run = await this.repo.lockTargetRun(tx, ctx.targetRunId);
-      const actions = mergeActions(run.actions, msg.actions);
       await this.repo.releaseLease(tx, msg.leaseId, msg.state, tail.seq);
+      if (lease.purpose === 'check') {
+        await this.settleBakeCheck(tx, dep, run, ctx.stepName, msg, tail.entries);
+        return false;
+      }
+      const actions = mergeActions(run.actions, msg.actions);
+      if (msg.state === 'success' && actions.some((a) => a.state === 'pending')) {
+        // The lease ended before a manual intervention: the target waits for a person there, keeping its slot.
+        run.actions = actions;
+        await this.repo.waitForPerson(tx, run.id, actions);
+        const process = (await this.repo.processOf(dep.id, tx))!;
+        const id = await this.interruptions.openManualIntervention(tx, dep.id, run, process);
+        const at = process[run.step_index].actions[actions.findIndex((a) => a.state === 'pending')];
+        await this.log.append(tx, dep.id, [
+          ...tail.entries,
+          {
+            level: 'warn',
+            machineId: run.machine_id,
+            stepName: ctx.stepName,
+            actionName: at?.name,
+            text: `${ctx.stepName} on ${run.machine_name}: waiting for manual intervention ${at?.name} (interruption ${id}): ${at?.instructions ?? ''}`.trim(),
+          },
+        ]);
+        return false;
+      }
       await this.settleTarget(
         tx,
         dep,
@@ -289,6 +319,39 @@ export class LeasesService {
   }
 
   /**
+   * A bake check's result: a pass leaves the target as it was; a failure fails the target (it counts against the
+   * step's failure budget like any failure; guided failure does not ask about it, the target's actions are done); a
+   * cancel leaves the check undone.
+   */
+  private async settleBakeCheck(
+    tx: EntityManager,
+    dep: DeploymentRow,
+    run: TargetRunRow,
+    stepName: string,
+    msg: AgentMessageOf<'lease.result'>,
+    agentLines: LogEntryInput[],
+  ) {
+    const result = msg.state === 'success' ? 'success' : msg.state === 'cancelled' ? null : 'failed';
+    const error = `health check failed at the end of the bake${msg.error ? `: ${msg.error}` : ''}`;
+    await this.repo.settleCheck(tx, run.id, result, { error, kind: 'health-check' });
+    await this.log.append(tx, dep.id, [
+      ...agentLines,
+      {
+        level: result === 'failed' ? 'error' : 'info',
+        machineId: run.machine_id,
+        stepName,
+        actionName: HEALTH_CHECK_ACTION,
+        text:
+          result === 'success'
+            ? `${stepName} on ${run.machine_name}: health check passed at the end of the bake`
+            : result === 'failed'
+              ? `${stepName} on ${run.machine_name} failed: ${error}`
+              : `${stepName} on ${run.machine_name}: health check stopped (the deployment is being cancelled)`,
+      },
+    ]);
+  }
+
+  /**
    * Records a target run's outcome. A failure under guided failure does not settle the target: it stays in flight
    * (holding its place in the window) and the deployment waits on a guided-failure interruption for it alone.
    */
@@ -369,6 +432,21 @@ export class LeasesService {
             : `agent lost: no heartbeat for ${Math.round(this.ttlSeconds)} s`;
         const run = await this.repo.lockTargetRun(tx, lease.target_run_id);
         await this.repo.releaseLease(tx, l.id, 'lost');
+        if (lease.purpose === 'check') {
+          // Its health cannot be vouched for: the target fails, as agent lost (a cancel leaves the check undone).
+          const cancelling = dep.state === 'cancelling';
+          await this.repo.settleCheck(tx, run.id, cancelling ? null : 'failed', { error: reason, kind: 'agent-lost' });
+          await this.log.append(tx, dep.id, [
+            {
+              level: cancelling ? 'warn' : 'error',
+              machineId: run.machine_id,
+              stepName: ctx?.stepName ?? 'Step',
+              text: `${ctx?.stepName ?? 'Step'} on ${run.machine_name}: health check at the end of the bake: ${reason}`,
+            },
+          ]);
+          touched.add(l.deployment_id);
+          return;
+        }
         const state = dep.state === 'cancelling' ? 'cancelled' : 'failed';
         await this.settleTarget(
           tx,

@@ -271,6 +271,28 @@ export class MachinesService {
     this.live.emit('machines');
   }
 
+  /**
+   * Why each of these machines cannot take work now (revoked, disabled, offline by the online rule, or unhealthy at
+   * its last check); machines that can are left out.
+   */
+  async unavailable(ids: string[]): Promise<Map<string, string>> {
+    const out = new Map<string, string>();
+    const rows = await this.repo.find({ where: { id: In(ids) } });
+    for (const m of rows) {
+      const why = m.revokedAt
+        ? 'revoked'
+        : m.disabled
+          ? 'disabled'
+          : !this.isOnline(m)
+            ? `offline (last seen ${m.lastSeenAt ? m.lastSeenAt.toISOString() : 'never'})`
+            : m.health === 'unhealthy'
+              ? `unhealthy (${m.healthReason ?? 'its last health check failed'})`
+              : undefined;
+      if (why) out.set(m.id, why);
+    }
+    return out;
+  }
+
   /** Which of these machines are not revoked. */
   async notRevoked(ids: string[]): Promise<Set<string>> {
     const rows = await this.repo.find({ where: { id: In(ids), revokedAt: IsNull() }, select: { id: true } });

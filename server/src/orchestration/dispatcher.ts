@@ -19,6 +19,7 @@ import {
   ACTIVE_STATES,
   type DeploymentRow,
   type LogEntryInput,
+  type StepRow,
   type TargetRunRow,
 } from '../deployments/deployment.types.js';
 import { InterruptionsService } from '../deployments/interruptions.service.js';
@@ -27,7 +28,7 @@ import { LOGGER, type Logger } from '../logging/logger.js';
 import { MachinesService } from '../machines/machines.service.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
 import { OffersService } from './offers.service.js';
-import { plan, type PlanInput } from './planner.js';
+import { plan, type GateChange, type PlanInput } from './planner.js';
 
 const TICK_MS = 500;
 const REOFFER_MS = 3_000;
@@ -172,6 +173,9 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     await this.repo.transaction(async (tx) => {
       const d = await this.repo.lockOwnedDeployment(tx, id, this.config.nodeId);
       if (!d || !(ACTIVE_STATES as readonly string[]).includes(d.state)) return;
+      const paused = d.state === 'paused';
+      // Paused before it started: it keeps its place in the queue and starts nothing.
+      if (paused && !d.started_at) return;
       if (d.state === 'queued') {
         // One deployment at a time per project and environment, in creation order: this one waits for the one ahead.
         if (await this.repo.queuedBehind(d, tx)) {
@@ -182,15 +186,23 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       // Steps, target runs and whether a person is awaited, read after the row lock: the interruptions are opened
       // and answered under this lock, and what this round opens is counted below. The state's flip between
       // executing and waiting then needs no statement in a round that changes neither.
+      const lines: LogEntryInput[] = [];
+      // Batch approvals whose time ran out get their default answer first (it may let a batch go in this round).
+      if (d.state !== 'queued' && d.state !== 'cancelling') {
+        const release = await this.offers.release(d.release_id, tx);
+        lines.push(...(await this.interruptions.applyExpiredApprovals(tx, d, release.process)));
+      }
       const { steps, runs, awaitsPerson: awaited, concurrentOnMachines } = await this.repo.readRound(tx, d);
       let awaitsPerson = awaited;
-      const lines: LogEntryInput[] = [];
       if (d.state === 'queued') {
         await this.repo.startDeployment(tx, id);
         d.state = 'executing';
       }
       const input: PlanInput = {
         cancelling: d.state === 'cancelling',
+        paused,
+        now: Date.now(),
+        unavailable: await this.unavailableTargets(steps, runs),
         steps: steps.map((s) => ({
           index: s.step_index,
           name: s.name,
@@ -200,7 +212,14 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
           window: s.window_size,
           maxFailures: s.max_failures,
           aborted: s.aborted,
-          targets: runs.filter((r) => r.step_index === s.step_index).map((r) => ({ id: r.id, state: r.state })),
+          batchCount: s.batch_count,
+          currentBatch: s.current_batch,
+          gate: s.gate,
+          gateUntil: s.gate_until ? s.gate_until.getTime() : null,
+          policy: s.policy,
+          targets: runs
+            .filter((r) => r.step_index === s.step_index)
+            .map((r) => ({ id: r.id, state: r.state, batch: r.batch, bakeCheck: r.bake_check })),
         })),
       };
       const runById = new Map(runs.map((r) => [r.id, r]));
@@ -211,7 +230,9 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       if (!concurrentOnMachines)
         await this.repo.lockMachines(
           tx,
-          decision.start.map((x) => runById.get(x.targetId)!.machine_id).filter((m): m is string => !!m),
+          [...decision.start, ...decision.checks]
+            .map((x) => runById.get(x.targetId)!.machine_id)
+            .filter((m): m is string => !!m),
         );
       if (decision.waiting.length) this.blocked.add(id);
       else this.blocked.delete(id);
@@ -250,16 +271,61 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
               : `Step ${s.name} ${STEP_TEXT[u.state]}${u.reason ? ` (${SKIP_TEXT[u.reason]})` : ''}${u.state === 'failed' ? `: ${failedTargets} target(s) failed, budget ${s.max_failures}` : ''}`,
         });
       }
-      for (const u of decision.targets) await this.repo.settleUnstarted(tx, u.targetId, u.state);
+      for (const u of decision.targets) {
+        await this.repo.settleUnstarted(tx, u.targetId, u.state, u.reason);
+        if (u.reason) {
+          const run = runById.get(u.targetId)!;
+          lines.push({
+            level: 'warn',
+            stepName: steps[u.stepIndex].name,
+            machineId: run.machine_id,
+            text: `${steps[u.stepIndex].name} on ${run.machine_name} skipped: ${u.reason} when the step started`,
+          });
+        }
+      }
+      for (const g of decision.gates) {
+        await this.repo.setStepGate(tx, id, g.stepIndex, {
+          currentBatch: g.currentBatch,
+          gate: g.gate,
+          gateUntil: g.gateUntil === null ? null : new Date(g.gateUntil),
+        });
+        const text = gateText(steps[g.stepIndex], g, runs);
+        if (text) lines.push({ level: 'info', stepName: steps[g.stepIndex].name, text });
+      }
+      await this.repo.markChecksDue(
+        tx,
+        decision.checksDue.map((c) => c.targetId),
+      );
+      for (const a of decision.approvals) {
+        const s = steps[a.stepIndex];
+        const interruption = await this.interruptions.openBatchApproval(tx, {
+          deploymentId: id,
+          stepIndex: a.stepIndex,
+          stepName: s.name,
+          batch: a.batch,
+          batchCount: s.batch_count,
+          machineNames: a.targetIds.map((t) => runById.get(t)!.machine_name),
+          timeoutSeconds: s.policy.approvalTimeoutSeconds,
+          defaultResult: s.policy.approvalDefault ?? 'abort',
+        });
+        awaitsPerson = true;
+        lines.push({
+          level: 'warn',
+          stepName: s.name,
+          text: `Waiting for approval of batch ${a.batch + 1} of ${s.batch_count} of ${s.name} (interruption ${interruption})`,
+        });
+      }
       let process: ReleaseEntity['process'] | undefined;
       const toLease = new Map<number, TargetRunRow[]>();
       for (const s of decision.start) {
         const run = runById.get(s.targetId)!;
         const step = steps[s.stepIndex];
-        if (!run.machine_id) {
-          // A step without target roles runs on the server: its manual interventions become interruptions.
+        const firstPending = run.actions.find((a) => a.state === 'pending');
+        if (!run.machine_id || firstPending?.type === 'manual-intervention') {
+          // A step without target roles runs on the server, and a target whose next action is a manual intervention
+          // waits for a person (holding its place in the window): both become interruptions.
           process ??= (await this.offers.release(d.release_id, tx)).process;
-          await this.repo.startTargetRun(tx, run.id);
+          await this.repo.startTargetRun(tx, run.id, !!run.machine_id);
           const interruption = await this.interruptions.openManualIntervention(tx, id, run, process);
           if (interruption) {
             awaitsPerson = true;
@@ -268,7 +334,8 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
               level: 'warn',
               stepName: step.name,
               actionName: action?.name,
-              text: `Waiting for manual intervention ${action?.name} (interruption ${interruption}): ${action?.instructions ?? ''}`.trim(),
+              machineId: run.machine_id,
+              text: `Waiting for manual intervention ${action?.name}${run.machine_id ? ` on ${run.machine_name}` : ''} (interruption ${interruption}): ${action?.instructions ?? ''}`.trim(),
             });
           } else {
             await this.repo.finishTargetRun(tx, run.id, 'success');
@@ -290,7 +357,14 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         }
         toLease.set(s.stepIndex, [...(toLease.get(s.stepIndex) ?? []), run]);
       }
-      for (const [stepIndex, wanted] of toLease) {
+      const toCheck = new Map<number, TargetRunRow[]>();
+      for (const c of decision.checks)
+        toCheck.set(c.stepIndex, [...(toCheck.get(c.stepIndex) ?? []), runById.get(c.targetId)!]);
+      const leaseGroups = [
+        ...[...toLease].map(([stepIndex, wanted]) => ({ stepIndex, wanted, purpose: 'run' as const })),
+        ...[...toCheck].map(([stepIndex, wanted]) => ({ stepIndex, wanted, purpose: 'check' as const })),
+      ];
+      for (const { stepIndex, wanted, purpose } of leaseGroups) {
         const step = steps[stepIndex];
         // Targets that find the window full in the database (another node's lease) wait for the next round.
         const taken = await this.leases.take(tx, {
@@ -298,6 +372,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
           stepIndex,
           window: step.window_size,
           exclusive: !concurrentOnMachines,
+          purpose,
           targets: wanted.map((r) => ({ targetRunId: r.id, machineId: r.machine_id!, waitingSince: r.waiting_since })),
         });
         if (!taken.length) continue;
@@ -308,12 +383,12 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
             level: 'info',
             stepName: step.name,
             machineId: run.machine_id,
-            text: `${step.name} on ${run.machine_name}: lease taken (slot ${lease.slot + 1} of ${step.window_size})`,
+            text: `${step.name} on ${run.machine_name}: ${purpose === 'check' ? 'health check at the end of the bake: ' : ''}lease taken (slot ${lease.slot + 1} of ${step.window_size})`,
           });
           offers.push({ leaseId: lease.id, machineId: lease.machineId });
         }
       }
-      if (!decision.outcome && d.state !== 'cancelling') {
+      if (!decision.outcome && d.state !== 'cancelling' && !paused) {
         const state = awaitsPerson ? 'waiting' : 'executing';
         if (state !== d.state) await this.repo.setDeploymentState(tx, id, state);
       }
@@ -351,6 +426,25 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
   }
 
   /**
+   * Targets of steps about to start with `skipUnavailable` whose machines are offline, disabled, unhealthy or revoked,
+   * with the reason (one query, only while such a step is pending).
+   */
+  private async unavailableTargets(steps: StepRow[], runs: TargetRunRow[]): Promise<Map<string, string>> {
+    const pending = new Set(
+      steps.filter((s) => s.state === 'pending' && s.policy?.skipUnavailable).map((s) => s.step_index),
+    );
+    const candidates = runs.filter((r) => pending.has(r.step_index) && r.state === 'pending' && r.machine_id);
+    if (!candidates.length) return new Map();
+    const reasons = await this.machines.unavailable(candidates.map((r) => r.machine_id!));
+    const out = new Map<string, string>();
+    for (const r of candidates) {
+      const why = reasons.get(r.machine_id!);
+      if (why) out.set(r.id, why);
+    }
+    return out;
+  }
+
+  /**
    * Plans a round with the machine rule: the targets the planner would start are checked against their machines (busy
    * with another deployment's lease, or another deployment's target waiting longer), and the round planned again
    * without the busy ones, until the targets it starts are all free (a few passes at most; the lease's take checks
@@ -366,7 +460,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     const checked = new Set<string>();
     let decision = plan(input);
     for (let pass = 0; pass < 5; pass++) {
-      const unchecked = decision.start
+      const unchecked = [...decision.start, ...decision.checks]
         .map((s) => runById.get(s.targetId)!)
         .filter((r) => r.machine_id && !checked.has(r.id));
       if (!unchecked.length) break;
@@ -437,6 +531,24 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     for (const l of await this.leases.toCancel(machineIds))
       this.agents.send(l.machine_id, { type: 'lease.cancel', leaseId: l.id, reason: 'deployment cancelled' });
     if (this.lastOffered.size > 10_000) this.lastOffered.clear();
+  }
+}
+
+/** The log line of a step's batch starting or a gate opening (none for the one batch of a plain step). */
+function gateText(step: StepRow, g: GateChange, runs: TargetRunRow[]): string | null {
+  const n = g.currentBatch + 1;
+  const inBatch = runs.filter((r) => r.step_index === step.step_index && r.batch === g.currentBatch);
+  switch (g.event) {
+    case 'batch-started':
+      return step.batch_count > 1
+        ? `Step ${step.name}: batch ${n} of ${step.batch_count} started (${inBatch.map((r) => r.machine_name).join(', ')})`
+        : null;
+    case 'bake-started':
+      return `Step ${step.name}: batch ${n} of ${step.batch_count} ended; baking for ${step.policy.bakeSeconds} s (until ${new Date(g.gateUntil!).toISOString()})`;
+    case 'checks-started':
+      return `Step ${step.name}: the bake of batch ${n} ended; health checks on its targets that succeeded`;
+    default:
+      return null;
   }
 }
 

@@ -6,7 +6,8 @@
  */
 import { Injectable } from '@nestjs/common';
 import type { EntityManager } from 'typeorm';
-import type { AgentMessageOf, LeaseOffer } from '#shared/protocol/index.js';
+import { HEALTH_CHECK_ACTION, HEALTH_CHECK_DEFAULTS, type Step } from '#shared/process/index.js';
+import type { AgentMessageOf, LeaseAction, LeaseOffer } from '#shared/protocol/index.js';
 import { outputName, resolveScoped } from '#shared/variables/index.js';
 import { DeploymentSecrets } from '../deployments/deployment-secrets.js';
 import { DeploymentRepository, type OfferRow } from '../deployments/deployment.repository.js';
@@ -85,21 +86,65 @@ export class OffersService {
   }
 }
 
+/**
+ * What a target's actions are on its agent, by index: the step's actions, then its health check (a script with its
+ * own timeout, and its retries `intervalSeconds` apart). A manual intervention runs on no agent.
+ */
+function agentActions(step: Step, release: ReleaseFacts): Array<LeaseAction | null> {
+  const list: Array<LeaseAction | null> = step.actions.map((a, index) =>
+    a.type === 'manual-intervention'
+      ? null
+      : {
+          index,
+          name: a.name,
+          type: a.type,
+          script: a.script,
+          timeoutSeconds: a.timeoutSeconds ?? release.defaultTimeoutSeconds ?? undefined,
+          retries: a.retries ?? 0,
+          retryDelaySeconds: a.retryDelaySeconds ?? 0,
+          package: a.type === 'package' ? release.packages.find((p) => p.packageId === a.packageId) : undefined,
+        },
+  );
+  if (step.healthCheck)
+    list.push({
+      index: step.actions.length,
+      name: HEALTH_CHECK_ACTION,
+      type: 'script',
+      script: step.healthCheck.script,
+      timeoutSeconds: step.healthCheck.timeoutSeconds ?? HEALTH_CHECK_DEFAULTS.timeoutSeconds,
+      retries: step.healthCheck.retries ?? HEALTH_CHECK_DEFAULTS.retries,
+      retryDelaySeconds: step.healthCheck.intervalSeconds ?? HEALTH_CHECK_DEFAULTS.intervalSeconds,
+    });
+  return list;
+}
+
+/**
+ * The actions a lease carries: for a bake check, the health check alone; otherwise the target's pending actions in
+ * order, up to the next manual intervention (the target waits for a person there, and takes a new lease after).
+ */
+export function leaseActions(
+  step: Step,
+  release: ReleaseFacts,
+  targetActions: OfferRow['target_actions'],
+  purpose: 'run' | 'check',
+): LeaseAction[] {
+  const all = agentActions(step, release);
+  if (purpose === 'check') {
+    const check = all[step.actions.length];
+    return check ? [check] : [];
+  }
+  const out: LeaseAction[] = [];
+  for (const [i, a] of all.entries()) {
+    if (targetActions[i]?.state !== 'pending') continue;
+    if (!a) break; // a manual intervention: the lease ends before it
+    out.push(a);
+  }
+  return out;
+}
+
 function offerFrom(row: OfferRow, release: ReleaseFacts, outputs: OutputVariableRow[]): LeaseOffer | null {
   const step = release.process[row.step_index];
-  const actions = step.actions
-    .map((a, index) => ({ a, index }))
-    .filter(({ index }) => row.target_actions[index]?.state === 'pending')
-    .map(({ a, index }) => ({
-      index,
-      name: a.name,
-      type: a.type as 'script' | 'package',
-      script: a.script,
-      timeoutSeconds: a.timeoutSeconds ?? release.defaultTimeoutSeconds ?? undefined,
-      retries: a.retries ?? 0,
-      retryDelaySeconds: a.retryDelaySeconds ?? 0,
-      package: a.type === 'package' ? release.packages.find((p) => p.packageId === a.packageId) : undefined,
-    }));
+  const actions = leaseActions(step, release, row.target_actions, row.purpose ?? 'run');
   if (!actions.length) return null;
 
   const roles = row.machine_roles;
