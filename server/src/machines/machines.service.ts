@@ -275,9 +275,9 @@ export class MachinesService {
    * Why each of these machines cannot take work now (revoked, disabled, offline by the online rule, or unhealthy at
    * its last check); machines that can are left out.
    */
-  async unavailable(ids: string[]): Promise<Map<string, string>> {
+  async unavailable(ids: string[], db: EntityManager = this.repo.manager): Promise<Map<string, string>> {
     const out = new Map<string, string>();
-    const rows = await this.repo.find({ where: { id: In(ids) } });
+    const rows = await db.getRepository(MachineEntity).find({ where: { id: In(ids) } });
     for (const m of rows) {
       const why = m.revokedAt
         ? 'revoked'

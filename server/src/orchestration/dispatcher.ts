@@ -202,7 +202,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         cancelling: d.state === 'cancelling',
         paused,
         now: Date.now(),
-        unavailable: await this.unavailableTargets(steps, runs),
+        unavailable: await this.unavailableTargets(tx, steps, runs),
         steps: steps.map((s) => ({
           index: s.step_index,
           name: s.name,
@@ -429,13 +429,20 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
    * Targets of steps about to start with `skipUnavailable` whose machines are offline, disabled, unhealthy or revoked,
    * with the reason (one query, only while such a step is pending).
    */
-  private async unavailableTargets(steps: StepRow[], runs: TargetRunRow[]): Promise<Map<string, string>> {
+  private async unavailableTargets(
+    tx: EntityManager,
+    steps: StepRow[],
+    runs: TargetRunRow[],
+  ): Promise<Map<string, string>> {
     const pending = new Set(
       steps.filter((s) => s.state === 'pending' && s.policy?.skipUnavailable).map((s) => s.step_index),
     );
     const candidates = runs.filter((r) => pending.has(r.step_index) && r.state === 'pending' && r.machine_id);
     if (!candidates.length) return new Map();
-    const reasons = await this.machines.unavailable(candidates.map((r) => r.machine_id!));
+    const reasons = await this.machines.unavailable(
+      candidates.map((r) => r.machine_id!),
+      tx,
+    );
     const out = new Map<string, string>();
     for (const r of candidates) {
       const why = reasons.get(r.machine_id!);
