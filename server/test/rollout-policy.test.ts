@@ -83,7 +83,7 @@ describe('growing batches', () => {
     expect(step.targets.map((t: any) => t.batch)).toEqual([0, 1, 1, 1, 2, 2]);
     const runs = runsOf('batches');
     expect(runs.size).toBe(6);
-    const batch = (b: number) =>
+    const batch = (b: number): Array<{ start: number; end: number }> =>
       step.targets.filter((t: any) => t.batch === b).map((t: any) => runs.get(t.machineName)!);
     for (let b = 1; b < 3; b++) {
       const ended = Math.max(...batch(b - 1).map((r) => r.end));
@@ -299,6 +299,42 @@ describe('pause and resume', () => {
     expect(again.status).toBe(409);
     expect(again.body.code).toBe('deployment_finished');
   }, 180_000);
+
+  // Two server nodes on one PostgreSQL: the deployment is driven by one, paused and resumed through the other; the
+  // driver honours both within its next round (the pause is a row, not a node's memory).
+  const pgOnly = process.env.DATABASE_URL ? it : it.skip;
+  pgOnly(
+    'is paused and resumed through another node',
+    async () => {
+      const other = await startServer({ sameDataAs: srv });
+      try {
+        const p = await createProject(srv, 'Pausable elsewhere', [
+          {
+            name: 'Web',
+            targetRoles: ['web'],
+            windowSize: 1,
+            actions: [{ name: 'Roll', type: 'script', script: timed('pause-node', 0.5) }],
+          },
+        ]);
+        const dep = await startDeployment(srv, p.id, envId, { version: '1.0.0' });
+        await waitFor('the first target to run', async () => runsOf('pause-node').size >= 1 || null, 30_000, 50);
+        await other.must('POST', `/api/deployments/${dep.id}/pause`, undefined, [202]);
+        const pausedAt = Date.now();
+        await sleep(2500);
+        expect((await srv.must('GET', `/api/deployments/${dep.id}`)).state).toBe('paused');
+        for (const [, r] of runsOf('pause-node')) expect(r.start).toBeLessThan(pausedAt + 600); // one round at most
+        const ran = runsOf('pause-node').size;
+        await sleep(1000);
+        expect(runsOf('pause-node').size).toBe(ran);
+        await other.must('POST', `/api/deployments/${dep.id}/resume`, undefined, [202]);
+        expect((await srv.waitDeployment(dep.id, 60_000)).state).toBe('success');
+        expect(runsOf('pause-node').size).toBe(6);
+      } finally {
+        await other.stop({ keepData: true }); // the database is the first node's: it drops it
+      }
+    },
+    120_000,
+  );
 });
 
 describe('skipUnavailable', () => {
