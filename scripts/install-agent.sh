@@ -2,7 +2,7 @@
 # Installs the Cuttle agent as a systemd service on this machine, or removes it.
 #
 #   sudo scripts/install-agent.sh --server https://deploy.example.com:8443 --token cuttle1.… \
-#        --name web-01 --roles web --environments Production
+#        --name web-01 --roles web --environments Production [--labels zone=a,rack=r1]
 #   sudo scripts/install-agent.sh --uninstall [--purge]
 #
 # It copies the built agent (dist/ and node_modules/ of this checkout; run `npm install` first) to --prefix, creates a
@@ -14,7 +14,7 @@
 set -euo pipefail
 
 user=cuttle-agent home=/var/lib/cuttle-agent work="" prefix=/opt/cuttle-agent unit_dir=/etc/systemd/system
-server="" token="" name="$(hostname)" roles="" environments="" uninstall=0 purge=0 start=1
+server="" token="" name="$(hostname)" roles="" environments="" labels="" uninstall=0 purge=0 start=1
 unit=cuttle-agent.service
 die() { echo "install-agent: $*" >&2; exit 2; }
 
@@ -25,6 +25,7 @@ while [ $# -gt 0 ]; do
     --name) name="$2"; shift 2 ;;
     --roles) roles="$2"; shift 2 ;;
     --environments) environments="$2"; shift 2 ;;
+    --labels) labels="$2"; shift 2 ;;
     --user) user="$2"; shift 2 ;;
     --home) home="$2"; shift 2 ;;
     --work) work="$2"; shift 2 ;;
@@ -76,8 +77,11 @@ if [ ! -f "$home/identity.json" ]; then
   args=(register --home "$home" --server "$server" --token "$token" --name "$name")
   [ -n "$roles" ] && args+=(--roles "$roles")
   [ -n "$environments" ] && args+=(--environments "$environments")
+  [ -n "$labels" ] && args+=(--labels "$labels")
   if [ "$user" = root ]; then "$node_bin" "$prefix/dist/agent/src/main.js" "${args[@]}"
   else su -s /bin/sh "$user" -c "$(printf '%q ' "$node_bin" "$prefix/dist/agent/src/main.js" "${args[@]}")"; fi
+elif [ -n "$labels" ]; then
+  echo "install-agent: already registered: --labels applies at registration only (change labels with PATCH /api/machines/:id)" >&2
 fi
 
 mkdir -p "$unit_dir"

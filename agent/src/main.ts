@@ -1,11 +1,14 @@
 #!/usr/bin/env node
 /**
- * `npm run agent -- run --server URL --token TOKEN --name NAME --roles r1,r2 --environments E1 --home DIR`
+ * `npm run agent -- run --server URL --token TOKEN --name NAME --roles r1,r2 --environments E1 --labels zone=a
+ * --home DIR`
  * Registers on first start (the token pins the server's CA), then runs with its stored identity. Run again with
  * only `--home DIR` and it reconnects. SIGTERM/SIGINT stop it: running scripts are stopped (their process groups),
- * and what the server has not acknowledged stays in the journal for the next start.
+ * and what the server has not acknowledged stays in the journal for the next start. Bad usage (an unknown option, a
+ * malformed value) exits 2 with the option named; 78 is kept for "cannot work, do not restart".
  */
-import { Command, InvalidArgumentError } from 'commander';
+import { Command, CommanderError, InvalidArgumentError } from 'commander';
+import { parseLabelList } from '#shared/labels/index.js';
 import { Agent } from './agent.js';
 import { FatalAgentError } from './errors.js';
 import { AgentHome } from './identity.js';
@@ -27,9 +30,22 @@ const url = (v: string) => {
   }
 };
 
+const labels = (v: string) => {
+  const r = parseLabelList(v, '--labels');
+  // Commander says "option '--labels <list>' argument '...' is invalid." before the reason.
+  if (!r.ok) throw new InvalidArgumentError(r.message.replace(/^--labels: /, ''));
+  return r.value;
+};
+
+/** Labels are the server's to keep once the machine exists: a later --labels changes nothing, and says so. */
+const LABELS_AT_REGISTRATION =
+  '--labels applies at registration only: this agent is registered already, so its labels stay as the server has them (change them with PATCH /api/machines/:id {"labels": {...}})';
+
 const program = new Command('cuttle-agent')
   .description('Cuttle agent (tentacle): runs deployment work on this machine')
-  .version(AGENT_VERSION);
+  .version(AGENT_VERSION)
+  // Usage errors are thrown (and exit 2 below) rather than exiting 1, which a caller could not tell from a crash.
+  .exitOverride();
 
 program
   .command('run')
@@ -40,6 +56,7 @@ program
   .option('--name <name>', 'machine name (first start only; default: host name)')
   .option('--roles <list>', 'comma-separated roles (first start only)', list, [])
   .option('--environments <list>', 'comma-separated environment names or ids (first start only)', list, [])
+  .option('--labels <list>', 'comma-separated labels like zone=a,rack=r1 (first start only)', labels)
   .option('--work <dir>', 'folder packages are unpacked into (default: HOME/work)')
   .action(
     async (o: {
@@ -49,6 +66,7 @@ program
       name?: string;
       roles: string[];
       environments: string[];
+      labels?: Record<string, string>;
       work?: string;
     }) => {
       const home = new AgentHome(o.home, o.work);
@@ -58,14 +76,24 @@ program
       if (home.hasIdentity()) {
         identity = home.load();
         if (o.token) log.info('already registered; ignoring --token', { machineId: identity.machineId });
+        if (o.labels) log.warn(LABELS_AT_REGISTRATION, { machineId: identity.machineId });
       } else {
         if (!o.token || !o.server)
-          fail('this agent is not registered yet: give --server and --token (and --name, --roles, --environments)');
+          fail(
+            'this agent is not registered yet: give --server and --token (and --name, --roles, --environments, --labels)',
+          );
         const name = o.name ?? (await import('node:os')).hostname();
         try {
           identity = await registerWithRetry(
             home,
-            { serverUrl: o.server!, token: o.token!, name, roles: o.roles, environments: o.environments },
+            {
+              serverUrl: o.server!,
+              token: o.token!,
+              name,
+              roles: o.roles,
+              environments: o.environments,
+              labels: o.labels,
+            },
             (e, delay, hint) =>
               log.warn(`registration failed (${e.message}); retrying in ${(delay / 1000).toFixed(1)} s`, { hint }),
           );
@@ -102,6 +130,7 @@ program
   .option('--name <name>', 'machine name (default: host name)')
   .option('--roles <list>', 'comma-separated roles', list, [])
   .option('--environments <list>', 'comma-separated environment names or ids', list, [])
+  .option('--labels <list>', 'comma-separated labels like zone=a,rack=r1', labels)
   .action(
     async (o: {
       home: string;
@@ -110,12 +139,14 @@ program
       name?: string;
       roles: string[];
       environments: string[];
+      labels?: Record<string, string>;
     }) => {
       const home = new AgentHome(o.home);
       home.prepare();
       if (home.hasIdentity()) {
         const id = home.load();
         console.log(`already registered as ${id.name} (${id.machineId})`);
+        if (o.labels) console.error(`cuttle agent: ${LABELS_AT_REGISTRATION}`);
         return;
       }
       try {
@@ -127,6 +158,7 @@ program
             name: o.name ?? (await import('node:os')).hostname(),
             roles: o.roles,
             environments: o.environments,
+            labels: o.labels,
           },
           undefined,
           8,
@@ -143,4 +175,10 @@ function fail(msg: string): never {
   process.exit(new FatalAgentError('').exitCode);
 }
 
-await program.parseAsync(process.argv);
+try {
+  await program.parseAsync(process.argv);
+} catch (e) {
+  // Commander has printed the problem (or the help, or the version: exit code 0).
+  if (e instanceof CommanderError) process.exit(e.exitCode === 0 ? 0 : 2);
+  throw e;
+}

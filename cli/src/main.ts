@@ -9,6 +9,7 @@ import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
 import type { Deployment, Environment, Interruption, LogPage, Machine, Project, Release } from '#shared/api/types.js';
 import { ApiError, CuttleClient } from '#shared/client/index.js';
+import { formatLabels, parseLabelSelector } from '#shared/labels/index.js';
 import { CUTTLE_VERSION } from '#shared/version.js';
 import { loadConfig, saveConfig, type CliConfig } from './config.js';
 
@@ -157,7 +158,7 @@ program
   .option('--json')
   .action(async () => {
     const envs = await client().get<Environment[]>('/api/environments');
-    out(table(envs, ['name', 'id', 'guidedFailure']), envs);
+    out(table(envs, ['name', 'id', 'guidedFailure', 'rollbackOnFailure']), envs);
   });
 
 program
@@ -165,8 +166,13 @@ program
   .description('list deployment targets')
   .option('--environment <name>', 'only this environment')
   .option('--role <role>', 'only this role')
+  .option('--label <name=value>', 'only machines with this label value, like zone=a')
   .option('--json')
   .action(async (o) => {
+    if (o.label !== undefined) {
+      const sel = parseLabelSelector(o.label, '--label');
+      if (!sel.ok) throw new UsageError(sel.message);
+    }
     const api = client();
     let q = '';
     if (o.environment) {
@@ -177,8 +183,10 @@ program
       q = `?environmentId=${env.id}`;
     }
     if (o.role) q += `${q ? '&' : '?'}role=${encodeURIComponent(o.role)}`;
+    if (o.label !== undefined) q += `${q ? '&' : '?'}label=${encodeURIComponent(o.label)}`;
     const ms = await api.get<Machine[]>(`/api/machines${q}`);
-    out(table(ms, ['name', 'status', 'health', 'roles', 'disabled', 'lastSeenAt', 'agentVersion']), ms);
+    const rows = ms.map((m) => ({ ...m, labels: formatLabels(m.labels) }));
+    out(table(rows, ['name', 'status', 'health', 'roles', 'labels', 'disabled', 'lastSeenAt', 'agentVersion']), ms);
   });
 
 program

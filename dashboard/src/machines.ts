@@ -1,5 +1,5 @@
 /**
- * Environments and machines: status, health, roles; disable/enable, revoke; create environments; create a
+ * Environments and machines: status, health, roles, labels; disable/enable, revoke; create environments; create a
  * registration token (shown once, with the command that registers an agent with it).
  */
 import { api, get, type Environment, type Machine, type RegistrationToken } from './api.js';
@@ -45,6 +45,12 @@ const list = (s: string) =>
     .split(',')
     .map((x) => x.trim())
     .filter(Boolean);
+
+/** A machine's labels as `name=value` tags, by name (read-only: PATCH /api/machines/:id changes them). */
+const labelTags = (labels: Record<string, string> | undefined) =>
+  Object.entries(labels ?? {})
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([k, v]) => html`<span class="tag label mono">${k}=${v}</span>`);
 
 /** The command that starts an agent on the target machine and registers it with the token. */
 export function agentCommand(server: string, t: CreatedToken) {
@@ -173,6 +179,7 @@ export async function machinesView(root: HTMLElement) {
         ${badge(m.health)}${m.healthReason ? html`<div class="muted small">${m.healthReason}</div>` : nothing}
       </td>
       <td>${m.roles.map((r) => html`<span class="tag">${r}</span>`)}</td>
+      <td data-testid="machine-labels">${labelTags(m.labels)}</td>
       <td>${m.environmentIds.map((id) => html`<span class="tag env">${envName(id)}</span>`)}</td>
       <td title=${m.lastSeenAt ?? ''}>${ago(m.lastSeenAt)}</td>
       <td>${m.agentVersion ?? '—'}</td>
@@ -189,7 +196,7 @@ export async function machinesView(root: HTMLElement) {
       : html`<table data-testid="machines">
           <thead>
             <tr>
-              ${['Name', 'Status', 'Health', 'Roles', 'Environments', 'Last seen', 'Agent', ''].map((t) => html`<th>${t}</th>`)}
+              ${['Name', 'Status', 'Health', 'Roles', 'Labels', 'Environments', 'Last seen', 'Agent', ''].map((t) => html`<th>${t}</th>`)}
             </tr>
           </thead>
           <tbody>
@@ -311,7 +318,7 @@ export async function machinesView(root: HTMLElement) {
       ${card(
         'Environments',
         html`<ul class="plain" data-testid="environments">
-            ${s.envs.map((e) => html`<li><span class="tag env">${e.name}</span>${e.guidedFailure ? html`<span class="muted small"> guided failure by default</span>` : nothing}</li>`)}
+            ${s.envs.map((e) => html`<li><span class="tag env">${e.name}</span>${e.guidedFailure ? html`<span class="muted small"> guided failure by default</span>` : nothing}${e.rollbackOnFailure ? html`<span class="muted small"> rolls back on failure by default</span>` : nothing}</li>`)}
           </ul>
           <form class="inline" @submit=${createEnv}>
             <input name="name" placeholder="New environment name" required data-testid="env-name" />

@@ -104,6 +104,26 @@ it('logs in and lists environments and machines', async () => {
   expect(wrong.stderr).toMatch(/401/);
 });
 
+// `cuttle machines` shows each machine's labels as NAME=VALUE, by name; `--label` keeps the machines with that label
+// value, and a malformed one is bad usage (exit 2) naming --label. `cuttle environments` shows the rollback default.
+it('shows labels and filters machines by one', async () => {
+  const m1 = (await srv.must('GET', '/api/machines')).find((m: any) => m.name === 'cli-01');
+  await srv.must('PATCH', `/api/machines/${m1.id}`, { labels: { zone: 'a', rack: 'r1' } });
+  try {
+    const text = await cuttle(['machines']);
+    expect(text.stdout).toMatch(/^NAME\s+STATUS\s+HEALTH\s+ROLES\s+LABELS\s/);
+    expect(text.stdout).toMatch(/^cli-01\s.*\srack=r1,zone=a\s/m);
+    const only = await cuttle(['machines', '--label', 'zone=a', '--json']);
+    expect(jsonOf(only).map((m: any) => [m.name, m.labels])).toEqual([['cli-01', { zone: 'a', rack: 'r1' }]]);
+    expect(jsonOf(await cuttle(['machines', '--label', 'zone=b', '--json']))).toEqual([]);
+    const bad = await cuttle(['machines', '--label', 'zone']);
+    expect([bad.code, bad.stderr]).toEqual([2, expect.stringMatching(/--label must be NAME=VALUE/)]);
+    expect((await cuttle(['environments'])).stdout).toMatch(/^NAME\s+ID\s+GUIDEDFAILURE\s+ROLLBACKONFAILURE$/m);
+  } finally {
+    await srv.must('PATCH', `/api/machines/${m1.id}`, { labels: {} });
+  }
+});
+
 // create-release then deploy --wait: exit 0 on success with progress on stderr; exit 1 when the deployment fails.
 it('creates a release and deploys it, exiting by the outcome', async () => {
   const rel = await cuttle(['create-release', '--project', 'Shop', '--version', '1.0.0', '--json']);

@@ -297,7 +297,8 @@ browserIt(
 );
 
 // An operator takes a machine out of service: Disable marks it disabled (the API agrees) and Enable undoes it; Revoke,
-// once confirmed, removes it from the list, and the server no longer knows it.
+// once confirmed, removes it from the list, and the server no longer knows it. The machine's labels show in its row
+// as NAME=VALUE, by name, and follow a change made through the API.
 browserIt(
   'disables, enables and revokes a machine',
   async () => {
@@ -318,6 +319,14 @@ browserIt(
       await page.click(`${row} button[data-action="enable"]`);
       await page.waitForSelector(`${row} ${el('machine-disabled')}`, { state: 'detached' });
       expect((await srv.must('GET', `/api/machines/${id}`)).disabled).toBe(false);
+
+      expect(await page.$$eval(`${row} ${el('machine-labels')} .tag`, (ts) => ts.length)).toBe(0);
+      await srv.must('PATCH', `/api/machines/${id}`, { labels: { zone: 'a', rack: 'r1' } });
+      await page.waitForSelector(`${row} ${el('machine-labels')} .tag:has-text("zone=a")`);
+      expect(await page.$$eval(`${row} ${el('machine-labels')} .tag`, (ts) => ts.map((t) => t.textContent))).toEqual([
+        'rack=r1',
+        'zone=a',
+      ]);
 
       page.once('dialog', (d) => void d.dismiss());
       await page.click(`${row} button[data-action="revoke"]`);

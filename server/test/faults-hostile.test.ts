@@ -1209,6 +1209,27 @@ describe('second round', () => {
         message: /^version must not contain NUL/,
       },
       {
+        name: 'machine label value',
+        method: 'PATCH',
+        path: `/api/machines/${UNKNOWN}`,
+        body: { labels: { zone: 'a\u0000' } },
+        message: /^labels\.zone must not contain NUL/,
+      },
+      {
+        name: 'machine label name',
+        method: 'POST',
+        path: '/api/agents/register',
+        key: null,
+        body: { token: 'x', name: 'n', csr: 'x', labels: { 'z\u0000': 'a' } },
+        message: /^labels has a key with a NUL character/,
+      },
+      {
+        name: 'machines label filter',
+        method: 'GET',
+        path: '/api/machines?label=zone%3Da%00',
+        message: /^label must not contain NUL/,
+      },
+      {
         name: 'API key name',
         method: 'POST',
         path: '/api/api-keys',
@@ -1250,6 +1271,58 @@ describe('second round', () => {
         message: /^state must not contain NUL/,
       },
     ]);
+  });
+
+  // Keys named __proto__, constructor or prototype, which the validation layer deletes from every body against
+  // prototype pollution, are refused naming where they are, never dropped without a word (a label or a package of
+  // that name would have vanished from an accepted request).
+  it('refuses keys the framework would strip', async () => {
+    await refuseAll('stripped keys', [
+      {
+        name: 'constructor at the top',
+        method: 'POST',
+        path: '/api/environments',
+        raw: '{"name": "Strip", "constructor": {"prototype": {"polluted": true}}}',
+        message: /^request body has the key "constructor", which is reserved/,
+      },
+      {
+        name: '__proto__ at the top',
+        method: 'POST',
+        path: '/api/environments',
+        raw: '{"name": "Strip", "__proto__": {"polluted": true}}',
+        message: /^request body has the key "__proto__", which is reserved/,
+      },
+      {
+        name: 'a label named constructor',
+        method: 'PATCH',
+        path: `/api/machines/${UNKNOWN}`,
+        raw: '{"labels": {"zone": "a", "constructor": "x"}}',
+        message: /^labels has the key "constructor", which is reserved/,
+      },
+      {
+        name: 'a label named __proto__',
+        method: 'PATCH',
+        path: `/api/machines/${UNKNOWN}`,
+        raw: '{"labels": {"__proto__": {"zone": "a"}}}',
+        message: /^labels has the key "__proto__", which is reserved/,
+      },
+      {
+        name: 'a package named prototype',
+        method: 'POST',
+        path: '/api/releases',
+        raw: JSON.stringify({ projectId: project.id, version: '9', packages: { prototype: '1' } }),
+        message: /^packages has the key "prototype", which is reserved/,
+      },
+      {
+        name: 'deep in a process',
+        method: 'PUT',
+        path: `${P()}/deployment-process`,
+        raw: JSON.stringify({ version: 1, steps: [step({}, { constructor: 1 })] }),
+        message: /^steps\[0\]\.actions\[0\] has the key "constructor", which is reserved/,
+      },
+    ]);
+    expect((await srv.must('GET', '/api/environments')).map((e: any) => e.name)).not.toContain('Strip');
+    expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
 
   // Numeric query parameters are whole numbers within their range (past bigint or integer range they failed in the
@@ -1316,6 +1389,12 @@ describe('second round', () => {
         method: 'GET',
         path: `${log}?afterSeq=1&afterSeq=2`,
         message: /^afterSeq must be given once/,
+      },
+      {
+        name: 'label filter given twice',
+        method: 'GET',
+        path: '/api/machines?label=zone=a&label=zone=b',
+        message: /^label must be given once/,
       },
     ]);
   });
@@ -1447,6 +1526,21 @@ describe('second round', () => {
         path: '/api/deployments',
         body: { releaseId: release.id, environmentId: env, specificMachineIds: many(10_001, () => UNKNOWN) },
         message: /^specificMachineIds has 10001 items \(at most 10000\)/,
+      },
+      {
+        name: '1,001 machine labels',
+        method: 'PATCH',
+        path: `/api/machines/${UNKNOWN}`,
+        body: { labels: Object.fromEntries(many(1_001, (i) => [`l${i}`, 'v'] as const)) },
+        message: /^labels has 1001 keys \(at most 1000\)/,
+      },
+      {
+        name: '51 machine labels at registration',
+        method: 'POST',
+        path: '/api/agents/register',
+        key: null,
+        body: { token: 'x', name: 'n', csr: 'x', labels: Object.fromEntries(many(51, (i) => [`l${i}`, 'v'] as const)) },
+        message: /^labels has 51 labels \(at most 50\)/,
       },
       {
         name: '101 token environments',

@@ -44,6 +44,8 @@ asRoot('installs, registers, writes a working unit, and uninstalls', async () =>
     'web',
     '--environments',
     'Production',
+    '--labels',
+    'zone=a,rack=r1',
     '--user',
     'root',
     '--prefix',
@@ -65,7 +67,11 @@ asRoot('installs, registers, writes a working unit, and uninstalls', async () =>
   expect(unit).toMatch(/^User=root$/m);
   expect(existsSync(join(paths.home, 'identity.json'))).toBe(true);
   const machines = await srv.must('GET', '/api/machines');
-  expect(machines.find((m: any) => m.name === 'svc-01')).toMatchObject({ roles: ['web'], status: 'offline' });
+  expect(machines.find((m: any) => m.name === 'svc-01')).toMatchObject({
+    roles: ['web'],
+    labels: { zone: 'a', rack: 'r1' },
+    status: 'offline',
+  });
 
   // The unit's ExecStart, run as systemd would run it, brings the machine online.
   const exec = /^ExecStart=(.+)$/m.exec(unit)![1].split(' ');
@@ -77,13 +83,16 @@ asRoot('installs, registers, writes a working unit, and uninstalls', async () =>
     await new Promise((r) => agent.once('exit', r));
   }
 
-  // Installing again keeps the identity (no token needed); uninstall removes the program and the unit.
-  await run(
+  // Installing again keeps the identity (no token needed; --labels is said to apply at registration only);
+  // uninstall removes the program and the unit.
+  const again = await run(
     'bash',
     [
       'scripts/install-agent.sh',
       '--server',
       srv.base,
+      '--labels',
+      'zone=b',
       '--user',
       'root',
       '--prefix',
@@ -96,6 +105,11 @@ asRoot('installs, registers, writes a working unit, and uninstalls', async () =>
     ],
     { cwd: ROOT },
   );
+  expect(again.stderr).toMatch(/--labels applies at registration only/);
+  expect((await srv.must('GET', '/api/machines')).find((m: any) => m.name === 'svc-01').labels).toEqual({
+    zone: 'a',
+    rack: 'r1',
+  });
   await run(
     'bash',
     [

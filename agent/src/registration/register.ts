@@ -22,6 +22,8 @@ export interface RegisterOptions {
   name: string;
   roles: string[];
   environments: string[];
+  /** Sent only when given: a server that predates labels refuses fields it does not know. */
+  labels?: Record<string, string>;
 }
 
 /** Connects without trusting anything, and returns the CA certificate of the chain if its fingerprint is the pin. */
@@ -111,6 +113,7 @@ export async function register(home: AgentHome, o: RegisterOptions): Promise<Ide
       name: o.name,
       roles: o.roles,
       environmentIds: o.environments.length ? o.environments : undefined,
+      labels: o.labels && Object.keys(o.labels).length ? o.labels : undefined,
       csr: forge.pki.certificationRequestToPem(csr),
       agentVersion: AGENT_VERSION,
     },

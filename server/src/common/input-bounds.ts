@@ -8,6 +8,9 @@
  *   for 35 s), so collections are bounded here and each DTO bounds its own fields more tightly;
  * - text holding a NUL character (U+0000), in a value or a key: PostgreSQL can store it neither in `text` nor in
  *   `jsonb`, on either database;
+ * - a key named `__proto__`, `constructor` or `prototype`, at any depth: the ValidationPipe deletes such keys from
+ *   every body (against prototype pollution) before anything reads it, so one would vanish without a word, even
+ *   where a map's keys are data (a machine's labels, a release's packages); refused, it is named instead;
  * - a query parameter given twice or with brackets (`?a=1&a=2`, `?a[b]=1`): every parameter of this API is one value.
  * The walk is iterative, so the check itself cannot overflow the stack, and linear in the size of the input.
  */
@@ -24,6 +27,8 @@ export const INPUT_BOUNDS = {
 } as const;
 
 const NUL = '\u0000';
+/** Keys the ValidationPipe strips from bodies (Nest's stripProtoKeys): refused here so that none is lost unsaid. */
+const STRIPPED_KEYS = new Set(['__proto__', 'constructor', 'prototype']);
 
 /** Why `value` (the body, or one parameter named `root`) is refused, or null. */
 export function inputProblem(value: unknown, root: string | undefined): string | null {
@@ -53,6 +58,7 @@ export function inputProblem(value: unknown, root: string | undefined): string |
     for (let i = keys.length - 1; i >= 0; i--) {
       const k = keys[i];
       if (k.includes(NUL)) return `${name(path)} has a key with a NUL character (\\u0000)`;
+      if (STRIPPED_KEYS.has(k)) return `${name(path)} has the key "${k}", which is reserved`;
       stack.push({ v: (v as Record<string, unknown>)[k], path: [...path, k], depth: depth + 1 });
     }
   }

@@ -1,9 +1,9 @@
-import { Body, Controller, Get, HttpCode, Param, Post } from '@nestjs/common';
+import { Body, Controller, Get, HttpCode, Param, Patch, Post } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
 import type { Environment } from '#shared/api/types.js';
 import { Returns } from '../common/openapi.js';
 import { idOf } from '../common/http.js';
-import { CreateEnvironmentDto } from './dto/create-environment.dto.js';
+import { CreateEnvironmentDto, UpdateEnvironmentDto } from './dto/create-environment.dto.js';
 import { EnvironmentsService, toEnvironmentDto } from './environments.service.js';
 
 @ApiTags('environments')
@@ -28,5 +28,15 @@ export class EnvironmentsController {
   @Returns('Get an environment', 200, 'Environment', ['not_found'])
   async get(@Param('id', idOf('environment')) id: string): Promise<Environment> {
     return toEnvironmentDto(await this.envs.get(id));
+  }
+
+  @Patch(':id')
+  @Returns("Rename an environment or change its deployments' defaults", 200, 'Environment', [
+    'validation_failed',
+    'not_found',
+    'already_exists',
+  ])
+  async update(@Param('id', idOf('environment')) id: string, @Body() dto: UpdateEnvironmentDto): Promise<Environment> {
+    return toEnvironmentDto(await this.envs.update(id, dto));
   }
 }

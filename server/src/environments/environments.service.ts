@@ -2,9 +2,9 @@ import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { In, Repository } from 'typeorm';
 import type { Environment } from '#shared/api/types.js';
-import { alreadyExists, notFound, unknownReference } from '../common/errors.js';
+import { alreadyExists, invalid, notFound, unknownReference } from '../common/errors.js';
 import { isUuid } from '../common/http.js';
-import type { CreateEnvironmentDto } from './dto/create-environment.dto.js';
+import type { CreateEnvironmentDto, UpdateEnvironmentDto } from './dto/create-environment.dto.js';
 import { EnvironmentEntity } from './environment.entity.js';
 
 export const toEnvironmentDto = (e: EnvironmentEntity): Environment => ({
@@ -15,15 +15,46 @@ export const toEnvironmentDto = (e: EnvironmentEntity): Environment => ({
   createdAt: e.createdAt.toISOString(),
 });
 
+/** Names are stored trimmed; one that is only spaces is no name. */
+function nameOf(raw: string): string {
+  const name = raw.trim();
+  if (!name) throw invalid('name must not be empty');
+  return name;
+}
+
 @Injectable()
 export class EnvironmentsService {
   constructor(@InjectRepository(EnvironmentEntity) private readonly repo: Repository<EnvironmentEntity>) {}
 
   async create(dto: CreateEnvironmentDto) {
-    const name = dto.name.trim();
+    const name = nameOf(dto.name);
     if (await this.repo.exists({ where: { name } }))
       throw alreadyExists(`an environment named "${name}" already exists`);
-    return this.repo.save(this.repo.create({ name, guidedFailure: dto.guidedFailure ?? false }));
+    return this.repo.save(
+      this.repo.create({
+        name,
+        guidedFailure: dto.guidedFailure ?? false,
+        rollbackOnFailure: dto.rollbackOnFailure ?? false,
+      }),
+    );
+  }
+
+  /**
+   * Renames an environment or changes its deployments' defaults. A rename changes no reference: tokens, machines,
+   * processes and variables hold the id, so only lookups by the old name stop finding it.
+   */
+  async update(id: string, dto: UpdateEnvironmentDto) {
+    const e = await this.get(id);
+    // `null` passes @IsOptional: only a string renames, only a boolean changes a default (the columns are NOT NULL).
+    if (typeof dto.name === 'string') {
+      const name = nameOf(dto.name);
+      if (name !== e.name && (await this.repo.exists({ where: { name } })))
+        throw alreadyExists(`an environment named "${name}" already exists`);
+      e.name = name;
+    }
+    if (typeof dto.guidedFailure === 'boolean') e.guidedFailure = dto.guidedFailure;
+    if (typeof dto.rollbackOnFailure === 'boolean') e.rollbackOnFailure = dto.rollbackOnFailure;
+    return this.repo.save(e);
   }
 
   list() {

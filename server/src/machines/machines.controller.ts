@@ -40,9 +40,18 @@ export class MachinesController {
   }
 
   @Get('machines')
-  @Returns('List machines (deployment targets), by environment or role', 200, ['Machine'])
-  async list(@Query('environmentId') environmentId?: string, @Query('role') role?: string): Promise<Machine[]> {
-    return (await this.machines.list({ environmentId, role })).map((m) => this.machines.toDto(m));
+  @Returns(
+    'List machines (deployment targets), by environment, role or label (label=zone=a)',
+    200,
+    ['Machine'],
+    ['validation_failed', 'unknown_reference'],
+  )
+  async list(
+    @Query('environmentId') environmentId?: string,
+    @Query('role') role?: string,
+    @Query('label') label?: string,
+  ): Promise<Machine[]> {
+    return (await this.machines.list({ environmentId, role, label })).map((m) => this.machines.toDto(m));
   }
 
   @Get('machines/:id')
@@ -52,7 +61,8 @@ export class MachinesController {
   }
 
   @Patch('machines/:id')
-  @Returns("Change a machine's roles, environments or disabled flag", 200, 'Machine', [
+  @Returns("Change a machine's roles, environments, disabled flag or labels (replaced whole)", 200, 'Machine', [
+    'validation_failed',
     'not_found',
     'unknown_reference',
   ])

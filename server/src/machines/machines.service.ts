@@ -9,6 +9,7 @@ import { Inject, Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { In, IsNull, Repository, type EntityManager } from 'typeorm';
 import type { Machine, Registration, RegistrationToken } from '#shared/api/types.js';
+import { parseLabelSelector } from '#shared/labels/index.js';
 import { formatRegistrationToken, parseRegistrationToken } from '#shared/pki/index.js';
 import { alreadyExists, DomainError, invalid, notFound, unknownReference } from '../common/errors.js';
 import { isUuid } from '../common/http.js';
@@ -186,13 +187,20 @@ export class MachinesService {
         name: dto.name,
         roles,
         environmentIds,
+        labels: labelMap(dto.labels),
         fingerprint: signed.fingerprint,
         certificate: signed.certificate,
         agentVersion: dto.agentVersion ?? null,
       });
       return m.save(row);
     });
-    this.log.info(`machine registered`, { machine: machine.name, machineId: machine.id, roles, environmentIds });
+    this.log.info(`machine registered`, {
+      machine: machine.name,
+      machineId: machine.id,
+      roles,
+      environmentIds,
+      labels: machine.labels,
+    });
     return {
       machineId: machine.id,
       certificate: signed.certificate,
@@ -201,8 +209,11 @@ export class MachinesService {
     };
   }
 
-  /** `environmentId`: an id or a name (an unknown name is refused). */
-  async list(filter: { environmentId?: string; role?: string }) {
+  /**
+   * `environmentId`: an id or a name (an unknown name is refused). `label`: `NAME=VALUE`, machines whose label NAME
+   * has that value (a malformed one is refused, naming `label`).
+   */
+  async list(filter: { environmentId?: string; role?: string; label?: string }) {
     const qb = this.repo.createQueryBuilder('m').where('m.revoked_at IS NULL').orderBy('m.name', 'ASC');
     if (filter.environmentId) {
       const env = isUuid(filter.environmentId)
@@ -211,13 +222,19 @@ export class MachinesService {
       qb.andWhere('m.environment_ids ? :env', { env });
     }
     if (filter.role) qb.andWhere('m.roles ? :role', { role: filter.role });
+    if (filter.label !== undefined) {
+      const sel = parseLabelSelector(filter.label);
+      if (!sel.ok) throw invalid(sel.message);
+      qb.andWhere('m.labels ->> :labelName = :labelValue', { labelName: sel.value.name, labelValue: sel.value.value });
+    }
     return qb.getMany();
   }
 
   /**
    * The machines a deployment may use: in the environment, not revoked, not disabled, narrowed by the operator's
    * lists (refused with a 400 naming the list when they name an unknown machine, or one outside the environment).
-   * `db`: the caller's transaction, when in one.
+   * Each comes with its labels, which a step's `spreadBy` spreads its batches over (layout.ts). `db`: the caller's
+   * transaction, when in one.
    */
   async deployable(
     environmentId: string,
@@ -248,7 +265,9 @@ export class MachinesService {
     // Sets, not lists: ten thousand ids against ten thousand machines stays linear.
     const only = new Set(specific);
     const not = new Set(excluded);
-    return all.filter((x) => (!only.size || only.has(x.id)) && !not.has(x.id));
+    return all
+      .filter((x) => (!only.size || only.has(x.id)) && !not.has(x.id))
+      .map((x) => Object.assign(x, { labels: lookupOnly(x.labels) }));
   }
 
   /** The machine's agent said hello on this node. */
@@ -332,6 +351,7 @@ export class MachinesService {
     if (dto.environmentIds)
       m.environmentIds = (await this.envs.resolve(dto.environmentIds, 'environmentIds')).map((e) => e.id);
     if (typeof dto.disabled === 'boolean') m.disabled = dto.disabled; // null passes @IsOptional; the column is NOT NULL
+    if (dto.labels !== undefined) m.labels = labelMap(dto.labels); // replaced whole: {} clears them
     const saved = await this.repo.save(m);
     this.live.emit('machines');
     return saved;
@@ -350,6 +370,19 @@ export class MachinesService {
   findByFingerprint(fingerprint: string) {
     return this.repo.findOne({ where: { fingerprint, revokedAt: IsNull() } });
   }
+}
+
+/** Exactly the labels sent (validated by the DTO), as a plain object of their own. */
+function labelMap(labels: Record<string, string> | undefined): Record<string, string> {
+  return Object.fromEntries(Object.entries(labels ?? {}));
+}
+
+/**
+ * Labels for looking up by name: without a prototype, so that a step spreading by a label named like one of
+ * Object.prototype's members (`toString`) finds no value on a machine that lacks the label, not the member.
+ */
+function lookupOnly(labels: Record<string, string> | null | undefined): Record<string, string> {
+  return Object.assign(Object.create(null) as Record<string, string>, labels ?? {});
 }
 
 function hostForUrl(hostHeader: string): string {

@@ -263,10 +263,13 @@ export class TestAgent {
     await waitExit(this.proc, 5_000);
   }
 
-  /** Starts the agent again on its home, with its stored identity (no token), as a service manager would. */
-  restart() {
+  /**
+   * Starts the agent again on its home, with its stored identity (no token), as a service manager would; `args`
+   * adds options to its command line.
+   */
+  restart(args: string[] = []) {
     this.proc = spawnLogged(
-      ['dist/agent/src/main.js', 'run', '--home', this.home],
+      ['dist/agent/src/main.js', 'run', '--home', this.home, ...args],
       { CUTTLE_LOG_FORMAT: 'json' },
       this.logFile,
     );
@@ -328,10 +331,10 @@ export class CutProxy {
   }
 }
 
-/** Starts an agent process; the first start registers with `token`. */
+/** Starts an agent process; the first start registers with `token` (and `labels`, the text of `--labels`). */
 export function startAgent(
   srv: TestServer,
-  o: { name: string; roles: string[]; environments: string[]; token: string; work?: string },
+  o: { name: string; roles: string[]; environments: string[]; token: string; work?: string; labels?: string },
 ): TestAgent {
   const home = join(srv.dir, `agent-${o.name}`);
   mkdirSync(home, { recursive: true });
@@ -353,6 +356,7 @@ export function startAgent(
       '--home',
       home,
       ...(o.work ? ['--work', o.work] : []),
+      ...(o.labels !== undefined ? ['--labels', o.labels] : []),
     ],
     { CUTTLE_LOG_FORMAT: 'json' },
     logFile,

@@ -11,7 +11,9 @@ import {
   Max,
   MaxLength,
   Min,
+  ValidateIf,
 } from 'class-validator';
+import { IsLabels, RawObject } from '../../common/validation.js';
 
 export const ROLE_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
 export const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$/;
@@ -64,6 +66,16 @@ export class RegisterDto {
   @ArrayMaxSize(100)
   @IsString({ each: true })
   environmentIds?: string[];
+  /** The machine's labels; none given = no labels. */
+  @ApiPropertyOptional({
+    type: 'object',
+    additionalProperties: { type: 'string' },
+    description: 'topology labels like {"zone": "a"}: at most 50, names and values of letters, digits, ".", "_", "-"',
+  })
+  @ValidateIf((o: { labels?: unknown }) => o.labels !== undefined)
+  @RawObject()
+  @IsLabels()
+  labels?: Record<string, string>;
   @ApiProperty({ type: String })
   @IsString()
   @IsNotEmpty()
@@ -93,4 +105,14 @@ export class UpdateMachineDto {
   @IsOptional()
   @IsBoolean()
   disabled?: boolean;
+  /** Replaces the machine's labels (`{}` clears them); `null` is refused, as any other value that is not a map. */
+  @ApiPropertyOptional({
+    type: 'object',
+    additionalProperties: { type: 'string' },
+    description: 'topology labels like {"zone": "a"}: at most 50, names and values of letters, digits, ".", "_", "-"',
+  })
+  @ValidateIf((o: { labels?: unknown }) => o.labels !== undefined)
+  @RawObject()
+  @IsLabels()
+  labels?: Record<string, string>;
 }
