@@ -98,6 +98,47 @@ describe('growing batches', () => {
   }, 120_000);
 });
 
+describe('spreadBy', () => {
+  // Six machines in three zones (two each) and batches of 3 spread by zone: every batch takes one machine of each
+  // zone, so a zone never has both of its machines in one batch, and the second batch starts after the first ended.
+  it('fills each batch round-robin over the zones', async () => {
+    const zoneOf = (n: string) => ['a', 'a', 'b', 'b', 'c', 'c'][fleet.names.indexOf(n)];
+    const machines: any[] = await srv.must('GET', '/api/machines');
+    for (const n of fleet.names) {
+      const m = machines.find((x) => x.name === n);
+      await srv.must('PATCH', `/api/machines/${m.id}`, { labels: { zone: zoneOf(n) } });
+    }
+    try {
+      const p = await createProject(srv, 'Spread', [
+        {
+          name: 'Web',
+          targetRoles: ['web'],
+          windowSize: 3,
+          batches: [3],
+          spreadBy: 'zone',
+          actions: [{ name: 'Roll', type: 'script', script: timed('spread', 0.3) }],
+        },
+      ]);
+      const d = await deployAndWait(p.id, '1.0.0');
+      expect(d.state).toBe('success');
+      const runs = runsOf('spread');
+      const batches = [0, 1].map((b) =>
+        d.steps[0].targets.filter((t: any) => t.batch === b).map((t: any) => t.machineName as string),
+      );
+      for (const b of batches) expect(b.map(zoneOf).sort()).toEqual(['a', 'b', 'c']);
+      // What ran together on the machines: the first three to start are one per zone.
+      const byStart = [...runs].sort((x, y) => x[1].start - y[1].start).map(([n]) => n);
+      expect(byStart.slice(0, 3).map(zoneOf).sort()).toEqual(['a', 'b', 'c']);
+      expect(Math.min(...batches[1].map((n) => runs.get(n)!.start))).toBeGreaterThanOrEqual(
+        Math.max(...batches[0].map((n) => runs.get(n)!.end)),
+      );
+    } finally {
+      for (const m of machines.filter((x) => fleet.names.includes(x.name)))
+        await srv.must('PATCH', `/api/machines/${m.id}`, { labels: {} });
+    }
+  }, 120_000);
+});
+
 describe('health checks', () => {
   // The check runs after a target's actions and again at the end of its batch's bake; on one machine it fails the
   // second time. With maxFailures 0 the roll stops after that batch (later batches never run); with maxFailures 1 it
