@@ -126,7 +126,7 @@ async function deployment(
 }
 
 /** Takes leases for these target runs as a dispatcher round does: under the deployment's lock. */
-function take(id: string, window: number, runs: TargetRunRow[], exclusive = true) {
+function take(id: string, window: number, runs: TargetRunRow[], exclusive = true, purpose: 'run' | 'check' = 'run') {
   return repo.transaction(async (tx) => {
     await repo.lockDeployment(tx, id);
     const fresh: TargetRunRow[] = await tx.query(`SELECT * FROM target_runs WHERE id = ANY($1::uuid[])`, [
@@ -138,6 +138,7 @@ function take(id: string, window: number, runs: TargetRunRow[], exclusive = true
       stepIndex: 0,
       window,
       exclusive,
+      purpose,
       targets: runs.map((r) => ({
         targetRunId: r.id,
         machineId: r.machine_id!,
@@ -380,5 +381,52 @@ describe('one deployment at a time per project and environment, one per machine'
         ])
       )[0].n,
     ).toBe(1);
+  });
+
+  // A bake check takes a window slot like a target: with window 1, a check in flight leaves no slot for a target,
+  // and the check starts the check (bakeCheck running), not the target again (its state and attempt stay).
+  it('counts bake checks in the window, and starts the check only', async () => {
+    const { id, runs } = await deployment(2, 1);
+    const [lease] = await take(id, 1, [runs[0]]);
+    await leases.complete(await ctxOf(lease.id), result(lease.id));
+    await repo.transaction((tx) => repo.markChecksDue(tx, [runs[0].id]));
+    const [check] = await take(id, 1, [runs[0]], true, 'check');
+    expect(check).toBeDefined();
+    expect(await q(`SELECT state, attempt, bake_check FROM target_runs WHERE id = $1`, [runs[0].id])).toEqual([
+      { state: 'success', attempt: 1, bake_check: 'running' },
+    ]);
+    expect(await take(id, 1, [runs[1]])).toEqual([]);
+    expect((await ctxOf(check.id)).purpose).toBe('check');
+  });
+
+  // A failed bake check fails its target (health-check, counted by the planner against the budget); a passed one
+  // leaves it succeeded; either way the lease is released and its slot frees.
+  it.each([
+    ['failed', 'failed', 'failed', 'health-check'],
+    ['success', 'success', 'success', null],
+  ] as const)('a bake check with the result %s leaves the target %s', async (outcome, state, check, kind) => {
+    const { id, runs } = await deployment(1, 1);
+    const [lease] = await take(id, 1, runs);
+    await leases.complete(await ctxOf(lease.id), result(lease.id));
+    await repo.transaction((tx) => repo.markChecksDue(tx, [runs[0].id]));
+    const [c] = await take(id, 1, runs, true, 'check');
+    await leases.complete(
+      await ctxOf(c.id),
+      result(c.id, {
+        state: outcome,
+        exitCode: outcome === 'success' ? 0 : 1,
+        error: outcome === 'failed' ? 'exit 1' : undefined,
+      }),
+    );
+    expect(await q(`SELECT state, bake_check, failure_kind FROM target_runs WHERE id = $1`, [runs[0].id])).toEqual([
+      { state, bake_check: check, failure_kind: kind },
+    ]);
+    expect((await q(`SELECT released_at IS NOT NULL AS released FROM leases WHERE id = $1`, [c.id]))[0].released).toBe(
+      true,
+    );
+    const texts = await logTexts(id);
+    expect(texts.some((t) => t.includes(outcome === 'success' ? 'health check passed' : 'health check failed'))).toBe(
+      true,
+    );
   });
 });
