@@ -295,6 +295,41 @@ program
     out(`deployment ${id} ${d.state}`, d);
   });
 
+/**
+ * A command that makes a new deployment from an earlier one (retry-failed, rollback): prints the new deployment's id,
+ * or with --wait follows it like `deploy --wait` and exits with its outcome.
+ */
+function derived(name: string, description: string, path: string, says: (d: Deployment, from: string) => string) {
+  program
+    .command(`${name} <deploymentId>`)
+    .description(description)
+    .option('--wait', 'follow the new deployment with progress until it ends; the exit code tells how it ended')
+    .option('--json')
+    .action(async (id, o) => {
+      const api = client();
+      const dep = await api.post<Deployment>(`/api/deployments/${encodeURIComponent(id)}/${path}`);
+      if (!json) process.stderr.write(`${says(dep, id)}: deployment ${dep.id}\n`);
+      if (!o.wait) return out(dep.id, dep);
+      const d = await follow(api, dep.id);
+      out(`deployment ${d.id} ${d.state}`, d);
+      process.exitCode = exitFor(d.state);
+    });
+}
+
+derived(
+  'retry-failed',
+  'retry a failed deployment: its targets that did not succeed, from the first step that failed, as a new deployment',
+  'retry-failed',
+  (_d, from) => `retrying what did not succeed in deployment ${from}`,
+);
+
+derived(
+  'rollback',
+  "roll a finished deployment back: the environment's previous successful release, to the machines that got it",
+  'rollback',
+  (d, from) => `rolling back deployment ${from} to release ${d.releaseVersion}`,
+);
+
 program
   .command('logs <deploymentId>')
   .description('print a deployment log')

@@ -155,6 +155,30 @@ it('creates a release and deploys it, exiting by the outcome', async () => {
   expect(jsonOf(bad).state).toBe('failed');
 });
 
+// retry-failed and rollback print the new deployment's id, or with --wait follow it and exit by its outcome; a
+// refused request (retrying a deployment that did not fail) exits 2.
+it('retries the failed and rolls back', async () => {
+  const [failed] = await srv.must('GET', '/api/deployments?projectId=Shop&state=failed');
+  const [ok] = await srv.must('GET', '/api/deployments?projectId=Shop&state=success');
+  // The release froze Fail=yes: the retry fails again, and says so by its exit code.
+  const retry = await cuttle(['retry-failed', failed.id, '--wait', '--json']);
+  expect(retry.code).toBe(1);
+  expect(jsonOf(retry)).toMatchObject({ retryOf: failed.id, state: 'failed' });
+  const refused = await cuttle(['retry-failed', ok.id]);
+  expect(refused.code).toBe(2);
+  expect(refused.stderr).toMatch(/409/);
+
+  const back = await cuttle(['rollback', failed.id, '--wait']);
+  expect(back.code).toBe(0);
+  expect(back.stderr).toMatch(new RegExp(`rolling back deployment ${failed.id} to release 1\\.0\\.0: deployment \\S+`));
+  const rbId = back.stdout.match(/deployment (\S+) success/)![1];
+  expect((await srv.must('GET', `/api/deployments/${rbId}`)).rollbackOf).toBe(failed.id);
+  // Without --wait: the id alone (a deployment is rolled back once: the same one).
+  const again = await cuttle(['rollback', failed.id]);
+  expect(again.code).toBe(0);
+  expect(again.stdout.trim()).toBe(rbId);
+});
+
 // A manual intervention is listed and answered from the CLI; cancel makes a waiting deploy exit 3.
 it('answers interruptions and cancels', async () => {
   await cuttle(['create-release', '--project', 'Gated', '--version', '1']);

@@ -122,7 +122,7 @@ describe('spreadBy', () => {
       const d = await deployAndWait(p.id, '1.0.0');
       expect(d.state).toBe('success');
       const runs = runsOf('spread');
-      const batches = [0, 1].map((b) =>
+      const batches: string[][] = [0, 1].map((b) =>
         d.steps[0].targets.filter((t: any) => t.batch === b).map((t: any) => t.machineName as string),
       );
       for (const b of batches) expect(b.map(zoneOf).sort()).toEqual(['a', 'b', 'c']);

@@ -11,7 +11,8 @@
  *
  * Lock order, for every transaction on every node:
  *   0. a (project, environment) pair's queue lock, taken only by a deployment's creation (`insertDeployment`: an
- *      advisory lock held until commit, so deployments of a pair commit in the order of their `queue_seq`);
+ *      advisory lock held until commit, so deployments of a pair commit in the order of their `queue_seq`; a
+ *      rollback takes it first with `lockQueue`, before the row of the deployment it rolls back);
  *   1. the deployment's row (`lockDeployment`, `lockOwnedDeployment`: FOR NO KEY UPDATE);
  *   1b. machines' locks, in key order, taken only by `takeLeases` under level 1 (advisory locks held until commit:
  *      two deployments cannot both see a machine free and both take a lease on it, on whichever nodes they run);
@@ -108,20 +109,22 @@ export class DeploymentRepository {
       projectId: string;
       environmentId: string;
       guidedFailure: boolean;
+      rollbackOnFailure?: boolean;
+      /** The failed deployment whose failed targets this one retries. */
+      retryOf?: string;
+      /** The deployment this one rolls back. */
+      rollbackOf?: string;
       specific: string[];
       excluded: string[];
       ownerNode: string;
       ownershipTtlSeconds: number;
     },
   ): Promise<string> {
-    await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2::text, 0))`, [
-      d.projectId,
-      d.environmentId,
-    ]);
+    await this.lockQueue(tx, d.projectId, d.environmentId);
     const [row] = returned<{ id: string }>(
       await tx.query(
-        `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids, owner_node, owner_expires_at)
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, now() + make_interval(secs => $8)) RETURNING id`,
+        `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids, owner_node, owner_expires_at, rollback_on_failure, retry_of, rollback_of)
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, now() + make_interval(secs => $8), $9, $10, $11) RETURNING id`,
         [
           d.releaseId,
           d.projectId,
@@ -131,10 +134,87 @@ export class DeploymentRepository {
           JSON.stringify(d.excluded),
           d.ownerNode,
           d.ownershipTtlSeconds,
+          d.rollbackOnFailure ?? false,
+          d.retryOf ?? null,
+          d.rollbackOf ?? null,
         ],
       ),
     );
     return row.id;
+  }
+
+  /**
+   * Level 0: the (project, environment) pair's queue lock, held until commit (re-entrant within the transaction).
+   * `insertDeployment` takes it; a transaction that locks a deployment's row before creating another deployment of
+   * the pair (a rollback) takes it first, so that it never waits for level 0 while holding level 1.
+   */
+  async lockQueue(tx: EntityManager, projectId: string, environmentId: string): Promise<void> {
+    await tx.query(`SELECT pg_advisory_xact_lock(hashtextextended($1::text || '/' || $2::text, 0))`, [
+      projectId,
+      environmentId,
+    ]);
+  }
+
+  /**
+   * The deployment that rolls this one back. The caller holds this one's row lock (level 1), under which it read the
+   * column empty: so it is set once.
+   */
+  async setRolledBackBy(tx: EntityManager, id: string, rollbackId: string): Promise<void> {
+    await tx.query(`UPDATE deployments SET rolled_back_by = $2 WHERE id = $1`, [id, rollbackId]);
+  }
+
+  /**
+   * What a rollback of `d` deploys: the newest successful deployment of the same project and environment created
+   * before `d` whose release is another one; undefined when there is none. No lock: a finished deployment's state
+   * and release do not change.
+   */
+  async previousSuccess(
+    d: Pick<DeploymentRow, 'project_id' | 'environment_id' | 'release_id' | 'created_at'>,
+    db: Db = this.ds,
+  ): Promise<{ id: string; release_id: string } | undefined> {
+    const [row] = await db.query(
+      `SELECT id, release_id FROM deployments
+       WHERE project_id = $1 AND environment_id = $2 AND state = 'success' AND release_id <> $3 AND created_at < $4
+       ORDER BY created_at DESC LIMIT 1`,
+      [d.project_id, d.environment_id, d.release_id, d.created_at],
+    );
+    return row;
+  }
+
+  /**
+   * The machines that got a deployment's release: those with a target run in it that started, newest first (by the
+   * latest start of their target runs in it). What a rollback undoes, in the order it undoes it. No lock: read of a
+   * finished deployment.
+   */
+  machinesThatGotRelease(
+    deploymentId: string,
+    db: Db = this.ds,
+  ): Promise<Array<{ machine_id: string; machine_name: string; got_at: Date }>> {
+    return db.query(
+      `SELECT machine_id, max(machine_name) AS machine_name, max(started_at) AS got_at FROM target_runs
+       WHERE deployment_id = $1 AND machine_id IS NOT NULL AND started_at IS NOT NULL
+       GROUP BY machine_id ORDER BY got_at DESC, machine_name`,
+      [deploymentId],
+    );
+  }
+
+  /**
+   * Per step name, the median duration in seconds of a target run that finished (success or failed) in the newest
+   * `limit` finished deployments of a project, in any environment: what the preview's estimates are made of. No
+   * lock (a read of finished work).
+   */
+  async stepDurationMedians(projectId: string, limit: number, db: Db = this.ds): Promise<Map<string, number>> {
+    const rows: Array<{ name: string; median: number | string }> = await db.query(
+      `SELECT s.name, percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM t.finished_at - t.started_at)) AS median
+       FROM (SELECT id FROM deployments WHERE project_id = $1 AND state IN ('success', 'failed', 'cancelled')
+             ORDER BY created_at DESC LIMIT $2) d
+       JOIN deployment_steps s ON s.deployment_id = d.id
+       JOIN target_runs t ON t.deployment_id = d.id AND t.step_index = s.step_index
+       WHERE t.state IN ('success', 'failed') AND t.started_at IS NOT NULL AND t.finished_at IS NOT NULL
+       GROUP BY s.name`,
+      [projectId, limit],
+    );
+    return new Map(rows.map((r) => [r.name, Number(r.median)]));
   }
 
   async findDeployment(id: string, db: Db = this.ds): Promise<DeploymentRow | undefined> {
@@ -973,6 +1053,22 @@ export class DeploymentRepository {
       [deploymentId],
     );
     return rows.map((r) => r.value);
+  }
+
+  /**
+   * A retry starts with the output variables of the deployment it retries, so that its later steps see what the
+   * earlier steps (not run again) set. Writes only the new deployment's rows (not committed yet: no lock to order).
+   */
+  async copyOutputVariables(tx: EntityManager, fromId: string, toId: string): Promise<number> {
+    const rows = returned(
+      await tx.query(
+        `INSERT INTO output_variables (deployment_id, step_name, action_name, machine_id, machine_name, name, value, sensitive)
+         SELECT $2, step_name, action_name, machine_id, machine_name, name, value, sensitive FROM output_variables WHERE deployment_id = $1
+         RETURNING name`,
+        [fromId, toId],
+      ),
+    );
+    return rows.length;
   }
 
   /** The latest value per (step, action, machine, name) wins. */

@@ -115,4 +115,28 @@ export class DeploymentsController {
     await this.deployments.cancel(id);
     return { id, state: 'cancelling' };
   }
+
+  @Post(':id/retry-failed')
+  @HttpCode(201)
+  @Returns(
+    'Retry a failed deployment: a new deployment of the targets that did not succeed, from the first step that failed',
+    201,
+    'Deployment',
+    ['not_found', 'deployment_not_failed'],
+  )
+  retryFailed(@Param('id', idOf('deployment')) id: string): Promise<Deployment> {
+    return this.deployments.retryFailed(id);
+  }
+
+  @Post(':id/rollback')
+  @HttpCode(201)
+  @Returns(
+    "Roll a finished deployment back: the environment's previous successful release, to the machines that got this one, newest first",
+    201,
+    'Deployment',
+    ['not_found', 'validation_failed', 'deployment_active', 'no_previous_release'],
+  )
+  rollback(@Param('id', idOf('deployment')) id: string): Promise<Deployment> {
+    return this.deployments.rollback(id);
+  }
 }

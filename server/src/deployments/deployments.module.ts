@@ -11,6 +11,7 @@ import { DeploymentsController } from './deployments.controller.js';
 import { DeploymentsService } from './deployments.service.js';
 import { InterruptionsController } from './interruptions.controller.js';
 import { InterruptionsService } from './interruptions.service.js';
+import { RollbackOnFailure } from './rollback-on-failure.js';
 
 /** The deployment aggregate: deployments, their steps and target runs, interruptions, the log, and its repository. */
 @Module({
@@ -22,6 +23,7 @@ import { InterruptionsService } from './interruptions.service.js';
     DeploymentLogService,
     InterruptionsService,
     DeploymentsService,
+    RollbackOnFailure,
   ],
   controllers: [DeploymentsController, InterruptionsController],
   exports: [

@@ -3,6 +3,7 @@
  * one is the dispatcher's (orchestration/); this service tells it through DeploymentEvents.
  */
 import { Inject, Injectable } from '@nestjs/common';
+import type { EntityManager } from 'typeorm';
 import type { Deployment, DeploymentSummary, Preview } from '#shared/api/types.js';
 import { DomainError, invalid, notFound, unknownReference } from '../common/errors.js';
 import { isUuid } from '../common/http.js';
@@ -17,6 +18,8 @@ import { DeploymentLogService } from './deployment-log.service.js';
 import { iso } from '../database/sql.js';
 import { DeploymentRepository, type Db } from './deployment.repository.js';
 import { HEALTH_CHECK_ACTION, type Step } from '#shared/process/index.js';
+import type { EnvironmentEntity } from '../environments/environment.entity.js';
+import type { ReleaseEntity } from '../releases/release.entity.js';
 import {
   ACTIVE_STATES,
   type DeploymentRow,
@@ -25,10 +28,40 @@ import {
   type TargetAction,
 } from './deployment.types.js';
 import type { CreateDeploymentDto } from './dto/create-deployment.dto.js';
-import { layoutDeployment } from './layout.js';
+import { estimateDeployment } from './estimate.js';
+import { layoutDeployment, type LayoutMachine, type LayoutOptions } from './layout.js';
 
 /** The name shown for the target run of a step that runs on the server (manual intervention). */
 export const SERVER_TARGET_NAME = '(server)';
+
+/** The preview's estimates go by this many of the project's newest finished deployments. */
+const ESTIMATE_HISTORY = 50;
+
+const FINISHED_STATES: readonly string[] = ['success', 'failed', 'cancelled'];
+
+/**
+ * What a new deployment is made of. Creating one, retrying a failed one's targets and rolling one back differ only
+ * in these; `insertNew` lays it out and writes it the same way for all three.
+ */
+interface NewDeployment {
+  release: ReleaseEntity;
+  env: EnvironmentEntity;
+  projectName: string;
+  /** The machines it may target (deployable now), read in the creating transaction. */
+  machines: LayoutMachine[];
+  guidedFailure: boolean;
+  rollbackOnFailure: boolean;
+  specific: string[];
+  excluded: string[];
+  /** The order machines go in (a rollback: newest first), and per step the only machines it targets (a retry). */
+  layout?: LayoutOptions;
+  /** Steps settled at once as skipped, without targets, with their reason (a retry: what succeeded before). */
+  settled?: ReadonlyMap<number, string>;
+  retryOf?: string;
+  rollbackOf?: string;
+  /** Why it exists, logged after its first line. */
+  lines?: LogEntryInput[];
+}
 
 /** What the dispatcher needs of a step's rollout policy, kept on the step's row. */
 function stepPolicy(step: Step): StepPolicy {
@@ -91,87 +124,16 @@ export class DeploymentsService {
     const excluded = (dto.excludedMachineIds ?? []).map((s) => s.toLowerCase());
     const created = await this.repo.transaction(async (tx) => {
       const machines = await this.machines.deployable(env.id, specific, excluded, tx);
-      const steps = layoutDeployment(release.process, env.id, release.channelId, machines);
-      // The node that creates a deployment drives it (it holds the ownership lease from the first moment).
-      const id = await this.repo.insertDeployment(tx, {
-        releaseId: release.id,
-        projectId: release.projectId,
-        environmentId: env.id,
+      const id = await this.insertNew(tx, {
+        release,
+        env,
+        projectName: project.name,
+        machines,
         guidedFailure: dto.guidedFailure ?? env.guidedFailure,
+        rollbackOnFailure: dto.rollbackOnFailure ?? env.rollbackOnFailure,
         specific,
         excluded,
-        ownerNode: this.config.nodeId,
-        ownershipTtlSeconds: this.config.ownershipTtlMs / 1000,
       });
-      const lines: LogEntryInput[] = [
-        { level: 'info', text: `Deploying ${project.name} release ${release.version} to ${env.name}` },
-      ];
-      // A step that cannot run here at all is settled now, with its reason, so the plan reads true from the start.
-      await this.repo.insertSteps(
-        tx,
-        id,
-        steps.map((s) => ({
-          index: s.index,
-          name: s.name,
-          state: s.skipReason ? 'skipped' : 'pending',
-          window: s.window,
-          maxFailures: s.maxFailures,
-          condition: s.condition,
-          startTrigger: s.startTrigger,
-          skipReason: s.skipReason ?? null,
-          batchCount: Math.max(1, s.batches.length),
-          policy: stepPolicy(release.process[s.index]),
-        })),
-      );
-      for (const step of steps) {
-        if (step.skipReason) {
-          lines.push({
-            level: 'warn',
-            stepName: step.name,
-            text: `Step ${step.name} will be skipped: ${step.skipReason}`,
-          });
-          if (step.runsOn === 'targets' && step.targets.length === 0) continue;
-        }
-        const state = step.skipReason ? 'skipped' : 'pending';
-        const actions: TargetAction[] = step.actions.map((a) =>
-          a.willRun
-            ? { name: a.name, type: a.type, state: state === 'skipped' ? 'skipped' : 'pending' }
-            : { name: a.name, type: a.type, state: 'skipped', skipReason: a.skipReason },
-        );
-        // A step's health check runs after the target's actions, as one more of them (so a failed check fails the
-        // target like a failed action); it is left out where every action is skipped.
-        if (
-          release.process[step.index].healthCheck &&
-          step.runsOn === 'targets' &&
-          actions.some((a) => a.state === 'pending')
-        )
-          actions.push({ name: HEALTH_CHECK_ACTION, type: 'health-check', state: 'pending' });
-        for (const a of step.actions)
-          if (!a.willRun && !step.skipReason)
-            lines.push({
-              level: 'info',
-              stepName: step.name,
-              actionName: a.name,
-              text: `Action ${a.name} will be skipped: ${a.skipReason}`,
-            });
-        const batchOf = batchIndexes(step.batches);
-        const targets =
-          step.runsOn === 'server'
-            ? [{ id: null, name: SERVER_TARGET_NAME, batch: 0 }]
-            : step.targets.map((t, i) => ({ ...t, batch: batchOf[i] }));
-        await this.repo.insertTargetRuns(tx, id, step.index, state, actions, targets);
-      }
-      // Read under the pair's queue lock that insertDeployment took: every deployment ahead of this one is visible.
-      const ahead = await this.repo.queuedBehind(
-        { project_id: release.projectId, environment_id: env.id, queue_seq: (await this.getRow(id, tx)).queue_seq },
-        tx,
-      );
-      if (ahead)
-        lines.push({
-          level: 'info',
-          text: `Queued behind deployment ${ahead}: deployments of ${project.name} to ${env.name} run one at a time, in the order they were created`,
-        });
-      await this.log.append(tx, id, lines);
       return this.get(id, tx);
     });
     this.logger.info('deployment created', {
@@ -181,6 +143,102 @@ export class DeploymentsService {
     });
     this.events.emit('changed', created.id);
     return created;
+  }
+
+  /**
+   * Writes a new deployment in the caller's transaction, laid out as `create` describes (the plan fixed now), and
+   * returns its id: its row (taking the project and environment's queue lock), its steps (those `settled` skipped
+   * at once), its target runs, and the first lines of its log.
+   */
+  private async insertNew(tx: EntityManager, n: NewDeployment): Promise<string> {
+    const { release, env } = n;
+    const steps = layoutDeployment(release.process, env.id, release.channelId, n.machines, n.layout);
+    // The node that creates a deployment drives it (it holds the ownership lease from the first moment).
+    const id = await this.repo.insertDeployment(tx, {
+      releaseId: release.id,
+      projectId: release.projectId,
+      environmentId: env.id,
+      guidedFailure: n.guidedFailure,
+      rollbackOnFailure: n.rollbackOnFailure,
+      retryOf: n.retryOf,
+      rollbackOf: n.rollbackOf,
+      specific: n.specific,
+      excluded: n.excluded,
+      ownerNode: this.config.nodeId,
+      ownershipTtlSeconds: this.config.ownershipTtlMs / 1000,
+    });
+    const lines: LogEntryInput[] = [
+      { level: 'info', text: `Deploying ${n.projectName} release ${release.version} to ${env.name}` },
+      ...(n.lines ?? []),
+    ];
+    // A step that cannot run here at all is settled now, with its reason, so the plan reads true from the start.
+    await this.repo.insertSteps(
+      tx,
+      id,
+      steps.map((s) => ({
+        index: s.index,
+        name: s.name,
+        state: (n.settled?.get(s.index) ?? s.skipReason) ? 'skipped' : 'pending',
+        window: s.window,
+        maxFailures: s.maxFailures,
+        condition: s.condition,
+        startTrigger: s.startTrigger,
+        skipReason: n.settled?.get(s.index) ?? s.skipReason ?? null,
+        batchCount: Math.max(1, s.batches.length),
+        policy: stepPolicy(release.process[s.index]),
+      })),
+    );
+    for (const step of steps) {
+      const skipReason = n.settled?.get(step.index) ?? step.skipReason;
+      if (skipReason) {
+        lines.push({
+          level: 'warn',
+          stepName: step.name,
+          text: `Step ${step.name} will be skipped: ${skipReason}`,
+        });
+        if (n.settled?.has(step.index) || (step.runsOn === 'targets' && step.targets.length === 0)) continue;
+      }
+      const state = skipReason ? 'skipped' : 'pending';
+      const actions: TargetAction[] = step.actions.map((a) =>
+        a.willRun
+          ? { name: a.name, type: a.type, state: state === 'skipped' ? 'skipped' : 'pending' }
+          : { name: a.name, type: a.type, state: 'skipped', skipReason: a.skipReason },
+      );
+      // A step's health check runs after the target's actions, as one more of them (so a failed check fails the
+      // target like a failed action); it is left out where every action is skipped.
+      if (
+        release.process[step.index].healthCheck &&
+        step.runsOn === 'targets' &&
+        actions.some((a) => a.state === 'pending')
+      )
+        actions.push({ name: HEALTH_CHECK_ACTION, type: 'health-check', state: 'pending' });
+      for (const a of step.actions)
+        if (!a.willRun && !skipReason)
+          lines.push({
+            level: 'info',
+            stepName: step.name,
+            actionName: a.name,
+            text: `Action ${a.name} will be skipped: ${a.skipReason}`,
+          });
+      const batchOf = batchIndexes(step.batches);
+      const targets =
+        step.runsOn === 'server'
+          ? [{ id: null, name: SERVER_TARGET_NAME, batch: 0 }]
+          : step.targets.map((t, i) => ({ ...t, batch: batchOf[i] }));
+      await this.repo.insertTargetRuns(tx, id, step.index, state, actions, targets);
+    }
+    // Read under the pair's queue lock that insertDeployment took: every deployment ahead of this one is visible.
+    const ahead = await this.repo.queuedBehind(
+      { project_id: release.projectId, environment_id: env.id, queue_seq: (await this.getRow(id, tx)).queue_seq },
+      tx,
+    );
+    if (ahead)
+      lines.push({
+        level: 'info',
+        text: `Queued behind deployment ${ahead}: deployments of ${n.projectName} to ${env.name} run one at a time, in the order they were created`,
+      });
+    await this.log.append(tx, id, lines);
+    return id;
   }
 
   /** What a deployment of this release to this environment would do, without running anything. */
@@ -207,7 +265,7 @@ export class DeploymentsService {
     const machines = await this.machines.deployable(env.id, list(q.specificMachineIds), list(q.excludedMachineIds));
     const steps = layoutDeployment(release.process, env.id, release.channelId, machines);
     const FAILURE_ONLY = 'condition: runs only if an earlier step failed';
-    return {
+    const preview: Preview = {
       releaseId: release.id,
       environmentId: env.id,
       estimatedSeconds: null,
@@ -237,6 +295,22 @@ export class DeploymentsService {
         };
       }),
     };
+    // Estimates from how long the project's target runs took before (by step name, in any environment).
+    const estimate = estimateDeployment(
+      steps.map((s, i) => ({
+        name: s.name,
+        willRun: preview.steps[i].willRun,
+        startTrigger: s.startTrigger,
+        runsOn: s.runsOn,
+        window: s.window,
+        batches: s.batches,
+        bakeSeconds: release.process[s.index].bakeSeconds,
+      })),
+      await this.repo.stepDurationMedians(release.projectId, ESTIMATE_HISTORY),
+    );
+    preview.steps.forEach((s, i) => (s.estimatedSeconds = estimate.steps[i]));
+    preview.estimatedSeconds = estimate.total;
+    return preview;
   }
 
   async getRow(id: string, db?: Db): Promise<DeploymentRow> {
@@ -342,6 +416,8 @@ export class DeploymentsService {
       environmentId: d.environment_id,
       state: d.state,
       ...(d.queued_behind ? { queuedBehind: d.queued_behind } : {}),
+      ...(d.retry_of ? { retryOf: d.retry_of } : {}),
+      ...(d.rollback_of ? { rollbackOf: d.rollback_of } : {}),
       createdAt: iso(d.created_at)!,
       startedAt: iso(d.started_at),
       finishedAt: iso(d.finished_at),
@@ -405,5 +481,226 @@ export class DeploymentsService {
       ]);
     });
     this.events.emit('changed', id);
+  }
+
+  /**
+   * Retries what did not succeed in a failed deployment, as a new deployment of the same release and environment
+   * (`retryOf`), with its guided failure and rollback choice: from the first step that failed, each step on the
+   * machines whose target run there did not succeed (failed, skipped because never reached, cancelled, pending), a
+   * step on the server if it did not succeed; steps before it, and later steps where nothing is left to retry, are
+   * settled skipped (`succeeded in deployment ID`). Machines revoked or disabled since (or gone from the environment
+   * or the step's roles) are left out, and its log says so. The earlier deployment's output variables are copied, so
+   * the steps that run again see what the steps that do not set. It queues like any deployment.
+   */
+  async retryFailed(id: string): Promise<Deployment> {
+    const orig = await this.getRow(id);
+    if (orig.state !== 'failed')
+      throw new DomainError(
+        'deployment_not_failed',
+        `deployment ${id} has not failed (${orig.state}): only a failed deployment's targets can be retried`,
+      );
+    const [release, env, project, { steps, runs }] = await Promise.all([
+      this.releases.get(orig.release_id),
+      this.envs.get(orig.environment_id),
+      this.projects.get(orig.project_id),
+      this.repo.readView(orig),
+    ]);
+    // A failed deployment has a failed step; the fallback only keeps a deployment without one from retrying nothing.
+    const first =
+      steps.find((s) => s.state === 'failed') ??
+      steps.find((s) => runs.some((r) => r.step_index === s.step_index && r.state !== 'success'));
+    const firstIndex = first?.step_index ?? steps.length;
+    const created = await this.repo.transaction(async (tx) => {
+      const machines = await this.machines.deployable(env.id, [], [], tx);
+      const deployable = new Map(machines.map((m) => [m.id, m]));
+      const settled = new Map<number, string>();
+      const only = new Map<number, Set<string>>();
+      const retried = new Map<string, string>();
+      const lines: LogEntryInput[] = [
+        {
+          level: 'info',
+          text: `Retrying what did not succeed in deployment ${id}${first ? `, from step ${first.name}` : ''}`,
+        },
+      ];
+      for (const s of steps) {
+        const i = s.step_index;
+        const again = runs.filter((r) => r.step_index === i && r.state !== 'success');
+        if (i < firstIndex || !again.length) {
+          settled.set(i, `${s.state === 'success' ? 'succeeded' : s.state} in deployment ${id}`);
+          continue;
+        }
+        const roles = release.process[i].targetRoles ?? [];
+        if (!roles.length) {
+          lines.push({ level: 'info', stepName: s.name, text: `Step ${s.name}: runs again on the server` });
+          continue;
+        }
+        const kept = again.filter((r) => deployable.get(r.machine_id!)?.roles.some((x) => roles.includes(x)));
+        for (const r of again.filter((x) => !kept.includes(x)))
+          lines.push({
+            level: 'warn',
+            stepName: s.name,
+            machineId: r.machine_id,
+            text: `Step ${s.name} on ${r.machine_name}: left out, ${deployable.has(r.machine_id!) ? "the machine no longer has the step's roles" : 'the machine was revoked or disabled since (or left the environment)'}`,
+          });
+        if (!kept.length) {
+          settled.set(i, `nothing left to retry from deployment ${id}: its machines were revoked or disabled since`);
+          continue;
+        }
+        only.set(i, new Set(kept.map((r) => r.machine_id!)));
+        for (const r of kept) retried.set(r.machine_id!, r.machine_name);
+        lines.push({
+          level: 'info',
+          stepName: s.name,
+          text: `Step ${s.name}: retrying on ${kept.map((r) => r.machine_name).join(', ')}`,
+        });
+      }
+      const newId = await this.insertNew(tx, {
+        release,
+        env,
+        projectName: project.name,
+        machines,
+        guidedFailure: orig.guided_failure,
+        rollbackOnFailure: orig.rollback_on_failure,
+        // What it is limited to: the machines it retries, by name.
+        specific: [...retried].sort((a, b) => (a[1] < b[1] ? -1 : a[1] > b[1] ? 1 : 0)).map(([mid]) => mid),
+        excluded: [],
+        layout: { only },
+        settled,
+        retryOf: id,
+        lines,
+      });
+      const outputs = await this.repo.copyOutputVariables(tx, id, newId);
+      if (outputs)
+        await this.log.append(tx, newId, [
+          { level: 'info', text: `${outputs} output variable(s) of deployment ${id} carried over` },
+        ]);
+      await this.log.append(tx, id, [
+        { level: 'info', text: `Retried by deployment ${newId}: what did not succeed here runs again there` },
+      ]);
+      return this.get(newId, tx);
+    });
+    this.logger.info('deployment created', { deploymentId: created.id, retryOf: id, release: release.version });
+    this.events.emit('changed', created.id);
+    return created;
+  }
+
+  /**
+   * Rolls a finished deployment back on demand (see `rollBack`). A deployment is rolled back once: asked again, the
+   * answer is the rollback it already has.
+   */
+  async rollback(id: string): Promise<Deployment> {
+    return (await this.rollBack(id, false))!;
+  }
+
+  /**
+   * A deployment ended `failed` on this node (DeploymentEvents `finished`, see RollbackOnFailure): rolls it back if it
+   * was created with `rollbackOnFailure` and nothing rolled it back yet; why it could not is written to its log.
+   */
+  async rollBackFailed(id: string): Promise<void> {
+    await this.rollBack(id, true);
+  }
+
+  /**
+   * Deploys the environment's last successful release of the project before this deployment (the newest `success`
+   * deployment of the project and environment created before it, of another release) to the machines that got this
+   * deployment's release (those with a target run in it that started), newest first (by when they last got it), as a
+   * new deployment with `rollbackOf`; this one gets `rolledBackBy`. A rollback never rolls back by itself.
+   *
+   * Lock order: the pair's queue lock (level 0) first, the rollback being a deployment of the same pair, then this
+   * deployment's row (level 1), under which `rolled_back_by` is read and set: two nodes, a repeated event or an
+   * operator at the same moment cannot make two rollbacks.
+   */
+  private async rollBack(id: string, automatic: boolean): Promise<Deployment | undefined> {
+    const pre = await this.getRow(id);
+    const [env, project] = await Promise.all([this.envs.get(pre.environment_id), this.projects.get(pre.project_id)]);
+    let existing: string | undefined;
+    const created = await this.repo.transaction(async (tx): Promise<Deployment | undefined> => {
+      await this.repo.lockQueue(tx, pre.project_id, pre.environment_id);
+      const d = (await this.repo.lockDeployment(tx, id))!;
+      if (!FINISHED_STATES.includes(d.state)) {
+        if (automatic) return undefined;
+        throw new DomainError(
+          'deployment_active',
+          `deployment ${id} has not finished (${d.state}): only a finished deployment can be rolled back`,
+        );
+      }
+      if (automatic && (d.state !== 'failed' || !d.rollback_on_failure)) return undefined;
+      if (d.rolled_back_by) {
+        existing = d.rolled_back_by;
+        return undefined;
+      }
+      // Automatically, what keeps it from rolling back goes to the failed deployment's log; on demand, to the caller.
+      const cannot = async (e: DomainError) => {
+        if (!automatic) throw e;
+        await this.log.append(tx, id, [{ level: 'warn', text: `Not rolled back: ${e.message}` }]);
+        return undefined;
+      };
+      const from = await this.releases.get(d.release_id, tx);
+      const prev = await this.repo.previousSuccess(d, tx);
+      if (!prev)
+        return cannot(
+          new DomainError(
+            'no_previous_release',
+            `${env.name} has no earlier successful release of ${project.name} to go back to (a successful deployment of another release, created before deployment ${id})`,
+          ),
+        );
+      const got = await this.repo.machinesThatGotRelease(id, tx);
+      if (!got.length)
+        return cannot(
+          invalid(`no machine got release ${from.version} in deployment ${id}: none of its targets started`),
+        );
+      const machines = await this.machines.deployable(env.id, [], [], tx);
+      const deployable = new Map(machines.map((m) => [m.id, m]));
+      const back = got.filter((g) => deployable.has(g.machine_id));
+      const gone = got.filter((g) => !deployable.has(g.machine_id));
+      if (!back.length)
+        return cannot(
+          invalid(
+            `the machines that got release ${from.version} in deployment ${id} (${gone.map((g) => g.machine_name).join(', ')}) were revoked or disabled since`,
+          ),
+        );
+      const release = await this.releases.get(prev.release_id, tx);
+      const order = back.map((g) => g.machine_id);
+      const names = back.map((g) => g.machine_name).join(', ');
+      const newId = await this.insertNew(tx, {
+        release,
+        env,
+        projectName: project.name,
+        machines: back.map((g) => deployable.get(g.machine_id)!),
+        guidedFailure: env.guidedFailure,
+        rollbackOnFailure: false,
+        specific: order,
+        excluded: [],
+        layout: { order },
+        rollbackOf: id,
+        lines: [
+          {
+            level: 'info',
+            text: `Rolling back deployment ${id} (release ${from.version}${automatic ? ', which failed' : ''}) to release ${release.version}, last deployed successfully by deployment ${prev.id}: on ${names}, newest first`,
+          },
+          ...gone.map((g) => ({
+            level: 'warn' as const,
+            machineId: g.machine_id,
+            text: `${g.machine_name} left out: it got release ${from.version} but was revoked or disabled since (or left the environment)`,
+          })),
+        ],
+      });
+      await this.repo.setRolledBackBy(tx, id, newId);
+      await this.log.append(tx, id, [
+        {
+          level: 'warn',
+          text: `Rolled back${automatic ? ' automatically' : ''} by deployment ${newId}: release ${release.version} goes back on ${names}`,
+        },
+      ]);
+      return this.get(newId, tx);
+    });
+    if (!created) return existing && !automatic ? this.get(existing) : undefined;
+    this.logger.info('deployment created', {
+      deploymentId: created.id,
+      rollbackOf: id,
+      release: created.releaseVersion,
+    });
+    this.events.emit('changed', created.id);
+    return created;
   }
 }

@@ -73,6 +73,11 @@ export interface LayoutOptions {
    * Without it, machines go in name order.
    */
   order?: string[];
+  /**
+   * Per step index, the only machines (ids) that step may target (a retry: the targets that did not succeed); a step
+   * not in it may target every machine given. Windows, failure budgets and batches resolve over what is left.
+   */
+  only?: ReadonlyMap<number, ReadonlySet<string>>;
 }
 
 export function layoutDeployment(
@@ -89,7 +94,12 @@ export function layoutDeployment(
     const runsOn = step.targetRoles?.length ? 'targets' : 'server';
     const matching =
       runsOn === 'targets'
-        ? machines.filter((m) => m.roles.some((r) => step.targetRoles!.includes(r))).sort(inOrder)
+        ? machines
+            .filter(
+              (m) =>
+                m.roles.some((r) => step.targetRoles!.includes(r)) && (options.only?.get(index)?.has(m.id) ?? true),
+            )
+            .sort(inOrder)
         : [];
     const targets = step.spreadBy ? spreadOver(matching, step.spreadBy) : matching;
     const actions = step.actions.map((a) => {

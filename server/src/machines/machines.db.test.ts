@@ -99,12 +99,13 @@ it('hands deployable machines with their labels to the layout', async () => {
     n1: await machine('dep-04'),
   };
   const ms = await machines.deployable(env, [], []);
-  expect(Object.fromEntries(ms.map((m) => [m.id, { ...m.labels }]))).toEqual({
+  const labelsById: Record<string, Record<string, string>> = Object.fromEntries(ms.map((m) => [m.id, { ...m.labels }]));
+  expect(labelsById).toEqual({
     [ids.a1]: { zone: 'a' },
     [ids.a2]: { zone: 'a' },
     [ids.b1]: { zone: 'b', toString: 'x' },
     [ids.n1]: {},
-  });
+  } as Record<string, Record<string, string>>);
   const step = (spreadBy: string) => ({
     name: 'Roll',
     targetRoles: ['web'],

@@ -28,4 +28,11 @@ export class CreateDeploymentDto {
   @IsOptional()
   @IsBoolean()
   guidedFailure?: boolean;
+  @ApiPropertyOptional({
+    type: Boolean,
+    description: "when it fails, roll back to the environment's last successful release (default: the environment's)",
+  })
+  @IsOptional()
+  @IsBoolean()
+  rollbackOnFailure?: boolean;
 }
