@@ -241,9 +241,16 @@ browserIt(
     expect(await page.locator(`${el('batch-Web-2')} .cell[data-state="pending"]`).count()).toBe(3);
     expect(await page.getAttribute(el('deployment-head'), 'data-ticking')).toBe('true');
 
-    await page.fill(`${box} ${el('interruption-notes')}`, 'first node looks fine');
-    await sleep(1000);
+    // The countdown re-renders the page every second: what is being typed, and the focus, stay.
+    await page.click(`${box} ${el('interruption-notes')}`);
+    await page.keyboard.type('first node');
+    await sleep(1200);
     expect([...runsOf('approve').keys()]).toEqual(['web-01']); // the second batch waits for the answer
+    await page.keyboard.type(' looks fine');
+    expect(await page.inputValue(`${box} ${el('interruption-notes')}`)).toBe('first node looks fine');
+    expect(await page.evaluate(() => (globalThis as any).document.activeElement?.dataset?.testid)).toBe(
+      'interruption-notes',
+    );
     await shot('batch-approval');
 
     const clicked = Date.now();
