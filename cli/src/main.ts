@@ -7,7 +7,17 @@ import { readFileSync } from 'node:fs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
-import type { Deployment, Environment, Interruption, LogPage, Machine, Project, Release } from '#shared/api/types.js';
+import type {
+  Deployment,
+  Environment,
+  Interruption,
+  LogPage,
+  Machine,
+  Project,
+  Release,
+  SteerAccepted,
+  StepRun,
+} from '#shared/api/types.js';
 import { ApiError, CuttleClient } from '#shared/client/index.js';
 import { formatLabels, parseLabelSelector } from '#shared/labels/index.js';
 import { CUTTLE_VERSION } from '#shared/version.js';
@@ -56,6 +66,30 @@ async function findRelease(api: CuttleClient, projectId: string, version: string
   return r;
 }
 
+/** Where an interruption is: step/action (a batch approval has no action). */
+const whereOf = (i: Interruption) => (i.actionName ? `${i.stepName}/${i.actionName}` : i.stepName);
+
+/**
+ * A step rolled in several batches: the batch in progress ("batch 2/3") and what it waits for before the next one
+ * ("baking 20 s", "health checks", "waiting for approval"). `exact: false` leaves the seconds out, so that a line per
+ * change is printed when the bake starts, not every second of it.
+ */
+function rollout(s: StepRun, exact = true): { batch: string; gate: string } {
+  const batch = s.batchCount > 1 && s.currentBatch !== null ? `batch ${s.currentBatch + 1}/${s.batchCount}` : '';
+  const left = s.bakeUntil ? Math.max(0, Math.ceil((Date.parse(s.bakeUntil) - Date.now()) / 1000)) : null;
+  const gate =
+    s.gate === 'bake'
+      ? exact && left !== null
+        ? `baking ${left} s`
+        : 'baking'
+      : s.gate === 'health-check'
+        ? 'health checks'
+        : s.gate === 'approval'
+          ? 'waiting for approval'
+          : '';
+  return { batch, gate };
+}
+
 /** Follows a deployment to its end, with a progress bar per step on a terminal and a line per change otherwise. */
 async function follow(api: CuttleClient, id: string): Promise<Deployment> {
   const tty = !!process.stderr.isTTY && !json;
@@ -77,6 +111,7 @@ async function follow(api: CuttleClient, id: string): Promise<Deployment> {
   const last: string[] = [];
   const told = new Set<string>();
   let queuedBehind: string | undefined;
+  let paused = false;
   const say = (msg: string) => {
     if (bars) bars.log(msg + '\n');
     else if (!json) process.stderr.write(msg + '\n');
@@ -85,17 +120,29 @@ async function follow(api: CuttleClient, id: string): Promise<Deployment> {
     if (d.queuedBehind && d.queuedBehind !== queuedBehind)
       say(`queued behind deployment ${d.queuedBehind} (deployments of a project to an environment run one at a time)`);
     queuedBehind = d.queuedBehind;
+    if ((d.state === 'paused') !== paused)
+      say(d.state === 'paused' ? `paused: no new target starts (resume with: cuttle resume ${id})` : 'resumed');
+    paused = d.state === 'paused';
     d.steps.forEach((s, i) => {
       const done = s.targets.filter((t) => TERMINAL.includes(t.state) || t.state === 'skipped').length;
       const failed = s.targets.filter((t) => t.state === 'failed').length;
       const running = s.targets.filter((t) => t.state === 'running').length;
       const waiting = s.targets.filter((t) => t.waitingFor === 'machine').length;
-      const status = `${d.state === 'queued' ? 'queued' : s.state}${running ? `, ${running}/${s.windowSize} in flight` : ''}${waiting ? `, ${waiting} waiting for busy machines` : ''}${failed ? `, ${failed} failed` : ''}`;
-      if (bars) stepBars[i]?.update(done, { status });
+      const state = d.state === 'queued' ? 'queued' : paused && s.state === 'running' ? 'paused' : s.state;
+      const status = (gate: string, batch = '') =>
+        `${state}${batch ? `, ${batch}` : ''}${gate ? `, ${gate}` : ''}${running ? `, ${running}/${s.windowSize} in flight` : ''}${waiting ? `, ${waiting} waiting for busy machines` : ''}${failed ? `, ${failed} failed` : ''}`;
+      const { batch, gate } = rollout(s);
+      // " Web |████░░| 3/6 targets running, batch 2/3, baking 20 s"
+      if (bars) stepBars[i]?.update(done, { status: status(gate, batch) });
       else if (!json) {
-        const line = `${s.name}: ${done}/${s.targets.length} targets, ${status}`;
-        if (line !== last[i]) process.stderr.write(line + '\n');
-        last[i] = line;
+        // "Web: batch 2/3, 3/6 targets done, running" for a batched step; "Web: 2/2 targets, success" otherwise.
+        const line = (g: string) =>
+          batch
+            ? `${s.name}: ${batch}, ${done}/${s.targets.length} targets done, ${status(g)}`
+            : `${s.name}: ${done}/${s.targets.length} targets, ${status(g)}`;
+        const key = line(rollout(s, false).gate);
+        if (key !== last[i]) process.stderr.write(line(gate) + '\n');
+        last[i] = key;
       }
     });
     if (d.state === 'waiting') {
@@ -103,7 +150,7 @@ async function follow(api: CuttleClient, id: string): Promise<Deployment> {
         if (told.has(i.id)) continue;
         told.add(i.id);
         say(
-          `waiting on ${i.kind} ${i.stepName}/${i.actionName}${i.machineName ? ` on ${i.machineName}` : ''}: ${i.instructions ?? ''}\n  answer with: cuttle submit ${i.id} --result ${i.allowedResults.join('|')}`,
+          `waiting on ${i.kind} ${whereOf(i)}${i.machineName ? ` on ${i.machineName}` : ''}: ${i.instructions ?? ''}\n  answer with: cuttle submit ${i.id} --result ${i.allowedResults.join('|')}`,
         );
       }
     }
@@ -275,7 +322,7 @@ program
       result: o.result,
       ...(o.notes ? { notes: o.notes } : {}),
     });
-    out(`${r.kind} ${r.stepName}/${r.actionName}: ${r.result}`, r);
+    out(`${r.kind} ${whereOf(r)}: ${r.result}`, r);
   });
 
 program
@@ -329,6 +376,24 @@ derived(
   'rollback',
   (d, from) => `rolling back deployment ${from} to release ${d.releaseVersion}`,
 );
+
+/** Pause and resume: the state the server answered; a refusal (an ended deployment) exits 2 with its message. */
+async function steer(id: string, what: 'pause' | 'resume') {
+  const r = await client().post<SteerAccepted>(`/api/deployments/${encodeURIComponent(id)}/${what}`);
+  out(`deployment ${r.id} ${r.state}`, r);
+}
+
+program
+  .command('pause <deploymentId>')
+  .description('pause a deployment: no new target starts, running ones finish')
+  .option('--json')
+  .action((id) => steer(id, 'pause'));
+
+program
+  .command('resume <deploymentId>')
+  .description('resume a paused deployment where it stopped')
+  .option('--json')
+  .action((id) => steer(id, 'resume'));
 
 program
   .command('logs <deploymentId>')

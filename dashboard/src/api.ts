@@ -65,6 +65,7 @@ export type {
   Project,
   RegistrationToken,
   Release,
+  SteerAccepted,
   StepRun,
   TargetRun,
 } from '#api';
@@ -85,6 +86,13 @@ export interface Action {
   retryDelaySeconds?: number;
   [k: string]: unknown;
 }
+/** A step's health check as edited (the script may still be empty while the other fields are typed). */
+export interface HealthCheckDraft {
+  script?: string;
+  timeoutSeconds?: number;
+  retries?: number;
+  intervalSeconds?: number;
+}
 export interface Step {
   name: string;
   targetRoles?: string[];
@@ -92,6 +100,16 @@ export interface Step {
   maxFailures?: number | string;
   condition?: string;
   startTrigger?: string;
+  // The rollout policy (shared/src/process): batch sizes, the bake and its health check, approvals, spreading and
+  // skipping unavailable targets.
+  batches?: Array<number | string>;
+  bakeSeconds?: number;
+  healthCheck?: HealthCheckDraft;
+  approveEachBatch?: boolean;
+  approvalTimeoutSeconds?: number;
+  approvalDefault?: 'abort' | 'proceed';
+  spreadBy?: string;
+  skipUnavailable?: boolean;
   actions: Action[];
   [k: string]: unknown;
 }

@@ -1,11 +1,12 @@
 /**
- * The deployment's pending interruptions (manual interventions, guided failures): instructions, notes, one button per
- * allowed answer. Keyed by id, so a live update keeps each box, its typed notes and the focus where they are.
+ * The deployment's pending interruptions (manual interventions, guided failures, batch approvals): what is asked,
+ * notes, one button per allowed answer. Keyed by id, so a live update keeps each box, its typed notes and the focus
+ * where they are.
  */
 import { api, get, q, type Interruption } from './api.js';
-import type { DeploymentState, DeploymentStore } from './deployment-store.js';
+import { secondsUntil, type DeploymentState, type DeploymentStore } from './deployment-store.js';
 import { html, live, nothing, repeat } from './lit.js';
-import { errorBox, problem, valueOf } from './ui.js';
+import { errorBox, fmtSeconds, problem, valueOf } from './ui.js';
 
 const buttonClass = (r: string) => (r === 'abort' ? 'danger' : r === 'proceed' || r === 'retry' ? 'primary' : '');
 
@@ -37,6 +38,38 @@ export function interruptionsLoader(store: DeploymentStore) {
   };
 }
 
+/** A manual intervention or a guided failure: where, and the instructions. */
+const question = (i: Interruption) =>
+  html`<h3>
+      ${i.kind === 'guided-failure' ? 'Failed: what now?' : 'Manual intervention needed'}
+      <span class="muted small">${i.stepName} / ${i.actionName}${i.machineName ? ` on ${i.machineName}` : ''}</span>
+    </h3>
+    ${i.instructions ? html`<p class="instructions" data-testid="interruption-instructions">${i.instructions}</p>` : nothing}`;
+
+/**
+ * A batch approval: which batch of which step, its targets, and with a timeout the default answer and the time left
+ * (counted down by the store's clock). The server's instructions say the same in a sentence, so they are not repeated.
+ */
+const approval = (i: Interruption, s: DeploymentState) => {
+  const count = s.deployment.steps.find((st) => st.name === i.stepName)?.batchCount;
+  const n = (i.batch ?? 0) + 1;
+  return html`<h3>
+      Approve batch ${n}${count ? ` of ${count}` : ''}?
+      <span class="muted small">${i.stepName}</span>
+    </h3>
+    <div class="approval-targets" data-testid="approval-targets">
+      ${i.targets?.length ? html`Targets: ${i.targets.map((t) => html`<span class="tag mono">${t.machineName}</span>`)}` : html`<span class="muted">no targets left in this batch</span>`}
+    </div>
+    ${
+      i.expiresAt
+        ? html`<p class="small" data-testid="approval-timeout" data-expires-at=${i.expiresAt}>
+            Default answer <strong data-testid="approval-default">${i.defaultResult ?? 'abort'}</strong>, applied in
+            <span data-testid="approval-left">${fmtSeconds(secondsUntil(i.expiresAt, s.now))}</span> without an answer
+          </p>`
+        : html`<p class="small muted">No timeout: the step waits for an answer.</p>`
+    }`;
+};
+
 export function interruptionsView(s: DeploymentState, store: DeploymentStore, reload: () => Promise<void>) {
   const answer = async (i: Interruption, result: string) => {
     store.setAnswering(i.id, true);
@@ -55,11 +88,7 @@ export function interruptionsView(s: DeploymentState, store: DeploymentStore, re
       data-interruption-id=${i.id}
       data-kind=${i.kind}
     >
-      <h3>
-        ${i.kind === 'guided-failure' ? 'Failed: what now?' : 'Manual intervention needed'}
-        <span class="muted small">${i.stepName} / ${i.actionName}${i.machineName ? ` on ${i.machineName}` : ''}</span>
-      </h3>
-      ${i.instructions ? html`<p class="instructions" data-testid="interruption-instructions">${i.instructions}</p>` : nothing}
+      ${i.kind === 'batch-approval' ? approval(i, s) : question(i)}
       <textarea
         rows="2"
         placeholder="Notes (recorded with your answer)"

@@ -1,18 +1,103 @@
 /**
- * The live view of one deployment: a header (state, times, cancel), the interruptions, the grid and the log, each a
- * component rendering from one DeploymentStore. After the first REST load every change arrives over the live socket
- * (`deployment` snapshots, `log` entries, `interruptions` notices) into the store; nothing polls.
+ * The live view of one deployment: a header (state, times, links to related deployments, the steering buttons and
+ * cancel), the interruptions, the grid and the log, each a component rendering from one DeploymentStore. After the
+ * first REST load every change arrives over the live socket (`deployment` snapshots, `log` entries, `interruptions`
+ * notices) into the store; nothing polls.
  */
-import { api, get, type Deployment, type LogEntry } from './api.js';
+import { api, get, type Deployment, type LogEntry, type SteerAccepted } from './api.js';
 import { gridView } from './deployment-grid.js';
 import { interruptionsLoader, interruptionsView } from './deployment-interruptions.js';
 import { followLog, logView } from './deployment-log.js';
-import { DeploymentStore, FINISHED, type DeploymentState } from './deployment-store.js';
+import { DeploymentStore, FINISHED, type DeploymentState, type Steer } from './deployment-store.js';
 import { lookups, type Lookups } from './deployments.js';
 import { html, nothing } from './lit.js';
 import * as live from './live.js';
 import { mount } from './store.js';
 import { badge, card, elapsed, errorBox, fmtTime, problem } from './ui.js';
+
+/** States a deployment can be paused in (the server refuses the others). */
+const PAUSABLE = new Set(['queued', 'executing', 'waiting']);
+
+/**
+ * Sends a steering request. Pause and resume change this deployment: the state the server answered is shown at once
+ * (unless a live snapshot has moved it on meanwhile), and the snapshot that follows brings the rest (pausedAt).
+ * Retry failed and roll back make a new deployment, whose page opens.
+ */
+async function steer(store: DeploymentStore, what: Steer) {
+  const before = store.state.deployment;
+  store.setSteering(what);
+  try {
+    if (what === 'pause' || what === 'resume') {
+      const r = await api<SteerAccepted>('POST', `/api/deployments/${before.id}/${what}`);
+      store.set((s) =>
+        s.deployment.state === before.state ? { deployment: { ...s.deployment, state: r.state } } : undefined,
+      );
+      store.setSteering(null);
+    } else {
+      const created = await api<Deployment>('POST', `/api/deployments/${before.id}/${what}`);
+      store.setSteering(null);
+      location.hash = `#/deployments/${created.id}`;
+    }
+  } catch (err) {
+    store.setSteering(null, problem(err));
+  }
+}
+
+const shortLink = (id: string) => html`<a href="#/deployments/${id}" class="mono">${id.slice(0, 8)}</a>`;
+
+/** Deployments this one is tied to: the failed one it retries, the one it rolls back, the one rolling it back. */
+const related = (d: Deployment) =>
+  d.retryOf || d.rollbackOf || d.rolledBackBy
+    ? html`<div class="dep-related small">
+        ${d.retryOf ? html`<span data-testid="retry-of">retry of ${shortLink(d.retryOf)}</span>` : nothing}
+        ${d.rollbackOf ? html`<span data-testid="rollback-of">rollback of ${shortLink(d.rollbackOf)}</span>` : nothing}
+        ${d.rolledBackBy ? html`<span data-testid="rolled-back-by">rolled back by ${shortLink(d.rolledBackBy)}</span>` : nothing}
+      </div>`
+    : nothing;
+
+/** Pause, Resume, Retry failed and Roll back, each shown when the deployment's state allows it, and their errors. */
+function steering(s: DeploymentState, store: DeploymentStore) {
+  const d = s.deployment;
+  const busy = s.steering !== null;
+  const rollback = () => {
+    if (!confirm("Roll back? The environment's previous successful release is deployed again, as a new deployment."))
+      return;
+    void steer(store, 'rollback');
+  };
+  return html`<div class="steer">
+    <div class="inline">
+      <button
+        data-testid="pause-deployment"
+        ?hidden=${!PAUSABLE.has(d.state)}
+        ?disabled=${busy}
+        @click=${() => void steer(store, 'pause')}
+      >
+        Pause
+      </button>
+      <button
+        class="primary"
+        data-testid="resume-deployment"
+        ?hidden=${d.state !== 'paused'}
+        ?disabled=${busy}
+        @click=${() => void steer(store, 'resume')}
+      >
+        Resume
+      </button>
+      <button
+        data-testid="retry-failed"
+        ?hidden=${d.state !== 'failed'}
+        ?disabled=${busy}
+        @click=${() => void steer(store, 'retry-failed')}
+      >
+        Retry failed
+      </button>
+      <button data-testid="rollback-deployment" ?hidden=${!FINISHED.has(d.state)} ?disabled=${busy} @click=${rollback}>
+        Roll back
+      </button>
+    </div>
+    ${errorBox('steer-error', s.steerError)}
+  </div>`;
+}
 
 function header(s: DeploymentState, store: DeploymentStore, names: Lookups) {
   const d = s.deployment;
@@ -27,7 +112,8 @@ function header(s: DeploymentState, store: DeploymentStore, names: Lookups) {
       store.setError(problem(err));
     }
   };
-  return html`<div class="dep-head">
+  // data-ticking: whether the countdown clock runs (tests read it; it must stop once nothing counts down).
+  return html`<div class="dep-head" data-testid="deployment-head" data-ticking=${s.ticking ? 'true' : 'false'}>
     <div>
       <h1>
         ${project ? html`<a href="#/projects/${project.id}">${project.name}</a>` : 'Deployment'}
@@ -43,6 +129,13 @@ function header(s: DeploymentState, store: DeploymentStore, names: Lookups) {
                   deployment at a time per project and environment)</span
                 >`
               : nothing
+          }${
+            d.state === 'paused'
+              ? html`<span class="small muted" data-testid="paused-since"
+                  >${d.pausedAt ? html`since ${fmtTime(d.pausedAt)} (${elapsed(d.pausedAt, null)}): ` : nothing}no new
+                  target starts, running ones finish</span
+                >`
+              : nothing
           }</span
         >
         <span class="muted">
@@ -50,8 +143,10 @@ function header(s: DeploymentState, store: DeploymentStore, names: Lookups) {
           ${fmtTime(d.createdAt)}${d.startedAt ? html` · elapsed ${elapsed(d.startedAt, d.finishedAt, 'deployment-elapsed')}` : ' · not started'}</span
         >
       </div>
+      ${related(d)}
     </div>
     <span class="spacer"></span>
+    ${steering(s, store)}
     <button
       class="danger"
       data-testid="cancel-deployment"
@@ -89,5 +184,6 @@ export async function deploymentView(root: HTMLElement, id: string) {
   return () => {
     unwatch();
     unmount();
+    store.stopClock();
   };
 }

@@ -7,7 +7,16 @@
  * editor renders again. A field whose text does not map one to one onto the model (roles "web," while typing, a
  * number "1.") keeps the text as typed in `drafts` until the process is saved or reloaded, so typing is never undone.
  */
-import { api, ApiError, type Action, type Channel, type Environment, type Process, type Step } from './api.js';
+import {
+  api,
+  ApiError,
+  type Action,
+  type Channel,
+  type Environment,
+  type HealthCheckDraft,
+  type Process,
+  type Step,
+} from './api.js';
 import { html, live, nothing, repeat, type TemplateResult } from './lit.js';
 import { mount, Store } from './store.js';
 import { checkedOf, errorBox, problem, valueOf, type Problem } from './ui.js';
@@ -36,6 +45,27 @@ function move<T>(list: T[], i: number, d: number) {
   [list[i], list[j]] = [list[j], list[i]];
 }
 const str = (v: unknown) => (v === undefined || v === null ? '' : String(v));
+/** Batch sizes as typed, "1, 10%, 100%", and back; an empty list leaves the key out. */
+const fmtList = (v: unknown) => (Array.isArray(v) ? v.join(', ') : str(v));
+function parseBatches(v: string): Array<number | string> | undefined {
+  const list = v
+    .split(',')
+    .map((x) => countOrPercent(x))
+    .filter((x): x is number | string => x !== undefined);
+  return list.length ? list : undefined;
+}
+
+/** The rollout policy's keys: with any of them set, the rollout fields show even on a step without roles. */
+const ROLLOUT_KEYS = [
+  'batches',
+  'bakeSeconds',
+  'healthCheck',
+  'approveEachBatch',
+  'approvalTimeoutSeconds',
+  'approvalDefault',
+  'spreadBy',
+  'skipUnavailable',
+] as const;
 
 /** Stable keys for steps and actions (objects), so moving one moves its DOM, focus included. */
 const keys = new WeakMap<object, number>();
@@ -57,6 +87,11 @@ export class ProcessEditor {
   readonly store: Store<EditorState>;
   readonly el = document.createElement('div');
   private drafts = new WeakMap<object, Record<string, string>>();
+  /**
+   * A step's health check while it has no field yet: the fields edit this object, which becomes the step's
+   * `healthCheck` with its first field and leaves it with its last, so an empty check is never sent.
+   */
+  private looseChecks = new WeakMap<Step, HealthCheckDraft>();
   private unmount: () => void;
 
   constructor(
@@ -135,7 +170,7 @@ export class ProcessEditor {
     key: string,
     format: (v: unknown) => string,
     parse: (raw: string) => unknown,
-    o: { testid?: string; placeholder?: string; numeric?: boolean; keepEmpty?: boolean } = {},
+    o: { testid?: string; placeholder?: string; numeric?: boolean; keepEmpty?: boolean; then?: () => void } = {},
   ) {
     const typed = this.drafts.get(obj)?.[key];
     const value = typed ?? format((obj as Record<string, unknown>)[key]);
@@ -144,6 +179,7 @@ export class ProcessEditor {
       this.drafts.set(obj, { ...(this.drafts.get(obj) ?? {}), [key]: raw });
       if (o.keepEmpty) (obj as Record<string, unknown>)[key] = parse(raw);
       else setOpt(obj, key as never, parse(raw));
+      o.then?.();
       this.touch();
     };
     return html`<input
@@ -155,9 +191,10 @@ export class ProcessEditor {
     />`;
   }
 
-  private textarea(obj: object, key: string, o: { rows: number; mono?: boolean }) {
+  private textarea(obj: object, key: string, o: { rows: number; mono?: boolean; then?: () => void }) {
     const onInput = (e: Event) => {
       setOpt(obj, key as never, valueOf(e));
+      o.then?.();
       this.touch();
     };
     return html`<textarea
@@ -169,10 +206,29 @@ export class ProcessEditor {
     ></textarea>`;
   }
 
-  private select(value: string, options: readonly string[], onChange: (v: string) => void) {
+  private select(
+    value: string,
+    options: readonly string[],
+    onChange: (v: string) => void,
+    labels: Record<string, string> = {},
+  ) {
     return html`<select @change=${(e: Event) => this.change(() => onChange(valueOf(e)))}>
-      ${options.map((o) => html`<option value=${o} .selected=${live(o === value)}>${o}</option>`)}
+      ${options.map((o) => html`<option value=${o} .selected=${live(o === value)}>${labels[o] ?? o}</option>`)}
     </select>`;
+  }
+
+  /** A checkbox bound to `obj[key]` (unticked leaves the key out); `then` runs after the change. */
+  private checkbox<T extends object>(obj: T, key: keyof T & string, then?: (on: boolean) => void) {
+    const on = !!(obj as Record<string, unknown>)[key];
+    return html`<input
+      type="checkbox"
+      .checked=${live(on)}
+      @change=${(e: Event) =>
+        this.change(() => {
+          setOpt(obj, key, checkedOf(e));
+          then?.(checkedOf(e));
+        })}
+    />`;
   }
 
   /** Checkboxes picking ids by name; ids the list does not know (a deleted environment) stay shown and kept. */
@@ -216,6 +272,25 @@ export class ProcessEditor {
     </div>`;
   }
 
+  /**
+   * Changes an action's type and drops the fields the new type's card does not show (a manual intervention's
+   * script, a script's package): what is saved is what the person sees.
+   */
+  private retype(a: Action, type: Action['type']) {
+    a.type = type;
+    const hidden: Array<keyof Action> =
+      type === 'manual-intervention'
+        ? ['script', 'packageId', 'timeoutSeconds', 'retries', 'retryDelaySeconds']
+        : type === 'script'
+          ? ['packageId', 'instructions']
+          : ['instructions'];
+    const typed = this.drafts.get(a);
+    for (const k of hidden) {
+      delete a[k];
+      if (typed) delete typed[k as string];
+    }
+  }
+
   // ---- cards
   private stepSummary(s: Step) {
     const roles = s.targetRoles?.length ? `roles ${s.targetRoles.join(', ')}` : 'runs on the server';
@@ -225,7 +300,88 @@ export class ProcessEditor {
       `max failures ${s.maxFailures ?? 0}`,
       `condition ${s.condition ?? 'success'}`,
       `start ${s.startTrigger ?? 'afterPrevious'}`,
-    ].join(' · ');
+      s.batches?.length ? `batches ${fmtList(s.batches)}` : '',
+      s.bakeSeconds !== undefined ? `bake ${s.bakeSeconds} s` : '',
+      s.healthCheck ? 'health check' : '',
+      s.approveEachBatch
+        ? `approve each batch${s.approvalTimeoutSeconds !== undefined ? ` (${s.approvalDefault ?? 'abort'} after ${s.approvalTimeoutSeconds} s)` : ''}`
+        : '',
+      s.spreadBy ? `spread by ${s.spreadBy}` : '',
+      s.skipUnavailable ? 'skip unavailable' : '',
+    ]
+      .filter(Boolean)
+      .join(' · ');
+  }
+
+  /** The step's health check object, attached to the step or waiting for its first field (`looseChecks`). */
+  private healthCheckOf(s: Step): HealthCheckDraft {
+    if (s.healthCheck) return s.healthCheck;
+    const loose = this.looseChecks.get(s) ?? {};
+    this.looseChecks.set(s, loose);
+    return loose;
+  }
+
+  /**
+   * The rollout policy's fields (shared/src/process): shown for a step with target roles, since a step on the server
+   * refuses them, or for any step that has one set (so it can be seen and cleared). Empty fields leave their key out.
+   */
+  private rollout(s: Step) {
+    if (!s.targetRoles?.length && !ROLLOUT_KEYS.some((k) => s[k] !== undefined)) return nothing;
+    const hc = this.healthCheckOf(s);
+    // A health check with no field left goes from the step; its first field puts it (back) on the step.
+    const attach = () => {
+      if (Object.keys(hc).length) s.healthCheck = hc;
+      else delete s.healthCheck;
+    };
+    const num = (v: unknown) => str(v);
+    const numeric = (placeholder?: string, then?: () => void) => ({ numeric: true, placeholder, then });
+    const approvalOff = (on: boolean) => {
+      if (on) return;
+      // Without approvals, their timeout and default mean nothing (the API refuses them): they go too.
+      delete s.approvalTimeoutSeconds;
+      delete s.approvalDefault;
+      const typed = this.drafts.get(s);
+      if (typed) {
+        delete typed.approvalTimeoutSeconds;
+        delete typed.approvalDefault;
+      }
+    };
+    return html`<div class="rollout" data-testid="rollout-${s.name}">
+      <h4 class="small muted">Rollout</h4>
+      <div class="fields">
+        ${this.field('Batches (comma separated)', this.text(s, 'batches', fmtList, parseBatches, { placeholder: 'all at once; or 1, 10%, 100%' }))}
+        ${this.field('Bake (s)', this.text(s, 'bakeSeconds', num, optNumber, numeric('none')))}
+        ${this.field(
+          'Spread by (label)',
+          this.text(s, 'spreadBy', str, (v) => v.trim(), { placeholder: 'zone' }),
+        )}
+        ${this.field('Skip unavailable', this.checkbox(s, 'skipUnavailable'))}
+        ${this.field('Approve each batch', this.checkbox(s, 'approveEachBatch', approvalOff))}
+        ${
+          s.approveEachBatch
+            ? html`${this.field('Approval timeout (s)', this.text(s, 'approvalTimeoutSeconds', num, optNumber, numeric('none: waits')))}
+              ${this.field(
+                'Approval default',
+                this.select(s.approvalDefault ?? '', ['', 'abort', 'proceed'], (v) => setOpt(s, 'approvalDefault', v), {
+                  '': 'not set (abort)',
+                }),
+              )}`
+            : nothing
+        }
+        ${this.field('Check timeout (s)', this.text(hc, 'timeoutSeconds', num, optNumber, numeric('60', attach)))}
+        ${this.field('Check retries', this.text(hc, 'retries', num, optNumber, numeric('0', attach)))}
+        ${this.field('Check interval (s)', this.text(hc, 'intervalSeconds', num, optNumber, numeric('5', attach)))}
+        ${this.field(
+          'Health check script (bash, after the actions and at the end of the bake)',
+          this.textarea(hc, 'script', {
+            rows: Math.min(8, Math.max(2, (hc.script ?? '').split('\n').length + 1)),
+            mono: true,
+            then: attach,
+          }),
+          true,
+        )}
+      </div>
+    </div>`;
   }
 
   private actionSummary(a: Action, st: EditorState) {
@@ -289,7 +445,7 @@ export class ProcessEditor {
         )}
         ${this.field(
           'Type',
-          this.select(a.type, ['script', 'package', 'manual-intervention'], (v) => (a.type = v as Action['type'])),
+          this.select(a.type, ['script', 'package', 'manual-intervention'], (v) => this.retype(a, v as Action['type'])),
         )}
         ${
           a.type === 'package'
@@ -386,6 +542,7 @@ export class ProcessEditor {
           ),
         )}
       </div>
+      ${this.rollout(s)}
       <div class="actions-list">${repeat(s.actions, keyOf, (a, j) => this.actionCard(s, a, j, st))}</div>
       <button @click=${addAction}>+ Add action</button>
     </div>`;

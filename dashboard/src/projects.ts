@@ -13,7 +13,7 @@ import {
 import { html, live, nothing } from './lit.js';
 import { ProcessEditor } from './process.js';
 import { mount, Store } from './store.js';
-import { badge, card, checkedOf, errorBox, fmtTime, problem, valueOf, type Problem } from './ui.js';
+import { badge, card, checkedOf, errorBox, fmtSeconds, fmtTime, problem, valueOf, type Problem } from './ui.js';
 
 const field = (form: HTMLFormElement, name: string) => form.elements.namedItem(name) as HTMLInputElement;
 
@@ -298,9 +298,16 @@ export async function projectView(root: HTMLElement, id: string) {
   };
 }
 
+/** An estimated duration (from earlier deployments of the project), or that there is none yet. */
+const estimate = (seconds: number | null, testid: string) =>
+  html`<span data-testid=${testid} data-seconds=${seconds ?? nothing}
+    >${seconds === null ? 'no estimate yet' : `about ${fmtSeconds(seconds)}`}</span
+  >`;
+
 function previewView(p: Preview) {
   return html`<div class="preview">
     <h4>Preview: what will run where</h4>
+    <p class="small">Estimated duration: ${estimate(p.estimatedSeconds, 'preview-estimate')}</p>
     <ol class="preview-steps">
       ${p.steps.map(
         (s) =>
@@ -313,12 +320,21 @@ function previewView(p: Preview) {
               ${s.runsOn === 'server' ? 'runs on the server' : html`<span data-testid="preview-window-${s.name}">window ${s.windowSize ?? 'all'}</span>`}
               · failure budget
               ${s.maxFailures ?? 0}${s.condition && s.condition !== 'success' ? ` · condition ${s.condition}` : ''}${s.startTrigger === 'withPrevious' ? ' · with previous' : ''}
+              ${s.willRun === false ? nothing : html`· ${s.estimatedSeconds === null ? '' : 'estimated '}${estimate(s.estimatedSeconds, `preview-estimate-${s.name}`)}`}
             </div>
             ${
               s.targets?.length
                 ? html`<div class="targets" data-testid="preview-targets-${s.name}">
                     Targets in order:
                     ${s.targets.map((t, i) => html`<span class="tag">${i + 1}. ${t.machineName}</span>`)}
+                  </div>`
+                : nothing
+            }
+            ${
+              s.batches.length > 1
+                ? html`<div class="targets" data-testid="preview-batches-${s.name}">
+                    In ${s.batches.length} batches:
+                    ${s.batches.map((b, i) => html`<span class="tag" data-testid="preview-batch-${s.name}-${i + 1}">batch ${i + 1}: ${b.join(', ')}</span>`)}
                   </div>`
                 : nothing
             }

@@ -19,6 +19,15 @@ export function fmtDuration(ms: number) {
   return `${Math.floor(m / 60)}h ${String(m % 60).padStart(2, '0')}m`;
 }
 
+/** A countdown's seconds for people: "42 s", "3 min 05 s", "2 h 05 min". */
+export function fmtSeconds(total: number) {
+  const s = Math.max(0, Math.round(total));
+  if (s < 60) return `${s} s`;
+  const m = Math.floor(s / 60);
+  if (m < 60) return `${m} min ${String(s % 60).padStart(2, '0')} s`;
+  return `${Math.floor(m / 60)} h ${String(m % 60).padStart(2, '0')} min`;
+}
+
 export function ago(iso?: string | null) {
   if (!iso) return 'never';
   return `${fmtDuration(Date.now() - new Date(iso).getTime())} ago`;

@@ -3,11 +3,12 @@
  * --json; exit codes 0 success, 1 failed, 2 bad usage or refused, 3 cancelled.
  */
 import { spawn } from 'node:child_process';
-import { mkdtempSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   createProject,
   ROOT,
+  sleep,
   startFleet,
   startServer,
   stopAll,
@@ -78,6 +79,26 @@ function cuttle(
   });
 }
 const jsonOf = (r: { stdout: string }) => JSON.parse(r.stdout);
+
+/**
+ * Runs the CLI on a terminal: util-linux's `script` gives it a pseudo-terminal 200 columns wide, so that it draws its
+ * progress bars; what the terminal showed comes back without its escape sequences.
+ */
+const SCRIPT = '/usr/bin/script';
+function cuttleOnTerminal(args: string[]): Promise<{ code: number | null; screen: string }> {
+  const quote = (w: string) => `'${w.replace(/'/g, `'\\''`)}'`;
+  const command = `stty cols 200; ${[process.execPath, 'bin/cuttle.js', ...args].map(quote).join(' ')}`;
+  return new Promise((resolve) => {
+    const p = spawn(SCRIPT, ['-qefc', command, '/dev/null'], { cwd: ROOT, env: { ...process.env, ...env } });
+    let screen = '';
+    p.stdout.on('data', (c) => (screen += c));
+    p.stderr.on('data', (c) => (screen += c));
+    // eslint-disable-next-line no-control-regex
+    p.on('close', (code) => resolve({ code, screen: screen.replace(/\x1b\[[0-9;?]*[A-Za-z]/g, '') }));
+  });
+}
+const terminalIt = existsSync(SCRIPT) ? it : it.skip;
+if (!existsSync(SCRIPT)) process.stderr.write(`\nskipping the terminal test: no ${SCRIPT} (util-linux)\n`);
 
 // login checks the server and stores URL, key and CA (0600); later commands need no flags.
 it('logs in and lists environments and machines', async () => {
@@ -236,4 +257,131 @@ it('shows that a deployment is queued, and behind which', async () => {
   expect(second.code).toBe(0);
   expect(second.stderr).toContain(`queued behind deployment ${first.id}`);
   expect(second.stderr).toMatch(/Web: 2\/2 targets, success/);
+});
+
+// pause and resume print the state the server answered (as text, or --json); while paused no target starts (the
+// second of two, window 1, stays unstarted), and a deploy --wait following it says so and ends 0 once resumed. Pausing
+// an ended deployment is refused: exit 2 with the API's message.
+it('pauses and resumes a deployment', async () => {
+  await createProject(srv, 'Steered', [
+    {
+      name: 'Web',
+      targetRoles: ['web'],
+      windowSize: 1,
+      actions: [{ name: 'Slow', type: 'script', script: 'sleep 1.5' }],
+    },
+  ]);
+  expect((await cuttle(['create-release', '--project', 'Steered', '--version', '1'])).code).toBe(0);
+  const live = { stderr: '' };
+  const deploying = cuttle(
+    ['deploy', '--project', 'Steered', '--release', '1', '--environment', 'Staging', '--wait'],
+    {},
+    live,
+  );
+  const id = await waitFor('the deployment id', async () => /: deployment (\S+)\n/.exec(live.stderr)?.[1] ?? null);
+  await waitFor(
+    'the first target to run',
+    async () =>
+      (await srv.must('GET', `/api/deployments/${id}`)).steps[0].targets.some((t: any) => t.state === 'running') ||
+      null,
+  );
+  const paused = await cuttle(['pause', id]);
+  expect(paused.code).toBe(0);
+  expect(paused.stdout.trim()).toBe(`deployment ${id} paused`);
+  await waitFor('deploy --wait to say it is paused', async () =>
+    live.stderr.includes(`paused: no new target starts (resume with: cuttle resume ${id})`),
+  );
+  await sleep(2500); // the running target (1.5 s) has ended meanwhile; the next one must not start
+  const d = await srv.must('GET', `/api/deployments/${id}`);
+  expect(d.state).toBe('paused');
+  expect(d.steps[0].targets.filter((t: any) => t.startedAt).length).toBe(1);
+  expect(live.stderr).toMatch(/Web: 1\/2 targets, paused/);
+
+  const resumed = await cuttle(['resume', id, '--json']);
+  expect(resumed.code).toBe(0);
+  expect(jsonOf(resumed)).toEqual({ id, state: 'executing' });
+  const done = await deploying;
+  expect(done.code).toBe(0);
+  expect(done.stderr).toContain('\nresumed\n');
+  expect(done.stderr).toMatch(/Web: 2\/2 targets, success/);
+
+  const refused = await cuttle(['pause', id]);
+  expect(refused.code).toBe(2);
+  expect(refused.stderr).toMatch(/409 deployment \S+ cannot be paused: it is success/);
+  expect((await cuttle(['resume', id])).code).toBe(2);
+});
+
+// A step in two batches with a bake and an approval: deploy --wait's line per change names the batch in progress, the
+// bake with its seconds and the approval (with the command that answers it); answered from the CLI, the second batch
+// runs and the deployment ends 0.
+it('shows the batch in progress, the bake and the approval while following a deployment', async () => {
+  await createProject(srv, 'Batched', [
+    {
+      name: 'Web',
+      targetRoles: ['web'],
+      batches: [1, 1],
+      bakeSeconds: 2,
+      approveEachBatch: true,
+      actions: [{ name: 'Roll', type: 'script', script: 'sleep 1' }],
+    },
+  ]);
+  expect((await cuttle(['create-release', '--project', 'Batched', '--version', '1'])).code).toBe(0);
+  const live = { stderr: '' };
+  const deploying = cuttle(
+    ['deploy', '--project', 'Batched', '--release', '1', '--environment', 'Staging', '--wait'],
+    {},
+    live,
+  );
+  const approval = await waitFor(
+    'the approval',
+    async () => /cuttle submit (\S+) --result proceed\|abort/.exec(live.stderr)?.[1] ?? null,
+  );
+  expect(live.stderr).toMatch(/Web: batch 1\/2, 0\/2 targets done, running, 1\/2 in flight/);
+  expect(live.stderr).toMatch(/Web: batch 1\/2, 1\/2 targets done, running, baking [12] s\n/);
+  expect(live.stderr).toMatch(/Web: batch 1\/2, 1\/2 targets done, running, waiting for approval\n/);
+  expect(live.stderr).toMatch(/waiting on batch-approval Web: Let batch 2 of 2 of Web go \(cli-02\)\?/);
+  // One line for the bake, not one per second of it.
+  expect(live.stderr.match(/baking/g)).toHaveLength(1);
+  const sub = await cuttle(['submit', approval, '--result', 'proceed']);
+  expect(sub.code).toBe(0);
+  expect(sub.stdout.trim()).toBe('batch-approval Web: proceed');
+  const done = await deploying;
+  expect(done.code).toBe(0);
+  expect(done.stderr).toMatch(/Web: batch 2\/2, 1\/2 targets done, running, 1\/2 in flight/);
+  expect(done.stderr).toMatch(/Web: 2\/2 targets, success/);
+});
+
+// The same on a terminal: the step's progress bar says which batch is in progress and counts the bake down.
+terminalIt('shows the batch and the bake in its progress bar on a terminal', async () => {
+  await createProject(srv, 'Batched bars', [
+    {
+      name: 'Web',
+      targetRoles: ['web'],
+      batches: [1, 1],
+      bakeSeconds: 3,
+      actions: [{ name: 'Roll', type: 'script', script: 'sleep 0.5' }],
+    },
+  ]);
+  expect((await cuttle(['create-release', '--project', 'Batched bars', '--version', '1'])).code).toBe(0);
+  const r = await cuttleOnTerminal([
+    'deploy',
+    '--project',
+    'Batched bars',
+    '--release',
+    '1',
+    '--environment',
+    'Staging',
+    '--wait',
+  ]);
+  expect(r.code).toBe(0);
+  const bar = (text: string) => new RegExp(`Web +\\|[\u2588\u2591]+\\| ${text}`);
+  // The bar's seconds go down as the bake runs (the screen holds each redraw in turn).
+  const left = [...r.screen.matchAll(new RegExp(bar('1/2 targets running, batch 1/2, baking (\\d) s'), 'g'))].map((m) =>
+    Number(m[1]),
+  );
+  expect(new Set(left).size).toBeGreaterThanOrEqual(2);
+  expect(left[0]).toBeLessThanOrEqual(3);
+  expect(left.every((n, i) => i === 0 || n <= left[i - 1])).toBe(true);
+  expect(r.screen).toMatch(bar('2/2 targets success'));
+  expect(r.screen).toMatch(/deployment \S+ success/);
 });
