@@ -8,6 +8,7 @@ import { OneAtATime1764100800000 } from './migrations/1764100800000-one-at-a-tim
 import { FailureKind1764104400000 } from './migrations/1764104400000-failure-kind.js';
 import { MachineNames1764108000000 } from './migrations/1764108000000-machine-names.js';
 import { RolloutPolicy1764111600000 } from './migrations/1764111600000-rollout-policy.js';
+import { DeploymentHistory1764115200000 } from './migrations/1764115200000-deployment-history.js';
 
 export const MIGRATIONS = [
   Initial1764086400000,
@@ -18,6 +19,7 @@ export const MIGRATIONS = [
   FailureKind1764104400000,
   MachineNames1764108000000,
   RolloutPolicy1764111600000,
+  DeploymentHistory1764115200000,
 ];
 export const POOL_SIZE = 10;
 /**
