@@ -112,11 +112,20 @@ async function main() {
   process.on('SIGTERM', () => void stop('SIGTERM'));
   process.on('SIGINT', () => void stop('SIGINT'));
 
+  // An idle client connection must be closed by the client, not under it: Node's clients drop idle sockets after 5 s,
+  // as Node's servers do by default, and a request sent on a socket the server is closing at that instant fails with
+  // "socket hang up". The REST port keeps idle connections for longer than clients do (load balancers' usual 60 s).
+  const http = app.getHttpServer() as import('node:https').Server;
+  http.keepAliveTimeout = REST_KEEP_ALIVE_MS;
+  http.headersTimeout = REST_KEEP_ALIVE_MS + 1_000;
   await app.listen(config.port, config.host);
   console.log(
     `cuttle server listening on https://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}`,
   );
 }
+
+/** How long the REST port keeps an idle keep-alive connection (see main). */
+const REST_KEEP_ALIVE_MS = 65_000;
 
 main().catch((e) => {
   console.error(`cuttle server failed to start: ${(e as Error).message}`);
