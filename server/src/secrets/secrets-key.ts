@@ -106,13 +106,7 @@ async function holdsCiphertext(c: pg.Client): Promise<boolean> {
 }
 
 function verify(box: SecretBox, check: CheckRow, source: string, keyFile: string): void {
-  let ok = false;
-  try {
-    ok = box.decrypt(check.value) === CHECK_PLAINTEXT;
-  } catch {
-    ok = false;
-  }
-  if (!ok)
+  if (isOtherKeysCheck(box, check.value))
     throw new SecretsKeyError(
       `the secrets key from ${source} (fingerprint ${box.fingerprint}) is not the key this database's secrets are encrypted with (fingerprint ${check.fingerprint}). Set CUTTLE_SECRETS_KEY to that key, or put it in ${keyFile}; every server node on one database needs the same key`,
     );
@@ -168,9 +162,9 @@ export async function confirmSecretsKey(key: SecretsKey, databaseUrl: string, ho
   }
 }
 
-/** The key of a check row's value, for the migration: true when the row exists and is another key's. */
+/** Whether a check row's value is not this key's (another key's, or not a value this server wrote). */
 export function isOtherKeysCheck(box: SecretBox, value: unknown): boolean {
-  if (!isEncrypted(value)) return false;
+  if (!isEncrypted(value)) return true;
   try {
     return box.decrypt(value) !== CHECK_PLAINTEXT;
   } catch {
