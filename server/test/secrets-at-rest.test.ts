@@ -13,6 +13,7 @@ import { PGlite } from '@electric-sql/pglite';
 import { withDatabase } from './support/pg-admin.js';
 import {
   createProject,
+  runServerExpectingExit,
   startAgent,
   startServer,
   stopAll,
@@ -127,6 +128,15 @@ describe('secrets at rest', () => {
     const file = join(srv.home, 'secrets.key');
     expect(statSync(file).mode & 0o777).toBe(0o600);
     expect(readFileSync(file, 'utf8').trim()).toMatch(/^[0-9a-f]{64}$/);
+  });
+
+  // A malformed CUTTLE_SECRETS_KEY stops the server like any invalid variable, without repeating the value.
+  it('refuses a malformed CUTTLE_SECRETS_KEY', async () => {
+    const bad = `not-a-key-${randomBytes(8).toString('hex')}`;
+    const r = await runServerExpectingExit({ CUTTLE_SECRETS_KEY: bad, DATABASE_URL: '' });
+    expect(r.code).toBe(2);
+    expect(r.output).toContain('CUTTLE_SECRETS_KEY must be 32 bytes written as 64 hex characters or as base64');
+    expect(r.output).not.toContain(bad);
   });
 
   // The API masks the secret; sending the mask back keeps it; a deployment gets it substituted, the log masks it.
