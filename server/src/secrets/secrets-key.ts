@@ -15,10 +15,13 @@
  */
 import { chmodSync, existsSync, linkSync, readFileSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import pg from 'pg';
 import { isEncrypted, newKey, parseKey, SecretBox } from './secret-box.js';
 
 export const KEY_FILE = 'secrets.key';
+const CONNECT_TRIES = 10;
+const CONNECT_DELAY_MS = 3_000;
 /** What the check row holds encrypted: any fixed text; decrypting it proves the key. */
 export const CHECK_PLAINTEXT = 'cuttle-secrets-check';
 
@@ -74,9 +77,23 @@ interface CheckRow {
   fingerprint: string;
 }
 
+/**
+ * One connection for the checks. Connecting is retried as TypeORM does at boot (10 tries, 3 s apart), so a server
+ * started with its database (a compose file) waits for it as before.
+ */
 async function withClient<T>(url: string, fn: (c: pg.Client) => Promise<T>): Promise<T> {
-  const c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 15_000 });
-  await c.connect();
+  let c: pg.Client;
+  for (let attempt = 1; ; attempt++) {
+    c = new pg.Client({ connectionString: url, connectionTimeoutMillis: 15_000 });
+    try {
+      await c.connect();
+      break;
+    } catch (e) {
+      await c.end().catch(() => undefined);
+      if (attempt >= CONNECT_TRIES) throw e;
+      await sleep(CONNECT_DELAY_MS);
+    }
+  }
   try {
     return await fn(c);
   } finally {
