@@ -20,6 +20,7 @@ import { PackagesModule } from './packages/packages.module.js';
 import type { PkiMaterial } from './pki/pki.js';
 import { ProjectsModule } from './projects/projects.module.js';
 import { ReleasesModule } from './releases/releases.module.js';
+import type { SecretBox } from './secrets/secret-box.js';
 
 /** The server: one module per domain; the API key guard and the error filter apply to every route. */
 @Module({})
@@ -30,6 +31,7 @@ export class AppModule {
     logger: Logger;
     databaseUrl: string;
     poolSize: number;
+    secrets: SecretBox;
   }): DynamicModule {
     return {
       module: AppModule,

@@ -21,6 +21,8 @@ import { EMBEDDED_POOL_SIZE, POOL_SIZE } from './database/data-source.js';
 import { startEmbeddedDatabase, type EmbeddedDatabase } from './database/embedded.js';
 import { createLogger, NestWinstonLogger } from './logging/logger.js';
 import { ensurePki, serverChain } from './pki/pki.js';
+import { useKeyForMigrations } from './secrets/migration-key.js';
+import { confirmSecretsKey, prepareSecretsKey, SecretsKeyError } from './secrets/secrets-key.js';
 import { securityHeaders } from './common/security-headers.js';
 
 async function main() {
@@ -48,8 +50,27 @@ async function main() {
     });
   }
 
+  // The secrets key before migrations (they may encrypt with it), checked against the database; the check row after.
+  let secrets;
+  try {
+    secrets = await prepareSecretsKey({ home: config.home, envKey: config.secretsKey, databaseUrl, create: true });
+  } catch (e) {
+    if (e instanceof SecretsKeyError) await refuse(e, embedded);
+    throw e;
+  }
+  if (!secrets) throw new Error('no secrets key'); // `create: true` always yields one
+  if (secrets.createdFile) logger.info(`made a new secrets key in ${secrets.createdFile}`, { context: 'secrets' });
+  useKeyForMigrations(secrets.box);
+
   const app = await NestFactory.create<NestExpressApplication>(
-    AppModule.forRoot({ config, pki, logger, databaseUrl, poolSize: embedded ? EMBEDDED_POOL_SIZE : POOL_SIZE }),
+    AppModule.forRoot({
+      config,
+      pki,
+      logger,
+      databaseUrl,
+      poolSize: embedded ? EMBEDDED_POOL_SIZE : POOL_SIZE,
+      secrets: secrets.box,
+    }),
     {
       httpsOptions: { key: pki.serverKey, cert: serverChain(pki) },
       logger: new NestWinstonLogger(logger),
@@ -74,6 +95,15 @@ async function main() {
     new InputBoundsPipe(),
     new ValidationPipe({ whitelist: true, forbidNonWhitelisted: true, transform: true }),
   );
+  try {
+    await confirmSecretsKey(secrets, databaseUrl, config.home);
+  } catch (e) {
+    if (e instanceof SecretsKeyError) {
+      await app.close();
+      await refuse(e, embedded);
+    }
+    throw e;
+  }
   await app.get(ApiKeysService).ensureAdminKey();
 
   // The REST API described from the code, for people at /api/docs and as JSON at /api/docs-json (no key needed).
@@ -122,6 +152,13 @@ async function main() {
   console.log(
     `cuttle server listening on https://${config.host.includes(':') ? `[${config.host}]` : config.host}:${config.port}`,
   );
+}
+
+/** A wrong or missing secrets key: nothing listens, the message names CUTTLE_SECRETS_KEY, exit code 2 as for config. */
+async function refuse(e: Error, embedded: EmbeddedDatabase | undefined): Promise<never> {
+  console.error(`cuttle server: ${e.message}`);
+  await embedded?.close();
+  process.exit(2);
 }
 
 /** How long the REST port keeps an idle keep-alive connection (see main). */

@@ -6,6 +6,7 @@ import { hostname } from 'node:os';
 import { resolve } from 'node:path';
 import { z } from 'zod';
 import { CUTTLE_VERSION } from '#shared/version.js';
+import { parseKey } from '../secrets/secret-box.js';
 
 const port = (name: string, dflt: number) =>
   z.coerce
@@ -55,6 +56,20 @@ const EnvSchema = z
     CUTTLE_NODE_ID: z.string().max(100).optional(),
     CUTTLE_OWNERSHIP_TTL_SECONDS: seconds('CUTTLE_OWNERSHIP_TTL_SECONDS', 15, 2),
     CUTTLE_HEALTH_CHECK_INTERVAL_SECONDS: seconds('CUTTLE_HEALTH_CHECK_INTERVAL_SECONDS', 300, 1),
+    /** The key of sensitive values at rest; unset: `<CUTTLE_HOME>/secrets.key` (made on first start). */
+    CUTTLE_SECRETS_KEY: z
+      .string()
+      .optional()
+      .transform((s, ctx) => {
+        if (s === undefined || s === '') return undefined;
+        const key = parseKey(s);
+        if (!key)
+          ctx.addIssue({
+            code: 'custom',
+            message: 'CUTTLE_SECRETS_KEY must be 32 bytes written as 64 hex characters or as base64',
+          });
+        return key ?? undefined;
+      }),
     CUTTLE_MIN_FREE_DISK_MB: z.coerce
       .number({ error: 'CUTTLE_MIN_FREE_DISK_MB must be a number' })
       .min(0, 'CUTTLE_MIN_FREE_DISK_MB must not be negative')
@@ -85,10 +100,15 @@ export interface CuttleConfig {
   ownershipTtlMs: number;
   healthCheckIntervalMs: number;
   minFreeDiskBytes: number;
+  /** CUTTLE_SECRETS_KEY, decoded; unset: the key file in `home` (secrets/secrets-key.ts). */
+  secretsKey?: Buffer;
   version: string;
 }
 
 export class ConfigError extends Error {}
+
+/** Variables whose value a message never repeats (it would end up in a log). */
+const SECRET_VARS = new Set(['CUTTLE_SECRETS_KEY', 'CUTTLE_ADMIN_API_KEY']);
 
 export { CUTTLE_VERSION };
 
@@ -96,7 +116,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CuttleConfig {
   const r = EnvSchema.safeParse(env);
   if (!r.success) {
     const lines = r.error.issues.map(
-      (i) => `  - ${i.message}${i.path.length ? ` (got ${JSON.stringify(env[String(i.path[0])])})` : ''}`,
+      (i) =>
+        `  - ${i.message}${i.path.length && !SECRET_VARS.has(String(i.path[0])) ? ` (got ${JSON.stringify(env[String(i.path[0])])})` : ''}`,
     );
     throw new ConfigError(`invalid configuration:\n${lines.join('\n')}`);
   }
@@ -126,6 +147,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CuttleConfig {
     ownershipTtlMs: Math.round(e.CUTTLE_OWNERSHIP_TTL_SECONDS * 1000),
     healthCheckIntervalMs: Math.round(e.CUTTLE_HEALTH_CHECK_INTERVAL_SECONDS * 1000),
     minFreeDiskBytes: Math.round(e.CUTTLE_MIN_FREE_DISK_MB * 1024 * 1024),
+    secretsKey: e.CUTTLE_SECRETS_KEY,
     version: CUTTLE_VERSION,
   };
 }

@@ -34,6 +34,7 @@ import { DataSource, type EntityManager } from 'typeorm';
 import type { FailureKind } from '#shared/api/types.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
 import { returned } from '../database/sql.js';
+import { SecretBox } from '../secrets/secret-box.js';
 import type { RunState } from '../orchestration/planner.js';
 import {
   ACTIVE_STATES_SQL,
@@ -89,7 +90,10 @@ export interface OfferRow {
 
 @Injectable()
 export class DeploymentRepository {
-  constructor(private readonly ds: DataSource) {}
+  constructor(
+    private readonly ds: DataSource,
+    private readonly box: SecretBox,
+  ) {}
 
   transaction<T>(fn: (tx: EntityManager) => Promise<T>): Promise<T> {
     return this.ds.transaction(fn);
@@ -1040,11 +1044,13 @@ export class DeploymentRepository {
 
   // ------------------------------------------------------------------ output variables
 
-  outputVariables(deploymentIds: string[]): Promise<OutputVariableRow[]> {
-    return this.ds.query(
+  /** Sensitive values are stored encrypted and come back decrypted (for the agents that substitute them). */
+  async outputVariables(deploymentIds: string[]): Promise<OutputVariableRow[]> {
+    const rows: OutputVariableRow[] = await this.ds.query(
       `SELECT deployment_id, step_name, action_name, machine_id, machine_name, name, value, sensitive FROM output_variables WHERE deployment_id = ANY($1::uuid[])`,
       [deploymentIds],
     );
+    return rows.map((r) => (r.sensitive ? { ...r, value: this.box.decrypt(r.value) } : r));
   }
 
   async sensitiveOutputValues(deploymentId: string): Promise<string[]> {
@@ -1052,12 +1058,13 @@ export class DeploymentRepository {
       `SELECT value FROM output_variables WHERE deployment_id = $1 AND sensitive`,
       [deploymentId],
     );
-    return rows.map((r) => r.value);
+    return rows.map((r) => this.box.decrypt(r.value));
   }
 
   /**
    * A retry starts with the output variables of the deployment it retries, so that its later steps see what the
    * earlier steps (not run again) set. Writes only the new deployment's rows (not committed yet: no lock to order).
+   * Sensitive values are copied as stored, encrypted.
    */
   async copyOutputVariables(tx: EntityManager, fromId: string, toId: string): Promise<number> {
     const rows = returned(
@@ -1071,8 +1078,9 @@ export class DeploymentRepository {
     return rows.length;
   }
 
-  /** The latest value per (step, action, machine, name) wins. */
+  /** The latest value per (step, action, machine, name) wins. A sensitive value is stored encrypted. */
   async upsertOutputVariable(o: Omit<OutputVariableRow, 'machine_id'> & { machine_id: string }): Promise<void> {
+    if (o.sensitive) o = { ...o, value: this.box.encrypt(o.value) };
     await this.ds.query(
       `INSERT INTO output_variables (deployment_id, step_name, action_name, machine_id, machine_name, name, value, sensitive)
        VALUES ($1, $2, $3, $4, $5, $6, $7, $8)

@@ -14,6 +14,7 @@ import { DeploymentSecrets } from '../deployments/deployment-secrets.js';
 import type { LeaseContext, TargetRunRow } from '../deployments/deployment.types.js';
 import { InterruptionsService } from '../deployments/interruptions.service.js';
 import { LiveEvents } from '../live/live-events.js';
+import { newKey, SecretBox } from '../secrets/secret-box.js';
 import type { MachinesService } from '../machines/machines.service.js';
 import { LeasesService } from './leases.service.js';
 
@@ -26,8 +27,9 @@ const AT = () => new Date().toISOString();
 
 beforeAll(async () => {
   db = await openTestDatabase();
-  repo = new DeploymentRepository(db.ds);
-  const secrets = new DeploymentSecrets(repo);
+  const box = new SecretBox(newKey());
+  repo = new DeploymentRepository(db.ds, box);
+  const secrets = new DeploymentSecrets(repo, box);
   const events = new DeploymentEvents();
   log = new DeploymentLogService(repo, secrets, new LiveEvents());
   // Interruptions are not what these tests exercise: machine names (all it asks of MachinesService) are not needed.

@@ -14,6 +14,7 @@ import { DeploymentRepository, type OfferRow } from '../deployments/deployment.r
 import type { LeaseContext, OutputVariableRow } from '../deployments/deployment.types.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
 import { ReleasesService } from '../releases/releases.service.js';
+import { SecretBox } from '../secrets/secret-box.js';
 
 export interface ReleaseFacts {
   process: ReleaseEntity['process'];
@@ -31,9 +32,13 @@ export class OffersService {
     private readonly repo: DeploymentRepository,
     private readonly releaseRows: ReleasesService,
     private readonly secrets: DeploymentSecrets,
+    private readonly box: SecretBox,
   ) {}
 
-  /** Releases are immutable: what offers and prefetches need of one is read once per node. */
+  /**
+   * Releases are immutable: what offers and prefetches need of one is read once per node, its sensitive values
+   * decrypted (they are stored encrypted; agents get them in the clear, over mTLS, to substitute).
+   */
   async release(releaseId: string, tx?: EntityManager): Promise<ReleaseFacts> {
     const hit = this.releases.get(releaseId);
     if (hit) return hit;
@@ -42,7 +47,7 @@ export class OffersService {
       process: r.process,
       packages: r.packages,
       version: r.version,
-      variables: r.variables,
+      variables: r.variables.map((v) => (v.sensitive ? { ...v, value: this.box.decrypt(v.value) } : v)),
       defaultTimeoutSeconds: r.defaultTimeoutSeconds,
     };
     if (this.releases.size > 1_000) this.releases.clear();

@@ -12,6 +12,7 @@ import { alreadyExists, invalid, notFound, staleVersion, unknownReference } from
 import { isUuid } from '../common/http.js';
 import { EnvironmentsService } from '../environments/environments.service.js';
 import { returned } from '../database/sql.js';
+import { SecretBox } from '../secrets/secret-box.js';
 import type {
   CreateChannelDto,
   CreateProjectDto,
@@ -51,6 +52,7 @@ export class ProjectsService {
     @InjectRepository(ProjectEntity) private readonly repo: Repository<ProjectEntity>,
     @InjectRepository(ChannelEntity) private readonly channels: Repository<ChannelEntity>,
     private readonly envs: EnvironmentsService,
+    private readonly box: SecretBox,
   ) {}
 
   /**
@@ -126,7 +128,8 @@ export class ProjectsService {
 
   /**
    * Replaces the project's variables. A sensitive variable sent back with the mask as its value keeps its stored
-   * value, so that a client can GET, edit other variables and PUT without ever knowing the secret.
+   * value, so that a client can GET, edit other variables and PUT without ever knowing the secret. Sensitive values
+   * are stored encrypted (secrets/secret-box.ts); a kept one keeps its ciphertext as it is.
    */
   async putVariables(id: string, dto: PutVariablesDto) {
     const v = validateVariables(dto.variables);
@@ -145,9 +148,9 @@ export class ProjectsService {
     const secrets = new Map<string, string>();
     for (const o of p.variables) if (o.sensitive && !secrets.has(scopedKey(o))) secrets.set(scopedKey(o), o.value);
     const vars = v.value.map((nv) => {
-      if (!nv.sensitive || nv.value !== MASK) return nv;
-      const old = secrets.get(scopedKey(nv));
-      return old !== undefined ? { ...nv, value: old } : nv;
+      if (!nv.sensitive) return nv;
+      const old = nv.value === MASK ? secrets.get(scopedKey(nv)) : undefined;
+      return { ...nv, value: old ?? this.box.encrypt(nv.value) };
     });
     const [row] = returned<{ variables_version: number }>(
       await this.repo.query(

@@ -184,7 +184,8 @@ export async function startServer(
   const dir = shared?.dir ?? mkdtempSync(join(TEST_TMP, 'cuttle-it-'));
   const home = join(dir, 'server');
   mkdirSync(home, { recursive: true });
-  // `sameDataAs`: another node of one installation (same data folder and database), on ports of its own.
+  // `sameDataAs`: another node of one installation (same data folder and database), on ports of its own. The shared
+  // folder gives it the same secrets key (secrets.key), which every node on one database needs.
   const [port, agentPort] = opts.reuse ? [opts.reuse.port, opts.reuse.agentPort] : [await freePort(), await freePort()];
   let databaseName: string | undefined = shared?.databaseName;
   const env: Record<string, string> = {

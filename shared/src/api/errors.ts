@@ -42,6 +42,8 @@ export const ERROR_STATUS = {
   unsupported_media_type: 415,
   /** The server failed; its log has the details. */
   internal: 500,
+  /** A stored sensitive value does not decrypt with the server's key (changed in the database, or another key). */
+  secret_unreadable: 500,
   /** The server cannot answer now (its database is down). */
   unavailable: 503,
 } as const;
