@@ -5,10 +5,13 @@
  * name; a sensitive variable's value nowhere in the log; the filters, paging and refusals of bad filter values.
  * Each test states its invariant. Events are written once the response has gone out, so tests wait for them.
  */
+import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import forge from 'node-forge';
 import { AUDIT_ROUTES } from '../src/audit/audit-routes.js';
-import { createProject, startServer, stopAll, waitFor, type TestServer } from './support/fixtures.js';
+import { createProject, ROOT, startServer, stopAll, waitFor, type TestServer } from './support/fixtures.js';
 
 let srv: TestServer;
 let projectId: string;
@@ -256,4 +259,48 @@ it('knows every mutating route', async () => {
         routes.push(`${method.toUpperCase()} ${path.replace(/\{(\w+)\}/g, ':$1')}`);
   expect(routes.length).toBeGreaterThan(10);
   expect(routes.filter((r) => !AUDIT_ROUTES[r])).toEqual([]);
+});
+
+/** Runs `cuttle` with a key of its own (CUTTLE_SERVER, CUTTLE_API_KEY, CUTTLE_CA_FILE), as a pipeline would. */
+function cuttle(args: string[], key: string): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const ca = join(srv.dir, 'audit-ca.crt');
+  writeFileSync(ca, srv.ca);
+  return new Promise((resolve) =>
+    execFile(
+      process.execPath,
+      ['bin/cuttle.js', ...args],
+      {
+        cwd: ROOT,
+        env: {
+          ...process.env,
+          CUTTLE_SERVER: srv.base,
+          CUTTLE_API_KEY: key,
+          CUTTLE_CA_FILE: ca,
+          CUTTLE_CONFIG: join(srv.dir, 'none.json'),
+        },
+      },
+      (err, stdout, stderr) => resolve({ code: err ? ((err as { code?: number }).code ?? 1) : 0, stdout, stderr }),
+    ),
+  );
+}
+
+// `cuttle events` shows the same log: filtered by resource (a project given by name) as JSON and as a table, and a
+// bad filter value is refused with exit code 2 and the server's message naming it.
+it('shows the log with cuttle events', async () => {
+  const { key } = await srv.must('POST', '/api/api-keys', { name: 'auditor' });
+  const viaApi = await events(`resourceType=project&resourceId=${projectId}`);
+  const asJson = await cuttle(['events', '--resource-type', 'project', '--resource-id', 'Audited', '--json'], key);
+  expect(asJson.code).toBe(0);
+  expect(JSON.parse(asJson.stdout)).toEqual(viaApi);
+
+  const text = await cuttle(['events', '--actor', 'alice'], key);
+  expect(text.code).toBe(0);
+  const lines = text.stdout.trim().split('\n');
+  expect(lines[0]).toMatch(/^ID\s+AT\s+ACTOR\s+ACTION\s+OUTCOME\s+RESOURCE\s+SUMMARY$/);
+  expect(lines).toHaveLength(2);
+  expect(lines[1]).toContain('project.process.update');
+  expect(lines[1]).toContain(`project ${projectId}`);
+
+  const bad = await cuttle(['events', '--limit', '0'], key);
+  expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining('limit must be an integer from 1 to 1000')]);
 });
