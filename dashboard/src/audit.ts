@@ -6,7 +6,7 @@
 import { get, q, type AuditEvent, type Environment, type Project } from './api.js';
 import { html, live, nothing } from './lit.js';
 import { mount, Store } from './store.js';
-import { badge, card, errorBox, fmtTime, problem, valueOf, type Problem } from './ui.js';
+import { card, errorBox, fmtTime, problem, valueOf, type Problem } from './ui.js';
 
 const PAGE = 50;
 
