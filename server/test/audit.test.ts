@@ -251,6 +251,24 @@ it('filters and pages', async () => {
   }
 });
 
+// Hostile paths are still recorded, as one short line of text: a NUL character, control characters and a very long
+// segment in the path neither lose the event nor fail the request with a 500.
+it('records requests with hostile paths', async () => {
+  const long = 'x'.repeat(5000);
+  const nul = await srv.request('POST', '/api/projects/%00evil%0Aline/channels', { name: 'c' });
+  const huge = await srv.request('DELETE', `/api/machines/${long}`);
+  const unknown = await srv.request('POST', `/api/no-such-thing/%00/${long}`, {});
+  expect([nul.status, huge.status, unknown.status].every((s) => s >= 400 && s < 500)).toBe(true);
+  const channel = await eventMatching('the NUL path', (e) => e.action === 'project.channel.create');
+  expect(channel).toMatchObject({ outcome: 'failed', resourceId: ' evil line' });
+  const revoke = await eventMatching('the long id', (e) => e.action === 'machine.revoke');
+  expect(revoke.resourceId.length).toBeLessThanOrEqual(200);
+  const other = await eventMatching('the unknown route', (e) => e.resourceType === 'no-such-thing');
+  expect(other.outcome).toBe('failed');
+  expect(other.summary.length).toBeLessThanOrEqual(300);
+  expect(srv.log()).not.toContain('could not record');
+});
+
 // Every mutating route the server has (from its OpenAPI document) has its own entry in the audit table, so no
 // change is recorded under a guessed name.
 it('knows every mutating route', async () => {
