@@ -8,6 +8,7 @@
 import { execFile } from 'node:child_process';
 import { generateKeyPairSync } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import { request as httpsRequest } from 'node:https';
 import { join } from 'node:path';
 import forge from 'node-forge';
 import { AUDIT_ROUTES } from '../src/audit/audit-routes.js';
@@ -15,6 +16,8 @@ import { createProject, ROOT, startServer, stopAll, waitFor, type TestServer } f
 
 let srv: TestServer;
 let projectId: string;
+/** The admin key the test servers start with (support/fixtures.ts). */
+const ADMIN_KEY = 'integration-admin-key-0123456789';
 
 beforeAll(async () => {
   srv = await startServer();
@@ -267,6 +270,23 @@ it('records requests with hostile paths', async () => {
   expect(other.outcome).toBe('failed');
   expect(other.summary.length).toBeLessThanOrEqual(300);
   expect(srv.log()).not.toContain('could not record');
+});
+
+// A client that hangs up in the middle of its request (here, half-way through a package upload) gets no answer, but
+// its request is recorded all the same, as failed: nothing was made.
+it('records a request whose client hung up', async () => {
+  await new Promise<void>((resolve) => {
+    const req = httpsRequest(`${srv.base}/api/packages/half-upload/1.0.0`, {
+      method: 'POST',
+      ca: srv.ca,
+      headers: { 'x-api-key': ADMIN_KEY, 'content-type': 'application/gzip', 'content-length': '1000000' },
+    });
+    req.on('error', () => resolve());
+    req.write(Buffer.alloc(64 * 1024, 1), () => setTimeout(() => req.destroy(), 200));
+  });
+  const ev = await eventMatching('the abandoned upload', (e) => e.resourceId === 'half-upload');
+  expect(ev).toMatchObject({ action: 'package.upload', actor: 'admin', outcome: 'failed' });
+  expect((await srv.must<any[]>('GET', '/api/packages')).some((p) => p.packageId === 'half-upload')).toBe(false);
 });
 
 // Every mutating route the server has (from its OpenAPI document) has its own entry in the audit table, so no

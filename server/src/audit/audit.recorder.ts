@@ -14,9 +14,9 @@ export function actorOf(req: AuthedRequest): { name: string; keyId: string | nul
 /**
  * The one place requests are audited: an Express middleware installed before the body parser (main.ts), so that it
  * sees every /api request, even one whose body could not be parsed. It keeps the JSON the request was answered with
- * (the created resource's id, or the error's code) and, once the response has finished with its final status,
- * appends one event for every mutating request and every refused one (401/403). Writing happens after the answer:
- * a failed insert is logged and never fails or delays the request.
+ * (the created resource's id, or the error's code) and, once the response has been ended with its final status,
+ * appends one event for every mutating request and every refused one (401/403). Writing happens after the answer
+ * is handed over: a failed insert is logged and never fails or delays the request.
  */
 @Injectable()
 export class AuditRecorder {
@@ -33,17 +33,26 @@ export class AuditRecorder {
   readonly middleware = (req: Request, res: Response, next: NextFunction) => {
     if (!/^\/api(\/|$)/.test(req.path)) return next();
     let sent: unknown;
+    let ended = false;
     const json = res.json.bind(res);
     res.json = (body: unknown) => {
       sent = body;
       return json(body);
     };
-    res.once('finish', () => {
-      if (!isAudited(req.method, res.statusCode)) return;
-      this.record(req as AuthedRequest, res.statusCode, sent).catch((e: Error) =>
-        this.log.error(`could not record ${req.method} ${req.path} in the audit log`, { error: e.message }),
-      );
-    });
+    // At end() rather than on 'finish': a client that hung up before its answer never sees 'finish', but the
+    // change it asked for may still have been made, and the handler still ends the response with its status.
+    const end = res.end.bind(res) as (...args: unknown[]) => Response;
+    res.end = ((...args: unknown[]) => {
+      const r = end(...args);
+      if (!ended) {
+        ended = true;
+        if (isAudited(req.method, res.statusCode))
+          this.record(req as AuthedRequest, res.statusCode, sent).catch((e: Error) =>
+            this.log.error(`could not record ${req.method} ${req.path} in the audit log`, { error: e.message }),
+          );
+      }
+      return r;
+    }) as Response['end'];
     next();
   };
 
