@@ -66,7 +66,7 @@ const shot = async (name: string) => {
   mkdirSync(join(ROOT, 'test-artifacts'), { recursive: true });
   await page.screenshot({ path: join(ROOT, 'test-artifacts', `${name}.png`), fullPage: true });
 };
-const rows = () => page.$$eval(el('audit-event'), (trs) => trs.map((tr) => (tr as HTMLElement).dataset.id));
+const rows = () => page.$$eval(el('audit-event'), (trs) => trs.map((tr) => tr.getAttribute('data-id')));
 
 // The Audit page, reached from the navigation, lists the newest 50 events in the API's order; Older adds the rest,
 // and then there is nothing older to ask for.
