@@ -8,6 +8,7 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
 import type {
+  AuditEvent,
   Deployment,
   Environment,
   Interruption,
@@ -234,6 +235,47 @@ program
     const ms = await api.get<Machine[]>(`/api/machines${q}`);
     const rows = ms.map((m) => ({ ...m, labels: formatLabels(m.labels) }));
     out(table(rows, ['name', 'status', 'health', 'roles', 'labels', 'disabled', 'lastSeenAt', 'agentVersion']), ms);
+  });
+
+program
+  .command('events')
+  .description('the audit log, newest first: every change and every refused request, with who made it')
+  .option('--actor <name>', "only this actor (an API key's name, anonymous, invalid key)")
+  .option('--resource-type <type>', 'only this kind of resource: project, deployment, machine, environment, …')
+  .option('--resource-id <id>', 'only this resource (a project or environment may be given by name)')
+  .option('--outcome <outcome>', 'only ok, denied or failed')
+  .option('--since <time>', 'only events at or after this ISO-8601 time')
+  .option('--before <eventId>', 'only events older than this one (the next page)')
+  .option('--limit <n>', 'at most this many (1 to 1000; default 100)')
+  .option('--json')
+  .action(async (o) => {
+    const api = client();
+    let resourceId: string | undefined = o.resourceId;
+    // Names where ids are expected: a project's or environment's name is looked up (events store ids).
+    if (resourceId && !/^[0-9a-f-]{36}$/i.test(resourceId)) {
+      if (o.resourceType === 'project') resourceId = (await findProject(api, resourceId)).id;
+      else if (o.resourceType === 'environment') {
+        const env = (await api.get<Environment[]>('/api/environments')).find((e) => e.name === resourceId);
+        if (!env) throw new UsageError(`no environment ${resourceId}`);
+        resourceId = env.id;
+      }
+    }
+    const params = new URLSearchParams();
+    const add = (k: string, v: unknown) => v !== undefined && params.set(k, String(v));
+    add('actor', o.actor);
+    add('resourceType', o.resourceType);
+    add('resourceId', resourceId);
+    add('outcome', o.outcome);
+    add('since', o.since);
+    add('before', o.before);
+    add('limit', o.limit);
+    const q = params.toString();
+    const events = await api.get<AuditEvent[]>(`/api/events${q ? `?${q}` : ''}`);
+    const rows = events.map((e) => ({
+      ...e,
+      resource: e.resourceId ? `${e.resourceType} ${e.resourceId}` : e.resourceType,
+    }));
+    out(table(rows, ['id', 'at', 'actor', 'action', 'outcome', 'resource', 'summary']), events);
   });
 
 program

@@ -55,6 +55,7 @@ export const q = (params: Record<string, string | number | undefined>) =>
 // The API's responses: the one definition in shared/src/api/types.ts (its declarations, emitted by the build; type
 // imports only, so nothing of it is loaded in the browser).
 export type {
+  AuditEvent,
   Channel,
   Deployment,
   Environment,

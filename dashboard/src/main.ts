@@ -6,6 +6,7 @@ import { machinesView } from './machines.js';
 import { projectsView, projectView } from './projects.js';
 import { deploymentsView } from './deployments.js';
 import { deploymentView } from './deployment-view.js';
+import { auditView } from './audit.js';
 import { Store } from './store.js';
 import { errorBox, problem, tickElapsed, type Problem } from './ui.js';
 
@@ -19,6 +20,7 @@ const routes: Array<[RegExp, View, string]> = [
   [/^#\/projects\/([^/]+)$/, projectView, 'projects'],
   [/^#\/deployments$/, deploymentsView, 'deployments'],
   [/^#\/deployments\/([^/]+)$/, deploymentView, 'deployments'],
+  [/^#\/audit$/, auditView, 'audit'],
 ];
 
 interface Shell {
@@ -99,7 +101,7 @@ const layout = (s: Shell) =>
   html`<header>
       <a class="brand" href="#/deployments">Cuttle</a>
       <nav>
-        ${navLink(s, 'deployments', 'Deployments')}${navLink(s, 'projects', 'Projects')}${navLink(s, 'machines', 'Environments & machines')}
+        ${navLink(s, 'deployments', 'Deployments')}${navLink(s, 'projects', 'Projects')}${navLink(s, 'machines', 'Environments & machines')}${navLink(s, 'audit', 'Audit')}
       </nav>
       <span class="spacer"></span>
       <span class="live-status ${s.live.known ? (s.live.connected ? 'on' : 'off') : ''}" data-testid="live-status"

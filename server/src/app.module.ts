@@ -2,6 +2,7 @@ import { Module, type DynamicModule } from '@nestjs/common';
 import { APP_FILTER, APP_GUARD } from '@nestjs/core';
 import { TypeOrmModule } from '@nestjs/typeorm';
 import { AgentGatewayModule } from './agent-gateway/agent-gateway.module.js';
+import { AuditModule } from './audit/audit.module.js';
 import { ApiKeyGuard } from './auth/api-key.guard.js';
 import { AuthModule } from './auth/auth.module.js';
 import { ErrorFilter } from './common/http.js';
@@ -50,6 +51,7 @@ export class AppModule {
         AgentGatewayModule,
         HealthModule,
         LiveModule,
+        AuditModule,
       ],
       providers: [
         { provide: APP_GUARD, useClass: ApiKeyGuard },

@@ -13,6 +13,7 @@ import { DocumentBuilder, SwaggerModule } from '@nestjs/swagger';
 import type { NestExpressApplication } from '@nestjs/platform-express';
 import type { Express } from 'express';
 import { AppModule } from './app.module.js';
+import { AuditRecorder } from './audit/audit.recorder.js';
 import { ApiKeysService } from './auth/api-keys.service.js';
 import { InputBoundsPipe } from './common/input-bounds.js';
 import { finishDocument } from './common/openapi.js';
@@ -78,6 +79,8 @@ async function main() {
     },
   );
   app.use(securityHeaders());
+  // Before the body parser: a request refused for its body is audited too.
+  app.use(app.get(AuditRecorder).middleware);
   app.useBodyParser('json', { limit: '5mb' });
   // The dashboard: static page and styles from dashboard/public, its compiled modules from dist/dashboard.
   const root = fileURLToPath(new URL('../../..', import.meta.url));

@@ -7,6 +7,7 @@ import { ApiKeysService } from './api-keys.service.js';
 
 export interface AuthedRequest extends Request {
   apiKeyName?: string;
+  apiKeyId?: string;
 }
 
 /** Every /api route needs `X-Api-Key` unless marked @Public(). */
@@ -22,9 +23,10 @@ export class ApiKeyGuard implements CanActivate {
     const req = ctx.switchToHttp().getRequest<AuthedRequest>();
     const key = req.header('x-api-key');
     if (!key) throw new DomainError('unauthorized', 'X-Api-Key header is required');
-    const name = await this.keys.verify(key);
-    if (!name) throw new DomainError('unauthorized', 'X-Api-Key is not a valid API key');
-    req.apiKeyName = name;
+    const found = await this.keys.identify(key);
+    if (!found) throw new DomainError('unauthorized', 'X-Api-Key is not a valid API key');
+    req.apiKeyName = found.name;
+    req.apiKeyId = found.id;
     return true;
   }
 }

@@ -24,8 +24,8 @@ const toDto = (k: ApiKeyEntity): ApiKey => ({
 
 @Injectable()
 export class ApiKeysService {
-  // Hash → name, so that a dashboard polling every second does not cost a query per request.
-  private cache = new Map<string, { name: string; until: number }>();
+  // Hash → key, so that a dashboard polling every second does not cost a query per request.
+  private cache = new Map<string, { id: string; name: string; until: number }>();
 
   constructor(
     @InjectRepository(ApiKeyEntity) private readonly repo: Repository<ApiKeyEntity>,
@@ -85,12 +85,17 @@ export class ApiKeysService {
 
   /** The key's name when the key is valid and not revoked. */
   async verify(key: string): Promise<string | null> {
+    return (await this.identify(key))?.name ?? null;
+  }
+
+  /** The key's id and name when the key is valid and not revoked. */
+  async identify(key: string): Promise<{ id: string; name: string } | null> {
     const hash = hashKey(key);
     const hit = this.cache.get(hash);
-    if (hit && hit.until > Date.now()) return hit.name;
+    if (hit && hit.until > Date.now()) return { id: hit.id, name: hit.name };
     const row = await this.repo.findOne({ where: { keyHash: hash, revokedAt: IsNull() } });
     if (!row) return null;
-    this.cache.set(hash, { name: row.name, until: Date.now() + 5_000 });
-    return row.name;
+    this.cache.set(hash, { id: row.id, name: row.name, until: Date.now() + 5_000 });
+    return { id: row.id, name: row.name };
   }
 }

@@ -1,3 +1,4 @@
+import { AuditEventEntity } from '../audit/audit-event.entity.js';
 import { ApiKeyEntity } from '../auth/api-key.entity.js';
 import { EnvironmentEntity } from '../environments/environment.entity.js';
 import { MachineEntity } from '../machines/machine.entity.js';
@@ -13,6 +14,7 @@ import { ReleaseEntity } from '../releases/release.entity.js';
  */
 export const ENTITIES = [
   ApiKeyEntity,
+  AuditEventEntity,
   EnvironmentEntity,
   MachineEntity,
   RegistrationTokenEntity,

@@ -305,6 +305,21 @@ export const ApiKeyCreatedSchema = ApiKeySchema.extend({
   key: z.string().describe('shown this once; only its hash is stored'),
 });
 
+export const AuditEventSchema = open({
+  id: z.string().describe('increasing: a later event has a larger id (page with ?before=)'),
+  at: time,
+  actor: z
+    .string()
+    .describe('the API key\'s name; "registration:NAME" for an agent registering; "anonymous" or "invalid key"'),
+  actorKeyId: id.nullable().describe("the API key's id, when the request carried a valid key"),
+  action: z.string().describe('like deployment.create, project.variables.update, machine.revoke'),
+  resourceType: z.string().describe('project, deployment, machine, environment, release, package, …'),
+  resourceId: z.string().nullable(),
+  outcome: z.enum(['ok', 'denied', 'failed']).describe('denied: refused (401, 403); failed: any other error'),
+  status: z.number().int().describe('the HTTP status it was answered with'),
+  summary: z.string().describe('short, from names, versions and codes only: never a secret value'),
+});
+
 export const HealthSchema = open({
   status: z.literal('ok'),
   database: z.literal('up'),
@@ -343,6 +358,7 @@ export const API_SCHEMAS = {
   Interruption: InterruptionSchema,
   ApiKey: ApiKeySchema,
   ApiKeyCreated: ApiKeyCreatedSchema,
+  AuditEvent: AuditEventSchema,
   Health: HealthSchema,
   Ready: ReadySchema,
 } as const;
@@ -375,5 +391,6 @@ export type LogPage = z.infer<typeof LogPageSchema>;
 export type Interruption = z.infer<typeof InterruptionSchema>;
 export type ApiKey = z.infer<typeof ApiKeySchema>;
 export type ApiKeyCreated = z.infer<typeof ApiKeyCreatedSchema>;
+export type AuditEvent = z.infer<typeof AuditEventSchema>;
 export type Health = z.infer<typeof HealthSchema>;
 export type Ready = z.infer<typeof ReadySchema>;
