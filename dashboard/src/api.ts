@@ -61,6 +61,8 @@ export type {
   Interruption,
   LogEntry,
   Machine,
+  Me,
+  Permission,
   Preview as DeploymentPreview,
   Project,
   RegistrationToken,

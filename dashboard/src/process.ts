@@ -18,6 +18,7 @@ import {
   type Step,
 } from './api.js';
 import { html, live, nothing, repeat, type TemplateResult } from './lit.js';
+import { can } from './me.js';
 import { mount, Store } from './store.js';
 import { checkedOf, errorBox, problem, valueOf, type Problem } from './ui.js';
 
@@ -549,21 +550,35 @@ export class ProcessEditor {
   }
 
   private view(st: EditorState) {
+    // Editing the process is admin's (docs/api.md, "Roles"): other keys see it without the means to save it.
+    const editable = can('edit-process');
     const status = `version ${st.version}${st.dirty ? ' · unsaved changes' : st.saved ? ' · saved' : ''}`;
     return html`<div class="process" data-testid="process-editor">
       <div class="steps">
         ${st.steps.length ? repeat(st.steps, keyOf, (s, i) => this.stepCard(s, i, st)) : html`<p class="muted">No steps yet.</p>`}
       </div>
       <div class="toolbar">
-        <button
-          @click=${() => this.change(() => st.steps.push({ name: `Step ${st.steps.length + 1}`, targetRoles: [], actions: [] }))}
-        >
-          + Add step
-        </button>
+        ${
+          editable
+            ? html`<button
+                @click=${() => this.change(() => st.steps.push({ name: `Step ${st.steps.length + 1}`, targetRoles: [], actions: [] }))}
+              >
+                + Add step
+              </button>`
+            : html`<span class="muted small" data-testid="process-read-only"
+                >Your API key may not edit the process.</span
+              >`
+        }
         <span class="spacer"></span>
         <span class="muted small" data-testid="process-status">${status}</span>
         <button class="ghost" @click=${() => void this.reload()}>Reload</button>
-        <button class="primary" data-testid="save-process" ?disabled=${st.saving} @click=${() => void this.save()}>
+        <button
+          class="primary"
+          data-testid="save-process"
+          ?hidden=${!editable}
+          ?disabled=${st.saving}
+          @click=${() => void this.save()}
+        >
           Save process
         </button>
       </div>
