@@ -64,6 +64,7 @@ const ROLLOUT_KEYS = [
   'approveEachBatch',
   'approvalTimeoutSeconds',
   'approvalDefault',
+  'preventSelfApproval',
   'spreadBy',
   'skipUnavailable',
 ] as const;
@@ -283,8 +284,8 @@ export class ProcessEditor {
       type === 'manual-intervention'
         ? ['script', 'packageId', 'timeoutSeconds', 'retries', 'retryDelaySeconds']
         : type === 'script'
-          ? ['packageId', 'instructions']
-          : ['instructions'];
+          ? ['packageId', 'instructions', 'preventSelfApproval']
+          : ['instructions', 'preventSelfApproval'];
     const typed = this.drafts.get(a);
     for (const k of hidden) {
       delete a[k];
@@ -305,7 +306,7 @@ export class ProcessEditor {
       s.bakeSeconds !== undefined ? `bake ${s.bakeSeconds} s` : '',
       s.healthCheck ? 'health check' : '',
       s.approveEachBatch
-        ? `approve each batch${s.approvalTimeoutSeconds !== undefined ? ` (${s.approvalDefault ?? 'abort'} after ${s.approvalTimeoutSeconds} s)` : ''}`
+        ? `approve each batch${s.approvalTimeoutSeconds !== undefined ? ` (${s.approvalDefault ?? 'abort'} after ${s.approvalTimeoutSeconds} s)` : ''}${s.preventSelfApproval ? ', not by the deployer' : ''}`
         : '',
       s.spreadBy ? `spread by ${s.spreadBy}` : '',
       s.skipUnavailable ? 'skip unavailable' : '',
@@ -341,10 +342,12 @@ export class ProcessEditor {
       // Without approvals, their timeout and default mean nothing (the API refuses them): they go too.
       delete s.approvalTimeoutSeconds;
       delete s.approvalDefault;
+      delete s.preventSelfApproval;
       const typed = this.drafts.get(s);
       if (typed) {
         delete typed.approvalTimeoutSeconds;
         delete typed.approvalDefault;
+        delete typed.preventSelfApproval;
       }
     };
     return html`<div class="rollout" data-testid="rollout-${s.name}">
@@ -366,7 +369,8 @@ export class ProcessEditor {
                 this.select(s.approvalDefault ?? '', ['', 'abort', 'proceed'], (v) => setOpt(s, 'approvalDefault', v), {
                   '': 'not set (abort)',
                 }),
-              )}`
+              )}
+              ${this.field('Prevent self-approval (not by who deployed)', this.checkbox(s, 'preventSelfApproval'))}`
             : nothing
         }
         ${this.field('Check timeout (s)', this.text(hc, 'timeoutSeconds', num, optNumber, numeric('60', attach)))}
@@ -474,6 +478,11 @@ export class ProcessEditor {
                 true,
               )
             : this.field('Instructions', this.textarea(a, 'instructions', { rows: 3 }), true)
+        }
+        ${
+          a.type === 'manual-intervention'
+            ? this.field('Prevent self-approval (not by who deployed)', this.checkbox(a, 'preventSelfApproval'))
+            : nothing
         }
       </div>
     </div>`;
