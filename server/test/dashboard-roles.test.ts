@@ -26,7 +26,9 @@ const pageErrors: string[] = [];
 beforeAll(async () => {
   if (!haveBrowser) return;
   srv = await startServer();
+  // Two environments: deployments of one project to one environment run one at a time.
   const env = await srv.must('POST', '/api/environments', { name: 'Production' });
+  const staging = await srv.must('POST', '/api/environments', { name: 'Staging' });
   projectId = (
     await createProject(srv, 'Storefront', [
       {
@@ -45,10 +47,10 @@ beforeAll(async () => {
   const release = await srv.must('POST', '/api/releases', { projectId, version: '1.0.0' });
   for (const role of ['viewer', 'approver'])
     keys[role] = (await srv.must('POST', '/api/api-keys', { name: `${role}-key`, role })).key;
-  const deploy = async (key?: string) =>
-    (await srv.must('POST', '/api/deployments', { releaseId: release.id, environmentId: env.id }, [201], { key })).id;
-  deploymentId = await deploy();
-  selfDeploymentId = await deploy(keys.approver);
+  const deploy = async (environmentId: string, key?: string) =>
+    (await srv.must('POST', '/api/deployments', { releaseId: release.id, environmentId }, [201], { key })).id;
+  deploymentId = await deploy(env.id);
+  selfDeploymentId = await deploy(staging.id, keys.approver);
   for (const id of [deploymentId, selfDeploymentId])
     await waitFor('an interruption', async () => (await srv.must('GET', `/api/interruptions?deploymentId=${id}`))[0]);
   browser = await chromium.launch({ executablePath: CHROMIUM, args: ['--no-sandbox', '--disable-gpu'] });
