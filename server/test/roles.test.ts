@@ -1,10 +1,19 @@
 /**
  * Roles on API keys, through the whole server with real keys: what each role may do on every kind of route, inside
  * and outside the environments and projects a key is limited to; lists showing only what a limited key may see;
- * GET /api/me; and preventSelfApproval, which refuses the answer of the key that created the deployment. The
- * deployments here run only manual interventions (steps on the server), so no agent is needed.
+ * GET /api/me; and preventSelfApproval, which refuses the answer of the key that created the deployment. Most
+ * deployments here run only manual interventions (steps on the server); two agents roll the batch approval's step.
  */
-import { createProject, startServer, stopAll, waitFor, type TestServer } from './support/fixtures.js';
+import {
+  createProject,
+  startFleet,
+  startServer,
+  stopAll,
+  waitFor,
+  waitOnline,
+  type TestFleet,
+  type TestServer,
+} from './support/fixtures.js';
 
 let srv: TestServer;
 const env: Record<string, string> = {};
@@ -70,7 +79,10 @@ beforeAll(async () => {
   await createKey('shop', { role: 'approver', projectIds: [project.Shop] });
 }, 120_000);
 
+let fleet: TestFleet | undefined;
+
 afterAll(async () => {
+  await fleet?.stop();
   await srv?.stop();
   await stopAll();
 });
@@ -476,5 +488,54 @@ describe('preventSelfApproval', () => {
         expect.stringMatching(/steps\[0\]\.actions\[0\]\.preventSelfApproval.*manual-intervention only/),
       ]),
     );
+  });
+});
+
+describe('preventSelfApproval on batch approvals', () => {
+  // Invariant: a step approving each batch with preventSelfApproval refuses the deployment's creator an answer to its
+  // batch approval (403 self_approval, the step keeps waiting at its gate); another admin or approver lets it go.
+  it('refuses the creator and lets another key approve the next batch', async () => {
+    const { token } = await srv.must('POST', '/api/registration-tokens', {
+      environmentIds: [env.Test],
+      roles: ['web'],
+      maxUses: 2,
+    });
+    fleet = startFleet(srv, { prefix: 'web', count: 2, roles: ['web'], environments: ['Test'], token });
+    await waitOnline(srv, fleet.names, 90_000);
+    const p = await createProject(srv, 'Rolling', [
+      {
+        name: 'Web',
+        targetRoles: ['web'],
+        batches: [1, 1],
+        approveEachBatch: true,
+        preventSelfApproval: true,
+        actions: [{ name: 'Roll', type: 'script', script: 'true' }],
+      },
+    ]);
+    const rel = await srv.must('POST', '/api/releases', { projectId: p.id, version: '1.0.0' });
+    const d = await srv.must('POST', '/api/deployments', { releaseId: rel.id, environmentId: env.Test }, [201], {
+      key: keys.approver.key,
+    });
+    const gate = await waitFor(
+      'the batch approval',
+      async () => (await srv.must('GET', `/api/interruptions?deploymentId=${d.id}&state=pending`))[0],
+      60_000,
+    );
+    expect(gate).toMatchObject({ kind: 'batch-approval', batch: 1, preventSelfApproval: true });
+    const self = await srv.request(
+      'POST',
+      `/api/interruptions/${gate.id}/submit`,
+      { result: 'proceed' },
+      { key: keys.approver.key },
+    );
+    expect([self.status, self.body.code]).toEqual([403, 'self_approval']);
+    expect(self.body.message).toContain('may not answer this batch approval');
+    expect((await srv.must('GET', `/api/deployments/${d.id}`)).steps[0].gate).toBe('approval');
+    await srv.must('POST', `/api/interruptions/${gate.id}/submit`, { result: 'proceed' }, [200], {
+      key: keys.admin2.key,
+    });
+    const done = await srv.waitDeployment(d.id);
+    expect(done.state).toBe('success');
+    expect(done.steps[0].targets.map((t: any) => t.state)).toEqual(['success', 'success']);
   });
 });
