@@ -104,13 +104,17 @@ export function interruptionsView(s: DeploymentState, store: DeploymentStore, re
       data-kind=${i.kind}
     >
       ${i.kind === 'batch-approval' ? approval(i, s) : question(i)}
-      <textarea
-        rows="2"
-        placeholder="Notes (recorded with your answer)"
-        data-testid="interruption-notes"
-        .value=${live(s.notes[i.id] ?? '')}
-        @input=${(e: Event) => store.setNote(i.id, valueOf(e))}
-      ></textarea>
+      ${
+        mayAnswer && !selfApproval(i)
+          ? html`<textarea
+              rows="2"
+              placeholder="Notes (recorded with your answer)"
+              data-testid="interruption-notes"
+              .value=${live(s.notes[i.id] ?? '')}
+              @input=${(e: Event) => store.setNote(i.id, valueOf(e))}
+            ></textarea>`
+          : nothing
+      }
       ${answers(i)} ${errorBox('interruption-error', s.interruptionErrors[i.id])}
     </div>`;
   return html`<div class="interruptions" data-testid="interruptions">
