@@ -4,6 +4,7 @@
  * GET /api/me; and preventSelfApproval, which refuses the answer of the key that created the deployment. Most
  * deployments here run only manual interventions (steps on the server); two agents roll the batch approval's step.
  */
+import { io } from 'socket.io-client';
 import {
   createProject,
   startFleet,
@@ -342,6 +343,33 @@ describe('a key of each role against the routes', () => {
     expect(new Set((await as('shop', '/api/releases')).map((r: any) => r.projectId))).toEqual(new Set([project.Shop]));
     const ciIntr = await as('ci', '/api/interruptions');
     expect(ciIntr.map((i: any) => i.id).sort()).toEqual([intr.TestShop, intr.TestBlog].sort());
+  });
+});
+
+describe('the live channel', () => {
+  // Invariant: a key limited to environments follows live only the deployments it may read: subscribing to one
+  // outside its scope is refused, one inside gets its snapshot.
+  it("refuses subscriptions outside the key's scope", async () => {
+    const socket = io(`${srv.base}/live`, {
+      transports: ['websocket'],
+      reconnection: false,
+      ca: srv.ca,
+      auth: { apiKey: keys.ci.key },
+    });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        socket.once('connect', () => resolve());
+        socket.once('connect_error', reject);
+      });
+      const refused = new Promise<{ message: string }>((resolve) => socket.once('error-message', resolve));
+      socket.emit('subscribe', { deploymentId: dep.ProdShop, afterSeq: 0 });
+      expect((await refused).message).toBe(`deployment ${dep.ProdShop} is outside this key's scope`);
+      const snapshot = new Promise<{ id: string }>((resolve) => socket.once('deployment', resolve));
+      socket.emit('subscribe', { deploymentId: dep.TestShop, afterSeq: 0 });
+      expect((await snapshot).id).toBe(dep.TestShop);
+    } finally {
+      socket.close();
+    }
   });
 });
 
