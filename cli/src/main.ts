@@ -9,11 +9,14 @@ import { Command, CommanderError } from 'commander';
 import cliProgress from 'cli-progress';
 import type {
   AuditEvent,
+  ApiKey,
+  ApiKeyCreated,
   Deployment,
   Environment,
   Interruption,
   LogPage,
   Machine,
+  Me,
   Project,
   Release,
   SteerAccepted,
@@ -198,6 +201,102 @@ program
       server: cfg.server,
       configFile: file,
     });
+  });
+
+/** A key's scope for people: "all" or the names of what it is limited to. */
+function scopeText(ids: string[] | null, names: Map<string, string>): string {
+  return ids ? ids.map((i) => names.get(i) ?? i).join(',') : 'all';
+}
+
+/** Environment and project names by id, to show scopes by name. */
+async function namesById(api: CuttleClient): Promise<{ envs: Map<string, string>; projects: Map<string, string> }> {
+  const [envs, projects] = await Promise.all([
+    api.get<Environment[]>('/api/environments'),
+    api.get<Project[]>('/api/projects'),
+  ]);
+  return {
+    envs: new Map(envs.map((e) => [e.id, e.name])),
+    projects: new Map(projects.map((p) => [p.id, p.name])),
+  };
+}
+
+/** "a,b, c" → ["a","b","c"]. */
+const listOf = (s: string) =>
+  s
+    .split(',')
+    .map((x) => x.trim())
+    .filter(Boolean);
+
+program
+  .command('whoami')
+  .description('the API key in use: its name, role, scope and what it may do')
+  .option('--json')
+  .action(async () => {
+    const api = client();
+    const me = await api.get<Me>('/api/me');
+    const names = await namesById(api);
+    out(
+      [
+        `${me.name} (${me.role})`,
+        `environments: ${scopeText(me.environmentIds, names.envs)}`,
+        `projects: ${scopeText(me.projectIds, names.projects)}`,
+        `may: ${me.permissions.join(', ')}`,
+      ].join('\n'),
+      me,
+    );
+  });
+
+const apiKeys = program.command('api-keys').description('API keys and their roles (admin)');
+apiKeys
+  .command('create')
+  .description('create an API key; the key is printed this once')
+  .requiredOption('--name <name>', 'who or what uses it')
+  .requiredOption('--role <role>', 'viewer | deployer | approver | admin')
+  .option('--environments <names>', 'limit it to these environments (names or ids, comma-separated)')
+  .option('--projects <names>', 'limit it to these projects (names or ids, comma-separated)')
+  .option('--json')
+  .action(async (o) => {
+    const k = await client().post<ApiKeyCreated>('/api/api-keys', {
+      name: o.name,
+      role: o.role,
+      ...(o.environments ? { environmentIds: listOf(o.environments) } : {}),
+      ...(o.projects ? { projectIds: listOf(o.projects) } : {}),
+    });
+    if (!json) process.stderr.write(`created API key ${k.name} (${k.role}), id ${k.id}; the key is shown this once:\n`);
+    out(k.key, k);
+  });
+apiKeys
+  .command('list')
+  .description('list API keys with their role and scope')
+  .option('--json')
+  .action(async () => {
+    const api = client();
+    const list = await api.get<ApiKey[]>('/api/api-keys');
+    const names = await namesById(api);
+    out(
+      table(
+        list.map((k) => ({
+          ...k,
+          environments: scopeText(k.environmentIds, names.envs),
+          projects: scopeText(k.projectIds, names.projects),
+          revoked: k.revokedAt ?? '',
+        })),
+        ['name', 'id', 'role', 'environments', 'projects', 'revoked'],
+      ),
+      list,
+    );
+  });
+apiKeys
+  .command('revoke <id>')
+  .description('revoke an API key (by id or name); it stops working at once')
+  .option('--json')
+  .action(async (ref: string) => {
+    const api = client();
+    const list = await api.get<ApiKey[]>('/api/api-keys');
+    const k = list.find((x) => x.id === ref || x.name === ref);
+    if (!k) throw new UsageError(`no API key ${ref}`);
+    await api.request('DELETE', `/api/api-keys/${k.id}`);
+    out(`revoked API key ${k.name}`, { id: k.id, name: k.name, revoked: true });
   });
 
 program

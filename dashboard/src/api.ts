@@ -62,6 +62,8 @@ export type {
   Interruption,
   LogEntry,
   Machine,
+  Me,
+  Permission,
   Preview as DeploymentPreview,
   Project,
   RegistrationToken,

@@ -6,6 +6,7 @@
 import { api, get, q, type Interruption } from './api.js';
 import { secondsUntil, type DeploymentState, type DeploymentStore } from './deployment-store.js';
 import { html, live, nothing, repeat } from './lit.js';
+import { can, currentKey } from './me.js';
 import { errorBox, fmtSeconds, problem, valueOf } from './ui.js';
 
 const buttonClass = (r: string) => (r === 'abort' ? 'danger' : r === 'proceed' || r === 'retry' ? 'primary' : '');
@@ -81,6 +82,20 @@ export function interruptionsView(s: DeploymentState, store: DeploymentStore, re
       store.setAnswering(i.id, false, problem(err));
     }
   };
+  const d = s.deployment;
+  const mayAnswer = can('approve', { environmentId: d.environmentId, projectId: d.projectId });
+  // The server refuses the deployment's creator an answer to what prevents self-approval: say so instead of buttons.
+  const selfApproval = (i: Interruption) => !!i.preventSelfApproval && d.createdBy?.id === currentKey()?.id;
+  const answers = (i: Interruption) =>
+    !mayAnswer
+      ? html`<p class="small muted" data-testid="may-not-answer">Your API key may not answer this.</p>`
+      : selfApproval(i)
+        ? html`<p class="small muted" data-testid="self-approval">
+            You created this deployment: another key must answer this (it prevents self-approval).
+          </p>`
+        : html`<div class="inline">
+            ${i.allowedResults.map((r) => html`<button class=${buttonClass(r)} data-result=${r} ?disabled=${!!s.answering[i.id]} @click=${() => answer(i, r)}>${r[0].toUpperCase() + r.slice(1)}</button>`)}
+          </div>`;
   const box = (i: Interruption) =>
     html`<div
       class="interruption kind-${i.kind}"
@@ -89,17 +104,18 @@ export function interruptionsView(s: DeploymentState, store: DeploymentStore, re
       data-kind=${i.kind}
     >
       ${i.kind === 'batch-approval' ? approval(i, s) : question(i)}
-      <textarea
-        rows="2"
-        placeholder="Notes (recorded with your answer)"
-        data-testid="interruption-notes"
-        .value=${live(s.notes[i.id] ?? '')}
-        @input=${(e: Event) => store.setNote(i.id, valueOf(e))}
-      ></textarea>
-      <div class="inline">
-        ${i.allowedResults.map((r) => html`<button class=${buttonClass(r)} data-result=${r} ?disabled=${!!s.answering[i.id]} @click=${() => answer(i, r)}>${r[0].toUpperCase() + r.slice(1)}</button>`)}
-      </div>
-      ${errorBox('interruption-error', s.interruptionErrors[i.id])}
+      ${
+        mayAnswer && !selfApproval(i)
+          ? html`<textarea
+              rows="2"
+              placeholder="Notes (recorded with your answer)"
+              data-testid="interruption-notes"
+              .value=${live(s.notes[i.id] ?? '')}
+              @input=${(e: Event) => store.setNote(i.id, valueOf(e))}
+            ></textarea>`
+          : nothing
+      }
+      ${answers(i)} ${errorBox('interruption-error', s.interruptionErrors[i.id])}
     </div>`;
   return html`<div class="interruptions" data-testid="interruptions">
     ${repeat(s.interruptions, (i) => i.id, box)}

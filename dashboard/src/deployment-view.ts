@@ -12,6 +12,7 @@ import { DeploymentStore, FINISHED, type DeploymentState, type Steer } from './d
 import { lookups, type Lookups } from './deployments.js';
 import { html, nothing } from './lit.js';
 import * as live from './live.js';
+import { can } from './me.js';
 import { mount } from './store.js';
 import { badge, card, elapsed, errorBox, fmtTime, problem } from './ui.js';
 
@@ -59,6 +60,7 @@ const related = (d: Deployment) =>
 function steering(s: DeploymentState, store: DeploymentStore) {
   const d = s.deployment;
   const busy = s.steering !== null;
+  const where = { environmentId: d.environmentId, projectId: d.projectId };
   const rollback = () => {
     if (!confirm("Roll back? The environment's previous successful release is deployed again, as a new deployment."))
       return;
@@ -68,7 +70,7 @@ function steering(s: DeploymentState, store: DeploymentStore) {
     <div class="inline">
       <button
         data-testid="pause-deployment"
-        ?hidden=${!PAUSABLE.has(d.state)}
+        ?hidden=${!PAUSABLE.has(d.state) || !can('pause', where)}
         ?disabled=${busy}
         @click=${() => void steer(store, 'pause')}
       >
@@ -77,7 +79,7 @@ function steering(s: DeploymentState, store: DeploymentStore) {
       <button
         class="primary"
         data-testid="resume-deployment"
-        ?hidden=${d.state !== 'paused'}
+        ?hidden=${d.state !== 'paused' || !can('resume', where)}
         ?disabled=${busy}
         @click=${() => void steer(store, 'resume')}
       >
@@ -85,13 +87,18 @@ function steering(s: DeploymentState, store: DeploymentStore) {
       </button>
       <button
         data-testid="retry-failed"
-        ?hidden=${d.state !== 'failed'}
+        ?hidden=${d.state !== 'failed' || !can('retry', where)}
         ?disabled=${busy}
         @click=${() => void steer(store, 'retry-failed')}
       >
         Retry failed
       </button>
-      <button data-testid="rollback-deployment" ?hidden=${!FINISHED.has(d.state)} ?disabled=${busy} @click=${rollback}>
+      <button
+        data-testid="rollback-deployment"
+        ?hidden=${!FINISHED.has(d.state) || !can('rollback', where)}
+        ?disabled=${busy}
+        @click=${rollback}
+      >
         Roll back
       </button>
     </div>
@@ -150,7 +157,7 @@ function header(s: DeploymentState, store: DeploymentStore, names: Lookups) {
     <button
       class="danger"
       data-testid="cancel-deployment"
-      ?hidden=${FINISHED.has(d.state)}
+      ?hidden=${FINISHED.has(d.state) || !can('cancel', { environmentId: d.environmentId, projectId: d.projectId })}
       ?disabled=${d.state === 'cancelling'}
       @click=${cancel}
     >

@@ -5,6 +5,7 @@
 import { api, get, type Environment, type Machine, type RegistrationToken } from './api.js';
 import { html, live, nothing } from './lit.js';
 import * as channel from './live.js';
+import { can } from './me.js';
 import { mount, Store } from './store.js';
 import { ago, badge, card, errorBox, fmtTime, problem, valueOf, type Problem } from './ui.js';
 
@@ -184,9 +185,13 @@ export async function machinesView(root: HTMLElement) {
       <td title=${m.lastSeenAt ?? ''}>${ago(m.lastSeenAt)}</td>
       <td>${m.agentVersion ?? '—'}</td>
       <td class="actions">
-        <button data-action=${m.disabled ? 'enable' : 'disable'} @click=${() => toggle(m)}>
-          ${m.disabled ? 'Enable' : 'Disable'}</button
-        ><button class="danger" data-action="revoke" @click=${() => revoke(m)}>Revoke</button>
+        ${
+          can('manage-machines')
+            ? html`<button data-action=${m.disabled ? 'enable' : 'disable'} @click=${() => toggle(m)}>
+                  ${m.disabled ? 'Enable' : 'Disable'}</button
+                ><button class="danger" data-action="revoke" @click=${() => revoke(m)}>Revoke</button>`
+            : nothing
+        }
       </td>
     </tr>`;
 
@@ -314,18 +319,22 @@ export async function machinesView(root: HTMLElement) {
   const view = (s: MachinesState) =>
     html`<h1>Environments & machines</h1>
       ${errorBox('machines-error', s.error)} ${card('Machines', machinesTable(s))}
-      ${card('Add a machine', tokenForm(s))}
+      ${can('manage-machines') ? card('Add a machine', tokenForm(s)) : nothing}
       ${card(
         'Environments',
         html`<ul class="plain" data-testid="environments">
             ${s.envs.map((e) => html`<li><span class="tag env">${e.name}</span>${e.guidedFailure ? html`<span class="muted small"> guided failure by default</span>` : nothing}${e.rollbackOnFailure ? html`<span class="muted small"> rolls back on failure by default</span>` : nothing}</li>`)}
           </ul>
-          <form class="inline" @submit=${createEnv}>
-            <input name="name" placeholder="New environment name" required data-testid="env-name" />
-            <label class="check"><input type="checkbox" name="guidedFailure" /> guided failure by default</label>
-            <button type="submit" class="primary">Create environment</button>
-            ${errorBox('env-error', s.envError)}
-          </form>`,
+          ${
+            can('manage-environments')
+              ? html`<form class="inline" @submit=${createEnv}>
+                  <input name="name" placeholder="New environment name" required data-testid="env-name" />
+                  <label class="check"><input type="checkbox" name="guidedFailure" /> guided failure by default</label>
+                  <button type="submit" class="primary">Create environment</button>
+                  ${errorBox('env-error', s.envError)}
+                </form>`
+              : nothing
+          }`,
       )}`;
 
   await loadEnvs();

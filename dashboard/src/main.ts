@@ -1,12 +1,13 @@
 /** Entry: sign-in, the page's frame (header, navigation, live status, banner), hash routes. */
 import { api, auth, setUnauthorizedHandler } from './api.js';
-import { html, render } from './lit.js';
+import { html, nothing, render } from './lit.js';
 import * as live from './live.js';
 import { machinesView } from './machines.js';
 import { projectsView, projectView } from './projects.js';
 import { deploymentsView } from './deployments.js';
 import { deploymentView } from './deployment-view.js';
 import { auditView } from './audit.js';
+import { currentKey, forgetMe, loadMe } from './me.js';
 import { Store } from './store.js';
 import { errorBox, problem, tickElapsed, type Problem } from './ui.js';
 
@@ -50,6 +51,7 @@ async function signIn(e: SubmitEvent) {
   try {
     await api('GET', '/api/environments', undefined, key);
     auth.set(key, remember);
+    await loadMe();
     if (!location.hash || location.hash === '#/') location.hash = '#/deployments';
     shell.set({ signedIn: true, banner: false, signIn: { error: null, busy: false } });
     void route();
@@ -65,6 +67,7 @@ async function signIn(e: SubmitEvent) {
 
 function signOut() {
   auth.clear();
+  forgetMe();
   live.disconnect();
   leaveView();
   shell.set({ signedIn: false, banner: false, live: { connected: false, known: false } });
@@ -97,6 +100,16 @@ const signInView = (s: Shell) =>
 const navLink = (s: Shell, name: string, label: string) =>
   html`<a href="#/${name}" data-nav=${name} class=${s.nav === name ? 'active' : ''}>${label}</a>`;
 
+/** Who is signed in: the key's name and role (and that it is limited, when it is). */
+function whoami() {
+  const me = currentKey();
+  if (!me) return nothing;
+  const limited = me.environmentIds || me.projectIds ? ' (limited)' : '';
+  return html`<span class="whoami muted" data-testid="whoami" data-role=${me.role} title=${me.permissions.join(', ')}
+    >${me.name} · ${me.role}${limited}</span
+  >`;
+}
+
 const layout = (s: Shell) =>
   html`<header>
       <a class="brand" href="#/deployments">Cuttle</a>
@@ -104,6 +117,7 @@ const layout = (s: Shell) =>
         ${navLink(s, 'deployments', 'Deployments')}${navLink(s, 'projects', 'Projects')}${navLink(s, 'machines', 'Environments & machines')}${navLink(s, 'audit', 'Audit')}
       </nav>
       <span class="spacer"></span>
+      ${whoami()}
       <span class="live-status ${s.live.known ? (s.live.connected ? 'on' : 'off') : ''}" data-testid="live-status"
         >${!s.live.known ? 'connecting…' : s.live.connected ? 'live' : s.live.unauthorized ? 'refused' : 'offline'}</span
       >
@@ -152,6 +166,9 @@ async function route() {
     location.hash = '#/deployments';
     return;
   }
+  // What the key may do decides which buttons pages show: known before the first page renders.
+  if (!currentKey()) await loadMe();
+  if (token !== routeToken) return;
   shell.set({ signedIn: true, nav: found[2] });
   draw(); // the frame (and its <main>) now, not at the next microtask
   void live.connect();

@@ -18,6 +18,7 @@ import {
   type Step,
 } from './api.js';
 import { html, live, nothing, repeat, type TemplateResult } from './lit.js';
+import { can } from './me.js';
 import { mount, Store } from './store.js';
 import { checkedOf, errorBox, problem, valueOf, type Problem } from './ui.js';
 
@@ -63,6 +64,7 @@ const ROLLOUT_KEYS = [
   'approveEachBatch',
   'approvalTimeoutSeconds',
   'approvalDefault',
+  'preventSelfApproval',
   'spreadBy',
   'skipUnavailable',
 ] as const;
@@ -282,8 +284,8 @@ export class ProcessEditor {
       type === 'manual-intervention'
         ? ['script', 'packageId', 'timeoutSeconds', 'retries', 'retryDelaySeconds']
         : type === 'script'
-          ? ['packageId', 'instructions']
-          : ['instructions'];
+          ? ['packageId', 'instructions', 'preventSelfApproval']
+          : ['instructions', 'preventSelfApproval'];
     const typed = this.drafts.get(a);
     for (const k of hidden) {
       delete a[k];
@@ -304,7 +306,7 @@ export class ProcessEditor {
       s.bakeSeconds !== undefined ? `bake ${s.bakeSeconds} s` : '',
       s.healthCheck ? 'health check' : '',
       s.approveEachBatch
-        ? `approve each batch${s.approvalTimeoutSeconds !== undefined ? ` (${s.approvalDefault ?? 'abort'} after ${s.approvalTimeoutSeconds} s)` : ''}`
+        ? `approve each batch${s.approvalTimeoutSeconds !== undefined ? ` (${s.approvalDefault ?? 'abort'} after ${s.approvalTimeoutSeconds} s)` : ''}${s.preventSelfApproval ? ', not by the deployer' : ''}`
         : '',
       s.spreadBy ? `spread by ${s.spreadBy}` : '',
       s.skipUnavailable ? 'skip unavailable' : '',
@@ -340,10 +342,12 @@ export class ProcessEditor {
       // Without approvals, their timeout and default mean nothing (the API refuses them): they go too.
       delete s.approvalTimeoutSeconds;
       delete s.approvalDefault;
+      delete s.preventSelfApproval;
       const typed = this.drafts.get(s);
       if (typed) {
         delete typed.approvalTimeoutSeconds;
         delete typed.approvalDefault;
+        delete typed.preventSelfApproval;
       }
     };
     return html`<div class="rollout" data-testid="rollout-${s.name}">
@@ -365,7 +369,8 @@ export class ProcessEditor {
                 this.select(s.approvalDefault ?? '', ['', 'abort', 'proceed'], (v) => setOpt(s, 'approvalDefault', v), {
                   '': 'not set (abort)',
                 }),
-              )}`
+              )}
+              ${this.field('Prevent self-approval (not by who deployed)', this.checkbox(s, 'preventSelfApproval'))}`
             : nothing
         }
         ${this.field('Check timeout (s)', this.text(hc, 'timeoutSeconds', num, optNumber, numeric('60', attach)))}
@@ -474,6 +479,11 @@ export class ProcessEditor {
               )
             : this.field('Instructions', this.textarea(a, 'instructions', { rows: 3 }), true)
         }
+        ${
+          a.type === 'manual-intervention'
+            ? this.field('Prevent self-approval (not by who deployed)', this.checkbox(a, 'preventSelfApproval'))
+            : nothing
+        }
       </div>
     </div>`;
   }
@@ -549,21 +559,35 @@ export class ProcessEditor {
   }
 
   private view(st: EditorState) {
+    // Editing the process is admin's (docs/api.md, "Roles"): other keys see it without the means to save it.
+    const editable = can('edit-process');
     const status = `version ${st.version}${st.dirty ? ' · unsaved changes' : st.saved ? ' · saved' : ''}`;
     return html`<div class="process" data-testid="process-editor">
       <div class="steps">
         ${st.steps.length ? repeat(st.steps, keyOf, (s, i) => this.stepCard(s, i, st)) : html`<p class="muted">No steps yet.</p>`}
       </div>
       <div class="toolbar">
-        <button
-          @click=${() => this.change(() => st.steps.push({ name: `Step ${st.steps.length + 1}`, targetRoles: [], actions: [] }))}
-        >
-          + Add step
-        </button>
+        ${
+          editable
+            ? html`<button
+                @click=${() => this.change(() => st.steps.push({ name: `Step ${st.steps.length + 1}`, targetRoles: [], actions: [] }))}
+              >
+                + Add step
+              </button>`
+            : html`<span class="muted small" data-testid="process-read-only"
+                >Your API key may not edit the process.</span
+              >`
+        }
         <span class="spacer"></span>
         <span class="muted small" data-testid="process-status">${status}</span>
         <button class="ghost" @click=${() => void this.reload()}>Reload</button>
-        <button class="primary" data-testid="save-process" ?disabled=${st.saving} @click=${() => void this.save()}>
+        <button
+          class="primary"
+          data-testid="save-process"
+          ?hidden=${!editable}
+          ?disabled=${st.saving}
+          @click=${() => void this.save()}
+        >
           Save process
         </button>
       </div>

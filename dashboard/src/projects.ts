@@ -11,6 +11,7 @@ import {
   type Release,
 } from './api.js';
 import { html, live, nothing } from './lit.js';
+import { can } from './me.js';
 import { ProcessEditor } from './process.js';
 import { mount, Store } from './store.js';
 import { badge, card, checkedOf, errorBox, fmtSeconds, fmtTime, problem, valueOf, type Problem } from './ui.js';
@@ -65,15 +66,19 @@ export async function projectsView(root: HTMLElement) {
                 </tbody>
               </table>`,
         )}
-        ${card(
-          'New project',
-          html`<form class="inline" @submit=${create}>
-            <input name="name" placeholder="Project name" required data-testid="project-name" />
-            <input name="description" placeholder="Description (optional)" />
-            <button type="submit" class="primary">Create project</button>
-            ${errorBox('project-error', s.error)}
-          </form>`,
-        )}`,
+        ${
+          can('manage-projects')
+            ? card(
+                'New project',
+                html`<form class="inline" @submit=${create}>
+                  <input name="name" placeholder="Project name" required data-testid="project-name" />
+                  <input name="description" placeholder="Description (optional)" />
+                  <button type="submit" class="primary">Create project</button>
+                  ${errorBox('project-error', s.error)}
+                </form>`,
+              )
+            : nothing
+        }`,
   );
 }
 
@@ -110,6 +115,8 @@ export async function projectView(root: HTMLElement, id: string) {
     deploy: null,
   });
   const editor = new ProcessEditor(project.id, process, envs, channels);
+  // The environments this key may deploy this project to; none: no Deploy button at all.
+  const deployTo = envs.filter((e) => can('deploy', { environmentId: e.id, projectId: project.id }));
   const channelName = (cid: string) => store.state.channels.find((c) => c.id === cid)?.name ?? cid.slice(0, 8);
   const setDeploy = (patch: Partial<DeployPanel>) =>
     store.set((s) => (s.deploy ? { deploy: { ...s.deploy, ...patch } } : {}));
@@ -213,7 +220,9 @@ export async function projectView(root: HTMLElement, id: string) {
                     ${r.packages.length ? r.packages.map((p) => html`<span class="tag mono" title="sha256 ${p.sha256}, ${p.sizeBytes} bytes">${p.packageId} ${p.version}</span>`) : html`<span class="muted">none</span>`}
                   </td>
                   <td>${fmtTime(r.createdAt)}</td>
-                  <td><button @click=${() => openDeploy(r)}>Deploy…</button></td>
+                  <td>
+                    ${deployTo.length ? html`<button data-testid="open-deploy" @click=${() => openDeploy(r)}>Deploy…</button>` : nothing}
+                  </td>
                 </tr>`,
             )}
           </tbody>
@@ -227,7 +236,7 @@ export async function projectView(root: HTMLElement, id: string) {
           >Environment
           <select data-testid="deploy-environment" @change=${(e: Event) => void chooseEnvironment(valueOf(e))}>
             <option value="" .selected=${live(d.environmentId === '')}>Choose an environment…</option>
-            ${envs.map((e) => html`<option value=${e.id} .selected=${live(d.environmentId === e.id)}>${e.name}</option>`)}
+            ${deployTo.map((e) => html`<option value=${e.id} .selected=${live(d.environmentId === e.id)}>${e.name}</option>`)}
           </select></label
         >
         <label class="check"
@@ -265,13 +274,17 @@ export async function projectView(root: HTMLElement, id: string) {
         <div class="col-side">
           ${card(
             'Releases',
-            html`<form class="inline" @submit=${createRelease}>
-                <input name="version" placeholder="Version, e.g. 1.0.0" required data-testid="release-version" />
-                <select name="channel" data-testid="release-channel">
-                  ${s.channels.map((c) => html`<option value=${c.id} ?selected=${c.id === project.defaultChannelId}>${c.name}</option>`)}
-                </select>
-                <button type="submit" class="primary">Create release</button>
-              </form>
+            html`${
+                can('create-release', { projectId: project.id })
+                  ? html`<form class="inline" @submit=${createRelease}>
+                      <input name="version" placeholder="Version, e.g. 1.0.0" required data-testid="release-version" />
+                      <select name="channel" data-testid="release-channel">
+                        ${s.channels.map((c) => html`<option value=${c.id} ?selected=${c.id === project.defaultChannelId}>${c.name}</option>`)}
+                      </select>
+                      <button type="submit" class="primary">Create release</button>
+                    </form>`
+                  : nothing
+              }
               ${errorBox('release-error', s.releaseError)}
               <div data-testid="deploy-panel">${s.deploy ? deployPanel(s.deploy) : nothing}</div>
               <div data-testid="releases">${releasesTable(s)}</div>`,
@@ -281,10 +294,14 @@ export async function projectView(root: HTMLElement, id: string) {
             html`<ul class="plain" data-testid="channels">
                 ${s.channels.map((c) => html`<li><span class="tag">${c.name}</span>${c.id === project.defaultChannelId ? html`<span class="muted small"> default</span>` : nothing}</li>`)}
               </ul>
-              <form class="inline" @submit=${addChannel}>
-                <input name="name" placeholder="New channel name" required data-testid="channel-name" />
-                <button type="submit">Add channel</button>
-              </form>
+              ${
+                can('manage-projects')
+                  ? html`<form class="inline" @submit=${addChannel}>
+                      <input name="name" placeholder="New channel name" required data-testid="channel-name" />
+                      <button type="submit">Add channel</button>
+                    </form>`
+                  : nothing
+              }
               ${errorBox('channel-error', s.channelError)}`,
           )}
         </div>

@@ -31,6 +31,7 @@ const logPage: Same<Api.LogPage, Schemas['LogPage']> = true;
 const interruption: Same<Api.Interruption, Schemas['Interruption']> = true;
 const apiKey: Same<Api.ApiKey, Schemas['ApiKey']> = true;
 const apiKeyCreated: Same<Api.ApiKeyCreated, Schemas['ApiKeyCreated']> = true;
+const me: Same<Api.Me, Schemas['Me']> = true;
 const health: Same<Api.Health, Schemas['Health']> = true;
 const ready: Same<Api.Ready, Schemas['Ready']> = true;
 
@@ -73,6 +74,7 @@ export const checked = [
   interruption,
   apiKey,
   apiKeyCreated,
+  me,
   health,
   ready,
   getDeployment,

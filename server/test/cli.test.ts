@@ -385,3 +385,38 @@ terminalIt('shows the batch and the bake in its progress bar on a terminal', asy
   expect(r.screen).toMatch(bar('2/2 targets success'));
   expect(r.screen).toMatch(/deployment \S+ success/);
 });
+
+// An admin makes a CI key limited to one environment with `cuttle api-keys create`, lists it with its role and
+// scope by name, the CI key sees itself with `cuttle whoami` and is refused (exit 2, 403 naming the permission) what
+// its role does not allow; once revoked it stops working.
+it('creates, lists and revokes API keys with roles; whoami shows the key in use', async () => {
+  const made = await cuttle([
+    'api-keys',
+    'create',
+    '--name',
+    'cli-ci',
+    '--role',
+    'deployer',
+    '--environments',
+    'Staging',
+    '--json',
+  ]);
+  expect(made.code).toBe(0);
+  const key = jsonOf(made);
+  expect(key).toMatchObject({ name: 'cli-ci', role: 'deployer', projectIds: null, key: expect.stringMatching(/^ck_/) });
+  const list = await cuttle(['api-keys', 'list']);
+  expect(list.stdout).toMatch(/^cli-ci\s+\S+\s+deployer\s+Staging\s+all\s*$/m);
+  const me = await cuttle(['whoami'], { CUTTLE_API_KEY: key.key });
+  expect(me.code).toBe(0);
+  expect(me.stdout).toMatch(
+    /^cli-ci \(deployer\)\nenvironments: Staging\nprojects: all\nmay: read, create-release, deploy/,
+  );
+  const refused = await cuttle(['api-keys', 'list'], { CUTTLE_API_KEY: key.key });
+  expect(refused.code).toBe(2);
+  expect(refused.stderr).toMatch(/403.*key 'cli-ci' \(deployer\) may not manage API keys/);
+  const bad = await cuttle(['api-keys', 'create', '--name', 'x', '--role', 'owner']);
+  expect([bad.code, bad.stderr]).toEqual([2, expect.stringMatching(/role must be one of/)]);
+  expect((await cuttle(['api-keys', 'revoke', 'cli-ci'])).code).toBe(0);
+  const after = await cuttle(['whoami'], { CUTTLE_API_KEY: key.key });
+  expect([after.code, after.stderr]).toEqual([2, expect.stringMatching(/401/)]);
+});

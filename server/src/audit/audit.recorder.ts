@@ -8,6 +8,7 @@ import { AuditService } from './audit.service.js';
 
 /** Who made a request, as the guard established it (the one place that reads what the guard sets on it). */
 export function actorOf(req: AuthedRequest): { name: string; keyId: string | null } | undefined {
+  if (req.apiKey) return { name: req.apiKey.name, keyId: req.apiKey.id };
   return req.apiKeyName ? { name: req.apiKeyName, keyId: req.apiKeyId ?? null } : undefined;
 }
 
@@ -89,7 +90,7 @@ export class AuditRecorder {
     }
     const key = req.header('x-api-key');
     if (!key) return { name: 'anonymous', keyId: null };
-    const found = status === 401 ? null : await this.keys.identify(key);
+    const found = status === 401 ? null : await this.keys.verify(key);
     return found ? { name: found.name, keyId: found.id } : { name: 'invalid key', keyId: null };
   }
 }

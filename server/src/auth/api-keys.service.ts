@@ -5,11 +5,13 @@ import { Inject, Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
 import { IsNull, Repository } from 'typeorm';
 import type { ApiKey, ApiKeyCreated } from '#shared/api/types.js';
-import { alreadyExists, DomainError, notFound } from '../common/errors.js';
+import { alreadyExists, DomainError, invalid, notFound, unknownReference } from '../common/errors.js';
 import { iso } from '../database/sql.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { ApiKeyEntity } from './api-key.entity.js';
+import type { AuthenticatedKey } from './api-key.guard.js';
 import type { CreateApiKeyDto } from './dto/create-api-key.dto.js';
+import { ScopeResolver } from './scope.js';
 
 /** API keys are stored as their SHA-256 only. */
 export const hashKey = (key: string) => createHash('sha256').update(key).digest('hex');
@@ -18,6 +20,9 @@ const newKey = () => `ck_${randomBytes(24).toString('base64url')}`;
 const toDto = (k: ApiKeyEntity): ApiKey => ({
   id: k.id,
   name: k.name,
+  role: k.role,
+  environmentIds: k.environmentIds,
+  projectIds: k.projectIds,
   createdAt: k.createdAt.toISOString(),
   revokedAt: iso(k.revokedAt),
 });
@@ -25,16 +30,17 @@ const toDto = (k: ApiKeyEntity): ApiKey => ({
 @Injectable()
 export class ApiKeysService {
   // Hash → key, so that a dashboard polling every second does not cost a query per request.
-  private cache = new Map<string, { id: string; name: string; until: number }>();
+  private cache = new Map<string, { key: AuthenticatedKey; until: number }>();
 
   constructor(
     @InjectRepository(ApiKeyEntity) private readonly repo: Repository<ApiKeyEntity>,
     @Inject(CONFIG) private readonly config: CuttleConfig,
+    private readonly scopes: ScopeResolver,
   ) {}
 
   /**
    * The admin key: CUTTLE_ADMIN_API_KEY, or one generated on first start and written to `<home>/admin-api-key`.
-   * Its hash is stored under the name `admin` (replaced when the configured key changes).
+   * Its hash is stored under the name `admin` (replaced when the configured key changes); it is an unscoped admin.
    */
   async ensureAdminKey(): Promise<string> {
     const file = join(this.config.home, 'admin-api-key');
@@ -49,20 +55,50 @@ export class ApiKeysService {
     const hash = hashKey(key);
     await this.repo.manager.transaction(async (m) => {
       const existing = await m.findOne(ApiKeyEntity, { where: { name: 'admin' } });
-      if (!existing) await m.insert(ApiKeyEntity, { name: 'admin', keyHash: hash });
-      else if (existing.keyHash !== hash || existing.revokedAt)
-        await m.update(ApiKeyEntity, { id: existing.id }, { keyHash: hash, revokedAt: null });
+      const admin = { role: 'admin' as const, environmentIds: null, projectIds: null };
+      if (!existing) await m.insert(ApiKeyEntity, { name: 'admin', keyHash: hash, ...admin });
+      else if (
+        existing.keyHash !== hash ||
+        existing.revokedAt ||
+        existing.role !== 'admin' ||
+        existing.environmentIds ||
+        existing.projectIds
+      )
+        await m.update(ApiKeyEntity, { id: existing.id }, { keyHash: hash, revokedAt: null, ...admin });
     });
     this.cache.clear();
     return key;
   }
 
-  /** A new key: shown this once, only its hash is kept. */
+  /**
+   * A new key: shown this once, only its hash is kept. Without a role it is an admin, as every key made before keys
+   * had roles, so that the old call keeps its meaning. Environments and projects may be given by id or name and are
+   * stored as ids; an admin key is never limited (it manages keys and environments, which have no scope).
+   */
   async create(dto: CreateApiKeyDto): Promise<ApiKeyCreated> {
+    const role = dto.role ?? 'admin';
+    const scope = async (field: 'environmentIds' | 'projectIds'): Promise<string[] | null> => {
+      const refs = dto[field];
+      if (refs === undefined || refs === null) return null;
+      if (role === 'admin')
+        throw invalid(`${field}: an admin key cannot be limited (give the key another role, or leave ${field} out)`);
+      if (!refs.length) throw invalid(`${field} must name at least one (leave it out for all of them)`);
+      const found =
+        field === 'environmentIds' ? await this.scopes.environments(refs) : await this.scopes.projects(refs);
+      if ('unknown' in found)
+        throw unknownReference(
+          `${field} names an unknown ${field === 'environmentIds' ? 'environment' : 'project'} "${found.unknown}"`,
+        );
+      return found.ids;
+    };
+    const environmentIds = await scope('environmentIds');
+    const projectIds = await scope('projectIds');
     if (await this.repo.exists({ where: { name: dto.name } }))
       throw alreadyExists(`an API key named "${dto.name}" already exists`);
     const key = newKey();
-    const row = await this.repo.save(this.repo.create({ name: dto.name, keyHash: hashKey(key), revokedAt: null }));
+    const row = await this.repo.save(
+      this.repo.create({ name: dto.name, keyHash: hashKey(key), role, environmentIds, projectIds, revokedAt: null }),
+    );
     return { ...toDto(row), key };
   }
 
@@ -83,19 +119,21 @@ export class ApiKeysService {
     this.cache.clear();
   }
 
-  /** The key's name when the key is valid and not revoked. */
-  async verify(key: string): Promise<string | null> {
-    return (await this.identify(key))?.name ?? null;
-  }
-
-  /** The key's id and name when the key is valid and not revoked. */
-  async identify(key: string): Promise<{ id: string; name: string } | null> {
+  /** Who the key is, its role and scope, when the key is valid and not revoked. */
+  async verify(key: string): Promise<AuthenticatedKey | null> {
     const hash = hashKey(key);
     const hit = this.cache.get(hash);
-    if (hit && hit.until > Date.now()) return { id: hit.id, name: hit.name };
+    if (hit && hit.until > Date.now()) return hit.key;
     const row = await this.repo.findOne({ where: { keyHash: hash, revokedAt: IsNull() } });
     if (!row) return null;
-    this.cache.set(hash, { id: row.id, name: row.name, until: Date.now() + 5_000 });
-    return { id: row.id, name: row.name };
+    const found: AuthenticatedKey = {
+      id: row.id,
+      name: row.name,
+      role: row.role,
+      environmentIds: row.environmentIds,
+      projectIds: row.projectIds,
+    };
+    this.cache.set(hash, { key: found, until: Date.now() + 5_000 });
+    return found;
   }
 }

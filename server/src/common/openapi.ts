@@ -2,7 +2,8 @@
  * The OpenAPI document users generate clients from: every operation has a summary, its response schema (from the
  * shared zod schemas of shared/src/api/types.ts, one definition for the server, the dashboard and the CLI) and its
  * error responses (the ErrorBody schema, with the codes each can carry). `Returns` decorates an operation;
- * `finishDocument` adds the schemas as components, the 401 of every route that needs a key, and the error codes table.
+ * `finishDocument` adds the schemas as components, the 401 and 403 of every route that needs a key, and the error codes
+ * table.
  */
 import { applyDecorators } from '@nestjs/common';
 import { ApiOperation, ApiResponse, type OpenAPIObject } from '@nestjs/swagger';
@@ -74,11 +75,17 @@ export function finishDocument(doc: OpenAPIObject): OpenAPIObject {
         op.security = [];
         delete op['x-public'];
       }
-      if (!isPublic)
+      if (!isPublic) {
         op.responses['401'] ??= {
           description: 'error: unauthorized (no API key, or an unknown or revoked one)',
           content: { 'application/json': { schema: ref('ErrorBody') } },
         };
+        // Every route with a key passes the permission table (server/src/auth/permissions.ts).
+        op.responses['403'] ??= {
+          description: "error: forbidden (the API key's role or scope does not allow this)",
+          content: { 'application/json': { schema: ref('ErrorBody') } },
+        };
+      }
       if ((op.requestBody || op.parameters?.length || path.includes('{')) && !op.responses['400'])
         op.responses['400'] = {
           description: 'error: validation_failed (the message names the field)',

@@ -9,6 +9,7 @@ import { FailureKind1764104400000 } from './migrations/1764104400000-failure-kin
 import { MachineNames1764108000000 } from './migrations/1764108000000-machine-names.js';
 import { RolloutPolicy1764111600000 } from './migrations/1764111600000-rollout-policy.js';
 import { DeploymentHistory1764115200000 } from './migrations/1764115200000-deployment-history.js';
+import { KeyRoles1764118800000 } from './migrations/1764118800000-key-roles.js';
 import { AuditEvents1764122400000 } from './migrations/1764122400000-audit-events.js';
 import { SecretsAtRest1764129600000 } from './migrations/1764129600000-secrets-at-rest.js';
 
@@ -22,6 +23,7 @@ export const MIGRATIONS = [
   MachineNames1764108000000,
   RolloutPolicy1764111600000,
   DeploymentHistory1764115200000,
+  KeyRoles1764118800000,
   AuditEvents1764122400000,
   SecretsAtRest1764129600000,
 ];

@@ -118,6 +118,8 @@ export class DeploymentRepository {
       retryOf?: string;
       /** The deployment this one rolls back. */
       rollbackOf?: string;
+      /** The API key that asked for it. */
+      createdBy?: { id: string; name: string } | null;
       specific: string[];
       excluded: string[];
       ownerNode: string;
@@ -127,8 +129,8 @@ export class DeploymentRepository {
     await this.lockQueue(tx, d.projectId, d.environmentId);
     const [row] = returned<{ id: string }>(
       await tx.query(
-        `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids, owner_node, owner_expires_at, rollback_on_failure, retry_of, rollback_of)
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, now() + make_interval(secs => $8), $9, $10, $11) RETURNING id`,
+        `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids, owner_node, owner_expires_at, rollback_on_failure, retry_of, rollback_of, created_by_key_id, created_by_name)
+         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, now() + make_interval(secs => $8), $9, $10, $11, $12, $13) RETURNING id`,
         [
           d.releaseId,
           d.projectId,
@@ -141,6 +143,8 @@ export class DeploymentRepository {
           d.rollbackOnFailure ?? false,
           d.retryOf ?? null,
           d.rollbackOf ?? null,
+          d.createdBy?.id ?? null,
+          d.createdBy?.name ?? null,
         ],
       ),
     );
@@ -302,6 +306,9 @@ export class DeploymentRepository {
     projectId?: string;
     environmentId?: string;
     state?: string;
+    /** A key's scope: only deployments in these environments and projects. */
+    environmentIds?: string[] | null;
+    projectIds?: string[] | null;
     limit: number;
   }): Promise<Array<DeploymentRow & { queued_behind: string | null }>> {
     const where: string[] = [];
@@ -313,6 +320,8 @@ export class DeploymentRepository {
     if (f.projectId) add('d.project_id = ?', f.projectId);
     if (f.environmentId) add('d.environment_id = ?', f.environmentId);
     if (f.state) add('d.state = ?', f.state);
+    if (f.environmentIds) add('d.environment_id = ANY(?::uuid[])', f.environmentIds);
+    if (f.projectIds) add('d.project_id = ANY(?::uuid[])', f.projectIds);
     params.push(f.limit);
     return this.ds.query(
       `SELECT d.*, CASE WHEN d.state = 'queued' THEN (
@@ -998,13 +1007,22 @@ export class DeploymentRepository {
     );
   }
 
-  listInterruptions(f: { deploymentId?: string; state?: string }): Promise<InterruptionRow[]> {
+  listInterruptions(f: {
+    deploymentId?: string;
+    state?: string;
+    /** A key's scope: only interruptions of deployments in these environments and projects. */
+    environmentIds?: string[] | null;
+    projectIds?: string[] | null;
+  }): Promise<InterruptionRow[]> {
     const where: string[] = [];
     const params: unknown[] = [];
-    if (f.deploymentId) where.push(`deployment_id = $${params.push(f.deploymentId)}`);
-    if (f.state) where.push(`state = $${params.push(f.state)}`);
+    if (f.deploymentId) where.push(`i.deployment_id = $${params.push(f.deploymentId)}`);
+    if (f.state) where.push(`i.state = $${params.push(f.state)}`);
+    if (f.environmentIds) where.push(`d.environment_id = ANY($${params.push(f.environmentIds)}::uuid[])`);
+    if (f.projectIds) where.push(`d.project_id = ANY($${params.push(f.projectIds)}::uuid[])`);
     return this.ds.query(
-      `SELECT * FROM interruptions ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY created_at LIMIT 1000`,
+      `SELECT i.* FROM interruptions i JOIN deployments d ON d.id = i.deployment_id
+       ${where.length ? 'WHERE ' + where.join(' AND ') : ''} ORDER BY i.created_at LIMIT 1000`,
       params,
     );
   }

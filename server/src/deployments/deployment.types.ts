@@ -17,6 +17,9 @@ export interface DeploymentRow {
   retry_of: string | null;
   rollback_of: string | null;
   rolled_back_by: string | null;
+  /** The API key that asked for it (null on deployments made before keys had roles). */
+  created_by_key_id: string | null;
+  created_by_name: string | null;
   /** While paused: since when (no target starts; running ones finish). */
   paused_at: Date | null;
   specific_machine_ids: string[];

@@ -11,6 +11,7 @@ import type {
 import { invalid } from '../common/errors.js';
 import { Returns } from '../common/openapi.js';
 import { idOf, intQuery, isUuid } from '../common/http.js';
+import { CurrentKey, type AuthenticatedKey } from '../auth/api-key.guard.js';
 import { DeploymentLogService } from './deployment-log.service.js';
 import { DeploymentsService } from './deployments.service.js';
 import { CreateDeploymentDto } from './dto/create-deployment.dto.js';
@@ -31,8 +32,8 @@ export class DeploymentsController {
     'Deployment',
     ['unknown_reference'],
   )
-  async create(@Body() dto: CreateDeploymentDto): Promise<Deployment> {
-    return this.deployments.create(dto);
+  async create(@Body() dto: CreateDeploymentDto, @CurrentKey() key: AuthenticatedKey): Promise<Deployment> {
+    return this.deployments.create(dto, key);
   }
 
   @Get()
@@ -42,12 +43,14 @@ export class DeploymentsController {
     @Query('environmentId') environmentId?: string,
     @Query('state') state?: string,
     @Query('limit') limit?: string,
+    @CurrentKey() key?: AuthenticatedKey,
   ): Promise<DeploymentSummary[]> {
     return this.deployments.list({
       projectId,
       environmentId,
       state,
       limit: intQuery('limit', limit, { min: 1, max: 1000, dflt: 100 }),
+      scope: key,
     });
   }
 
@@ -124,8 +127,8 @@ export class DeploymentsController {
     'Deployment',
     ['not_found', 'deployment_not_failed'],
   )
-  retryFailed(@Param('id', idOf('deployment')) id: string): Promise<Deployment> {
-    return this.deployments.retryFailed(id);
+  retryFailed(@Param('id', idOf('deployment')) id: string, @CurrentKey() key: AuthenticatedKey): Promise<Deployment> {
+    return this.deployments.retryFailed(id, key);
   }
 
   @Post(':id/rollback')
@@ -136,7 +139,7 @@ export class DeploymentsController {
     'Deployment',
     ['not_found', 'validation_failed', 'deployment_active', 'no_previous_release'],
   )
-  rollback(@Param('id', idOf('deployment')) id: string): Promise<Deployment> {
-    return this.deployments.rollback(id);
+  rollback(@Param('id', idOf('deployment')) id: string, @CurrentKey() key: AuthenticatedKey): Promise<Deployment> {
+    return this.deployments.rollback(id, key);
   }
 }

@@ -28,6 +28,7 @@ import {
   type TargetAction,
 } from './deployment.types.js';
 import type { CreateDeploymentDto } from './dto/create-deployment.dto.js';
+import type { KeyScope } from '../auth/scope.js';
 import { estimateDeployment } from './estimate.js';
 import { layoutDeployment, type LayoutMachine, type LayoutOptions } from './layout.js';
 
@@ -59,8 +60,16 @@ interface NewDeployment {
   settled?: ReadonlyMap<number, string>;
   retryOf?: string;
   rollbackOf?: string;
+  /** The API key that asked for it (a retry or rollback: whoever asked for that). */
+  createdBy: Creator | null;
   /** Why it exists, logged after its first line. */
   lines?: LogEntryInput[];
+}
+
+/** Who asked for a deployment: an API key's id and name. */
+export interface Creator {
+  id: string;
+  name: string;
 }
 
 /** What the dispatcher needs of a step's rollout policy, kept on the step's row. */
@@ -88,6 +97,15 @@ function batchIndexes(sizes: number[]): number[] {
   return sizes.flatMap((n, b) => Array<number>(n).fill(b));
 }
 
+/** Who created a deployment row, if it was recorded. */
+function creatorOf(d: DeploymentRow): Creator | null {
+  return d.created_by_name ? { id: d.created_by_key_id!, name: d.created_by_name } : null;
+}
+const createdBy = (d: DeploymentRow) => {
+  const c = creatorOf(d);
+  return c ? { createdBy: c } : {};
+};
+
 @Injectable()
 export class DeploymentsService {
   /** This service's log lines carry `context: 'deployments'`. */
@@ -113,7 +131,7 @@ export class DeploymentsService {
    * (`queued`), read in the creating transaction: the dispatcher starts on it the moment it commits, and a read after
    * that would race its first round.
    */
-  async create(dto: CreateDeploymentDto): Promise<Deployment> {
+  async create(dto: CreateDeploymentDto, by: Creator | null = null): Promise<Deployment> {
     if (!isUuid(dto.releaseId)) throw unknownReference(`releaseId names an unknown release "${dto.releaseId}"`);
     const release = await this.releases.get(dto.releaseId).catch(() => {
       throw unknownReference(`releaseId names an unknown release "${dto.releaseId}"`);
@@ -133,6 +151,7 @@ export class DeploymentsService {
         rollbackOnFailure: dto.rollbackOnFailure ?? env.rollbackOnFailure,
         specific,
         excluded,
+        createdBy: by,
       });
       return this.get(id, tx);
     });
@@ -162,6 +181,7 @@ export class DeploymentsService {
       rollbackOnFailure: n.rollbackOnFailure,
       retryOf: n.retryOf,
       rollbackOf: n.rollbackOf,
+      createdBy: n.createdBy,
       specific: n.specific,
       excluded: n.excluded,
       ownerNode: this.config.nodeId,
@@ -339,6 +359,7 @@ export class DeploymentsService {
       ...(d.retry_of ? { retryOf: d.retry_of } : {}),
       ...(d.rollback_of ? { rollbackOf: d.rollback_of } : {}),
       ...(d.rolled_back_by ? { rolledBackBy: d.rolled_back_by } : {}),
+      ...createdBy(d),
       ...(d.state === 'paused' && d.paused_at ? { pausedAt: iso(d.paused_at)! } : {}),
       specificMachineIds: d.specific_machine_ids,
       excludedMachineIds: d.excluded_machine_ids,
@@ -395,6 +416,8 @@ export class DeploymentsService {
     environmentId?: string;
     state?: string;
     limit?: number;
+    /** The key's scope: only its environments' and projects' deployments are listed. */
+    scope?: KeyScope;
   }): Promise<DeploymentSummary[]> {
     const projectId = filter.projectId ? (await this.projects.get(filter.projectId)).id : undefined;
     // An environment by id or by name (an unknown name is refused).
@@ -407,6 +430,8 @@ export class DeploymentsService {
       projectId,
       environmentId,
       state: filter.state,
+      environmentIds: filter.scope?.environmentIds,
+      projectIds: filter.scope?.projectIds,
       limit: filter.limit ?? 100,
     });
     return rows.map((d) => ({
@@ -418,6 +443,7 @@ export class DeploymentsService {
       ...(d.queued_behind ? { queuedBehind: d.queued_behind } : {}),
       ...(d.retry_of ? { retryOf: d.retry_of } : {}),
       ...(d.rollback_of ? { rollbackOf: d.rollback_of } : {}),
+      ...createdBy(d),
       createdAt: iso(d.created_at)!,
       startedAt: iso(d.started_at),
       finishedAt: iso(d.finished_at),
@@ -492,7 +518,7 @@ export class DeploymentsService {
    * or the step's roles) are left out, and its log says so. The earlier deployment's output variables are copied, so
    * the steps that run again see what the steps that do not set. It queues like any deployment.
    */
-  async retryFailed(id: string): Promise<Deployment> {
+  async retryFailed(id: string, by: Creator | null = null): Promise<Deployment> {
     const orig = await this.getRow(id);
     if (orig.state !== 'failed')
       throw new DomainError(
@@ -567,6 +593,7 @@ export class DeploymentsService {
         layout: { only },
         settled,
         retryOf: id,
+        createdBy: by,
         lines,
       });
       const outputs = await this.repo.copyOutputVariables(tx, id, newId);
@@ -588,8 +615,8 @@ export class DeploymentsService {
    * Rolls a finished deployment back on demand (see `rollBack`). A deployment is rolled back once: asked again, the
    * answer is the rollback it already has.
    */
-  async rollback(id: string): Promise<Deployment> {
-    return (await this.rollBack(id, false))!;
+  async rollback(id: string, by: Creator | null = null): Promise<Deployment> {
+    return (await this.rollBack(id, by))!;
   }
 
   /**
@@ -597,7 +624,7 @@ export class DeploymentsService {
    * was created with `rollbackOnFailure` and nothing rolled it back yet; why it could not is written to its log.
    */
   async rollBackFailed(id: string): Promise<void> {
-    await this.rollBack(id, true);
+    await this.rollBack(id, 'automatic');
   }
 
   /**
@@ -606,11 +633,15 @@ export class DeploymentsService {
    * deployment's release (those with a target run in it that started), newest first (by when they last got it), as a
    * new deployment with `rollbackOf`; this one gets `rolledBackBy`. A rollback never rolls back by itself.
    *
+   * On demand it is created by the key that asked; automatically, by the key that created the failed deployment
+   * (the rollback follows from its request, so an approval in it that prevents self-approval still binds that key).
+   *
    * Lock order: the pair's queue lock (level 0) first, the rollback being a deployment of the same pair, then this
    * deployment's row (level 1), under which `rolled_back_by` is read and set: two nodes, a repeated event or an
    * operator at the same moment cannot make two rollbacks.
    */
-  private async rollBack(id: string, automatic: boolean): Promise<Deployment | undefined> {
+  private async rollBack(id: string, by: Creator | null | 'automatic'): Promise<Deployment | undefined> {
+    const automatic = by === 'automatic';
     const pre = await this.getRow(id);
     const [env, project] = await Promise.all([this.envs.get(pre.environment_id), this.projects.get(pre.project_id)]);
     let existing: string | undefined;
@@ -673,6 +704,7 @@ export class DeploymentsService {
         excluded: [],
         layout: { order },
         rollbackOf: id,
+        createdBy: automatic ? creatorOf(d) : by,
         lines: [
           {
             level: 'info',

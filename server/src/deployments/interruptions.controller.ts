@@ -1,7 +1,7 @@
 import { ApiTags } from '@nestjs/swagger';
 import { Body, Controller, Get, HttpCode, Param, Post, Query, Req } from '@nestjs/common';
 import type { Interruption } from '#shared/api/types.js';
-import type { AuthedRequest } from '../auth/api-key.guard.js';
+import { authenticatedKey, CurrentKey, type AuthedRequest, type AuthenticatedKey } from '../auth/api-key.guard.js';
 import { Returns } from '../common/openapi.js';
 import { idOf } from '../common/http.js';
 import { SubmitInterruptionDto } from './dto/submit-interruption.dto.js';
@@ -14,8 +14,12 @@ export class InterruptionsController {
 
   @Get()
   @Returns('List interruptions (questions deployments wait on), by deployment and state', 200, ['Interruption'])
-  list(@Query('deploymentId') deploymentId?: string, @Query('state') state?: string): Promise<Interruption[]> {
-    return this.interruptions.list({ deploymentId, state });
+  list(
+    @Query('deploymentId') deploymentId?: string,
+    @Query('state') state?: string,
+    @CurrentKey() key?: AuthenticatedKey,
+  ): Promise<Interruption[]> {
+    return this.interruptions.list({ deploymentId, state }, key);
   }
 
   @Get(':id')
@@ -29,12 +33,14 @@ export class InterruptionsController {
   @Returns('Answer an interruption: proceed or abort; retry, skip or abort', 200, 'Interruption', [
     'not_found',
     'interruption_closed',
+    'forbidden',
+    'self_approval',
   ])
   submit(
     @Param('id', idOf('interruption')) id: string,
     @Body() dto: SubmitInterruptionDto,
     @Req() req: AuthedRequest,
   ): Promise<Interruption> {
-    return this.interruptions.submit(id, dto, req.apiKeyName ?? 'unknown');
+    return this.interruptions.submit(id, dto, authenticatedKey(req));
   }
 }

@@ -5,7 +5,9 @@
  * with guided failure; a batch approval (proceed / abort) lets a step's next batch go, and may have a timeout whose
  * default answer is then applied and recorded as such. A manual intervention or guided failure belongs to one target
  * run: an answer never applies to another target. Submitting twice is a conflict. Opening one (in the caller's
- * transaction) turns the deployment to `waiting`; the last answer turns it back to `executing`.
+ * transaction) turns the deployment to `waiting`; the last answer turns it back to `executing`. A manual
+ * intervention or a step's batch approvals with `preventSelfApproval` refuse an answer from the key that created the
+ * deployment (four eyes; the timeout's default answer is nobody's).
  */
 import { Injectable } from '@nestjs/common';
 import type { Interruption } from '#shared/api/types.js';
@@ -27,6 +29,8 @@ import type {
   TargetRunRow,
 } from './deployment.types.js';
 import type { SubmitInterruptionDto } from './dto/submit-interruption.dto.js';
+import type { Step } from '#shared/process/index.js';
+import type { KeyScope } from '../auth/scope.js';
 
 export const RESULTS = {
   'manual-intervention': ['proceed', 'abort'],
@@ -34,6 +38,16 @@ export const RESULTS = {
   'batch-approval': ['proceed', 'abort'],
 } as const satisfies Record<InterruptionKind, readonly string[]>;
 const STATES = ['pending', 'submitted', 'cancelled'];
+
+/**
+ * Whether the key that created the deployment may not answer this interruption: a manual intervention whose action
+ * says `preventSelfApproval`, or a batch approval of a step that does. Guided failures are not approvals.
+ */
+function preventsSelfApproval(step: Step, intr: Pick<InterruptionRow, 'kind' | 'action_index'>): boolean {
+  if (intr.kind === 'batch-approval') return !!step.preventSelfApproval;
+  if (intr.kind === 'manual-intervention') return !!step.actions[intr.action_index]?.preventSelfApproval;
+  return false;
+}
 
 @Injectable()
 export class InterruptionsService {
@@ -199,6 +213,7 @@ export class InterruptionsService {
         kind: r.kind,
         stepName: step.name,
         ...(approval ? {} : { actionName: step.actions[r.action_index]?.name }),
+        ...(preventsSelfApproval(step, r) ? { preventSelfApproval: true } : {}),
         ...(r.machine_id ? { machineId: r.machine_id, machineName: names.get(r.machine_id) } : {}),
         instructions: r.instructions,
         ...(approval
@@ -219,10 +234,17 @@ export class InterruptionsService {
     });
   }
 
-  async list(q: { deploymentId?: string; state?: string }) {
+  /** Interruptions by deployment and state; with a key's scope, only those of its environments and projects. */
+  async list(q: { deploymentId?: string; state?: string }, scope?: KeyScope) {
     if (q.deploymentId && !isUuid(q.deploymentId)) throw invalid('deploymentId must be a deployment id');
     if (q.state && !STATES.includes(q.state)) throw invalid(`state must be one of ${STATES.join(', ')}`);
-    return this.dto(await this.repo.listInterruptions(q));
+    return this.dto(
+      await this.repo.listInterruptions({
+        ...q,
+        environmentIds: scope?.environmentIds,
+        projectIds: scope?.projectIds,
+      }),
+    );
   }
 
   async get(id: string) {
@@ -231,7 +253,9 @@ export class InterruptionsService {
     return (await this.dto([row]))[0];
   }
 
-  async submit(id: string, dto: SubmitInterruptionDto, submitter: string) {
+  /** Answers an interruption as `by` (an API key, or its name alone where no key is known). */
+  async submit(id: string, dto: SubmitInterruptionDto, by: { id: string; name: string } | string) {
+    const submitter = typeof by === 'string' ? by : by.name;
     const pre = await this.repo.findInterruption(id);
     if (!pre) throw notFound(`interruption ${id} not found`);
     const allowed = RESULTS[pre.kind] as readonly string[];
@@ -246,6 +270,15 @@ export class InterruptionsService {
           intr.state === 'cancelled'
             ? `interruption ${id} was closed when the deployment was cancelled`
             : `interruption ${id} was already answered (${intr.result} by ${intr.submitted_by})`,
+        );
+      if (
+        typeof by !== 'string' &&
+        dep.created_by_key_id === by.id &&
+        preventsSelfApproval(process[pre.step_index], pre)
+      )
+        throw new DomainError(
+          'self_approval',
+          `key '${by.name}' created deployment ${dep.id} and may not answer this ${pre.kind === 'batch-approval' ? 'batch approval' : 'manual intervention'}: it prevents self-approval, another key must answer`,
         );
       await this.repo.answerInterruption(tx, id, { result: dto.result, notes: dto.notes ?? null, by: submitter });
       const step = process[intr.step_index];

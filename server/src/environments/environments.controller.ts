@@ -1,10 +1,12 @@
 import { Body, Controller, Get, HttpCode, Param, Patch, Post } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
 import type { Environment } from '#shared/api/types.js';
+import { CurrentKey, type AuthenticatedKey } from '../auth/api-key.guard.js';
 import { Returns } from '../common/openapi.js';
 import { idOf } from '../common/http.js';
 import { CreateEnvironmentDto, UpdateEnvironmentDto } from './dto/create-environment.dto.js';
 import { EnvironmentsService, toEnvironmentDto } from './environments.service.js';
+import { inScope } from '../auth/scope.js';
 
 @ApiTags('environments')
 @Controller('api/environments')
@@ -19,9 +21,9 @@ export class EnvironmentsController {
   }
 
   @Get()
-  @Returns('List environments', 200, ['Environment'])
-  async list(): Promise<Environment[]> {
-    return (await this.envs.list()).map(toEnvironmentDto);
+  @Returns('List environments (a key limited to environments sees only those)', 200, ['Environment'])
+  async list(@CurrentKey() key: AuthenticatedKey): Promise<Environment[]> {
+    return (await this.envs.list()).filter((e) => inScope(key, { environmentId: e.id })).map(toEnvironmentDto);
   }
 
   @Get(':id')

@@ -22,7 +22,9 @@ import {
   type LiveClientEvents,
   type LiveServerEvents,
 } from '#shared/api/live.js';
+import type { AuthenticatedKey } from '../auth/api-key.guard.js';
 import { ApiKeysService } from '../auth/api-keys.service.js';
+import { inScope } from '../auth/scope.js';
 import { DeploymentLogService } from '../deployments/deployment-log.service.js';
 import { DeploymentRepository } from '../deployments/deployment.repository.js';
 import { DeploymentsService } from '../deployments/deployments.service.js';
@@ -74,7 +76,11 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
       if (typeof key !== 'string' || !key) return refuse('unauthorized: give an API key');
       this.keys
         .verify(key)
-        .then((name) => (name ? next() : refuse('unauthorized: not a valid API key')))
+        .then((found) => {
+          if (!found) return refuse('unauthorized: not a valid API key');
+          socket.data.apiKey = found;
+          next();
+        })
         .catch(() => refuse('unauthorized'));
     });
     this.ns.on('connection', (socket) => this.onConnection(socket));
@@ -97,6 +103,10 @@ export class LiveGateway implements OnApplicationBootstrap, OnApplicationShutdow
       const { deploymentId, afterSeq } = p.data;
       try {
         const snapshot = await this.deployments.get(deploymentId);
+        // A key limited to environments or projects follows only the deployments it may read.
+        const key = socket.data.apiKey as AuthenticatedKey | undefined;
+        if (!key || !inScope(key, snapshot))
+          return socket.emit('error-message', { message: `deployment ${deploymentId} is outside this key's scope` });
         await socket.join(`dep:${deploymentId}`);
         const room = this.rooms.get(deploymentId) ?? { cursor: afterSeq };
         this.rooms.set(deploymentId, room);

@@ -3,6 +3,8 @@ import { ApiTags } from '@nestjs/swagger';
 import type { Request } from 'express';
 import type { HealthCheck, Machine, Registration, RegistrationToken } from '#shared/api/types.js';
 import { idOf, Public } from '../common/http.js';
+import { CurrentKey, type AuthenticatedKey } from '../auth/api-key.guard.js';
+import { machineInScope } from '../auth/scope.js';
 import { Returns } from '../common/openapi.js';
 import { CreateTokenDto, RegisterDto, UpdateMachineDto } from './dto/machine.dto.js';
 import { HealthChecks } from './health-checks.js';
@@ -50,8 +52,11 @@ export class MachinesController {
     @Query('environmentId') environmentId?: string,
     @Query('role') role?: string,
     @Query('label') label?: string,
+    @CurrentKey() key?: AuthenticatedKey,
   ): Promise<Machine[]> {
-    return (await this.machines.list({ environmentId, role, label })).map((m) => this.machines.toDto(m));
+    return (await this.machines.list({ environmentId, role, label }))
+      .filter((m) => !key || machineInScope(key, m.environmentIds))
+      .map((m) => this.machines.toDto(m));
   }
 
   @Get('machines/:id')

@@ -4,6 +4,8 @@ import { z } from 'zod';
 import type { Channel, DeploymentProcess, Project, Variables } from '#shared/api/types.js';
 import { ProcessStepsSchema } from '#shared/process/index.js';
 import { VariableSchema } from '#shared/variables/index.js';
+import { CurrentKey, type AuthenticatedKey } from '../auth/api-key.guard.js';
+import { inScope } from '../auth/scope.js';
 import { openApiSchema, Returns } from '../common/openapi.js';
 import {
   CreateChannelDto,
@@ -31,9 +33,9 @@ export class ProjectsController {
   }
 
   @Get()
-  @Returns('List projects', 200, ['Project'])
-  async list(): Promise<Project[]> {
-    return (await this.projects.list()).map(toProjectDto);
+  @Returns('List projects (a key limited to projects sees only those)', 200, ['Project'])
+  async list(@CurrentKey() key: AuthenticatedKey): Promise<Project[]> {
+    return (await this.projects.list()).filter((p) => inScope(key, { projectId: p.id })).map(toProjectDto);
   }
 
   @Get(':id')

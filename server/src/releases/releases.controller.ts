@@ -2,6 +2,8 @@ import { Body, Controller, Get, HttpCode, Param, Post, Query } from '@nestjs/com
 import { ApiTags } from '@nestjs/swagger';
 import type { Release } from '#shared/api/types.js';
 import { idOf } from '../common/http.js';
+import { CurrentKey, type AuthenticatedKey } from '../auth/api-key.guard.js';
+import { inScope } from '../auth/scope.js';
 import { Returns } from '../common/openapi.js';
 import { CreateReleaseDto } from './dto/create-release.dto.js';
 import { ReleasesService, toReleaseDto } from './releases.service.js';
@@ -23,8 +25,11 @@ export class ReleasesController {
 
   @Get()
   @Returns("List releases, newest first (a project's, or the latest 500)", 200, ['Release'], ['not_found'])
-  async list(@Query('projectId') projectId?: string): Promise<Release[]> {
-    return (await this.releases.list(projectId)).map(toReleaseDto);
+  async list(@Query('projectId') projectId?: string, @CurrentKey() key?: AuthenticatedKey): Promise<Release[]> {
+    // Without projectId: the latest 500, then those of the key's projects (fewer than 500 for a limited key).
+    return (await this.releases.list(projectId))
+      .filter((r) => !key || inScope(key, { projectId: r.projectId }))
+      .map(toReleaseDto);
   }
 
   @Get(':id')

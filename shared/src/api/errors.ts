@@ -21,6 +21,8 @@ export const ERROR_STATUS = {
   token_invalid: 401,
   /** The API key's role or scope does not allow this. */
   forbidden: 403,
+  /** Answering, with the key that created the deployment, an approval that has `preventSelfApproval`. */
+  self_approval: 403,
   not_found: 404,
   /** Something with this name (or id and version) exists already. */
   already_exists: 409,

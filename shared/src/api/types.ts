@@ -213,6 +213,9 @@ export const DeploymentSchema = open({
   retryOf: id.optional().describe('the failed deployment this one retries'),
   rollbackOf: id.optional().describe('the deployment this one rolls back'),
   rolledBackBy: id.optional().describe('the deployment that rolls this one back'),
+  createdBy: open({ id, name: z.string() })
+    .optional()
+    .describe('the API key that asked for it (absent on deployments made before keys had roles)'),
   pausedAt: time.optional().describe('while paused: since when'),
   specificMachineIds: z.array(id),
   excludedMachineIds: z.array(id),
@@ -232,6 +235,9 @@ export const DeploymentSummarySchema = open({
   queuedBehind: id.optional(),
   retryOf: id.optional(),
   rollbackOf: id.optional(),
+  createdBy: open({ id, name: z.string() })
+    .optional()
+    .describe('the API key that asked for it (absent on deployments made before keys had roles)'),
   createdAt: time,
   startedAt: maybeTime,
   finishedAt: maybeTime,
@@ -291,6 +297,10 @@ export const InterruptionSchema = open({
     .describe("batch-approval: that batch's targets"),
   expiresAt: time.optional().describe('batch-approval with a timeout: when the default answer is applied'),
   defaultResult: z.enum(['proceed', 'abort']).optional(),
+  preventSelfApproval: z
+    .boolean()
+    .optional()
+    .describe('true: the key that created the deployment may not answer it (403 self_approval)'),
   state: z.enum(['pending', 'submitted', 'cancelled']),
   allowedResults: z.array(z.string()),
   result: z.string().optional(),
@@ -300,7 +310,54 @@ export const InterruptionSchema = open({
   createdAt: time,
 });
 
-export const ApiKeySchema = open({ id, name: z.string(), createdAt: time, revokedAt: maybeTime });
+/** What an API key may do: each role can do what the one before it can, and more (docs/api.md, "Roles"). */
+export const API_KEY_ROLES = ['viewer', 'deployer', 'approver', 'admin'] as const;
+export const ApiKeyRoleSchema = z.enum(API_KEY_ROLES);
+/**
+ * The permissions roles are made of, as the server checks them per route and GET /api/me lists them (the dashboard
+ * shows only what the key may use).
+ */
+export const PERMISSIONS = [
+  'read',
+  'create-release',
+  'deploy',
+  'pause',
+  'resume',
+  'cancel',
+  'retry',
+  'rollback',
+  'upload-packages',
+  'approve',
+  'manage-projects',
+  'edit-process',
+  'edit-variables',
+  'manage-environments',
+  'manage-machines',
+  'manage-keys',
+  'manage-lifecycles',
+  'read-events',
+] as const;
+export const PermissionSchema = z.enum(PERMISSIONS);
+const scopeOf = (what: string) =>
+  z.array(id).nullable().describe(`the ${what} the key is limited to; null: all of them`);
+export const ApiKeySchema = open({
+  id,
+  name: z.string(),
+  role: ApiKeyRoleSchema,
+  environmentIds: scopeOf('environments'),
+  projectIds: scopeOf('projects'),
+  createdAt: time,
+  revokedAt: maybeTime,
+});
+/** The key a request is made with (GET /api/me). */
+export const MeSchema = open({
+  id,
+  name: z.string(),
+  role: ApiKeyRoleSchema,
+  environmentIds: scopeOf('environments'),
+  projectIds: scopeOf('projects'),
+  permissions: z.array(PermissionSchema).describe('what this key may do, within its environments and projects'),
+});
 export const ApiKeyCreatedSchema = ApiKeySchema.extend({
   key: z.string().describe('shown this once; only its hash is stored'),
 });
@@ -359,6 +416,7 @@ export const API_SCHEMAS = {
   ApiKey: ApiKeySchema,
   ApiKeyCreated: ApiKeyCreatedSchema,
   AuditEvent: AuditEventSchema,
+  Me: MeSchema,
   Health: HealthSchema,
   Ready: ReadySchema,
 } as const;
@@ -392,5 +450,8 @@ export type Interruption = z.infer<typeof InterruptionSchema>;
 export type ApiKey = z.infer<typeof ApiKeySchema>;
 export type ApiKeyCreated = z.infer<typeof ApiKeyCreatedSchema>;
 export type AuditEvent = z.infer<typeof AuditEventSchema>;
+export type ApiKeyRole = z.infer<typeof ApiKeyRoleSchema>;
+export type Permission = z.infer<typeof PermissionSchema>;
+export type Me = z.infer<typeof MeSchema>;
 export type Health = z.infer<typeof HealthSchema>;
 export type Ready = z.infer<typeof ReadySchema>;

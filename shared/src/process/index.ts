@@ -84,6 +84,7 @@ const ROLLOUT_FIELDS = [
   'approveEachBatch',
   'approvalTimeoutSeconds',
   'approvalDefault',
+  'preventSelfApproval',
   'spreadBy',
   'skipUnavailable',
 ] as const;
@@ -121,9 +122,13 @@ export const ActionSchema = z
       .regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,199}$/, 'must be letters, digits, ".", "_" or "-"')
       .optional(),
     instructions: z.string().max(20_000).optional(),
+    /** A manual intervention the key that created the deployment may not answer (four eyes). */
+    preventSelfApproval: z.boolean({ error: 'must be true or false' }).optional(),
   })
   .strict()
   .superRefine((a, ctx) => {
+    if (a.preventSelfApproval !== undefined && a.type !== 'manual-intervention')
+      ctx.addIssue({ code: 'custom', path: ['preventSelfApproval'], message: 'applies to manual-intervention only' });
     if (a.type === 'script' && !a.script?.trim())
       ctx.addIssue({ code: 'custom', path: ['script'], message: 'is required for a script action' });
     if (a.type === 'package' && !a.packageId)
@@ -150,6 +155,8 @@ export const StepSchema = z
     approveEachBatch: z.boolean({ error: 'must be true or false' }).optional(),
     approvalTimeoutSeconds: seconds(604_800, '7 days').positive('must be positive').optional(),
     approvalDefault: z.enum(APPROVAL_DEFAULTS, { error: `must be one of ${APPROVAL_DEFAULTS.join(', ')}` }).optional(),
+    /** The step's batch approvals: the key that created the deployment may not answer them. */
+    preventSelfApproval: z.boolean({ error: 'must be true or false' }).optional(),
     spreadBy: z
       .string({ error: 'must be a label name' })
       .regex(LABEL_NAME_RE, 'must be a label name: letters, digits, ".", "_" or "-" (at most 63)')
@@ -191,7 +198,7 @@ export const StepSchema = z
             path: [f],
             message: 'needs the step to have targetRoles (it rolls over targets)',
           });
-    for (const f of ['approvalTimeoutSeconds', 'approvalDefault'] as const)
+    for (const f of ['approvalTimeoutSeconds', 'approvalDefault', 'preventSelfApproval'] as const)
       if (s[f] !== undefined && !s.approveEachBatch)
         ctx.addIssue({ code: 'custom', path: [f], message: 'needs approveEachBatch: true' });
   });
