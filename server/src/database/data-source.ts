@@ -9,6 +9,7 @@ import { FailureKind1764104400000 } from './migrations/1764104400000-failure-kin
 import { MachineNames1764108000000 } from './migrations/1764108000000-machine-names.js';
 import { RolloutPolicy1764111600000 } from './migrations/1764111600000-rollout-policy.js';
 import { DeploymentHistory1764115200000 } from './migrations/1764115200000-deployment-history.js';
+import { Lifecycles1764126000000 } from './migrations/1764126000000-lifecycles.js';
 
 export const MIGRATIONS = [
   Initial1764086400000,
@@ -20,6 +21,7 @@ export const MIGRATIONS = [
   MachineNames1764108000000,
   RolloutPolicy1764111600000,
   DeploymentHistory1764115200000,
+  Lifecycles1764126000000,
 ];
 export const POOL_SIZE = 10;
 /**

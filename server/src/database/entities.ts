@@ -1,5 +1,6 @@
 import { ApiKeyEntity } from '../auth/api-key.entity.js';
 import { EnvironmentEntity } from '../environments/environment.entity.js';
+import { LifecycleEntity } from '../lifecycles/lifecycle.entity.js';
 import { MachineEntity } from '../machines/machine.entity.js';
 import { RegistrationTokenEntity } from '../machines/registration-token.entity.js';
 import { PackageEntity } from '../packages/package.entity.js';
@@ -20,4 +21,5 @@ export const ENTITIES = [
   ChannelEntity,
   PackageEntity,
   ReleaseEntity,
+  LifecycleEntity,
 ];
