@@ -1,4 +1,7 @@
-/** Projects: list and create; a project's page: process editor, channels, releases, deploy with preview. */
+/**
+ * Projects: list and create; a project's page: process editor, channels, its lifecycle, releases with their
+ * progression through it, deploy (to the environments the release may go to now) with preview.
+ */
 import {
   api,
   get,
@@ -6,7 +9,9 @@ import {
   type Channel,
   type DeploymentPreview as Preview,
   type Environment,
+  type Lifecycle,
   type Process,
+  type Progression,
   type Project,
   type Release,
 } from './api.js';
@@ -87,8 +92,15 @@ interface DeployPanel {
   error: Problem | null;
 }
 
+/** Releases whose progression the page reads (the newest): each is one request. */
+const PROGRESSION_RELEASES = 20;
+
 interface ProjectState {
   releases: Release[];
+  /** By release id: where it went in its lifecycle and where it may go now. */
+  progression: Record<string, Progression>;
+  lifecycleId: string | null;
+  lifecycleError: Problem | null;
   channels: Channel[];
   releaseError: Problem | null;
   channelError: Problem | null;
@@ -96,14 +108,18 @@ interface ProjectState {
 }
 
 export async function projectView(root: HTMLElement, id: string) {
-  const [project, process, channels, envs] = await Promise.all([
+  const [project, process, channels, envs, lifecycles] = await Promise.all([
     get<Project>(`/api/projects/${encodeURIComponent(id)}`),
     get<Process>(`/api/projects/${encodeURIComponent(id)}/deployment-process`),
     get<Channel[]>(`/api/projects/${encodeURIComponent(id)}/channels`),
     get<Environment[]>('/api/environments'),
+    get<Lifecycle[]>('/api/lifecycles'),
   ]);
   const store = new Store<ProjectState>({
     releases: [],
+    progression: {},
+    lifecycleId: project.lifecycleId ?? null,
+    lifecycleError: null,
     channels,
     releaseError: null,
     channelError: null,
@@ -115,7 +131,32 @@ export async function projectView(root: HTMLElement, id: string) {
     store.set((s) => (s.deploy ? { deploy: { ...s.deploy, ...patch } } : {}));
 
   async function loadReleases() {
-    store.set({ releases: await get<Release[]>(`/api/releases?${q({ projectId: project.id })}`) });
+    const releases = await get<Release[]>(`/api/releases?${q({ projectId: project.id })}`);
+    const progs = await Promise.all(
+      releases
+        .slice(0, PROGRESSION_RELEASES)
+        .map((r) => get<Progression>(`/api/releases/${r.id}/progression`).catch(() => null)),
+    );
+    const progression: Record<string, Progression> = {};
+    for (const p of progs) if (p) progression[p.releaseId] = p;
+    store.set({ releases, progression });
+  }
+
+  /** The environments a release may be deployed to now (every one when its progression is not known). */
+  const allowedEnvs = (r: Release) => {
+    const p = store.state.progression[r.id];
+    return p ? envs.filter((e) => p.allowedEnvironmentIds.includes(e.id)) : envs;
+  };
+
+  async function setLifecycle(lifecycleId: string) {
+    store.set({ lifecycleError: null });
+    try {
+      const p = await api<Project>('PATCH', `/api/projects/${project.id}`, { lifecycleId: lifecycleId || null });
+      store.set({ lifecycleId: p.lifecycleId ?? null });
+      await loadReleases();
+    } catch (err) {
+      store.set({ lifecycleError: problem(err) });
+    }
   }
 
   function openDeploy(r: Release) {
@@ -200,7 +241,7 @@ export async function projectView(root: HTMLElement, id: string) {
       : html`<table>
           <thead>
             <tr>
-              ${['Version', 'Channel', 'Packages', 'Created', ''].map((t) => html`<th>${t}</th>`)}
+              ${['Version', 'Channel', 'Packages', 'Progression', 'Created', ''].map((t) => html`<th>${t}</th>`)}
             </tr>
           </thead>
           <tbody>
@@ -211,6 +252,9 @@ export async function projectView(root: HTMLElement, id: string) {
                   <td>${channelName(r.channelId)}</td>
                   <td>
                     ${r.packages.length ? r.packages.map((p) => html`<span class="tag mono" title="sha256 ${p.sha256}, ${p.sizeBytes} bytes">${p.packageId} ${p.version}</span>`) : html`<span class="muted">none</span>`}
+                  </td>
+                  <td>
+                    ${s.progression[r.id] ? progressionView(s.progression[r.id], r.version) : html`<span class="muted">…</span>`}
                   </td>
                   <td>${fmtTime(r.createdAt)}</td>
                   <td><button @click=${() => openDeploy(r)}>Deploy…</button></td>
@@ -227,9 +271,10 @@ export async function projectView(root: HTMLElement, id: string) {
           >Environment
           <select data-testid="deploy-environment" @change=${(e: Event) => void chooseEnvironment(valueOf(e))}>
             <option value="" .selected=${live(d.environmentId === '')}>Choose an environment…</option>
-            ${envs.map((e) => html`<option value=${e.id} .selected=${live(d.environmentId === e.id)}>${e.name}</option>`)}
+            ${allowedEnvs(d.release).map((e) => html`<option value=${e.id} .selected=${live(d.environmentId === e.id)}>${e.name}</option>`)}
           </select></label
         >
+        ${notYet(store.state.progression[d.release.id])}
         <label class="check"
           ><input
             type="checkbox"
@@ -277,6 +322,18 @@ export async function projectView(root: HTMLElement, id: string) {
               <div data-testid="releases">${releasesTable(s)}</div>`,
           )}
           ${card(
+            'Lifecycle',
+            html`<label
+                >Releases are promoted through
+                <select data-testid="project-lifecycle" @change=${(e: Event) => void setLifecycle(valueOf(e))}>
+                  <option value="" .selected=${live(s.lifecycleId === null)}>no lifecycle (any environment)</option>
+                  ${lifecycles.map((l) => html`<option value=${l.id} .selected=${live(s.lifecycleId === l.id)}>${l.name}: ${l.phases.map((p) => p.name).join(' → ')}</option>`)}
+                </select></label
+              >
+              ${s.channels.some((c) => c.lifecycleId) ? html`<p class="muted small">Channels with their own lifecycle: ${s.channels.filter((c) => c.lifecycleId).map((c) => html`<span class="tag">${c.name}: ${lifecycles.find((l) => l.id === c.lifecycleId)?.name ?? '?'}</span>`)}</p>` : nothing}
+              ${errorBox('lifecycle-error', s.lifecycleError)}`,
+          )}
+          ${card(
             'Channels',
             html`<ul class="plain" data-testid="channels">
                 ${s.channels.map((c) => html`<li><span class="tag">${c.name}</span>${c.id === project.defaultChannelId ? html`<span class="muted small"> default</span>` : nothing}</li>`)}
@@ -296,6 +353,47 @@ export async function projectView(root: HTMLElement, id: string) {
     unmount();
     editor.destroy();
   };
+}
+
+/**
+ * A release's progression: its lifecycle's phases in order, each environment with its last deployment's state,
+ * allowed ones marked, blocked ones saying (on hover) which phase must succeed first.
+ */
+function progressionView(p: Progression, version: string) {
+  return html`<div class="progression" data-testid="progression-${version}">
+    ${p.lifecycle ? nothing : html`<span class="muted small">no lifecycle</span>`}
+    ${p.phases.map(
+      (ph, i) =>
+        html`${i ? html`<span class="arrow">→</span>` : nothing}<span
+            class="phase ${ph.complete ? 'complete' : ph.reachable ? 'reachable' : 'blocked'}"
+            data-testid="phase-${version}-${ph.name}"
+            title=${`${ph.name}${ph.optional ? ' (optional)' : ''}: ${ph.complete ? 'complete' : ph.reachable ? 'reachable' : 'not reached yet'}`}
+            >${p.lifecycle ? html`<span class="phase-name">${ph.name}${ph.optional ? '?' : ''}</span>` : nothing}
+            ${ph.environments.map(
+              (e) =>
+                html`<span
+                  class="tag env ${e.allowed ? 'allowed' : 'blocked'}"
+                  data-testid="progression-${version}-${e.environmentName}"
+                  data-allowed=${e.allowed ? 'yes' : 'no'}
+                  title=${e.reason ?? (e.allowed ? 'may be deployed here now' : '')}
+                  >${e.environmentName} ${e.lastDeployment ? badge(e.lastDeployment.status) : nothing}</span
+                >`,
+            )}</span
+          >`,
+    )}
+  </div>`;
+}
+
+/** Under the environment choice: the environments the release may not go to yet, and why. */
+function notYet(p: Progression | undefined) {
+  const blocked = p?.phases.flatMap((ph) => ph.environments).filter((e) => !e.allowed) ?? [];
+  return blocked.length
+    ? html`<p class="muted small" data-testid="deploy-not-yet">
+        Not yet (lifecycle ${p!.lifecycle?.name}):
+        ${blocked.map((e) => html`<span class="tag env blocked" title=${e.reason ?? ''}>${e.environmentName}</span>`)}
+        ${blocked[0].reason ? html`<br />${blocked[0].reason}` : nothing}
+      </p>`
+    : nothing;
 }
 
 /** An estimated duration (from earlier deployments of the project), or that there is none yet. */
