@@ -241,24 +241,29 @@ export async function projectView(root: HTMLElement, id: string) {
       : html`<table>
           <thead>
             <tr>
-              ${['Version', 'Channel', 'Packages', 'Progression', 'Created', ''].map((t) => html`<th>${t}</th>`)}
+              ${['Version', 'Channel', 'Packages', 'Created', ''].map((t) => html`<th>${t}</th>`)}
             </tr>
           </thead>
           <tbody>
             ${s.releases.map(
               (r) =>
                 html`<tr data-testid="release-${r.version}">
-                  <td><strong>${r.version}</strong></td>
-                  <td>${channelName(r.channelId)}</td>
-                  <td>
-                    ${r.packages.length ? r.packages.map((p) => html`<span class="tag mono" title="sha256 ${p.sha256}, ${p.sizeBytes} bytes">${p.packageId} ${p.version}</span>`) : html`<span class="muted">none</span>`}
-                  </td>
-                  <td>
-                    ${s.progression[r.id] ? progressionView(s.progression[r.id], r.version) : html`<span class="muted">…</span>`}
-                  </td>
-                  <td>${fmtTime(r.createdAt)}</td>
-                  <td><button @click=${() => openDeploy(r)}>Deploy…</button></td>
-                </tr>`,
+                    <td><strong>${r.version}</strong></td>
+                    <td>${channelName(r.channelId)}</td>
+                    <td>
+                      ${r.packages.length ? r.packages.map((p) => html`<span class="tag mono" title="sha256 ${p.sha256}, ${p.sizeBytes} bytes">${p.packageId} ${p.version}</span>`) : html`<span class="muted">none</span>`}
+                    </td>
+                    <td>${fmtTime(r.createdAt)}</td>
+                    <td><button @click=${() => openDeploy(r)}>Deploy…</button></td>
+                  </tr>
+                  ${
+                    // Under its release, across the table: the phases read left to right, as promotion goes.
+                    s.progression[r.id]
+                      ? html`<tr class="progression-row">
+                          <td colspan="5">${progressionView(s.progression[r.id], r.version)}</td>
+                        </tr>`
+                      : nothing
+                  }`,
             )}
           </tbody>
         </table>`;
