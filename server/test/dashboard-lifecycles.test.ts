@@ -102,11 +102,7 @@ browserIt(
 
     // Without a lifecycle, every environment is offered again.
     await page.selectOption(el('project-lifecycle'), { index: 0 });
-    await page.waitForFunction(
-      () => !document.querySelector('[data-testid="progression-1.0.0"] .phase-name'),
-      undefined,
-      { timeout: 10_000 },
-    );
+    await page.waitForSelector(`${el('progression-1.0.0')} .phase-name`, { state: 'detached' });
     expect((await srv.must('GET', `/api/projects/${projectId}`)).lifecycleId).toBeNull();
     expect(pageErrors).toEqual([]);
   },

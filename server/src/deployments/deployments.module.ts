@@ -12,6 +12,7 @@ import { DeploymentsController } from './deployments.controller.js';
 import { DeploymentsService } from './deployments.service.js';
 import { InterruptionsController } from './interruptions.controller.js';
 import { InterruptionsService } from './interruptions.service.js';
+import { ProgressionController } from './progression.controller.js';
 import { RollbackOnFailure } from './rollback-on-failure.js';
 
 /** The deployment aggregate: deployments, their steps and target runs, interruptions, the log, and its repository. */
@@ -26,7 +27,7 @@ import { RollbackOnFailure } from './rollback-on-failure.js';
     DeploymentsService,
     RollbackOnFailure,
   ],
-  controllers: [DeploymentsController, InterruptionsController],
+  controllers: [DeploymentsController, InterruptionsController, ProgressionController],
   exports: [
     DeploymentRepository,
     DeploymentEvents,

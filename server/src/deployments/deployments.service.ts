@@ -126,7 +126,14 @@ export class DeploymentsService {
     const excluded = (dto.excludedMachineIds ?? []).map((s) => s.toLowerCase());
     const created = await this.repo.transaction(async (tx) => {
       // Only a deployment asked for is held to the lifecycle: a retry or a rollback goes where a release already went.
-      await this.lifecycles.assertAllowed(release, env, tx);
+      const lifecycle = await this.lifecycles.of(release, tx);
+      if (lifecycle)
+        this.lifecycles.assertAllowed(
+          lifecycle,
+          release,
+          env,
+          (await this.repo.releaseHistory(release.id, tx)).succeeded,
+        );
       const machines = await this.machines.deployable(env.id, specific, excluded, tx);
       const id = await this.insertNew(tx, {
         release,

@@ -1,12 +1,7 @@
 import { Body, Controller, Delete, Get, HttpCode, Param, Patch, Post } from '@nestjs/common';
 import { ApiTags } from '@nestjs/swagger';
-import { InjectRepository } from '@nestjs/typeorm';
-import { Repository } from 'typeorm';
-import type { Lifecycle, Progression } from '#shared/api/types.js';
-import { notFound } from '../common/errors.js';
-import { idOf } from '../common/http.js';
+import type { Lifecycle } from '#shared/api/types.js';
 import { Returns } from '../common/openapi.js';
-import { ReleaseEntity } from '../releases/release.entity.js';
 import { CreateLifecycleDto, UpdateLifecycleDto } from './dto/lifecycle.dto.js';
 import { LifecyclesService, toLifecycleDto } from './lifecycles.service.js';
 
@@ -54,28 +49,5 @@ export class LifecyclesController {
   @Returns('Delete a lifecycle that no project or channel follows', 204, null, ['not_found', 'lifecycle_in_use'])
   async remove(@Param('id') id: string): Promise<void> {
     await this.lifecycles.remove(id);
-  }
-}
-
-/** A release's progression through its lifecycle, next to the release's own routes. */
-@ApiTags('releases')
-@Controller('api/releases')
-export class ProgressionController {
-  constructor(
-    private readonly lifecycles: LifecyclesService,
-    @InjectRepository(ReleaseEntity) private readonly releases: Repository<ReleaseEntity>,
-  ) {}
-
-  @Get(':id/progression')
-  @Returns(
-    "A release's progression: its lifecycle's phases, each environment's last deployment of it, and where it may go now",
-    200,
-    'Progression',
-    ['not_found'],
-  )
-  async progression(@Param('id', idOf('release')) id: string): Promise<Progression> {
-    const release = await this.releases.findOne({ where: { id } });
-    if (!release) throw notFound(`release ${id} not found`);
-    return this.lifecycles.progressionOf(release);
   }
 }

@@ -1,7 +1,9 @@
 /**
  * Lifecycles: the phases of environments a release is promoted through (Octopus semantics). A release follows its
  * channel's lifecycle, else its project's, else none (every environment allowed). This service keeps lifecycles,
- * answers a release's progression, and refuses a deployment to an environment the release has not reached.
+ * answers a release's progression, and refuses a deployment to an environment the release has not reached. A
+ * release's deployments are read by the deployment repository (the one home of the deployment tables' SQL) and
+ * handed in.
  */
 import { Injectable } from '@nestjs/common';
 import { InjectRepository } from '@nestjs/typeorm';
@@ -32,6 +34,7 @@ export const toLifecycleDto = (l: LifecycleEntity): Lifecycle => ({
   updatedAt: l.updatedAt.toISOString(),
 });
 
+/** A release's newest deployment in one environment (the deployment repository's ReleaseLastDeployment). */
 interface LastDeployment {
   id: string;
   environment_id: string;
@@ -113,24 +116,18 @@ export class LifecyclesService {
     return id ? m.findOne(LifecycleEntity, { where: { id } }) : null;
   }
 
-  /** Environments where the release has a succeeded deployment. */
-  private async succeeded(releaseId: string, m: EntityManager): Promise<Set<string>> {
-    const rows: Array<{ environment_id: string }> = await m.query(
-      `SELECT DISTINCT environment_id FROM deployments WHERE release_id = $1 AND state = 'success'`,
-      [releaseId],
-    );
-    return new Set(rows.map((r) => r.environment_id));
-  }
-
   /**
    * Refuses (409 lifecycle_blocked) a deployment of the release to an environment its lifecycle does not allow yet,
-   * naming the phase that must succeed first. `tx`: read in the caller's transaction.
+   * naming the phase that must succeed first. `succeeded`: the environments where the release has a succeeded
+   * deployment (the deployment repository's, read by the caller).
    */
-  async assertAllowed(release: ReleaseEntity, env: EnvironmentEntity, tx?: EntityManager): Promise<void> {
-    const m = tx ?? this.repo.manager;
-    const lifecycle = await this.of(release, m);
-    if (!lifecycle) return;
-    const prog = progression(lifecycle.phases, await this.succeeded(release.id, m));
+  assertAllowed(
+    lifecycle: LifecycleEntity,
+    release: ReleaseEntity,
+    env: EnvironmentEntity,
+    succeeded: ReadonlySet<string>,
+  ): void {
+    const prog = progression(lifecycle.phases, succeeded);
     const why = refusalOf(lifecycle.phases, prog, env.id, {
       release: release.version,
       environment: env.name,
@@ -142,18 +139,16 @@ export class LifecyclesService {
   /**
    * A release's progression: its lifecycle's phases with each environment's newest deployment of the release and
    * whether the release may go there now. Without a lifecycle, one phase holds every environment, all allowed.
+   * `history`: the release's deployments as the deployment repository reads them.
    */
-  async progressionOf(release: ReleaseEntity): Promise<ProgressionDto> {
-    const m = this.repo.manager;
-    const lifecycle = await this.of(release, m);
+  async progressionOf(
+    release: ReleaseEntity,
+    history: { succeeded: ReadonlySet<string>; last: LastDeployment[] },
+  ): Promise<ProgressionDto> {
+    const lifecycle = await this.of(release);
     const envs = await this.envs.list();
     const names = new Map(envs.map((e) => [e.id, e.name]));
-    const last: LastDeployment[] = await m.query(
-      `SELECT DISTINCT ON (environment_id) id, environment_id, state, created_at, finished_at
-         FROM deployments WHERE release_id = $1 ORDER BY environment_id, created_at DESC`,
-      [release.id],
-    );
-    const lastBy = new Map(last.map((d) => [d.environment_id, d]));
+    const lastBy = new Map(history.last.map((d) => [d.environment_id, d]));
     const phases: Phase[] = lifecycle?.phases ?? [
       {
         name: 'All environments',
@@ -162,7 +157,7 @@ export class LifecyclesService {
         optional: false,
       },
     ];
-    const prog = progression(phases, await this.succeeded(release.id, m));
+    const prog = progression(phases, history.succeeded);
     const allowed = lifecycle ? prog.allowed : new Set(envs.map((e) => e.id));
     return {
       releaseId: release.id,
