@@ -316,10 +316,17 @@ program
     const release = await findRelease(api, project.id, o.release);
     const from = await findEnvironment(api, o.from, '--from');
     const to = await findEnvironment(api, o.to, '--to');
-    // Promotion takes what proved itself: the release's newest deployment to --from must have succeeded.
-    const last = (
-      await api.get<DeploymentSummary[]>(`/api/deployments?projectId=${project.id}&environmentId=${from.id}&limit=1000`)
-    ).find((d) => d.releaseId === release.id);
+    // Promotion takes what proved itself: the release's newest deployment to --from must have succeeded. The
+    // progression has it for every environment of the lifecycle; one outside it is looked up in the history.
+    const prog = await api.get<Progression>(`/api/releases/${release.id}/progression`);
+    const inPhase = prog.phases.flatMap((p) => p.environments).find((e) => e.environmentId === from.id);
+    const last = inPhase
+      ? inPhase.lastDeployment && { id: inPhase.lastDeployment.id, state: inPhase.lastDeployment.status }
+      : (
+          await api.get<DeploymentSummary[]>(
+            `/api/deployments?projectId=${project.id}&environmentId=${from.id}&limit=1000`,
+          )
+        ).find((d) => d.releaseId === release.id);
     if (last?.state !== 'success')
       throw new UsageError(
         last

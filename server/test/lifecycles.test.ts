@@ -288,9 +288,10 @@ it('does not hold retries to the lifecycle', async () => {
   await srv.waitDeployment(retry.body.id);
 });
 
-// `cuttle promote` refuses (exit 2, saying why) a release that did not succeed where it comes from, and a plain
-// `cuttle deploy` past the lifecycle is refused naming the phase; after Staging succeeded, promote --wait deploys to
-// Production and exits 0. `cuttle progression` shows the phases.
+// `cuttle promote` refuses (exit 2, saying why) a release that did not succeed where it comes from (never deployed
+// there, or its last deployment there failed), and a plain `cuttle deploy` past the lifecycle is refused naming the
+// phase; after Staging succeeded, promote --wait deploys to Production and exits 0. `cuttle progression` shows the
+// phases; `cuttle lifecycles create` parses its --phase specs and `list` shows them.
 it('promotes with the CLI', async () => {
   const p = await project('Cli', { lifecycleId: 'Standard' });
   await release(p.id, '5.0.0');
@@ -307,6 +308,22 @@ it('promotes with the CLI', async () => {
   ]);
   expect(never.code).toBe(2);
   expect(never.stderr).toContain('release 5.0.0 cannot be promoted from Staging: it was never deployed there');
+  // Shop 1.5.0 failed in Staging (the first test): its last deployment there is not a success.
+  const failed = await cuttle([
+    'promote',
+    '--project',
+    'Shop',
+    '--release',
+    '1.5.0',
+    '--from',
+    'Staging',
+    '--to',
+    'Production',
+  ]);
+  expect(failed.code).toBe(2);
+  expect(failed.stderr).toMatch(
+    /release 1\.5\.0 cannot be promoted from Staging: its last deployment there \(.+\) is failed, not success/,
+  );
   const direct = await cuttle(['deploy', '--project', 'Cli', '--release', '5.0.0', '--environment', 'Production']);
   expect(direct.code).toBe(2);
   expect(direct.stderr).toContain("must first succeed in phase 'Staging'");
