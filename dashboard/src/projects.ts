@@ -148,6 +148,20 @@ export async function projectView(root: HTMLElement, id: string) {
     return p ? envs.filter((e) => p.allowedEnvironmentIds.includes(e.id)) : envs;
   };
 
+  /** A channel's own lifecycle ("" : it follows the project's). */
+  async function setChannelLifecycle(c: Channel, lifecycleId: string) {
+    store.set({ channelError: null });
+    try {
+      const updated = await api<Channel>('PATCH', `/api/projects/${project.id}/channels/${c.id}`, {
+        lifecycleId: lifecycleId || null,
+      });
+      store.set((s) => ({ channels: s.channels.map((x) => (x.id === updated.id ? updated : x)) }));
+      await loadReleases();
+    } catch (err) {
+      store.set({ channelError: problem(err) });
+    }
+  }
+
   async function setLifecycle(lifecycleId: string) {
     store.set({ lifecycleError: null });
     try {
@@ -341,7 +355,22 @@ export async function projectView(root: HTMLElement, id: string) {
           ${card(
             'Channels',
             html`<ul class="plain" data-testid="channels">
-                ${s.channels.map((c) => html`<li><span class="tag">${c.name}</span>${c.id === project.defaultChannelId ? html`<span class="muted small"> default</span>` : nothing}</li>`)}
+                ${s.channels.map(
+                  (c) =>
+                    html`<li>
+                      <span class="tag">${c.name}</span
+                      >${c.id === project.defaultChannelId ? html`<span class="muted small"> default</span>` : nothing}
+                      <select
+                        class="small"
+                        title="The lifecycle of this channel's releases"
+                        data-testid="channel-lifecycle-${c.name}"
+                        @change=${(e: Event) => void setChannelLifecycle(c, valueOf(e))}
+                      >
+                        <option value="" .selected=${live(!c.lifecycleId)}>project's lifecycle</option>
+                        ${lifecycles.map((l) => html`<option value=${l.id} .selected=${live(c.lifecycleId === l.id)}>${l.name}</option>`)}
+                      </select>
+                    </li>`,
+                )}
               </ul>
               <form class="inline" @submit=${addChannel}>
                 <input name="name" placeholder="New channel name" required data-testid="channel-name" />

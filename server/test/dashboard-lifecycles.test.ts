@@ -1,11 +1,20 @@
 /**
  * Lifecycles in the dashboard, in a real browser against a real server and agent: a release's progression shows
  * where it went and where it may go, and the deploy dialog offers only the environments the release may go to now
- * (saying why the others not yet), until it succeeded in the phase before.
+ * (saying why the others not yet), until it succeeded in the phase before; a channel given its own lifecycle on the
+ * page makes its releases follow that one.
  */
 import { existsSync } from 'node:fs';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { createProject, startAgent, startServer, stopAll, waitOnline, type TestServer } from './support/fixtures.js';
+import {
+  createProject,
+  startAgent,
+  startServer,
+  stopAll,
+  waitFor,
+  waitOnline,
+  type TestServer,
+} from './support/fixtures.js';
 
 const ADMIN_KEY = 'integration-admin-key-0123456789';
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
@@ -46,6 +55,12 @@ beforeAll(async () => {
       { lifecycleId: 'Default' },
     )
   ).id;
+  // A hotfix channel whose releases may go straight to Production once it follows this lifecycle.
+  await srv.must('POST', '/api/lifecycles', {
+    name: 'Straight',
+    phases: [{ name: 'Production', environmentIds: ['Production'] }],
+  });
+  await srv.must('POST', `/api/projects/${projectId}/channels`, { name: 'Hotfix' });
   await waitOnline(srv, ['ui-01'], 60_000);
   browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -99,6 +114,20 @@ browserIt(
     await page.waitForSelector(el('deploy-environment'));
     expect(await options()).toEqual(['Production', 'Staging']);
     expect(await page.locator(el('deploy-not-yet')).count()).toBe(0);
+
+    // A channel given its own lifecycle: its new release may go straight to Production (and only there).
+    await page.selectOption(el('channel-lifecycle-Hotfix'), { label: 'Straight' });
+    const straight = (await srv.must('GET', '/api/lifecycles/Straight')).id;
+    await waitFor('the Hotfix channel to follow Straight', async () =>
+      (await srv.must('GET', `/api/projects/${projectId}/channels`)).some(
+        (c: any) => c.name === 'Hotfix' && c.lifecycleId === straight,
+      ),
+    );
+    await page.fill(el('release-version'), '1.0.1-hotfix');
+    await page.selectOption(el('release-channel'), { label: 'Hotfix' });
+    await page.click('button:has-text("Create release")');
+    await page.waitForSelector(el('progression-1.0.1-hotfix'));
+    expect(await options()).toEqual(['Production']);
 
     // Without a lifecycle, every environment is offered again.
     await page.selectOption(el('project-lifecycle'), { index: 0 });
