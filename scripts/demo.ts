@@ -17,8 +17,10 @@ import type {
   DeploymentProcess,
   Environment,
   Health,
+  Lifecycle,
   LogPage,
   Machine,
+  Progression,
   Project,
   RegistrationToken,
   Release,
@@ -237,7 +239,27 @@ async function main() {
       },
     ],
   });
+  // Production sits behind a lifecycle: a release reaches it only after it succeeded in Demo (promotion).
+  const lifecycle = await orCreate(
+    () =>
+      api.post<Lifecycle>('/api/lifecycles', {
+        name: 'Default',
+        phases: [
+          { name: 'Demo', environmentIds: [env.id] },
+          { name: 'Production', environmentIds: [production.id] },
+        ],
+      }),
+    () => api.get<Lifecycle>('/api/lifecycles/Default'),
+  );
+  await api.request('PATCH', `/api/projects/${project.id}`, { lifecycleId: lifecycle.id });
   const release = await api.post<Release>('/api/releases', { projectId: project.id, version });
+  // Show the refusal, asked only while the lifecycle holds Production back (it could have been edited since).
+  const before = await api.get<Progression>(`/api/releases/${release.id}/progression`);
+  if (!before.allowedEnvironmentIds.includes(production.id))
+    await api.post('/api/deployments', { releaseId: release.id, environmentId: production.id }).catch((e: unknown) => {
+      if (!(e instanceof ApiError && e.code === 'lifecycle_blocked')) throw e;
+      say(`Straight to Production is refused by lifecycle ${lifecycle.name}: ${e.messages[0]}`);
+    });
   say(`Release ${release.version} of ${project.name} created; deploying to ${env.name} ...`);
   const dep = await api.post<Deployment>('/api/deployments', { releaseId: release.id, environmentId: env.id });
 
@@ -276,14 +298,22 @@ async function main() {
   );
   const log = await api.get<LogPage>(`/api/deployments/${dep.id}/log?afterSeq=0&limit=10000`);
   for (const e of log.entries.slice(-8)) say(`  ${e.at.slice(11, 19)} ${e.level.padEnd(5)} ${e.text}`);
+  const prog = await api.get<Progression>(`/api/releases/${release.id}/progression`);
+  const allowed = prog.phases.flatMap((p) => p.environments).filter((e) => e.allowed);
+  say(
+    `\nLifecycle ${lifecycle.name}: release ${release.version} may now go to ${allowed.map((e) => e.environmentName).join(', ')}` +
+      (allowed.some((e) => e.environmentId === production.id) ? ' (promoted past the Demo phase)' : ''),
+  );
   say(`
 Dashboard:   ${base}/   (the certificate is signed by the demo's own CA: ${join(SERVER_HOME, 'pki', 'ca.crt')})
 Admin key:   ${adminKey}
 Try:         curl -sk -H "X-Api-Key: ${adminKey}" ${base}/api/deployments/${dep.id}
 Logs:        ${LOGS}
 
-In the dashboard, open Projects → ${project.name}, press Deploy… on release ${release.version}, choose Production:
-the preview shows what runs where; the deployment rolls, then waits for your approval before publishing the site.
+In the dashboard, open Projects → ${project.name}: release ${release.version} shows its progression through lifecycle
+${lifecycle.name} (Demo → Production). Press Deploy… on it and choose Production (offered once Demo succeeded): the
+preview shows what runs where; the deployment rolls, then waits for your approval before publishing the site.
+Or: cuttle promote --project "${project.name}" --release ${release.version} --from Demo --to Production --wait
 Press Ctrl-C to stop the server and the agents.`);
 }
 

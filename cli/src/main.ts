@@ -12,11 +12,14 @@ import type {
   ApiKey,
   ApiKeyCreated,
   Deployment,
+  DeploymentSummary,
   Environment,
   Interruption,
+  Lifecycle,
   LogPage,
   Machine,
   Me,
+  Progression,
   Project,
   Release,
   SteerAccepted,
@@ -430,6 +433,129 @@ program
     const d = await follow(api, dep.id);
     out(`deployment ${d.id} ${d.state}`, d);
     process.exitCode = exitFor(d.state);
+  });
+
+/** An environment by name or id. */
+async function findEnvironment(api: CuttleClient, ref: string, option: string) {
+  const env = (await api.get<Environment[]>('/api/environments')).find((e) => e.name === ref || e.id === ref);
+  if (!env) throw new UsageError(`${option}: no environment ${ref}`);
+  return env;
+}
+
+program
+  .command('promote')
+  .description("deploy a release that succeeded in one environment to the next (its lifecycle's next phase)")
+  .requiredOption('--project <name>', 'project name, slug or id')
+  .requiredOption('--release <version>', 'release version')
+  .requiredOption('--from <environment>', 'where the release last succeeded')
+  .requiredOption('--to <environment>', 'where it goes now')
+  .option('--wait', 'follow the deployment with progress until it ends; the exit code tells how it ended')
+  .option('--json')
+  .action(async (o) => {
+    const api = client();
+    const project = await findProject(api, o.project);
+    const release = await findRelease(api, project.id, o.release);
+    const from = await findEnvironment(api, o.from, '--from');
+    const to = await findEnvironment(api, o.to, '--to');
+    // Promotion takes what proved itself: the release's newest deployment to --from must have succeeded. The
+    // progression has it for every environment of the lifecycle; one outside it is looked up in the history.
+    const prog = await api.get<Progression>(`/api/releases/${release.id}/progression`);
+    const inPhase = prog.phases.flatMap((p) => p.environments).find((e) => e.environmentId === from.id);
+    const last = inPhase
+      ? inPhase.lastDeployment && { id: inPhase.lastDeployment.id, state: inPhase.lastDeployment.status }
+      : (
+          await api.get<DeploymentSummary[]>(
+            `/api/deployments?projectId=${project.id}&environmentId=${from.id}&limit=1000`,
+          )
+        ).find((d) => d.releaseId === release.id);
+    if (last?.state !== 'success')
+      throw new UsageError(
+        last
+          ? `release ${release.version} cannot be promoted from ${from.name}: its last deployment there (${last.id}) is ${last.state}, not success`
+          : `release ${release.version} cannot be promoted from ${from.name}: it was never deployed there`,
+      );
+    const dep = await api.post<Deployment>('/api/deployments', { releaseId: release.id, environmentId: to.id });
+    if (!json)
+      process.stderr.write(
+        `promoting ${project.name} ${release.version} from ${from.name} to ${to.name}: deployment ${dep.id}\n`,
+      );
+    if (!o.wait) return out(dep.id, dep);
+    const d = await follow(api, dep.id);
+    out(`deployment ${d.id} ${d.state}`, d);
+    process.exitCode = exitFor(d.state);
+  });
+
+program
+  .command('progression')
+  .description("where a release went in its lifecycle's phases, and where it may go now")
+  .requiredOption('--project <name>', 'project name, slug or id')
+  .requiredOption('--release <version>', 'release version')
+  .option('--json')
+  .action(async (o) => {
+    const api = client();
+    const project = await findProject(api, o.project);
+    const release = await findRelease(api, project.id, o.release);
+    const p = await api.get<Progression>(`/api/releases/${release.id}/progression`);
+    const rows = p.phases.flatMap((ph) =>
+      ph.environments.map((e) => ({
+        phase: `${ph.name}${ph.optional ? ' (optional)' : ''}${ph.complete ? ' ✓' : ''}`,
+        environment: e.environmentName,
+        last: e.lastDeployment?.status ?? '-',
+        allowed: e.allowed ? 'yes' : `no: ${e.reason ?? ''}`,
+      })),
+    );
+    const head = `release ${release.version} of ${project.name}: ${p.lifecycle ? `lifecycle ${p.lifecycle.name}` : 'no lifecycle (every environment allowed)'}`;
+    out(`${head}\n${table(rows, ['phase', 'environment', 'last', 'allowed'])}`, p);
+  });
+
+/** `Name:env1,env2[:min][:optional]`, as `cuttle lifecycles create --phase` takes it. */
+function parsePhase(spec: string) {
+  const [name, envs, ...rest] = spec.split(':');
+  if (!name?.trim() || !envs?.trim())
+    throw new UsageError(`--phase ${spec}: expected NAME:ENV1,ENV2[:MINIMUM][:optional]`);
+  const phase: Record<string, unknown> = { name: name.trim(), environmentIds: envs.split(',').map((e) => e.trim()) };
+  for (const r of rest) {
+    if (/^\d+$/.test(r)) phase.minimumEnvironmentsBeforePromotion = Number(r);
+    else if (r === 'optional') phase.optional = true;
+    else throw new UsageError(`--phase ${spec}: "${r}" is neither a minimum (a number) nor "optional"`);
+  }
+  return phase;
+}
+
+const lifecycles = program.command('lifecycles').description('lifecycles: the phases releases are promoted through');
+lifecycles
+  .command('list', { isDefault: true })
+  .description('list lifecycles with their phases')
+  .option('--json')
+  .action(async () => {
+    const api = client();
+    const [list, envs] = await Promise.all([
+      api.get<Lifecycle[]>('/api/lifecycles'),
+      api.get<Environment[]>('/api/environments'),
+    ]);
+    const name = (id: string) => envs.find((e) => e.id === id)?.name ?? id;
+    const rows = list.map((l) => ({
+      name: l.name,
+      phases: l.phases
+        .map(
+          (p) =>
+            `${p.name}(${p.environmentIds.map(name).join(',')}${p.minimumEnvironmentsBeforePromotion ? ` min ${p.minimumEnvironmentsBeforePromotion}` : ''}${p.optional ? ' optional' : ''})`,
+        )
+        .join(' → '),
+      id: l.id,
+    }));
+    out(table(rows, ['name', 'phases', 'id']), list);
+  });
+lifecycles
+  .command('create')
+  .description('create a lifecycle')
+  .requiredOption('--name <name>', 'lifecycle name')
+  .requiredOption('--phase <spec...>', 'a phase, in order: NAME:ENV1,ENV2[:MINIMUM][:optional] (MINIMUM 0 = all)')
+  .option('--json')
+  .action(async (o) => {
+    const phases = (o.phase as string[]).map(parsePhase);
+    const l = await client().post<Lifecycle>('/api/lifecycles', { name: o.name, phases });
+    out(`lifecycle ${l.name} created (${l.id}): ${l.phases.map((p) => p.name).join(' → ')}`, l);
   });
 
 program

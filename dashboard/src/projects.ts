@@ -1,4 +1,7 @@
-/** Projects: list and create; a project's page: process editor, channels, releases, deploy with preview. */
+/**
+ * Projects: list and create; a project's page: process editor, channels, its lifecycle, releases with their
+ * progression through it, deploy (to the environments the release may go to now) with preview.
+ */
 import {
   api,
   get,
@@ -6,7 +9,9 @@ import {
   type Channel,
   type DeploymentPreview as Preview,
   type Environment,
+  type Lifecycle,
   type Process,
+  type Progression,
   type Project,
   type Release,
 } from './api.js';
@@ -92,8 +97,15 @@ interface DeployPanel {
   error: Problem | null;
 }
 
+/** Releases whose progression the page reads (the newest): each is one request. */
+const PROGRESSION_RELEASES = 20;
+
 interface ProjectState {
   releases: Release[];
+  /** By release id: where it went in its lifecycle and where it may go now. */
+  progression: Record<string, Progression>;
+  lifecycleId: string | null;
+  lifecycleError: Problem | null;
   channels: Channel[];
   releaseError: Problem | null;
   channelError: Problem | null;
@@ -101,14 +113,18 @@ interface ProjectState {
 }
 
 export async function projectView(root: HTMLElement, id: string) {
-  const [project, process, channels, envs] = await Promise.all([
+  const [project, process, channels, envs, lifecycles] = await Promise.all([
     get<Project>(`/api/projects/${encodeURIComponent(id)}`),
     get<Process>(`/api/projects/${encodeURIComponent(id)}/deployment-process`),
     get<Channel[]>(`/api/projects/${encodeURIComponent(id)}/channels`),
     get<Environment[]>('/api/environments'),
+    get<Lifecycle[]>('/api/lifecycles'),
   ]);
   const store = new Store<ProjectState>({
     releases: [],
+    progression: {},
+    lifecycleId: project.lifecycleId ?? null,
+    lifecycleError: null,
     channels,
     releaseError: null,
     channelError: null,
@@ -122,7 +138,46 @@ export async function projectView(root: HTMLElement, id: string) {
     store.set((s) => (s.deploy ? { deploy: { ...s.deploy, ...patch } } : {}));
 
   async function loadReleases() {
-    store.set({ releases: await get<Release[]>(`/api/releases?${q({ projectId: project.id })}`) });
+    const releases = await get<Release[]>(`/api/releases?${q({ projectId: project.id })}`);
+    const progs = await Promise.all(
+      releases
+        .slice(0, PROGRESSION_RELEASES)
+        .map((r) => get<Progression>(`/api/releases/${r.id}/progression`).catch(() => null)),
+    );
+    const progression: Record<string, Progression> = {};
+    for (const p of progs) if (p) progression[p.releaseId] = p;
+    store.set({ releases, progression });
+  }
+
+  /** The environments this key may deploy the release to now (its lifecycle permitting, when its progression is known). */
+  const allowedEnvs = (r: Release) => {
+    const p = store.state.progression[r.id];
+    return p ? deployTo.filter((e) => p.allowedEnvironmentIds.includes(e.id)) : deployTo;
+  };
+
+  /** A channel's own lifecycle ("" : it follows the project's). */
+  async function setChannelLifecycle(c: Channel, lifecycleId: string) {
+    store.set({ channelError: null });
+    try {
+      const updated = await api<Channel>('PATCH', `/api/projects/${project.id}/channels/${c.id}`, {
+        lifecycleId: lifecycleId || null,
+      });
+      store.set((s) => ({ channels: s.channels.map((x) => (x.id === updated.id ? updated : x)) }));
+      await loadReleases();
+    } catch (err) {
+      store.set({ channelError: problem(err) });
+    }
+  }
+
+  async function setLifecycle(lifecycleId: string) {
+    store.set({ lifecycleError: null });
+    try {
+      const p = await api<Project>('PATCH', `/api/projects/${project.id}`, { lifecycleId: lifecycleId || null });
+      store.set({ lifecycleId: p.lifecycleId ?? null });
+      await loadReleases();
+    } catch (err) {
+      store.set({ lifecycleError: problem(err) });
+    }
   }
 
   function openDeploy(r: Release) {
@@ -214,16 +269,24 @@ export async function projectView(root: HTMLElement, id: string) {
             ${s.releases.map(
               (r) =>
                 html`<tr data-testid="release-${r.version}">
-                  <td><strong>${r.version}</strong></td>
-                  <td>${channelName(r.channelId)}</td>
-                  <td>
-                    ${r.packages.length ? r.packages.map((p) => html`<span class="tag mono" title="sha256 ${p.sha256}, ${p.sizeBytes} bytes">${p.packageId} ${p.version}</span>`) : html`<span class="muted">none</span>`}
-                  </td>
-                  <td>${fmtTime(r.createdAt)}</td>
-                  <td>
-                    ${deployTo.length ? html`<button data-testid="open-deploy" @click=${() => openDeploy(r)}>Deploy…</button>` : nothing}
-                  </td>
-                </tr>`,
+                    <td><strong>${r.version}</strong></td>
+                    <td>${channelName(r.channelId)}</td>
+                    <td>
+                      ${r.packages.length ? r.packages.map((p) => html`<span class="tag mono" title="sha256 ${p.sha256}, ${p.sizeBytes} bytes">${p.packageId} ${p.version}</span>`) : html`<span class="muted">none</span>`}
+                    </td>
+                    <td>${fmtTime(r.createdAt)}</td>
+                    <td>
+                      ${deployTo.length ? html`<button data-testid="open-deploy" @click=${() => openDeploy(r)}>Deploy…</button>` : nothing}
+                    </td>
+                  </tr>
+                  ${
+                    // Under its release, across the table: the phases read left to right, as promotion goes.
+                    s.progression[r.id]
+                      ? html`<tr class="progression-row">
+                          <td colspan="5">${progressionView(s.progression[r.id], r.version)}</td>
+                        </tr>`
+                      : nothing
+                  }`,
             )}
           </tbody>
         </table>`;
@@ -236,9 +299,10 @@ export async function projectView(root: HTMLElement, id: string) {
           >Environment
           <select data-testid="deploy-environment" @change=${(e: Event) => void chooseEnvironment(valueOf(e))}>
             <option value="" .selected=${live(d.environmentId === '')}>Choose an environment…</option>
-            ${deployTo.map((e) => html`<option value=${e.id} .selected=${live(d.environmentId === e.id)}>${e.name}</option>`)}
+            ${allowedEnvs(d.release).map((e) => html`<option value=${e.id} .selected=${live(d.environmentId === e.id)}>${e.name}</option>`)}
           </select></label
         >
+        ${notYet(store.state.progression[d.release.id])}
         <label class="check"
           ><input
             type="checkbox"
@@ -290,9 +354,41 @@ export async function projectView(root: HTMLElement, id: string) {
               <div data-testid="releases">${releasesTable(s)}</div>`,
           )}
           ${card(
+            'Lifecycle',
+            html`<label
+                >Releases are promoted through
+                <select
+                  data-testid="project-lifecycle"
+                  ?disabled=${!can('manage-projects')}
+                  @change=${(e: Event) => void setLifecycle(valueOf(e))}
+                >
+                  <option value="" .selected=${live(s.lifecycleId === null)}>no lifecycle (any environment)</option>
+                  ${lifecycles.map((l) => html`<option value=${l.id} .selected=${live(s.lifecycleId === l.id)}>${l.name}: ${l.phases.map((p) => p.name).join(' → ')}</option>`)}
+                </select></label
+              >
+              ${s.channels.some((c) => c.lifecycleId) ? html`<p class="muted small">Channels with their own lifecycle: ${s.channels.filter((c) => c.lifecycleId).map((c) => html`<span class="tag">${c.name}: ${lifecycles.find((l) => l.id === c.lifecycleId)?.name ?? '?'}</span>`)}</p>` : nothing}
+              ${errorBox('lifecycle-error', s.lifecycleError)}`,
+          )}
+          ${card(
             'Channels',
             html`<ul class="plain" data-testid="channels">
-                ${s.channels.map((c) => html`<li><span class="tag">${c.name}</span>${c.id === project.defaultChannelId ? html`<span class="muted small"> default</span>` : nothing}</li>`)}
+                ${s.channels.map(
+                  (c) =>
+                    html`<li>
+                      <span class="tag">${c.name}</span
+                      >${c.id === project.defaultChannelId ? html`<span class="muted small"> default</span>` : nothing}
+                      <select
+                        class="small"
+                        title="The lifecycle of this channel's releases"
+                        data-testid="channel-lifecycle-${c.name}"
+                        ?disabled=${!can('manage-projects')}
+                        @change=${(e: Event) => void setChannelLifecycle(c, valueOf(e))}
+                      >
+                        <option value="" .selected=${live(!c.lifecycleId)}>project's lifecycle</option>
+                        ${lifecycles.map((l) => html`<option value=${l.id} .selected=${live(c.lifecycleId === l.id)}>${l.name}</option>`)}
+                      </select>
+                    </li>`,
+                )}
               </ul>
               ${
                 can('manage-projects')
@@ -313,6 +409,47 @@ export async function projectView(root: HTMLElement, id: string) {
     unmount();
     editor.destroy();
   };
+}
+
+/**
+ * A release's progression: its lifecycle's phases in order, each environment with its last deployment's state,
+ * allowed ones marked, blocked ones saying (on hover) which phase must succeed first.
+ */
+function progressionView(p: Progression, version: string) {
+  return html`<div class="progression" data-testid="progression-${version}">
+    ${p.lifecycle ? nothing : html`<span class="muted small">no lifecycle</span>`}
+    ${p.phases.map(
+      (ph, i) =>
+        html`${i ? html`<span class="arrow">→</span>` : nothing}<span
+            class="phase ${ph.complete ? 'complete' : ph.reachable ? 'reachable' : 'blocked'}"
+            data-testid="phase-${version}-${ph.name}"
+            title=${`${ph.name}${ph.optional ? ' (optional)' : ''}: ${ph.complete ? 'complete' : ph.reachable ? 'reachable' : 'not reached yet'}`}
+            >${p.lifecycle ? html`<span class="phase-name">${ph.name}${ph.optional ? '?' : ''}</span>` : nothing}
+            ${ph.environments.map(
+              (e) =>
+                html`<span
+                  class="tag env ${e.allowed ? 'allowed' : 'blocked'}"
+                  data-testid="progression-${version}-${e.environmentName}"
+                  data-allowed=${e.allowed ? 'yes' : 'no'}
+                  title=${e.reason ?? (e.allowed ? 'may be deployed here now' : '')}
+                  >${e.environmentName} ${e.lastDeployment ? badge(e.lastDeployment.status) : nothing}</span
+                >`,
+            )}</span
+          >`,
+    )}
+  </div>`;
+}
+
+/** Under the environment choice: the environments the release may not go to yet, and why. */
+function notYet(p: Progression | undefined) {
+  const blocked = p?.phases.flatMap((ph) => ph.environments).filter((e) => !e.allowed) ?? [];
+  return blocked.length
+    ? html`<p class="muted small" data-testid="deploy-not-yet">
+        Not yet (lifecycle ${p!.lifecycle?.name}):
+        ${blocked.map((e) => html`<span class="tag env blocked" title=${e.reason ?? ''}>${e.environmentName}</span>`)}
+        ${blocked[0].reason ? html`<br />${blocked[0].reason}` : nothing}
+      </p>`
+    : nothing;
 }
 
 /** An estimated duration (from earlier deployments of the project), or that there is none yet. */

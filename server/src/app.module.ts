@@ -13,6 +13,7 @@ import { DeploymentsModule } from './deployments/deployments.module.js';
 import { EnvironmentsModule } from './environments/environments.module.js';
 import { HealthModule } from './health/health.module.js';
 import { LeasesModule } from './leases/leases.module.js';
+import { LifecyclesModule } from './lifecycles/lifecycles.module.js';
 import { LiveModule } from './live/live.module.js';
 import type { Logger } from './logging/logger.js';
 import { MachinesModule } from './machines/machines.module.js';
@@ -45,6 +46,7 @@ export class AppModule {
         ProjectsModule,
         PackagesModule,
         ReleasesModule,
+        LifecyclesModule,
         DeploymentsModule,
         LeasesModule,
         OrchestrationModule,

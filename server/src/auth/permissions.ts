@@ -73,6 +73,7 @@ export const ROUTE_PERMISSIONS: Readonly<Record<string, RouteRule | typeof PUBLI
   'PUT /api/projects/:id/deployment-process': rule('edit-process', param('project')),
   'POST /api/projects/:id/channels': rule('manage-projects', param('project')),
   'GET /api/projects/:id/channels': rule('read', param('project')),
+  'PATCH /api/projects/:id/channels/:channelId': rule('manage-projects', param('project')),
 
   // Packages (a package belongs to no project: a scoped deployer may upload too)
   'POST /api/packages/:packageId/:version': rule('upload-packages'),
@@ -101,7 +102,7 @@ export const ROUTE_PERMISSIONS: Readonly<Record<string, RouteRule | typeof PUBLI
   'GET /api/interruptions/:id': rule('read', param('interruption')),
   'POST /api/interruptions/:id/submit': rule('approve', param('interruption')),
 
-  // Lifecycles (branch lifecycles) and the audit log (branch audit)
+  // Lifecycles and the audit log
   'GET /api/lifecycles': rule('read'),
   'GET /api/lifecycles/:id': rule('read'),
   'POST /api/lifecycles': rule('manage-lifecycles'),

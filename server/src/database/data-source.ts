@@ -11,6 +11,7 @@ import { RolloutPolicy1764111600000 } from './migrations/1764111600000-rollout-p
 import { DeploymentHistory1764115200000 } from './migrations/1764115200000-deployment-history.js';
 import { KeyRoles1764118800000 } from './migrations/1764118800000-key-roles.js';
 import { AuditEvents1764122400000 } from './migrations/1764122400000-audit-events.js';
+import { Lifecycles1764126000000 } from './migrations/1764126000000-lifecycles.js';
 import { SecretsAtRest1764129600000 } from './migrations/1764129600000-secrets-at-rest.js';
 
 export const MIGRATIONS = [
@@ -25,6 +26,7 @@ export const MIGRATIONS = [
   DeploymentHistory1764115200000,
   KeyRoles1764118800000,
   AuditEvents1764122400000,
+  Lifecycles1764126000000,
   SecretsAtRest1764129600000,
 ];
 export const POOL_SIZE = 10;

@@ -1,6 +1,7 @@
 import { AuditEventEntity } from '../audit/audit-event.entity.js';
 import { ApiKeyEntity } from '../auth/api-key.entity.js';
 import { EnvironmentEntity } from '../environments/environment.entity.js';
+import { LifecycleEntity } from '../lifecycles/lifecycle.entity.js';
 import { MachineEntity } from '../machines/machine.entity.js';
 import { RegistrationTokenEntity } from '../machines/registration-token.entity.js';
 import { PackageEntity } from '../packages/package.entity.js';
@@ -22,4 +23,5 @@ export const ENTITIES = [
   ChannelEntity,
   PackageEntity,
   ReleaseEntity,
+  LifecycleEntity,
 ];

@@ -66,6 +66,15 @@ const MACHINE_HOLDER = `coalesce(
      AND wd.state = 'executing' AND NOT wp.allow_concurrent_on_machines AND (x.since IS NULL OR w.waiting_since < x.since)
    ORDER BY w.waiting_since LIMIT 1))`;
 
+/** A release's newest deployment in one environment (its lifecycle progression shows it). */
+export interface ReleaseLastDeployment {
+  id: string;
+  environment_id: string;
+  state: DeploymentState;
+  created_at: Date;
+  finished_at: Date | null;
+}
+
 /** The transaction's manager, or the DataSource for a statement of its own. */
 export type Db = EntityManager | DataSource;
 type Process = ReleaseEntity['process'];
@@ -187,6 +196,27 @@ export class DeploymentRepository {
       [d.project_id, d.environment_id, d.release_id, d.created_at],
     );
     return row;
+  }
+
+  /**
+   * A release's history for its lifecycle progression: the environments where it has a succeeded deployment, and
+   * per environment its newest deployment. No lock: a deployment created or finished meanwhile is as if it came
+   * just after the read (the lifecycle check of a new deployment reads in the creating transaction).
+   */
+  async releaseHistory(
+    releaseId: string,
+    db: Db = this.ds,
+  ): Promise<{ succeeded: Set<string>; last: ReleaseLastDeployment[] }> {
+    const last: ReleaseLastDeployment[] = await db.query(
+      `SELECT DISTINCT ON (environment_id) id, environment_id, state, created_at, finished_at
+       FROM deployments WHERE release_id = $1 ORDER BY environment_id, created_at DESC`,
+      [releaseId],
+    );
+    const ok: Array<{ environment_id: string }> = await db.query(
+      `SELECT DISTINCT environment_id FROM deployments WHERE release_id = $1 AND state = 'success'`,
+      [releaseId],
+    );
+    return { succeeded: new Set(ok.map((r) => r.environment_id)), last };
   }
 
   /**

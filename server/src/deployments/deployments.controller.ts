@@ -30,7 +30,7 @@ export class DeploymentsController {
     'Deploy a release to an environment (queued; one at a time per project and environment)',
     201,
     'Deployment',
-    ['unknown_reference'],
+    ['unknown_reference', 'lifecycle_blocked'],
   )
   async create(@Body() dto: CreateDeploymentDto, @CurrentKey() key: AuthenticatedKey): Promise<Deployment> {
     return this.deployments.create(dto, key);

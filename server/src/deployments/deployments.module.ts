@@ -1,5 +1,6 @@
 import { Module } from '@nestjs/common';
 import { EnvironmentsModule } from '../environments/environments.module.js';
+import { LifecyclesModule } from '../lifecycles/lifecycles.module.js';
 import { MachinesModule } from '../machines/machines.module.js';
 import { ProjectsModule } from '../projects/projects.module.js';
 import { ReleasesModule } from '../releases/releases.module.js';
@@ -11,11 +12,12 @@ import { DeploymentsController } from './deployments.controller.js';
 import { DeploymentsService } from './deployments.service.js';
 import { InterruptionsController } from './interruptions.controller.js';
 import { InterruptionsService } from './interruptions.service.js';
+import { ProgressionController } from './progression.controller.js';
 import { RollbackOnFailure } from './rollback-on-failure.js';
 
 /** The deployment aggregate: deployments, their steps and target runs, interruptions, the log, and its repository. */
 @Module({
-  imports: [ReleasesModule, EnvironmentsModule, ProjectsModule, MachinesModule],
+  imports: [ReleasesModule, EnvironmentsModule, ProjectsModule, MachinesModule, LifecyclesModule],
   providers: [
     DeploymentRepository,
     DeploymentEvents,
@@ -25,7 +27,7 @@ import { RollbackOnFailure } from './rollback-on-failure.js';
     DeploymentsService,
     RollbackOnFailure,
   ],
-  controllers: [DeploymentsController, InterruptionsController],
+  controllers: [DeploymentsController, InterruptionsController, ProgressionController],
   exports: [
     DeploymentRepository,
     DeploymentEvents,

@@ -9,6 +9,7 @@ import { DomainError, invalid, notFound, unknownReference } from '../common/erro
 import { isUuid } from '../common/http.js';
 import { CONFIG, type CuttleConfig } from '../config/config.js';
 import { EnvironmentsService } from '../environments/environments.service.js';
+import { LifecyclesService } from '../lifecycles/lifecycles.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 import { MachinesService } from '../machines/machines.service.js';
 import { ProjectsService } from '../projects/projects.service.js';
@@ -119,6 +120,7 @@ export class DeploymentsService {
     private readonly machines: MachinesService,
     private readonly log: DeploymentLogService,
     private readonly events: DeploymentEvents,
+    private readonly lifecycles: LifecyclesService,
     @Inject(LOGGER) logger: Logger,
     @Inject(CONFIG) private readonly config: CuttleConfig,
   ) {
@@ -141,6 +143,15 @@ export class DeploymentsService {
     const specific = (dto.specificMachineIds ?? []).map((s) => s.toLowerCase());
     const excluded = (dto.excludedMachineIds ?? []).map((s) => s.toLowerCase());
     const created = await this.repo.transaction(async (tx) => {
+      // Only a deployment asked for is held to the lifecycle: a retry or a rollback goes where a release already went.
+      const lifecycle = await this.lifecycles.of(release, tx);
+      if (lifecycle)
+        this.lifecycles.assertAllowed(
+          lifecycle,
+          release,
+          env,
+          (await this.repo.releaseHistory(release.id, tx)).succeeded,
+        );
       const machines = await this.machines.deployable(env.id, specific, excluded, tx);
       const id = await this.insertNew(tx, {
         release,

@@ -18,6 +18,8 @@ export class ProjectEntity {
   @Column('integer', { name: 'default_timeout_seconds', nullable: true }) defaultTimeoutSeconds: number | null;
   /** Its deployments may run on a machine while another deployment's work runs there (the machine rule's opt-out). */
   @Column('boolean', { name: 'allow_concurrent_on_machines', default: false }) allowConcurrentOnMachines: boolean;
+  /** The lifecycle its releases are promoted through, unless their channel has its own; null: no restriction. */
+  @Column('uuid', { name: 'lifecycle_id', nullable: true }) lifecycleId: string | null;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
 }
 
@@ -26,5 +28,7 @@ export class ChannelEntity {
   @PrimaryGeneratedColumn('uuid') id: string;
   @Column('uuid', { name: 'project_id' }) projectId: string;
   @Column('text') name: string;
+  /** Its releases follow this lifecycle instead of the project's; null: the project's. */
+  @Column('uuid', { name: 'lifecycle_id', nullable: true }) lifecycleId: string | null;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
 }

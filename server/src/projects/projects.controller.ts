@@ -12,6 +12,7 @@ import {
   CreateProjectDto,
   PutProcessDto,
   PutVariablesDto,
+  UpdateChannelDto,
   UpdateProjectDto,
 } from './dto/project.dto.js';
 import { ProjectsService, toChannelDto, toProjectDto } from './projects.service.js';
@@ -45,9 +46,10 @@ export class ProjectsController {
   }
 
   @Patch(':id')
-  @Returns("Change a project's name, description, default timeout or machine concurrency", 200, 'Project', [
+  @Returns("Change a project's name, description, default timeout, machine concurrency or lifecycle", 200, 'Project', [
     'not_found',
     'already_exists',
+    'unknown_reference',
   ])
   async update(@Param('id') id: string, @Body() dto: UpdateProjectDto): Promise<Project> {
     return toProjectDto(await this.projects.update(id, dto));
@@ -100,7 +102,11 @@ export class ProjectsController {
 
   @Post(':id/channels')
   @HttpCode(201)
-  @Returns('Create a channel (a release stream) of a project', 201, 'Channel', ['not_found', 'already_exists'])
+  @Returns('Create a channel (a release stream) of a project', 201, 'Channel', [
+    'not_found',
+    'already_exists',
+    'unknown_reference',
+  ])
   async createChannel(@Param('id') id: string, @Body() dto: CreateChannelDto): Promise<Channel> {
     return toChannelDto(await this.projects.createChannel(id, dto));
   }
@@ -109,5 +115,19 @@ export class ProjectsController {
   @Returns("List a project's channels", 200, ['Channel'], ['not_found'])
   async listChannels(@Param('id') id: string): Promise<Channel[]> {
     return (await this.projects.listChannels(id)).map(toChannelDto);
+  }
+
+  @Patch(':id/channels/:channelId')
+  @Returns("Rename a channel or set its own lifecycle (null: the project's)", 200, 'Channel', [
+    'not_found',
+    'already_exists',
+    'unknown_reference',
+  ])
+  async updateChannel(
+    @Param('id') id: string,
+    @Param('channelId') channelId: string,
+    @Body() dto: UpdateChannelDto,
+  ): Promise<Channel> {
+    return toChannelDto(await this.projects.updateChannel(id, channelId, dto));
   }
 }

@@ -11,6 +11,7 @@ import { MASK, validateVariables, type VariableDef } from '#shared/variables/ind
 import { alreadyExists, invalid, notFound, staleVersion, unknownReference } from '../common/errors.js';
 import { isUuid } from '../common/http.js';
 import { EnvironmentsService } from '../environments/environments.service.js';
+import { LifecyclesService } from '../lifecycles/lifecycles.service.js';
 import { returned } from '../database/sql.js';
 import { SecretBox } from '../secrets/secret-box.js';
 import type {
@@ -18,6 +19,7 @@ import type {
   CreateProjectDto,
   PutProcessDto,
   PutVariablesDto,
+  UpdateChannelDto,
   UpdateProjectDto,
 } from './dto/project.dto.js';
 import { ChannelEntity, ProjectEntity } from './project.entity.js';
@@ -37,6 +39,7 @@ export const toProjectDto = (p: ProjectEntity): Project => ({
   defaultChannelId: p.defaultChannelId,
   defaultTimeoutSeconds: p.defaultTimeoutSeconds,
   allowConcurrentOnMachines: p.allowConcurrentOnMachines,
+  lifecycleId: p.lifecycleId,
   createdAt: p.createdAt.toISOString(),
 });
 
@@ -44,7 +47,12 @@ export const toProjectDto = (p: ProjectEntity): Project => ({
 export const maskVariables = (vars: VariableDef[]) => vars.map((v) => (v.sensitive ? { ...v, value: MASK } : v));
 /** A variable's name and scope as one key: a sensitive value sent back masked keeps the value stored under it. */
 const scopedKey = (v: VariableDef) => JSON.stringify([v.name, v.scope ?? {}]);
-export const toChannelDto = (c: ChannelEntity): Channel => ({ id: c.id, name: c.name, projectId: c.projectId });
+export const toChannelDto = (c: ChannelEntity): Channel => ({
+  id: c.id,
+  name: c.name,
+  projectId: c.projectId,
+  lifecycleId: c.lifecycleId,
+});
 
 @Injectable()
 export class ProjectsService {
@@ -53,6 +61,7 @@ export class ProjectsService {
     @InjectRepository(ChannelEntity) private readonly channels: Repository<ChannelEntity>,
     private readonly envs: EnvironmentsService,
     private readonly box: SecretBox,
+    private readonly lifecycles: LifecyclesService,
   ) {}
 
   /**
@@ -75,6 +84,7 @@ export class ProjectsService {
     if (await this.repo.exists({ where: { name } })) throw alreadyExists(`a project named "${name}" already exists`);
     let slug = slugify(name);
     for (let i = 2; await this.repo.exists({ where: { slug } }); i++) slug = `${slugify(name)}-${i}`;
+    const lifecycleId = await this.lifecycles.resolveRef(dto.lifecycleId ?? null, 'lifecycleId');
     return this.repo.manager.transaction(async (m) => {
       const project = await m.save(
         m.create(ProjectEntity, {
@@ -86,6 +96,7 @@ export class ProjectsService {
           variables: [],
           defaultTimeoutSeconds: dto.defaultTimeoutSeconds ?? null,
           allowConcurrentOnMachines: dto.allowConcurrentOnMachines ?? false,
+          lifecycleId,
         }),
       );
       const channel = await m.save(m.create(ChannelEntity, { projectId: project.id, name: 'Default' }));
@@ -118,6 +129,7 @@ export class ProjectsService {
     if (dto.description !== undefined) p.description = dto.description;
     if (dto.defaultTimeoutSeconds !== undefined) p.defaultTimeoutSeconds = dto.defaultTimeoutSeconds;
     if (typeof dto.allowConcurrentOnMachines === 'boolean') p.allowConcurrentOnMachines = dto.allowConcurrentOnMachines;
+    if (dto.lifecycleId !== undefined) p.lifecycleId = await this.lifecycles.resolveRef(dto.lifecycleId, 'lifecycleId');
     return this.repo.save(p);
   }
 
@@ -218,7 +230,26 @@ export class ProjectsService {
     const name = dto.name.trim();
     if (await this.channels.exists({ where: { projectId: project.id, name } }))
       throw alreadyExists(`project ${project.name} already has a channel named "${name}"`);
-    return this.channels.save(this.channels.create({ projectId: project.id, name }));
+    const lifecycleId = await this.lifecycles.resolveRef(dto.lifecycleId ?? null, 'lifecycleId');
+    return this.channels.save(this.channels.create({ projectId: project.id, name, lifecycleId }));
+  }
+
+  /** Renames a channel or sets its own lifecycle (null: it follows the project's again). */
+  async updateChannel(projectId: string, ref: string, dto: UpdateChannelDto) {
+    const project = await this.get(projectId);
+    const c = await this.channels.findOne({
+      where: isUuid(ref) ? { projectId: project.id, id: ref.toLowerCase() } : { projectId: project.id, name: ref },
+    });
+    if (!c) throw notFound(`project ${project.name} has no channel ${ref}`);
+    if (typeof dto.name === 'string' && dto.name.trim() !== c.name) {
+      const name = dto.name.trim();
+      if (!name) throw invalid('name must not be empty');
+      if (await this.channels.exists({ where: { projectId: project.id, name } }))
+        throw alreadyExists(`project ${project.name} already has a channel named "${name}"`);
+      c.name = name;
+    }
+    if (dto.lifecycleId !== undefined) c.lifecycleId = await this.lifecycles.resolveRef(dto.lifecycleId, 'lifecycleId');
+    return this.channels.save(c);
   }
 
   async listChannels(projectId: string) {

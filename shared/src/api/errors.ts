@@ -38,6 +38,13 @@ export const ERROR_STATUS = {
   no_previous_release: 409,
   /** The interruption was answered already, or closed by a cancel. */
   interruption_closed: 409,
+  /**
+   * The release has not reached the environment's phase of its lifecycle yet; the message names the phase that must
+   * succeed first (GET /api/releases/:id/progression shows where it may go).
+   */
+  lifecycle_blocked: 409,
+  /** Deleting a lifecycle that a project or channel still follows. */
+  lifecycle_in_use: 409,
   /** The admin key is managed by the server's configuration, not through the API. */
   admin_key_protected: 409,
   payload_too_large: 413,

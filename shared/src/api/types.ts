@@ -97,9 +97,15 @@ export const ProjectSchema = open({
   defaultChannelId: id.nullable(),
   defaultTimeoutSeconds: z.number().int().nullable(),
   allowConcurrentOnMachines: z.boolean(),
+  lifecycleId: id.nullable().describe("the lifecycle its releases are promoted through (a channel's own wins)"),
   createdAt: time,
 });
-export const ChannelSchema = open({ id, name: z.string(), projectId: id });
+export const ChannelSchema = open({
+  id,
+  name: z.string(),
+  projectId: id,
+  lifecycleId: id.nullable().describe("its own lifecycle; null follows the project's"),
+});
 export const DeploymentProcessSchema = open({ projectId: id, version: z.number().int(), steps: ProcessStepsSchema });
 export const VariablesSchema = open({ projectId: id, version: z.number().int(), variables: z.array(VariableSchema) });
 
@@ -392,6 +398,50 @@ export const ReadySchema = open({
   node: z.string(),
 });
 
+export const LifecyclePhaseSchema = open({
+  name: z.string(),
+  environmentIds: z.array(id),
+  minimumEnvironmentsBeforePromotion: z
+    .number()
+    .int()
+    .describe("how many of the phase's environments must succeed before the next phase opens; 0 = all"),
+  optional: z.boolean().describe('never blocks the phases after it: a release may skip it'),
+});
+export const LifecycleSchema = open({
+  id,
+  name: z.string(),
+  phases: z.array(LifecyclePhaseSchema),
+  createdAt: time,
+  updatedAt: time,
+});
+export const ProgressionSchema = open({
+  releaseId: id,
+  lifecycle: open({ id, name: z.string() })
+    .nullable()
+    .describe("the channel's lifecycle, else the project's; null: every environment is allowed"),
+  phases: z.array(
+    open({
+      name: z.string(),
+      optional: z.boolean(),
+      minimumEnvironmentsBeforePromotion: z.number().int(),
+      complete: z.boolean().describe('at least the required number of its environments succeeded'),
+      reachable: z.boolean().describe('every non-optional phase before it is complete'),
+      environments: z.array(
+        open({
+          environmentId: id,
+          environmentName: z.string(),
+          lastDeployment: open({ id, status: DeploymentStateSchema, createdAt: time, finishedAt: maybeTime })
+            .nullable()
+            .describe("this release's newest deployment there"),
+          allowed: z.boolean().describe('the release may be deployed there now'),
+          reason: z.string().optional().describe('when not allowed: the phase that must succeed first'),
+        }),
+      ),
+    }),
+  ),
+  allowedEnvironmentIds: z.array(id),
+});
+
 /** Every response schema by the name the OpenAPI document gives it (`#/components/schemas/<name>`). */
 export const API_SCHEMAS = {
   ErrorBody: ErrorBodySchema,
@@ -419,6 +469,8 @@ export const API_SCHEMAS = {
   Me: MeSchema,
   Health: HealthSchema,
   Ready: ReadySchema,
+  Lifecycle: LifecycleSchema,
+  Progression: ProgressionSchema,
 } as const;
 export type ApiSchemaName = keyof typeof API_SCHEMAS;
 
@@ -455,3 +507,6 @@ export type Permission = z.infer<typeof PermissionSchema>;
 export type Me = z.infer<typeof MeSchema>;
 export type Health = z.infer<typeof HealthSchema>;
 export type Ready = z.infer<typeof ReadySchema>;
+export type LifecyclePhase = z.infer<typeof LifecyclePhaseSchema>;
+export type Lifecycle = z.infer<typeof LifecycleSchema>;
+export type Progression = z.infer<typeof ProgressionSchema>;

@@ -22,6 +22,12 @@ export class CreateProjectDto {
   @IsOptional()
   @IsBoolean()
   allowConcurrentOnMachines?: boolean;
+  /** A lifecycle's id or name; null removes it (every environment allowed). */
+  @ApiPropertyOptional({ type: String, nullable: true, description: "a lifecycle's id or name; null removes it" })
+  @IsOptional()
+  @IsString()
+  @MaxLength(100)
+  lifecycleId?: string | null;
 }
 
 export class UpdateProjectDto {
@@ -48,6 +54,12 @@ export class UpdateProjectDto {
   @IsOptional()
   @IsBoolean()
   allowConcurrentOnMachines?: boolean;
+  /** A lifecycle's id or name; null removes it (every environment allowed). */
+  @ApiPropertyOptional({ type: String, nullable: true, description: "a lifecycle's id or name; null removes it" })
+  @IsOptional()
+  @IsString()
+  @MaxLength(100)
+  lifecycleId?: string | null;
 }
 
 export class PutVariablesDto {
@@ -79,4 +91,26 @@ export class CreateChannelDto {
   @IsNotEmpty()
   @MaxLength(100)
   name: string;
+  /** Its own lifecycle (id or name); left out or null: it follows the project's. */
+  @ApiPropertyOptional({ type: String, nullable: true, description: "a lifecycle's id or name; null: the project's" })
+  @IsOptional()
+  @IsString()
+  @MaxLength(100)
+  lifecycleId?: string | null;
+}
+
+/** What PATCH changes; a field left out keeps its value. */
+export class UpdateChannelDto {
+  @ApiPropertyOptional({ type: String })
+  @IsOptional()
+  @IsString()
+  @IsNotEmpty()
+  @MaxLength(100)
+  name?: string;
+  /** Its own lifecycle (id or name); null: it follows the project's. */
+  @ApiPropertyOptional({ type: String, nullable: true, description: "a lifecycle's id or name; null: the project's" })
+  @IsOptional()
+  @IsString()
+  @MaxLength(100)
+  lifecycleId?: string | null;
 }
