@@ -384,7 +384,7 @@ browserIt(
 
     await page.fill(`${notify} [data-field="retry-delay"] input`, '7');
     await page.click(el('save-process'));
-    await page.waitForSelector(`${el('process-status')}:has-text("saved")`);
+    await page.waitForSelector(`${el('process-status')}:has-text("· saved")`);
     await page.waitForSelector(`${el('process-errors')}[hidden]`, { state: 'attached' });
 
     await page.reload();
@@ -425,7 +425,7 @@ browserIt(
 
     // Someone else saves meanwhile: this page's save is refused by its code (stale_version), said as such, and the
     // other person's process is kept.
-    await page.waitForSelector(`${el('process-status')}:has-text("saved")`);
+    await page.waitForSelector(`${el('process-status')}:has-text("· saved")`);
     const current = await srv.must('GET', `/api/projects/${p.id}/deployment-process`);
     await srv.must('PUT', `/api/projects/${p.id}/deployment-process`, {
       version: current.version,

@@ -431,7 +431,7 @@ browserIt(
       'batches 1, 10%, 100% · bake 30 s · health check · approve each batch (proceed after 600 s) · spread by zone · skip unavailable',
     );
     await page.click(el('save-process'));
-    await page.waitForSelector(`${el('process-status')}:has-text("saved")`);
+    await page.waitForSelector(`${el('process-status')}:has-text("· saved")`);
     await page.waitForSelector(`${el('process-errors')}[hidden]`, { state: 'attached' });
     const expected = {
       name: 'Web',

@@ -126,12 +126,24 @@ it('rolls out with the whole policy, then rolls a bad release back', async () =>
   // Pause at once, hold, resume: nothing ran meanwhile.
   // (The first window may have started before the pause arrived: what started then finishes, nothing more starts.)
   await srv.must('POST', `/api/deployments/${d1.id}/pause`, undefined, [202]);
-  await sleep(500);
-  const before = fleet.names.filter((n) => current(n));
+  // A target leased before the pause was committed may still be installing (slow on a loaded machine): judge by lease
+  // times against pausedAt, then check that no further target starts while paused.
+  const startedNames = (d: any) =>
+    d.steps[0].targets
+      .filter((t: any) => t.startedAt)
+      .map((t: any) => t.machineName as string)
+      .sort();
+  const paused = await srv.must('GET', `/api/deployments/${d1.id}`);
+  expect(paused.pausedAt).toBeTruthy();
+  for (const t of paused.steps[0].targets.filter((x: any) => x.startedAt))
+    expect(new Date(t.startedAt).getTime()).toBeLessThanOrEqual(new Date(paused.pausedAt).getTime());
+  const before = startedNames(paused);
   expect(before.length).toBeLessThanOrEqual(2);
-  await sleep(1500);
-  expect(fleet.names.filter((n) => current(n))).toEqual(before);
-  expect((await srv.must('GET', `/api/deployments/${d1.id}`)).state).toBe('paused');
+  await sleep(2000);
+  const held = await srv.must('GET', `/api/deployments/${d1.id}`);
+  expect(startedNames(held)).toEqual(before);
+  expect(fleet.names.filter((n) => current(n) && !before.includes(n))).toEqual([]);
+  expect(held.state).toBe('paused');
   await srv.must('POST', `/api/deployments/${d1.id}/resume`, undefined, [202]);
   let approvals = 0;
   const { d: done1 } = await operate(d1.id, (i) => {

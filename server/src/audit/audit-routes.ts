@@ -169,6 +169,32 @@ export const AUDIT_ROUTES: Record<string, RouteAudit> = {
     param: 'id',
     summary: (c) => `channel ${quoted(c.result.name)} (${safeText(c.result.id)})`,
   },
+  'PATCH /api/projects/:id/channels/:channelId': {
+    action: 'project.channel.update',
+    resourceType: 'project',
+    param: 'id',
+    summary: (c) => `channel ${quoted(c.result.name)} (${safeText(c.params.channelId)}): ${changed(c.body)}`,
+  },
+  'POST /api/lifecycles': {
+    action: 'lifecycle.create',
+    resourceType: 'lifecycle',
+    summary: (c) => {
+      const phases = Array.isArray(c.result.phases) ? (c.result.phases as Array<{ name?: unknown }>) : [];
+      return `lifecycle ${quoted(c.result.name)}: ${plural(phases.length, 'phase')} [${list(phases.map((p) => p?.name))}]`;
+    },
+  },
+  'PATCH /api/lifecycles/:id': {
+    action: 'lifecycle.update',
+    resourceType: 'lifecycle',
+    param: 'id',
+    summary: (c) => `lifecycle ${quoted(c.result.name)}: ${changed(c.body)}`,
+  },
+  'DELETE /api/lifecycles/:id': {
+    action: 'lifecycle.delete',
+    resourceType: 'lifecycle',
+    param: 'id',
+    summary: () => 'deleted',
+  },
   'POST /api/packages/:packageId/:version': {
     action: 'package.upload',
     resourceType: 'package',
