@@ -11,6 +11,7 @@ import { RolloutPolicy1764111600000 } from './migrations/1764111600000-rollout-p
 import { DeploymentHistory1764115200000 } from './migrations/1764115200000-deployment-history.js';
 import { AuditEvents1764122400000 } from './migrations/1764122400000-audit-events.js';
 import { SecretsAtRest1764129600000 } from './migrations/1764129600000-secrets-at-rest.js';
+import { PackageVariables1764133200000 } from './migrations/1764133200000-package-variables.js';
 
 export const MIGRATIONS = [
   Initial1764086400000,
@@ -24,6 +25,7 @@ export const MIGRATIONS = [
   DeploymentHistory1764115200000,
   AuditEvents1764122400000,
   SecretsAtRest1764129600000,
+  PackageVariables1764133200000,
 ];
 export const POOL_SIZE = 10;
 /**

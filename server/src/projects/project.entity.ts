@@ -18,6 +18,8 @@ export class ProjectEntity {
   @Column('integer', { name: 'default_timeout_seconds', nullable: true }) defaultTimeoutSeconds: number | null;
   /** Its deployments may run on a machine while another deployment's work runs there (the machine rule's opt-out). */
   @Column('boolean', { name: 'allow_concurrent_on_machines', default: false }) allowConcurrentOnMachines: boolean;
+  /** Installation folders of a package an agent keeps after a success (retention.keepReleases). */
+  @Column('integer', { name: 'keep_releases', default: 3 }) keepReleases: number;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
 }
 

@@ -37,6 +37,7 @@ export const toProjectDto = (p: ProjectEntity): Project => ({
   defaultChannelId: p.defaultChannelId,
   defaultTimeoutSeconds: p.defaultTimeoutSeconds,
   allowConcurrentOnMachines: p.allowConcurrentOnMachines,
+  retention: { keepReleases: p.keepReleases },
   createdAt: p.createdAt.toISOString(),
 });
 
@@ -118,6 +119,7 @@ export class ProjectsService {
     if (dto.description !== undefined) p.description = dto.description;
     if (dto.defaultTimeoutSeconds !== undefined) p.defaultTimeoutSeconds = dto.defaultTimeoutSeconds;
     if (typeof dto.allowConcurrentOnMachines === 'boolean') p.allowConcurrentOnMachines = dto.allowConcurrentOnMachines;
+    if (typeof dto.retention?.keepReleases === 'number') p.keepReleases = dto.retention.keepReleases;
     return this.repo.save(p);
   }
 

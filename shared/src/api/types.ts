@@ -97,6 +97,8 @@ export const ProjectSchema = open({
   defaultChannelId: id.nullable(),
   defaultTimeoutSeconds: z.number().int().nullable(),
   allowConcurrentOnMachines: z.boolean(),
+  /** What agents keep: the newest `keepReleases` installation folders of each package, after a success. */
+  retention: open({ keepReleases: z.number().int() }),
   createdAt: time,
 });
 export const ChannelSchema = open({ id, name: z.string(), projectId: id });
