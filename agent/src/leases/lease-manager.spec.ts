@@ -57,7 +57,11 @@ describe('lease manager', () => {
       if (m.type === 'lease.accepted') scriptsAtAccept.push(...readdirSync(join(dir, 'tmp')));
     });
     lm.offer(offer('l0', 'true'));
-    expect(scriptsAtAccept).toEqual([expect.stringMatching(/^script-.*\.sh$/)]);
+    // The script file, and the variables file get_cuttle_variable reads.
+    expect(scriptsAtAccept.sort()).toEqual([
+      expect.stringMatching(/^script-[0-9a-f]+\.sh$/),
+      expect.stringMatching(/^script-vars-[0-9a-f]+$/),
+    ]);
     expect(sent.slice(0, 2).map((m) => (m.type === 'lease.action' ? `${m.type} ${m.state}` : m.type))).toEqual([
       'lease.accepted',
       'lease.action running',

@@ -27,10 +27,7 @@ describe('pruneInstallations', () => {
     const removed = await pruneInstallations(work, 'web', 2, new Set());
     expect(removed).toEqual([join(work, 'web', '2.0.0'), join(work, 'web', '1.0.0')]);
     expect(await left()).toEqual(['1.0.0_1', '10.0.0']);
-    expect((await readdir(join(work, 'web'))).filter((f) => f.startsWith('.installed-')).sort()).toEqual([
-      '.installed-1.0.0_1',
-      '.installed-10.0.0',
-    ]);
+    expect((await readdir(join(work, '.installed', 'web'))).sort()).toEqual(['1.0.0_1', '10.0.0']);
   });
 
   // A folder a running lease uses is never deleted, however old; staging folders are not installs.

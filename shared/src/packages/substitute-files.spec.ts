@@ -33,9 +33,9 @@ describe('substituteInFiles patterns', () => {
   // The process model refuses a bad glob naming its field, and a glob on an action without a package.
   it('is validated with the process, naming the field', () => {
     const step = (action: object) => [{ name: 'S', targetRoles: ['web'], actions: [action] }];
-    expect(validateSteps(step({ name: 'A', type: 'package', packageId: 'p', substituteInFiles: ['a/*.conf'] })).ok).toBe(
-      true,
-    );
+    expect(
+      validateSteps(step({ name: 'A', type: 'package', packageId: 'p', substituteInFiles: ['a/*.conf'] })).ok,
+    ).toBe(true);
     const bad = validateSteps(step({ name: 'A', type: 'package', packageId: 'p', substituteInFiles: ['ok', '../x'] }));
     expect(bad.ok ? [] : bad.messages).toEqual([
       'steps[0].actions[0].substituteInFiles[1] must stay inside the package (no ".." segment)',
