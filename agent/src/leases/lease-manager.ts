@@ -85,6 +85,11 @@ export interface LeaseManagerDeps {
 
 export class LeaseManager {
   private leases = new Map<string, ActiveLease>();
+  /**
+   * Installs under way by package id: a folder being claimed has no install-time record yet and belongs to no lease
+   * yet, so retention waits for a moment when none is (the next success of the package prunes instead).
+   */
+  private installing = new Map<string, number>();
   /** Set by stop(): scripts killed because the agent is stopping failed; they were not cancelled by an operator. */
   private stopping = false;
   private readonly installer: PackageInstaller;
@@ -528,6 +533,7 @@ export class LeaseManager {
       );
     // Pinned until unpacked: another download's cache eviction must not take the archive meanwhile.
     const unpin = this.installer.pin(pkg);
+    this.installing.set(pkg.packageId, (this.installing.get(pkg.packageId) ?? 0) + 1);
     let installed: { dir: string; ahead: boolean };
     try {
       const got = await this.installer.ensure(pkg);
@@ -540,11 +546,14 @@ export class LeaseManager {
           action.index,
         );
       installed = await this.installer.install(got.path, pkg);
+      (l.installs ??= []).push(installed.dir);
     } finally {
       unpin();
+      const n = (this.installing.get(pkg.packageId) ?? 1) - 1;
+      if (n > 0) this.installing.set(pkg.packageId, n);
+      else this.installing.delete(pkg.packageId);
     }
     const { dir, ahead } = installed;
-    (l.installs ??= []).push(dir);
     env.CUTTLE_PACKAGE_INSTALLATION_DIRECTORY = dir;
     vars.set('Cuttle.Package.InstallationDirectory', dir);
     this.line(
@@ -583,6 +592,7 @@ export class LeaseManager {
    */
   private async retain(l: ActiveLease, o: LeaseOffer, action: LeaseAction, packageId: string) {
     const keep = o.keepReleases ?? DEFAULT_KEEP_RELEASES;
+    if (this.installing.has(packageId)) return;
     const protect = new Set<string>();
     for (const x of this.leases.values())
       if (x.record.state === 'running') for (const d of x.installs ?? []) protect.add(d);
