@@ -5,7 +5,7 @@
  * server let through). Matching is minimatch's, on paths with `/` separators; the agent walks the package folder
  * without following symlinks, so a match is always a regular file inside the folder.
  */
-import { minimatch } from 'minimatch';
+import { Minimatch } from 'minimatch';
 
 export const SUBSTITUTE_LIMITS = { patterns: 100, patternChars: 500 } as const;
 
@@ -24,7 +24,8 @@ export function patternProblem(p: string): string | null {
 /** A matcher over package-relative paths (`config/app.conf`) for a list of patterns already judged sound. */
 export function fileMatcher(patterns: string[]): (relPath: string) => boolean {
   // `dot`: a pattern may name `.env`; `nonegate`/`nocomment`: a leading `!` or `#` is part of a file name here.
-  const opts = { dot: true, nonegate: true, nocomment: true, nobrace: false };
-  const list = patterns.map((p) => p.replace(/^(\.\/)+/, ''));
-  return (rel) => list.some((p) => minimatch(rel, p, opts));
+  const opts = { dot: true, nonegate: true, nocomment: true };
+  // Compiled once: a package may hold hundreds of thousands of files, each tried against every pattern.
+  const list = patterns.map((p) => new Minimatch(p.replace(/^(\.\/)+/, ''), opts));
+  return (rel) => list.some((m) => m.match(rel));
 }
