@@ -3,10 +3,12 @@
  * newest installation folders of the package and deletes older ones, and its package cache stays within
  * `--cache-mb` (least recently used archives out). What went is said in the deployment's log and the agent's.
  */
+import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import {
+  ROOT,
   createProject,
   makeTarGz,
   startAgent,
@@ -52,6 +54,20 @@ describe('retention on agents', () => {
       const r = await srv.request('PATCH', `/api/projects/${p.id}`, body);
       expect(r.status).toBe(400);
       expect(JSON.stringify(r.body.message)).toContain(message);
+    }
+  });
+
+  // A cache bound that is not a whole number of megabytes is bad usage (exit 2), naming the option.
+  it('refuses a bad --cache-mb', () => {
+    for (const bad of ['0', '1.5', 'lots']) {
+      const r = spawnSync(
+        process.execPath,
+        ['dist/agent/src/main.js', 'run', '--home', join(srv.dir, 'never'), '--cache-mb', bad],
+        { cwd: ROOT, encoding: 'utf8' },
+      );
+      expect(r.status).toBe(2);
+      expect(r.stderr).toContain(`option '--cache-mb <n>' argument '${bad}' is invalid`);
+      expect(r.stderr).toContain('must be a whole number of megabytes');
     }
   });
 
