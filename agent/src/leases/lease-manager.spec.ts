@@ -197,4 +197,55 @@ describe('lease manager', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   });
+
+  // A folder a running lease installed is never pruned, however old: a second deployment of the package that
+  // succeeds meanwhile with keepReleases 1 leaves it in place.
+  it('never prunes the folder of a running lease', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cuttle-lm-'));
+    const src = join(dir, 'src');
+    mkdirSync(src);
+    writeFileSync(join(src, 'run.txt'), 'app\n');
+    const archive = join(dir, 'app.tar.gz');
+    await tar.c({ gzip: true, file: archive, cwd: src, portable: true }, ['run.txt']);
+    const bytes = readFileSync(archive);
+    const pkg = {
+      packageId: 'app',
+      version: '2.0.0',
+      sha256: createHash('sha256').update(bytes).digest('hex'),
+      sizeBytes: bytes.length,
+    };
+    const work = join(dir, 'agent');
+    const { lm, sent } = setup(work, undefined, archive);
+    const packageOffer = (leaseId: string, script?: string): LeaseOffer => ({
+      ...offer(leaseId, ''),
+      actions: [{ index: 0, name: 'a', type: 'package', package: pkg, script, retries: 0, retryDelaySeconds: 0 }],
+      keepReleases: 1,
+    });
+    const done = (id: string) => sent.some((m) => m.type === 'lease.result' && m.leaseId === id);
+    try {
+      // The first lease installs 2.0.0 and keeps running (its script waits for a file).
+      lm.offer(packageOffer('slow', 'while [ ! -f ../go ]; do sleep 0.05; done'));
+      await waitFor(() => {
+        try {
+          return readdirSync(join(work, 'app')).includes('2.0.0');
+        } catch {
+          return false;
+        }
+      });
+      lm.offer(packageOffer('fast'));
+      await waitFor(() => done('fast'));
+      expect(readdirSync(join(work, 'app')).sort()).toEqual(['2.0.0', '2.0.0_1']);
+      writeFileSync(join(work, 'app', 'go'), '');
+      await waitFor(() => done('slow'));
+      // When the slow one succeeds, its own folder is still in use by it; the newest (the fast one's) is kept.
+      expect(
+        readdirSync(join(work, 'app'))
+          .filter((f) => f !== 'go')
+          .sort(),
+      ).toEqual(['2.0.0', '2.0.0_1']);
+    } finally {
+      await lm.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
