@@ -1,8 +1,9 @@
 /**
  * `npm run demo`: a whole Cuttle on this machine. Starts a server on the embedded database (data in ./.cuttle-demo),
  * registers four local agents through tokens, creates a sample project whose process has a rolling step (window 2)
- * with two child actions and a package step, releases it, deploys it with progress bars, prints the dashboard URL
- * and admin key, and keeps running until Ctrl-C. Run it again: it reuses the data folder and makes a new release.
+ * with two child actions and a package step (its config file and page get the environment's variables substituted,
+ * a sensitive one included), releases it, deploys it with progress bars, shows the deployed site's config file,
+ * prints the dashboard URL and admin key, and keeps running until Ctrl-C. Run it again: it reuses the data folder and makes a new release.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -173,18 +174,38 @@ async function main() {
       await api.request('PATCH', `/api/machines/${m.id}`, { environmentIds: [env.id, production.id] });
   }
 
-  // A package: a small website with a deploy.sh, versioned by time so every run makes a new one.
+  // A package: a small website with a deploy.sh, versioned by time so every run makes a new one. Its page and its
+  // config file hold #{...} references the agent replaces with the environment's values after unpacking
+  // (substituteInFiles); deploy.sh reads one with get_cuttle_variable and shows the config file, the sensitive
+  // value masked in the log.
   const stamp = new Date().toISOString().replace(/\D/g, '').slice(0, 14);
   const version = `1.0.${stamp}`;
   const src = mkdtempSync(join(HOME, 'pkg-'));
-  writeFileSync(join(src, 'index.html'), `<h1>Cuttle demo site ${version}</h1>\n`);
+  writeFileSync(
+    join(src, 'index.html'),
+    `<h1>Cuttle demo site #{Cuttle.Release.Number}</h1>\n<p>#{Site.Greeting} from #{Cuttle.Machine.Name} in #{Cuttle.Environment.Name}</p>\n`,
+  );
+  mkdirSync(join(src, 'config'));
+  writeFileSync(
+    join(src, 'config', 'site.conf'),
+    'greeting = #{Site.Greeting}\ndatabase = #{Site.DbHost}\ndatabase_password = #{Site.DbPassword}\nserver_name = #{Cuttle.Machine.Name}\n',
+  );
   writeFileSync(
     join(src, 'deploy.sh'),
-    '#!/bin/bash\nset -e\necho "Installing site into $PWD"\nls -l\nsleep 0.5\necho "Site is live on $CUTTLE_MACHINE_NAME"\n',
+    [
+      '#!/bin/bash',
+      'set -e',
+      'echo "Installing site into $PWD for $(get_cuttle_variable Cuttle.Environment.Name)"',
+      'echo "config/site.conf after substitution:"',
+      'sed "s/^/    /" config/site.conf',
+      'sleep 0.5',
+      'echo "Site is live on $CUTTLE_MACHINE_NAME"',
+      '',
+    ].join('\n'),
     { mode: 0o755 },
   );
   const pkgFile = `${src}.tar.gz`;
-  await tar.c({ gzip: true, file: pkgFile, cwd: src, portable: true }, ['index.html', 'deploy.sh']);
+  await tar.c({ gzip: true, file: pkgFile, cwd: src, portable: true }, ['index.html', 'config', 'deploy.sh']);
   await api.request('POST', `/api/packages/demo-site/${version}`, undefined, {
     data: readFileSync(pkgFile),
     contentType: 'application/gzip',
@@ -235,7 +256,14 @@ async function main() {
         name: 'Website',
         targetRoles: ['web'],
         windowSize: '50%',
-        actions: [{ name: 'Deploy site', type: 'package', packageId: 'demo-site' }],
+        actions: [
+          {
+            name: 'Deploy site',
+            type: 'package',
+            packageId: 'demo-site',
+            substituteInFiles: ['config/*.conf', 'index.html'],
+          },
+        ],
       },
     ],
   });
@@ -252,6 +280,20 @@ async function main() {
     () => api.get<Lifecycle>('/api/lifecycles/Default'),
   );
   await api.request('PATCH', `/api/projects/${project.id}`, { lifecycleId: lifecycle.id });
+  // Per environment values for the site's config file; the password is sensitive: masked in every log.
+  const vars = await api.get<{ version: number }>(`/api/projects/${project.id}/variables`);
+  await api.put(`/api/projects/${project.id}/variables`, {
+    version: vars.version,
+    variables: [
+      { name: 'Site.Greeting', value: 'Hello' },
+      { name: 'Site.Greeting', value: 'Welcome to production', scope: { environmentIds: [production.id] } },
+      { name: 'Site.DbHost', value: 'db.demo.internal' },
+      { name: 'Site.DbHost', value: 'db.production.internal', scope: { environmentIds: [production.id] } },
+      { name: 'Site.DbPassword', value: `demo-${stamp}`, sensitive: true },
+    ],
+  });
+  // Two installation folders of the site on each agent: older ones go after each successful deployment.
+  await api.request('PATCH', `/api/projects/${project.id}`, { retention: { keepReleases: 2 } });
   const release = await api.post<Release>('/api/releases', { projectId: project.id, version });
   // Show the refusal, asked only while the lifecycle holds Production back (it could have been edited since).
   const before = await api.get<Progression>(`/api/releases/${release.id}/progression`);
@@ -304,6 +346,14 @@ async function main() {
     `\nLifecycle ${lifecycle.name}: release ${release.version} may now go to ${allowed.map((e) => e.environmentName).join(', ')}` +
       (allowed.some((e) => e.environmentId === production.id) ? ' (promoted past the Demo phase)' : ''),
   );
+  // The deployed site on web-01: its page and config file as the agent wrote them, variables substituted.
+  const site = join(HOME, 'agents', 'web-01', 'work', 'demo-site', version);
+  if (existsSync(join(site, 'config', 'site.conf'))) {
+    say(`\nThe deployed site on web-01 (${site}):`);
+    say(`  index.html:\n${indent(readFileSync(join(site, 'index.html'), 'utf8'))}`);
+    say(`  config/site.conf (substituted on the agent; only the log masks the password):`);
+    say(indent(readFileSync(join(site, 'config', 'site.conf'), 'utf8')));
+  }
   say(`
 Dashboard:   ${base}/   (the certificate is signed by the demo's own CA: ${join(SERVER_HOME, 'pki', 'ca.crt')})
 Admin key:   ${adminKey}
@@ -316,6 +366,13 @@ preview shows what runs where; the deployment rolls, then waits for your approva
 Or: cuttle promote --project "${project.name}" --release ${release.version} --from Demo --to Production --wait
 Press Ctrl-C to stop the server and the agents.`);
 }
+
+const indent = (text: string) =>
+  text
+    .trimEnd()
+    .split('\n')
+    .map((l) => `    ${l}`)
+    .join('\n');
 
 let stopping = false;
 const shutdown = async (code: number) => {

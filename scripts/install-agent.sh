@@ -10,10 +10,11 @@
 # and installs `cuttle-agent.service`: restarted on failure, not restarted when the agent says it cannot work
 # (exit 78: revoked, or refused), stopped with SIGTERM so running scripts are stopped cleanly.
 # Options: --user (cuttle-agent) --home (/var/lib/cuttle-agent) --work (HOME/work) --prefix (/opt/cuttle-agent)
+#          --cache-mb (2048: the package cache's bound, least recently used out)
 #          --unit-dir (/etc/systemd/system) --no-start (write everything, do not enable or start)
 set -euo pipefail
 
-user=cuttle-agent home=/var/lib/cuttle-agent work="" prefix=/opt/cuttle-agent unit_dir=/etc/systemd/system
+user=cuttle-agent home=/var/lib/cuttle-agent work="" cache_mb=2048 prefix=/opt/cuttle-agent unit_dir=/etc/systemd/system
 server="" token="" name="$(hostname)" roles="" environments="" labels="" uninstall=0 purge=0 start=1
 unit=cuttle-agent.service
 die() { echo "install-agent: $*" >&2; exit 2; }
@@ -29,16 +30,18 @@ while [ $# -gt 0 ]; do
     --user) user="$2"; shift 2 ;;
     --home) home="$2"; shift 2 ;;
     --work) work="$2"; shift 2 ;;
+    --cache-mb) cache_mb="$2"; shift 2 ;;
     --prefix) prefix="$2"; shift 2 ;;
     --unit-dir) unit_dir="$2"; shift 2 ;;
     --no-start) start=0; shift ;;
     --uninstall) uninstall=1; shift ;;
     --purge) purge=1; shift ;;
-    -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) die "unknown option $1 (see --help)" ;;
   esac
 done
 
+case "$cache_mb" in ''|*[!0-9]*) die "--cache-mb must be a whole number of megabytes" ;; esac
 [ "$(id -u)" = 0 ] || die "run as root (it creates a user and a systemd unit)"
 have_systemd() { [ "$start" = 1 ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; }
 
@@ -95,7 +98,7 @@ Wants=network-online.target
 User=$user
 WorkingDirectory=$home
 Environment=CUTTLE_LOG_FORMAT=json
-ExecStart=$node_bin $prefix/dist/agent/src/main.js run --home $home --work $work
+ExecStart=$node_bin $prefix/dist/agent/src/main.js run --home $home --work $work --cache-mb $cache_mb
 Restart=on-failure
 RestartSec=5
 # 78: the agent cannot work (revoked, refused by the server): restarting would not help.

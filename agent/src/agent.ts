@@ -16,7 +16,7 @@ import type { AgentHome, Identity } from './identity.js';
 import { Journal } from './journal/journal.js';
 import { LeaseManager } from './leases/lease-manager.js';
 import type { AgentLogger } from './logger.js';
-import { PackageStore } from './packages/package-store.js';
+import { DEFAULT_CACHE_MB, PackageStore } from './packages/package-store.js';
 import { AGENT_VERSION } from './registration/register.js';
 
 /** Tries of one package download (see download()). */
@@ -36,6 +36,8 @@ export class Agent {
     private readonly home: AgentHome,
     private readonly id: Identity,
     private readonly log: AgentLogger,
+    /** `cacheMb`: the package cache's bound (least recently used archives go past it). */
+    opts: { cacheMb?: number } = {},
   ) {
     home.prepare();
     // An idle connection is closed here before the server's keep-alive timeout (AGENT_PORT_KEEP_ALIVE_MS) closes it:
@@ -51,7 +53,11 @@ export class Agent {
     });
     this.leases = new LeaseManager({
       journal: new Journal(home.journalDir),
-      packages: new PackageStore(home.packageCacheDir),
+      packages: new PackageStore(home.packageCacheDir, {
+        maxBytes: (opts.cacheMb ?? DEFAULT_CACHE_MB) * 1024 * 1024,
+        onEvict: (e) =>
+          log.info('evicted a package from the cache (least recently used)', { sha256: e.sha256, bytes: e.bytes }),
+      }),
       workDir: home.workDir,
       scriptDir: home.scriptDir,
       machineId: id.machineId,

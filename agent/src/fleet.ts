@@ -27,7 +27,8 @@ const program = new Command('cuttle-agent-fleet')
   .option('--token <token>', 'registration token (first start)')
   .option('--roles <list>', 'roles', list, [])
   .option('--environments <list>', 'environments', list, [])
-  .option('--concurrency <n>', 'registrations at once', (v) => Number(v), 8);
+  .option('--concurrency <n>', 'registrations at once', (v) => Number(v), 8)
+  .option('--cache-mb <n>', "bound of each agent's package cache in megabytes (default 2048)", (v) => Number(v));
 program.parse();
 const o = program.opts<{
   home: string;
@@ -39,6 +40,7 @@ const o = program.opts<{
   roles: string[];
   environments: string[];
   concurrency: number;
+  cacheMb?: number;
 }>();
 
 const log = createAgentLogger(undefined, `${o.prefix}-fleet`);
@@ -58,7 +60,7 @@ async function startOne(name: string) {
         undefined,
         20,
       );
-  const agent = new Agent(home, identity, log.child({ agent: name }));
+  const agent = new Agent(home, identity, log.child({ agent: name }), { cacheMb: o.cacheMb });
   agent.start((e) => log.error(`${name} stopped: ${e.message}`));
   agents.push(agent);
 }

@@ -13,6 +13,7 @@ import { Agent } from './agent.js';
 import { FatalAgentError } from './errors.js';
 import { AgentHome } from './identity.js';
 import { createAgentLogger } from './logger.js';
+import { DEFAULT_CACHE_MB } from './packages/package-store.js';
 import { AGENT_VERSION, registerWithRetry } from './registration/register.js';
 
 const list = (v: string) =>
@@ -28,6 +29,12 @@ const url = (v: string) => {
   } catch {
     throw new InvalidArgumentError('must be an https:// URL like https://deploy.example.com:8443');
   }
+};
+
+const megabytes = (v: string) => {
+  if (!/^\d{1,9}$/.test(v) || Number(v) < 1)
+    throw new InvalidArgumentError('must be a whole number of megabytes (at least 1)');
+  return Number(v);
 };
 
 const labels = (v: string) => {
@@ -58,6 +65,11 @@ program
   .option('--environments <list>', 'comma-separated environment names or ids (first start only)', list, [])
   .option('--labels <list>', 'comma-separated labels like zone=a,rack=r1 (first start only)', labels)
   .option('--work <dir>', 'folder packages are unpacked into (default: HOME/work)')
+  .option(
+    '--cache-mb <n>',
+    `bound of the package cache in megabytes; least recently used packages go past it (default ${DEFAULT_CACHE_MB})`,
+    megabytes,
+  )
   .action(
     async (o: {
       home: string;
@@ -68,6 +80,7 @@ program
       environments: string[];
       labels?: Record<string, string>;
       work?: string;
+      cacheMb?: number;
     }) => {
       const home = new AgentHome(o.home, o.work);
       home.prepare();
@@ -103,7 +116,7 @@ program
         }
       }
       log = createAgentLogger(undefined, identity.name);
-      const agent = new Agent(home, identity, log);
+      const agent = new Agent(home, identity, log, { cacheMb: o.cacheMb });
       let stopping = false;
       const stop = async (sig: string) => {
         if (stopping) return;

@@ -81,6 +81,8 @@ export interface Action {
   type: 'script' | 'package' | 'manual-intervention';
   script?: string;
   packageId?: string;
+  /** Package actions: globs of files whose #{Name} the agent replaces after unpacking. */
+  substituteInFiles?: string[];
   instructions?: string;
   timeoutSeconds?: number;
   retries?: number;

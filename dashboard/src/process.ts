@@ -46,6 +46,27 @@ function move<T>(list: T[], i: number, d: number) {
   [list[i], list[j]] = [list[j], list[i]];
 }
 const str = (v: unknown) => (v === undefined || v === null ? '' : String(v));
+/**
+ * A package action's substituteInFiles as one line of comma-separated globs (none: the field goes). A comma inside
+ * braces belongs to the glob (`config/{a,b}.conf`).
+ */
+const globs = (v: unknown) => ((v as string[] | undefined) ?? []).join(', ');
+const parseGlobs = (v: string) => {
+  const list: string[] = [];
+  let depth = 0;
+  let cur = '';
+  for (const ch of v) {
+    if (ch === '{') depth++;
+    else if (ch === '}') depth = Math.max(0, depth - 1);
+    if (ch === ',' && depth === 0) {
+      list.push(cur);
+      cur = '';
+    } else cur += ch;
+  }
+  list.push(cur);
+  const out = list.map((g) => g.trim()).filter(Boolean);
+  return out.length ? out : undefined;
+};
 /** Batch sizes as typed, "1, 10%, 100%", and back; an empty list leaves the key out. */
 const fmtList = (v: unknown) => (Array.isArray(v) ? v.join(', ') : str(v));
 function parseBatches(v: string): Array<number | string> | undefined {
@@ -282,9 +303,9 @@ export class ProcessEditor {
     a.type = type;
     const hidden: Array<keyof Action> =
       type === 'manual-intervention'
-        ? ['script', 'packageId', 'timeoutSeconds', 'retries', 'retryDelaySeconds']
+        ? ['script', 'packageId', 'substituteInFiles', 'timeoutSeconds', 'retries', 'retryDelaySeconds']
         : type === 'script'
-          ? ['packageId', 'instructions', 'preventSelfApproval']
+          ? ['packageId', 'substituteInFiles', 'instructions', 'preventSelfApproval']
           : ['instructions', 'preventSelfApproval'];
     const typed = this.drafts.get(a);
     for (const k of hidden) {
@@ -457,6 +478,17 @@ export class ProcessEditor {
             ? this.field(
                 'Package id',
                 this.text(a, 'packageId', str, (v) => v.trim()),
+              )
+            : nothing
+        }
+        ${
+          a.type === 'package'
+            ? this.field(
+                'Substitute variables in files (globs, comma separated)',
+                this.text(a, 'substituteInFiles', globs, parseGlobs, {
+                  testid: 'substitute-in-files',
+                  placeholder: 'none, e.g. config/*.conf, index.html',
+                }),
               )
             : nothing
         }

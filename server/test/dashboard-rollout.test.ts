@@ -482,6 +482,48 @@ browserIt(
   45_000,
 );
 
+// A package action's "Substitute variables in files" field: globs typed comma separated (a comma inside braces stays in
+// its glob) are saved as substituteInFiles, shown again after a reload, and a change of the action's type to script
+// takes them out (the API refuses them on a script action).
+browserIt(
+  "edits a package action's substituteInFiles",
+  async () => {
+    const p = await createProject(srv, 'Package files editor', [
+      { name: 'Site', targetRoles: ['web'], actions: [{ name: 'Install', type: 'package', packageId: 'site' }] },
+    ]);
+    await open(`#/projects/${p.id}`);
+    const field = `${el('action-Site-Install')} ${el('substitute-in-files')}`;
+    await page.waitForSelector(field);
+    await page.fill(field, 'config/*.conf, {a,b}.json ,');
+    await page.click(el('save-process'));
+    await page.waitForSelector(`${el('process-status')}:has-text("saved")`);
+    const saved = (await srv.must('GET', `/api/projects/${p.id}/deployment-process`)).steps[0].actions[0];
+    expect(saved).toEqual({
+      name: 'Install',
+      type: 'package',
+      packageId: 'site',
+      substituteInFiles: ['config/*.conf', '{a,b}.json'],
+    });
+    await page.reload();
+    await page.waitForSelector(field);
+    expect(await page.inputValue(field)).toBe('config/*.conf, {a,b}.json');
+
+    await page.selectOption(`${el('action-Site-Install')} [data-field="type"] select`, 'script');
+    await page.fill(`${el('action-Site-Install')} [data-field="script"] textarea`, 'echo hi');
+    await page.click(el('save-process'));
+    const script = await waitFor(
+      'the script action to be saved',
+      async () => {
+        const a = (await srv.must('GET', `/api/projects/${p.id}/deployment-process`)).steps[0].actions[0];
+        return a.type === 'script' ? a : null;
+      },
+      10_000,
+    );
+    expect(script).toEqual({ name: 'Install', type: 'script', script: 'echo hi' });
+  },
+  45_000,
+);
+
 // A failed deployment offers Retry failed: pressed, the page of the new deployment opens, says which one it retries,
 // and follows it to its end. A finished one offers Roll back: confirmed, the rollback's page opens saying what it rolls
 // back, and the rolled-back deployment's page links to it.

@@ -54,6 +54,8 @@ asRoot('installs, registers, writes a working unit, and uninstalls', async () =>
     paths.home,
     '--unit-dir',
     paths.units,
+    '--cache-mb',
+    '512',
     '--no-start',
   ];
   const { stdout } = await run('bash', ['scripts/install-agent.sh', ...args], {
@@ -65,6 +67,8 @@ asRoot('installs, registers, writes a working unit, and uninstalls', async () =>
   expect(unit).toMatch(/^Restart=on-failure$/m);
   expect(unit).toMatch(/^RestartPreventExitStatus=78$/m);
   expect(unit).toMatch(/^User=root$/m);
+  // The package cache's bound reaches the agent's command line (which accepts it: the agent comes online below).
+  expect(unit).toMatch(/^ExecStart=.* run --home \S+ --work \S+ --cache-mb 512$/m);
   expect(existsSync(join(paths.home, 'identity.json'))).toBe(true);
   const machines = await srv.must('GET', '/api/machines');
   expect(machines.find((m: any) => m.name === 'svc-01')).toMatchObject({

@@ -4,7 +4,8 @@
  * sequence numbers and are kept until acknowledged, and a result is journaled before it is sent and kept until
  * acknowledged.
  */
-import { existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { chmodSync, existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   clampLogText,
@@ -17,11 +18,20 @@ import {
   type LogLine,
   type ServerMessageOf,
 } from '#shared/protocol/index.js';
-import { maskSecrets, outputName, parseServiceMessage, SCRIPT_PRELUDE, substitute } from '#shared/variables/index.js';
+import {
+  maskSecrets,
+  outputName,
+  parseServiceMessage,
+  SCRIPT_PRELUDE,
+  substitute,
+  variablesFile,
+} from '#shared/variables/index.js';
 import type { AgentLogger } from '../logger.js';
 import { Journal, type JournalRecord, type LeaseResult } from '../journal/journal.js';
 import { PackageInstaller } from '../packages/package-installer.js';
 import type { PackageStore } from '../packages/package-store.js';
+import { pruneInstallations } from '../packages/retention.js';
+import { substituteInFiles } from '../packages/substitute-files.js';
 import { runScript } from '../runner/process-group.js';
 import { ShellReserve } from '../runner/warm-shell.js';
 
@@ -30,6 +40,8 @@ const MAX_LINES_PER_MESSAGE = 1_000;
 /** Unacknowledged lines per lease above which a script's output is no longer read (back-pressure), and below which reading resumes. */
 const HIGH_WATER = 20_000;
 const LOW_WATER = 5_000;
+/** Installation folders of a package kept after a success when the server says nothing (an older server). */
+export const DEFAULT_KEEP_RELEASES = 3;
 
 type ActionOutcome = {
   state: 'success' | 'failed' | 'cancelled';
@@ -51,6 +63,8 @@ interface ActiveLease {
   done?: Promise<void>;
   /** Resolvers waiting for the unacknowledged backlog to drain (back-pressure on the script's output). */
   drained: Array<() => void>;
+  /** Installation folders this lease made: retention never deletes them while it runs. */
+  installs?: string[];
 }
 
 export interface LeaseManagerDeps {
@@ -71,6 +85,11 @@ export interface LeaseManagerDeps {
 
 export class LeaseManager {
   private leases = new Map<string, ActiveLease>();
+  /**
+   * Installs under way by package id: a folder being claimed has no install-time record yet and belongs to no lease
+   * yet, so retention waits for a moment when none is (the next success of the package prunes instead).
+   */
+  private installing = new Map<string, number>();
   /** Set by stop(): scripts killed because the agent is stopping failed; they were not cancelled by an operator. */
   private stopping = false;
   private readonly installer: PackageInstaller;
@@ -447,10 +466,28 @@ export class LeaseManager {
       // Substituted now, not on the server: output variables of earlier actions of this lease are known only here.
       const sub = substitute(text, (n) => vars.get(n));
       for (const u of sub.unknown) this.line(l, 'warn', `Unknown variable #{${u}} is left as written`, action.index);
+      // What get_cuttle_variable reads: a 0600 file in the agent's private script folder (in memory on Linux), named
+      // in the environment, gone when the script ends. Written synchronously, as the script is (see runScript).
+      mkdirSync(this.d.scriptDir, { recursive: true, mode: 0o700 });
+      chmodSync(this.d.scriptDir, 0o700);
+      const varsFile = join(this.d.scriptDir, `script-vars-${randomBytes(8).toString('hex')}`);
+      writeFileSync(varsFile, variablesFile(vars), { mode: 0o600, flag: 'wx' });
+      try {
+        return await runIt(sub.text, cwd, remaining, varsFile);
+      } finally {
+        rmSync(varsFile, { force: true });
+      }
+    };
+    const runIt = async (
+      text: string,
+      cwd: string,
+      remaining: number | undefined,
+      varsFile: string,
+    ): Promise<ActionOutcome> => {
       const r = await runScript({
-        script: SCRIPT_PRELUDE + sub.text,
+        script: SCRIPT_PRELUDE + text,
         cwd,
-        env,
+        env: { ...env, CUTTLE_VARIABLES_FILE: varsFile },
         scriptDir: this.d.scriptDir,
         timeoutSeconds: remaining,
         graceMs: this.d.killGraceMs,
@@ -494,9 +531,29 @@ export class LeaseManager {
         `Downloading package ${pkg.packageId} ${pkg.version} (${pkg.sizeBytes} bytes, sha256 ${pkg.sha256.slice(0, 12)}…)`,
         action.index,
       );
-    const got = await this.installer.ensure(pkg);
-    if (got.downloaded) this.line(l, 'info', `Downloaded and verified ${got.bytes} bytes`, action.index);
-    const { dir, ahead } = await this.installer.install(got.path, pkg);
+    // Pinned until unpacked: another download's cache eviction must not take the archive meanwhile.
+    const unpin = this.installer.pin(pkg);
+    this.installing.set(pkg.packageId, (this.installing.get(pkg.packageId) ?? 0) + 1);
+    let installed: { dir: string; ahead: boolean };
+    try {
+      const got = await this.installer.ensure(pkg);
+      if (got.downloaded) this.line(l, 'info', `Downloaded and verified ${got.bytes} bytes`, action.index);
+      for (const e of got.evicted ?? [])
+        this.line(
+          l,
+          'info',
+          `Package cache: evicted ${e.sha256.slice(0, 12)}… (${e.bytes} bytes, least recently used) to stay within its bound`,
+          action.index,
+        );
+      installed = await this.installer.install(got.path, pkg);
+      (l.installs ??= []).push(installed.dir);
+    } finally {
+      unpin();
+      const n = (this.installing.get(pkg.packageId) ?? 1) - 1;
+      if (n > 0) this.installing.set(pkg.packageId, n);
+      else this.installing.delete(pkg.packageId);
+    }
+    const { dir, ahead } = installed;
     env.CUTTLE_PACKAGE_INSTALLATION_DIRECTORY = dir;
     vars.set('Cuttle.Package.InstallationDirectory', dir);
     this.line(
@@ -505,13 +562,58 @@ export class LeaseManager {
       `Extracted ${pkg.packageId} ${pkg.version} to ${dir}${ahead ? ' (unpacked ahead of the lease)' : ''}`,
       action.index,
     );
+    if (action.substituteInFiles?.length) {
+      const rep = await substituteInFiles(dir, action.substituteInFiles, (n) => vars.get(n));
+      for (const f of rep.changed) this.line(l, 'info', `Substituted variables in ${f}`, action.index);
+      for (const u of rep.unknown)
+        for (const n of u.names)
+          this.line(l, 'warn', `Unknown variable #{${n}} in ${u.file} is left as written`, action.index);
+      for (const s of rep.skipped) this.line(l, 'warn', `Not substituted in ${s.file}: ${s.reason}`, action.index);
+      for (const p of rep.unmatched)
+        this.line(l, 'warn', `substituteInFiles "${p}" matched no file in the package`, action.index);
+    }
     if (existsSync(join(dir, 'deploy.sh'))) {
       this.line(l, 'info', 'Running deploy.sh', action.index);
       const r = await script('exec bash ./deploy.sh', dir);
       if (r.state !== 'success') return { ...r, error: r.error ?? `deploy.sh exited with code ${r.exitCode}` };
     }
-    if (action.script?.trim()) return script(action.script, dir);
+    if (action.script?.trim()) {
+      const r = await script(action.script, dir);
+      if (r.state !== 'success') return r;
+    }
+    await this.retain(l, o, action, pkg.packageId);
     return { state: 'success', exitCode: 0 };
+  }
+
+  /**
+   * After a package action's success: the package's installation folders beyond the project's `keepReleases` go,
+   * never one a running lease on this agent installed (this one's included). A failure here is only a warning: the
+   * deployment succeeded.
+   */
+  private async retain(l: ActiveLease, o: LeaseOffer, action: LeaseAction, packageId: string) {
+    const keep = o.keepReleases ?? DEFAULT_KEEP_RELEASES;
+    if (this.installing.has(packageId)) return;
+    const protect = new Set<string>();
+    for (const x of this.leases.values())
+      if (x.record.state === 'running') for (const d of x.installs ?? []) protect.add(d);
+    try {
+      const removed = await pruneInstallations(this.d.workDir, packageId, keep, protect);
+      if (!removed.length) return;
+      this.line(
+        l,
+        'info',
+        `Retention (keep ${keep}): removed ${removed.length} older installation folder(s) of ${packageId}: ${removed.join(', ')}`,
+        action.index,
+      );
+      this.d.logger.info('removed older installation folders', { packageId, keep, removed });
+    } catch (e) {
+      this.line(
+        l,
+        'warn',
+        `Retention: could not remove older installation folders of ${packageId}: ${(e as Error).message}`,
+        action.index,
+      );
+    }
   }
 }
 

@@ -52,9 +52,12 @@ export class PackageInstaller {
     for (const p of packages) {
       const key = keyOf(p);
       if (this.staged.has(key)) continue;
+      // Pinned from the download to the end of unpacking: another download's eviction must not take it meanwhile.
+      const unpin = this.store.pin(p.sha256);
       const staging = this.swept
         .then(() => this.store.ensure(p, (dest) => this.download(p.sha256, dest, true)))
         .then((got) => stagePackage(got.path, this.workDir, p.packageId, this.maxUnpackedBytes))
+        .finally(unpin)
         .catch((e: Error) => {
           this.log.warn('package prefetch failed; the action will fetch it again', {
             packageId: p.packageId,
@@ -75,9 +78,16 @@ export class PackageInstaller {
     return this.store.has(p.sha256);
   }
 
-  /** The archive in the cache: joins a prefetch's transfer if one is under way, downloads it otherwise. */
+  /**
+   * The archive in the cache: joins a prefetch's transfer if one is under way, downloads it otherwise. The caller
+   * holds the pin (see PackageStore.pin) until it has unpacked the archive.
+   */
   ensure(p: PackageRef) {
     return this.store.ensure(p, (dest) => this.download(p.sha256, dest));
+  }
+
+  pin(p: PackageRef): () => void {
+    return this.store.pin(p.sha256);
   }
 
   /** A new install folder for the package: the copy unpacked ahead if there is one, else unpacked now. */

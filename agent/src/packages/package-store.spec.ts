@@ -448,6 +448,44 @@ describe('PackageStore', () => {
   });
 });
 
+describe('PackageStore cache bound', () => {
+  const pkg = (n: number) => {
+    const data = Buffer.alloc(400, n);
+    return { data, sha: createHash('sha256').update(data).digest('hex') };
+  };
+  const put = (store: PackageStore, p: { data: Buffer; sha: string }) =>
+    store.ensure({ sha256: p.sha, sizeBytes: p.data.length }, (dest) => writeFile(dest, p.data));
+  const cached = async (dir: string) => (await readdir(dir)).filter((f) => f.endsWith('.tar.gz')).sort();
+
+  // Past the bound the least recently used archives go (a use renews an archive), never a pinned one, and the one
+  // just downloaded stays even alone above the bound.
+  it('evicts least recently used, never pinned', async () => {
+    const dir = join(base, 'bounded');
+    const evicted: string[] = [];
+    const store = new PackageStore(dir, { maxBytes: 1000, onEvict: (e) => evicted.push(e.sha256) });
+    const [a, b, c, d] = [1, 2, 3, 4].map(pkg);
+    await put(store, a);
+    await delay(20);
+    await put(store, b);
+    await delay(20);
+    expect(await store.has(a.sha)).toBeTruthy(); // a used again: b is now the least recently used
+    await delay(20);
+    const third = await put(store, c);
+    expect(third.evicted).toEqual([{ sha256: b.sha, bytes: 400 }]);
+    expect(await cached(dir)).toEqual([`${a.sha}.tar.gz`, `${c.sha}.tar.gz`].sort());
+    const unpin = store.pin(a.sha);
+    await delay(20);
+    await put(store, d);
+    expect(await cached(dir)).toEqual([`${a.sha}.tar.gz`, `${d.sha}.tar.gz`].sort());
+    unpin();
+    const big = { data: Buffer.alloc(5000, 9), sha: '' };
+    big.sha = createHash('sha256').update(big.data).digest('hex');
+    await put(store, big);
+    expect(await cached(dir)).toEqual([`${big.sha}.tar.gz`]);
+    expect(evicted).toEqual([b.sha, c.sha, a.sha, d.sha]);
+  });
+});
+
 describe('sha256File', () => {
   // Streaming hash matches the one-shot digest.
   it('hashes a file', async () => {

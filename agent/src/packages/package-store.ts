@@ -1,10 +1,11 @@
 import { createHash, randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { mkdir, readFile, rename, rm, rmdir, stat, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, rename, rm, rmdir, stat, utimes, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import * as tar from 'tar';
 import { ArchiveVetting } from '#shared/packages/archive.js';
+import { markInstalled } from './retention.js';
 
 /** The downloaded bytes are not the package the server described (sha256 or size differ). */
 export class PackageVerificationError extends Error {
@@ -18,15 +19,80 @@ export class UnsafePackageError extends Error {
 
 const SHA256_RE = /^[0-9a-f]{64}$/;
 
+/** The package cache's default bound (`--cache-mb`). */
+export const DEFAULT_CACHE_MB = 2048;
+
+export interface EnsureResult {
+  path: string;
+  downloaded: boolean;
+  bytes: number;
+  /** Archives evicted from the cache to make room for this one (least recently used first). */
+  evicted?: Array<{ sha256: string; bytes: number }>;
+}
+
 /**
  * Content-addressed cache of package archives: `<cacheDir>/<sha256>.tar.gz`, plus a `<sha256>.tar.gz.ok` marker
- * written only after the bytes were verified, so a later `has()` need not re-hash.
+ * written only after the bytes were verified, so a later `has()` need not re-hash. Bounded: after a download, the
+ * least recently used archives (by modification time, renewed at every use) go until the cache fits `maxBytes`;
+ * never one pinned (being unpacked) or being downloaded. The archive just downloaded stays even if it alone is
+ * larger than the bound.
  */
 export class PackageStore {
   /** In-flight downloads by sha256: concurrent deployments of one package share one transfer. */
-  private readonly inflight = new Map<string, Promise<{ path: string; downloaded: boolean; bytes: number }>>();
+  private readonly inflight = new Map<string, Promise<EnsureResult>>();
+  /** Archives in use (between ensure and the end of unpacking), with a count of users. */
+  private readonly pinned = new Map<string, number>();
 
-  constructor(private readonly cacheDir: string) {}
+  constructor(
+    private readonly cacheDir: string,
+    private readonly opts: {
+      maxBytes?: number;
+      onEvict?: (e: { sha256: string; bytes: number }) => void;
+    } = {},
+  ) {}
+
+  /** Keeps the archive from eviction until the returned function is called. */
+  pin(sha256: string): () => void {
+    const sha = sha256.toLowerCase();
+    this.pinned.set(sha, (this.pinned.get(sha) ?? 0) + 1);
+    let done = false;
+    return () => {
+      if (done) return;
+      done = true;
+      const n = (this.pinned.get(sha) ?? 1) - 1;
+      if (n > 0) this.pinned.set(sha, n);
+      else this.pinned.delete(sha);
+    };
+  }
+
+  /** Evicts least recently used archives until the cache fits its bound; returns what went. */
+  async trim(keep?: string): Promise<Array<{ sha256: string; bytes: number }>> {
+    const max = this.opts.maxBytes;
+    if (max === undefined) return [];
+    const names = await readdir(this.cacheDir).catch(() => [] as string[]);
+    const archives: Array<{ sha256: string; bytes: number; usedAt: number }> = [];
+    let total = 0;
+    for (const n of names) {
+      const m = /^([0-9a-f]{64})\.tar\.gz$/.exec(n);
+      if (!m) continue;
+      const st = await stat(join(this.cacheDir, n)).catch(() => null);
+      if (!st?.isFile()) continue;
+      archives.push({ sha256: m[1], bytes: st.size, usedAt: st.mtimeMs });
+      total += st.size;
+    }
+    archives.sort((a, b) => a.usedAt - b.usedAt);
+    const evicted: Array<{ sha256: string; bytes: number }> = [];
+    for (const a of archives) {
+      if (total <= max) break;
+      if (a.sha256 === keep || this.pinned.has(a.sha256) || this.inflight.has(a.sha256)) continue;
+      await rm(`${this.pathFor(a.sha256)}.ok`, { force: true });
+      await rm(this.pathFor(a.sha256), { force: true });
+      total -= a.bytes;
+      evicted.push({ sha256: a.sha256, bytes: a.bytes });
+      this.opts.onEvict?.({ sha256: a.sha256, bytes: a.bytes });
+    }
+    return evicted;
+  }
 
   /** Path of the cached archive if present and verified, else null. */
   async has(sha256: string): Promise<string | null> {
@@ -37,12 +103,12 @@ export class PackageStore {
 
     // The marker records the verified size: a cheap stat catches truncation without re-hashing.
     const marker = await readFile(`${path}.ok`, 'utf8').catch(() => null);
-    if (marker !== null && marker.trim() === `${sha} ${size}`) return path;
+    if (marker !== null && marker.trim() === `${sha} ${size}`) return this.used(path);
 
     // No (valid) marker: a crash between rename and marker write, or tampering. Re-hash once and decide.
     if ((await sha256File(path)) === sha) {
       await this.writeMarker(sha, size);
-      return path;
+      return this.used(path);
     }
     await rm(path, { force: true });
     await rm(`${path}.ok`, { force: true });
@@ -57,7 +123,7 @@ export class PackageStore {
   ensure(
     p: { sha256: string; sizeBytes: number },
     download: (dest: string) => Promise<void | string>,
-  ): Promise<{ path: string; downloaded: boolean; bytes: number }> {
+  ): Promise<EnsureResult> {
     let sha: string;
     try {
       sha = normalizeSha(p.sha256);
@@ -77,7 +143,7 @@ export class PackageStore {
     sha: string,
     sizeBytes: number,
     download: (dest: string) => Promise<void | string>,
-  ): Promise<{ path: string; downloaded: boolean; bytes: number }> {
+  ): Promise<EnsureResult> {
     await mkdir(this.cacheDir, { recursive: true, mode: 0o700 });
     const cached = await this.has(sha);
     if (cached) return { path: cached, downloaded: false, bytes: (await fileSize(cached)) ?? 0 };
@@ -98,11 +164,19 @@ export class PackageStore {
       const path = this.pathFor(sha);
       await rename(temp, path);
       await this.writeMarker(sha, size);
-      return { path, downloaded: true, bytes: size };
+      const evicted = await this.trim(sha);
+      return { path, downloaded: true, bytes: size, ...(evicted.length ? { evicted } : {}) };
     } catch (err) {
       await rm(temp, { force: true });
       throw err;
     }
+  }
+
+  /** Least recently used is by modification time: a use renews it (best effort; a failure only skews the order). */
+  private async used(path: string): Promise<string> {
+    const now = new Date();
+    await utimes(path, now, now).catch(() => undefined);
+    return path;
   }
 
   private pathFor(sha: string): string {
@@ -225,7 +299,9 @@ export async function installStaged(
   try {
     assertSafeName('packageId', packageId);
     assertSafeName('version', version);
-    return await claimInstallFolder(staging, resolve(root, packageId), version);
+    const dir = await claimInstallFolder(staging, resolve(root, packageId), version);
+    await markInstalled(dir);
+    return dir;
   } catch (err) {
     await rm(staging, { recursive: true, force: true });
     throw err;

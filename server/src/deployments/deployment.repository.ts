@@ -93,6 +93,7 @@ export interface OfferRow {
   release_id: string;
   project_id: string;
   project_name: string;
+  keep_releases: number;
   environment_id: string;
   environment_name: string;
 }
@@ -823,7 +824,7 @@ export class DeploymentRepository {
   offerRows(leaseIds: string[]): Promise<OfferRow[]> {
     return this.ds.query(
       `SELECT l.id, l.deployment_id, l.step_index, l.purpose, t.id AS target_run_id, t.actions AS target_actions, t.machine_name, t.machine_id,
-              mc.roles AS machine_roles, d.release_id, p.id AS project_id, p.name AS project_name, e.id AS environment_id, e.name AS environment_name
+              mc.roles AS machine_roles, d.release_id, p.id AS project_id, p.name AS project_name, p.keep_releases, e.id AS environment_id, e.name AS environment_name
        FROM leases l JOIN target_runs t ON t.id = l.target_run_id JOIN deployments d ON d.id = l.deployment_id
        JOIN projects p ON p.id = d.project_id JOIN environments e ON e.id = d.environment_id JOIN machines mc ON mc.id = t.machine_id
        WHERE l.id = ANY($1::uuid[]) AND l.released_at IS NULL`,

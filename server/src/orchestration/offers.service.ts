@@ -108,6 +108,7 @@ function agentActions(step: Step, release: ReleaseFacts): Array<LeaseAction | nu
           retries: a.retries ?? 0,
           retryDelaySeconds: a.retryDelaySeconds ?? 0,
           package: a.type === 'package' ? release.packages.find((p) => p.packageId === a.packageId) : undefined,
+          ...(a.type === 'package' && a.substituteInFiles?.length ? { substituteInFiles: a.substituteInFiles } : {}),
         },
   );
   if (step.healthCheck)
@@ -200,5 +201,6 @@ function offerFrom(row: OfferRow, release: ReleaseFacts, outputs: OutputVariable
       CUTTLE_STEP_NAME: step.name,
     },
     variables: [...vars].map(([name, v]) => ({ name, value: v.value, sensitive: v.sensitive })),
+    keepReleases: row.keep_releases,
   };
 }

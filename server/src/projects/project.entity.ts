@@ -20,6 +20,8 @@ export class ProjectEntity {
   @Column('boolean', { name: 'allow_concurrent_on_machines', default: false }) allowConcurrentOnMachines: boolean;
   /** The lifecycle its releases are promoted through, unless their channel has its own; null: no restriction. */
   @Column('uuid', { name: 'lifecycle_id', nullable: true }) lifecycleId: string | null;
+  /** Installation folders of a package an agent keeps after a success (retention.keepReleases). */
+  @Column('integer', { name: 'keep_releases', default: 3 }) keepReleases: number;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
 }
 

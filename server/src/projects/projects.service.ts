@@ -40,6 +40,7 @@ export const toProjectDto = (p: ProjectEntity): Project => ({
   defaultTimeoutSeconds: p.defaultTimeoutSeconds,
   allowConcurrentOnMachines: p.allowConcurrentOnMachines,
   lifecycleId: p.lifecycleId,
+  retention: { keepReleases: p.keepReleases },
   createdAt: p.createdAt.toISOString(),
 });
 
@@ -130,6 +131,7 @@ export class ProjectsService {
     if (dto.defaultTimeoutSeconds !== undefined) p.defaultTimeoutSeconds = dto.defaultTimeoutSeconds;
     if (typeof dto.allowConcurrentOnMachines === 'boolean') p.allowConcurrentOnMachines = dto.allowConcurrentOnMachines;
     if (dto.lifecycleId !== undefined) p.lifecycleId = await this.lifecycles.resolveRef(dto.lifecycleId, 'lifecycleId');
+    if (typeof dto.retention?.keepReleases === 'number') p.keepReleases = dto.retention.keepReleases;
     return this.repo.save(p);
   }
 

@@ -332,10 +332,21 @@ export class CutProxy {
   }
 }
 
-/** Starts an agent process; the first start registers with `token` (and `labels`, the text of `--labels`). */
+/**
+ * Starts an agent process; the first start registers with `token` (and `labels`, the text of `--labels`); `args`
+ * adds options to its command line (`--cache-mb 1`).
+ */
 export function startAgent(
   srv: TestServer,
-  o: { name: string; roles: string[]; environments: string[]; token: string; work?: string; labels?: string },
+  o: {
+    name: string;
+    roles: string[];
+    environments: string[];
+    token: string;
+    work?: string;
+    labels?: string;
+    args?: string[];
+  },
 ): TestAgent {
   const home = join(srv.dir, `agent-${o.name}`);
   mkdirSync(home, { recursive: true });
@@ -358,6 +369,7 @@ export function startAgent(
       home,
       ...(o.work ? ['--work', o.work] : []),
       ...(o.labels !== undefined ? ['--labels', o.labels] : []),
+      ...(o.args ?? []),
     ],
     { CUTTLE_LOG_FORMAT: 'json' },
     logFile,

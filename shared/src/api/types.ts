@@ -98,6 +98,8 @@ export const ProjectSchema = open({
   defaultTimeoutSeconds: z.number().int().nullable(),
   allowConcurrentOnMachines: z.boolean(),
   lifecycleId: id.nullable().describe("the lifecycle its releases are promoted through (a channel's own wins)"),
+  /** What agents keep: the newest `keepReleases` installation folders of each package, after a success. */
+  retention: open({ keepReleases: z.number().int() }),
   createdAt: time,
 });
 export const ChannelSchema = open({

@@ -3,6 +3,7 @@
  * API, the CLI and the dashboard. Vocabulary and execution rules: ../../../README.md and docs/architecture.md.
  */
 import { z } from 'zod';
+import { patternProblem, SUBSTITUTE_LIMITS } from '../packages/substitute-files.js';
 
 export const STEP_CONDITIONS = ['success', 'failure', 'always'] as const;
 export const START_TRIGGERS = ['afterPrevious', 'withPrevious'] as const;
@@ -124,11 +125,24 @@ export const ActionSchema = z
     instructions: z.string().max(20_000).optional(),
     /** A manual intervention the key that created the deployment may not answer (four eyes). */
     preventSelfApproval: z.boolean({ error: 'must be true or false' }).optional(),
+    /** Package action: globs relative to the package root whose files get `#{Name}` replaced after unpacking. */
+    substituteInFiles: z
+      .array(
+        z.string({ error: 'must be a glob like "config/*.conf"' }).superRefine((p, ctx) => {
+          const problem = patternProblem(p);
+          if (problem) ctx.addIssue({ code: 'custom', message: problem });
+        }),
+        { error: 'must be a list of globs like ["config/*.conf"]' },
+      )
+      .max(SUBSTITUTE_LIMITS.patterns, `must have at most ${SUBSTITUTE_LIMITS.patterns} globs`)
+      .optional(),
   })
   .strict()
   .superRefine((a, ctx) => {
     if (a.preventSelfApproval !== undefined && a.type !== 'manual-intervention')
       ctx.addIssue({ code: 'custom', path: ['preventSelfApproval'], message: 'applies to manual-intervention only' });
+    if (a.substituteInFiles?.length && a.type !== 'package')
+      ctx.addIssue({ code: 'custom', path: ['substituteInFiles'], message: 'applies to package actions only' });
     if (a.type === 'script' && !a.script?.trim())
       ctx.addIssue({ code: 'custom', path: ['script'], message: 'is required for a script action' });
     if (a.type === 'package' && !a.packageId)

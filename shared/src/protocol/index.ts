@@ -153,6 +153,8 @@ export const LeaseActionSchema = z.object({
   type: z.enum(['script', 'package']),
   script: z.string().max(1_000_000).optional(),
   package: PackageRefSchema.optional(),
+  /** Package action: globs (relative to the package root) of files whose `#{Name}` are replaced after unpacking. */
+  substituteInFiles: z.array(z.string().max(500)).max(100).optional(),
   timeoutSeconds: z.number().int().positive().optional(),
   /** Reruns of this action after a failure (not after a timeout's kill by cancel), `retryDelaySeconds` apart. */
   retries: z.number().int().min(0).max(100).default(0),
@@ -278,6 +280,11 @@ export const LeaseOfferSchema = z.object({
     .array(z.object({ name: z.string(), value: z.string(), sensitive: z.boolean() }))
     .max(20_000)
     .default([]),
+  /**
+   * The project's retention at offer time: after a package action succeeds, the agent keeps this many newest
+   * installation folders of the package (the one just installed among them). An older server sends none: 3.
+   */
+  keepReleases: z.number().int().min(1).max(1_000).optional(),
 });
 export type LeaseOffer = z.infer<typeof LeaseOfferSchema>;
 export const LeaseCancelSchema = z.object({

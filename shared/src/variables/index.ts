@@ -147,8 +147,10 @@ export const outputName = (step: string, action: string, name: string, machine?:
 
 /**
  * The bash prelude of every script: `set_cuttle_variable NAME VALUE [sensitive]` prints a service message the agent
- * reads off stdout (base64, so any value survives a line-based stream); exported so deploy.sh and child scripts have
- * it too.
+ * reads off stdout (base64, so any value survives a line-based stream); `get_cuttle_variable NAME` prints a
+ * variable's value (and a newline) from the file `$CUTTLE_VARIABLES_FILE` (see `variablesFile`), or, for a name it
+ * does not hold, nothing, a warning on stderr and exit status 1. Values travel through a 0600 file and pipes, never
+ * on a command line that `ps` would show. Both exported so deploy.sh and child scripts have them too.
  */
 export const SERVICE_MESSAGE_PREFIX = '##cuttle[setVariable ';
 export const SCRIPT_PRELUDE = `set_cuttle_variable() {
@@ -156,7 +158,34 @@ export const SCRIPT_PRELUDE = `set_cuttle_variable() {
   printf '${SERVICE_MESSAGE_PREFIX}name=%s value=%s sensitive=%s]\\n' "$(printf '%s' "$1" | base64 -w0)" "$(printf '%s' "$2" | base64 -w0)" "$( [ "$3" = sensitive ] && echo 1 || echo 0)"
 }
 export -f set_cuttle_variable
+get_cuttle_variable() {
+  if [ -z "$1" ]; then echo "get_cuttle_variable: usage: get_cuttle_variable NAME" >&2; return 2; fi
+  local key n v
+  key=$(printf '%s' "$1" | base64 -w0)
+  if [ -r "\${CUTTLE_VARIABLES_FILE:-}" ]; then
+    while read -r n v; do
+      if [ "$n" = "$key" ]; then printf '%s\\n' "$v" | base64 -d; echo; return 0; fi
+    done < "$CUTTLE_VARIABLES_FILE"
+  fi
+  echo "get_cuttle_variable: unknown variable $1" >&2
+  return 1
+}
+export -f get_cuttle_variable
 `;
+
+/**
+ * What `get_cuttle_variable` reads: one line per variable, `base64(name) base64(value)`, values with their own
+ * `#{...}` references expanded as a script would see them (base64: any value fits on one line).
+ */
+export function variablesFile(lookup: Map<string, string>): string {
+  const get = (n: string) => lookup.get(n);
+  let out = '';
+  for (const [name, value] of lookup) {
+    const expanded = value.includes('#{') ? substitute(value, get).text : value;
+    out += `${Buffer.from(name).toString('base64')} ${Buffer.from(expanded).toString('base64')}\n`;
+  }
+  return out;
+}
 
 /** Parses a service message line; null when the line is ordinary output. */
 export function parseServiceMessage(line: string): { name: string; value: string; sensitive: boolean } | null {

@@ -1,6 +1,9 @@
 import { maskSecrets, MASK, parseServiceMessage, resolveScoped, scopeRank, substitute } from './index.js';
 import { execFileSync } from 'node:child_process';
-import { SCRIPT_PRELUDE } from './index.js';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { SCRIPT_PRELUDE, variablesFile } from './index.js';
 
 describe('scoping', () => {
   const ctx = { environmentId: 'prod', roles: ['web'], machineId: 'm1' };
@@ -77,5 +80,43 @@ describe('masking and service messages', () => {
     expect(first).toEqual({ name: 'My.Var', value, sensitive: true });
     expect(second).toEqual({ name: 'Child', value: 'ok', sensitive: false });
     expect(parseServiceMessage('echo ##cuttle[setVariable nonsense]')).toBeNull();
+  });
+});
+
+describe('get_cuttle_variable', () => {
+  // A script and its child bash (deploy.sh) read any value from the variables file, nested references expanded,
+  // whatever its characters; an unknown name prints nothing, warns on stderr and returns 1.
+  it('prints values from the variables file through bash', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'cuttle-vars-'));
+    try {
+      const file = join(dir, 'vars');
+      const odd = `a "quoted" value with spaces, $dollars and ünïcode`;
+      writeFileSync(
+        file,
+        variablesFile(
+          new Map([
+            ['Odd', odd],
+            ['Host', 'db.internal'],
+            ['Url', 'https://#{Host}/x'],
+            ['Empty', ''],
+            ['Cuttle.Action[S.A].Output.X', 'out'],
+          ]),
+        ),
+        { mode: 0o600 },
+      );
+      const run = (script: string) =>
+        execFileSync('bash', ['-c', `${SCRIPT_PRELUDE}\n${script}`], {
+          env: { ...process.env, CUTTLE_VARIABLES_FILE: file },
+          stdio: ['ignore', 'pipe', 'pipe'],
+        }).toString();
+      expect(run('get_cuttle_variable Odd')).toBe(`${odd}\n`);
+      expect(run('echo "[$(get_cuttle_variable Url)]"')).toBe('[https://db.internal/x]\n');
+      expect(run('echo "[$(get_cuttle_variable Empty)]"')).toBe('[]\n');
+      expect(run(`bash -c 'get_cuttle_variable "Cuttle.Action[S.A].Output.X"'`)).toBe('out\n');
+      expect(run('x=$(get_cuttle_variable Nope 2>/dev/null); echo "rc=$? [$x]"')).toBe('rc=1 []\n');
+      expect(run('get_cuttle_variable Nope 2>&1; true')).toBe('get_cuttle_variable: unknown variable Nope\n');
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,5 +1,29 @@
 import { ApiProperty, ApiPropertyOptional } from '@nestjs/swagger';
-import { IsBoolean, IsDefined, IsInt, IsNotEmpty, IsOptional, IsString, Max, MaxLength, Min } from 'class-validator';
+import { Type } from 'class-transformer';
+import {
+  IsBoolean,
+  IsDefined,
+  IsInt,
+  IsNotEmpty,
+  IsObject,
+  IsOptional,
+  IsString,
+  Max,
+  MaxLength,
+  Min,
+  ValidateNested,
+} from 'class-validator';
+
+/** What agents keep of a project's packages. */
+export class RetentionDto {
+  /** Installation folders of a package an agent keeps after a success, the one in use among them. */
+  @ApiPropertyOptional({ type: Number, minimum: 1, maximum: 1000, default: 3 })
+  @IsOptional()
+  @IsInt({ message: 'keepReleases must be a whole number' })
+  @Min(1, { message: 'keepReleases must be at least 1 (the installation in use is always kept)' })
+  @Max(1000, { message: 'keepReleases must be at most 1000' })
+  keepReleases?: number;
+}
 
 export class CreateProjectDto {
   @ApiProperty({ type: String })
@@ -60,6 +84,13 @@ export class UpdateProjectDto {
   @IsString()
   @MaxLength(100)
   lifecycleId?: string | null;
+
+  @ApiPropertyOptional({ type: RetentionDto })
+  @IsOptional()
+  @IsObject({ message: 'retention must be an object like {"keepReleases": 3}' })
+  @ValidateNested()
+  @Type(() => RetentionDto)
+  retention?: RetentionDto;
 }
 
 export class PutVariablesDto {
