@@ -27,6 +27,7 @@ import { LeasesService } from '../leases/leases.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 import { MachinesService } from '../machines/machines.service.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
+import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { OffersService } from './offers.service.js';
 import { plan, type GateChange, type PlanInput } from './planner.js';
 
@@ -40,6 +41,11 @@ const STEP_TEXT: Record<string, string> = {
   skipped: 'skipped',
   cancelled: 'cancelled',
 };
+const OUTCOME_EVENT = {
+  success: 'deployment.succeeded',
+  failed: 'deployment.failed',
+  cancelled: 'deployment.cancelled',
+} as const;
 const SKIP_TEXT: Record<string, string> = {
   condition: 'its condition is not met',
   'no-targets': 'no targets',
@@ -75,6 +81,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     private readonly agents: AgentConnections,
     private readonly machines: MachinesService,
     private readonly events: DeploymentEvents,
+    private readonly webhooks: WebhooksService,
     @Inject(CONFIG) private readonly config: CuttleConfig,
     @Inject(LOGGER) logger: Logger,
   ) {
@@ -196,6 +203,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       let awaitsPerson = awaited;
       if (d.state === 'queued') {
         await this.repo.startDeployment(tx, id);
+        await this.webhooks.enqueueDeployment(tx, 'deployment.started', id);
         d.state = 'executing';
       }
       const input: PlanInput = {
@@ -394,6 +402,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       }
       if (decision.outcome) {
         await this.repo.finishDeployment(tx, id, decision.outcome);
+        await this.webhooks.enqueueDeployment(tx, OUTCOME_EVENT[decision.outcome], id);
         lines.push({
           level: decision.outcome === 'success' ? 'info' : decision.outcome === 'failed' ? 'error' : 'warn',
           text: `Deployment ${decision.outcome === 'success' ? 'succeeded' : decision.outcome}`,
