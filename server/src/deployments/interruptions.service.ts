@@ -328,8 +328,9 @@ export class InterruptionsService {
           await this.repo.setTargetActions(tx, run.id, actions);
           if (await this.openManualIntervention(tx, dep.id, run, process)) {
             // The next action is another manual intervention: the target keeps waiting for a person.
-          } else if (run.machine_id && actions.some((a) => a.state === 'pending'))
-            // Its next actions run on its machine: it takes a lease again at the next round, first in its window.
+          } else if (actions.some((a) => a.state === 'pending'))
+            // Its next actions run on its machine (it takes a lease again at the next round, first in its window), or
+            // on the server (an email, sent at the next round).
             await this.repo.resumeTargetRun(tx, run.id, actions);
           else await this.repo.finishTargetRun(tx, run.id, 'success', { actions });
         } else {
