@@ -35,7 +35,9 @@ export class Webhooks1764140400000 implements MigrationInterface {
         delivered_at timestamptz
       )
     `);
-    await q.query(`CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending'`);
+    await q.query(
+      `CREATE INDEX webhook_deliveries_due ON webhook_deliveries (next_attempt_at) WHERE status = 'pending'`,
+    );
     await q.query(`CREATE INDEX webhook_deliveries_log ON webhook_deliveries (webhook_id, created_at)`);
   }
 
