@@ -14,6 +14,7 @@ import {
   startServer,
   stopAll,
   waitFor,
+  waitInterruptions,
   type TestServer,
 } from './support/fixtures.js';
 
@@ -225,6 +226,47 @@ describe('webhooks', () => {
       );
       expect(deliveries).toHaveLength(1);
       expect(deliveries[0]).toMatchObject({ event: 'deployment.succeeded', attempts: 3, lastStatusCode: 200 });
+      await srv.must('DELETE', `/api/webhooks/${hook.id}`);
+    } finally {
+      await closeServer(receiver);
+    }
+  }, 90_000);
+
+  // A person is asked (interruption.opened reaches the receiver with the instructions); the email after the manual
+  // intervention goes out only once it is answered proceed.
+  it('reports an interruption, and sends the email after the manual intervention', async () => {
+    const got: Received[] = [];
+    const port = await freePort();
+    const receiver = await startReceiver(port, [200], got);
+    try {
+      const hook = await srv.must('POST', '/api/webhooks', {
+        url: `http://127.0.0.1:${port}/`,
+        events: ['interruption.opened'],
+        secret: 'whsec-interrupt-0123456789',
+      });
+      const step = emailStep(['release@example.com'], { subject: 'Approved #{Cuttle.Release.Number}' });
+      const p = await createProject(srv, 'Approve then mail', [
+        {
+          ...step,
+          actions: [{ name: 'Check', type: 'manual-intervention', instructions: 'Look at staging' }, ...step.actions],
+        },
+      ]);
+      const dep = await startDeployment(srv, p.id, env, { version: '7.7.7' });
+      const [intr] = await waitInterruptions(srv, dep.id);
+      await waitFor('interruption.opened', async () => got.length >= 1 || null, 20_000, 100);
+      expect(JSON.parse(got[0].body)).toMatchObject({
+        event: 'interruption.opened',
+        data: {
+          deploymentId: dep.id,
+          interruptionId: intr.id,
+          kind: 'manual-intervention',
+          instructions: 'Look at staging',
+        },
+      });
+      expect(mails.some((m) => m.raw.includes('Approved 7.7.7'))).toBe(false);
+      await srv.must('POST', `/api/interruptions/${intr.id}/submit`, { result: 'proceed' });
+      expect((await srv.waitDeployment(dep.id)).state).toBe('success');
+      expect(mails.filter((m) => m.raw.includes('Approved 7.7.7'))).toHaveLength(1);
       await srv.must('DELETE', `/api/webhooks/${hook.id}`);
     } finally {
       await closeServer(receiver);

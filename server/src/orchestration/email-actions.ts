@@ -125,8 +125,15 @@ export class EmailActions {
           subject: job.subject,
           text: job.body,
         });
-        answer = String(info.response ?? 'accepted');
-        ok = true;
+        // Some recipients refused, others took it: the mail went out, but not to everyone asked, which is a failure.
+        const rejected = (info.rejected ?? []).map((r) =>
+          typeof r === 'string' ? r : (r as { address: string }).address,
+        );
+        const why = (info as { rejectedErrors?: Array<{ response?: string }> }).rejectedErrors?.[0]?.response;
+        ok = !rejected.length;
+        answer = ok
+          ? String(info.response ?? 'accepted')
+          : `refused for ${rejected.join(', ')}${why ? `: ${why}` : ''} (sent to the others)`;
       } finally {
         transport.close();
       }
