@@ -17,6 +17,9 @@ const POST_TIMEOUT_MS = 10_000;
 /** How long a claimed delivery is left to its node before another may take it (well past the post's timeout). */
 const CLAIM_SECONDS = 60;
 const BATCH = 20;
+/** Delivered and expired deliveries are kept this long for the delivery log, then deleted. */
+const KEEP_DAYS = 30;
+const PRUNE_EVERY_MS = 3600_000;
 
 interface Claimed {
   id: string;
@@ -33,6 +36,7 @@ export class WebhookSender implements OnApplicationBootstrap, OnApplicationShutd
   private timer?: NodeJS.Timeout;
   private running = false;
   private stopped = false;
+  private prunedAt = 0;
   private readonly logger: Logger;
 
   constructor(
@@ -61,6 +65,12 @@ export class WebhookSender implements OnApplicationBootstrap, OnApplicationShutd
     try {
       const claimed = await this.claim();
       await Promise.all(claimed.map((d) => this.send(d)));
+      if (Date.now() - this.prunedAt > PRUNE_EVERY_MS) {
+        this.prunedAt = Date.now();
+        await this.ds.query(
+          `DELETE FROM webhook_deliveries WHERE status <> 'pending' AND created_at < now() - interval '${KEEP_DAYS} days'`,
+        );
+      }
     } catch (e) {
       if (!this.stopped) this.logger.error('webhook round failed', { error: (e as Error).message });
     } finally {
