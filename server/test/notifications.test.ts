@@ -339,3 +339,22 @@ describe('webhooks', () => {
     }
   }, 180_000);
 });
+
+describe('email without an SMTP server configured', () => {
+  // A server without CUTTLE_SMTP_URL fails the action with a line saying what to set, and sends nothing.
+  it('fails the email action naming CUTTLE_SMTP_URL', async () => {
+    const bare = await startServer();
+    try {
+      const envId = (await bare.must('POST', '/api/environments', { name: 'Staging' })).id;
+      const p = await createProject(bare, 'No SMTP', [emailStep(['ops@example.com'])]);
+      const dep = await startDeployment(bare, p.id, envId, { version: '0.0.1' });
+      const done = await bare.waitDeployment(dep.id);
+      const log = (await bare.readLog(dep.id)).map((e) => e.text as string);
+      expect(done.state).toBe('failed');
+      expect(log).toContain('Email Tell ops failed: CUTTLE_SMTP_URL is not set: this server cannot send email');
+      expect(mails.some((m) => m.raw.includes('0.0.1'))).toBe(false);
+    } finally {
+      await bare.stop();
+    }
+  }, 120_000);
+});
