@@ -78,8 +78,12 @@ export type {
 // The process editor's drafts: a step or action as the person edits it (fields may be half-typed until saved).
 export interface Action {
   name: string;
-  type: 'script' | 'package' | 'manual-intervention';
+  type: 'script' | 'package' | 'manual-intervention' | 'email';
   script?: string;
+  /** An email action's recipients, subject and body (sent by the server). */
+  to?: string[];
+  subject?: string;
+  body?: string;
   packageId?: string;
   /** Package actions: globs of files whose #{Name} the agent replaces after unpacking. */
   substituteInFiles?: string[];

@@ -301,12 +301,24 @@ export class ProcessEditor {
    */
   private retype(a: Action, type: Action['type']) {
     a.type = type;
+    const email: Array<keyof Action> = ['to', 'subject', 'body'];
     const hidden: Array<keyof Action> =
       type === 'manual-intervention'
-        ? ['script', 'packageId', 'substituteInFiles', 'timeoutSeconds', 'retries', 'retryDelaySeconds']
-        : type === 'script'
-          ? ['packageId', 'substituteInFiles', 'instructions', 'preventSelfApproval']
-          : ['instructions', 'preventSelfApproval'];
+        ? ['script', 'packageId', 'substituteInFiles', 'timeoutSeconds', 'retries', 'retryDelaySeconds', ...email]
+        : type === 'email'
+          ? [
+              'script',
+              'packageId',
+              'substituteInFiles',
+              'timeoutSeconds',
+              'retries',
+              'retryDelaySeconds',
+              'instructions',
+              'preventSelfApproval',
+            ]
+          : type === 'script'
+            ? ['packageId', 'substituteInFiles', 'instructions', 'preventSelfApproval', ...email]
+            : ['instructions', 'preventSelfApproval', ...email];
     const typed = this.drafts.get(a);
     for (const k of hidden) {
       delete a[k];
@@ -414,18 +426,20 @@ export class ProcessEditor {
     const envName = (id: string) => st.envs.find((e) => e.id === id)?.name ?? id.slice(0, 8);
     const chName = (id: string) => st.channels.find((c) => c.id === id)?.name ?? id.slice(0, 8);
     const what =
-      a.type === 'manual-intervention'
-        ? a.instructions
-          ? `instructions: ${a.instructions}`
-          : 'waits for a person'
-        : (() => {
-            const script = (a.script ?? '').trim().split('\n')[0] ?? '';
-            const bits = [
-              a.type === 'package' ? `package ${a.packageId ?? '?'}` : '',
-              script ? `$ ${script.length > 70 ? `${script.slice(0, 70)}…` : script}` : '',
-            ];
-            return bits.filter(Boolean).join(' · ') || 'no script';
-          })();
+      a.type === 'email'
+        ? `email to ${(a.to ?? []).join(', ') || '?'}${a.subject ? `: ${a.subject}` : ''}`
+        : a.type === 'manual-intervention'
+          ? a.instructions
+            ? `instructions: ${a.instructions}`
+            : 'waits for a person'
+          : (() => {
+              const script = (a.script ?? '').trim().split('\n')[0] ?? '';
+              const bits = [
+                a.type === 'package' ? `package ${a.packageId ?? '?'}` : '',
+                script ? `$ ${script.length > 70 ? `${script.slice(0, 70)}…` : script}` : '',
+              ];
+              return bits.filter(Boolean).join(' · ') || 'no script';
+            })();
     const limits = [
       a.environmentIds?.length ? `only in ${a.environmentIds.map(envName).join(', ')}` : '',
       a.excludedEnvironmentIds?.length ? `not in ${a.excludedEnvironmentIds.map(envName).join(', ')}` : '',
@@ -435,7 +449,15 @@ export class ProcessEditor {
   }
 
   private actionCard(s: Step, a: Action, i: number, st: EditorState): TemplateResult {
-    const isScript = a.type !== 'manual-intervention';
+    const isScript = a.type === 'script' || a.type === 'package';
+    const list = (v: unknown) => ((v as string[] | undefined) ?? []).join(', ');
+    const parseList = (v: string) => {
+      const out = v
+        .split(',')
+        .map((x) => x.trim())
+        .filter(Boolean);
+      return out.length ? out : undefined;
+    };
     const num = (v: unknown) => str(v);
     return html`<div class="action${a.disabled ? ' is-disabled' : ''}" data-testid="action-${s.name}-${a.name}">
       <div class="row-head">
@@ -471,7 +493,9 @@ export class ProcessEditor {
         )}
         ${this.field(
           'Type',
-          this.select(a.type, ['script', 'package', 'manual-intervention'], (v) => this.retype(a, v as Action['type'])),
+          this.select(a.type, ['script', 'package', 'manual-intervention', 'email'], (v) =>
+            this.retype(a, v as Action['type']),
+          ),
         )}
         ${
           a.type === 'package'
@@ -500,16 +524,23 @@ export class ProcessEditor {
         ${this.pick('Excluded environments', '', st.envs, a.excludedEnvironmentIds, (ids) => setOpt(a, 'excludedEnvironmentIds', ids))}
         ${this.pick('Channels', 'none ticked: every one', st.channels, a.channelIds, (ids) => setOpt(a, 'channelIds', ids))}
         ${
-          isScript
-            ? this.field(
-                'Script (bash)',
-                this.textarea(a, 'script', {
-                  rows: Math.min(12, Math.max(3, (a.script ?? '').split('\n').length + 1)),
-                  mono: true,
-                }),
-                true,
-              )
-            : this.field('Instructions', this.textarea(a, 'instructions', { rows: 3 }), true)
+          a.type === 'email'
+            ? html`${this.field('To (comma separated)', this.text(a, 'to', list, parseList))}
+              ${this.field(
+                'Subject',
+                this.text(a, 'subject', str, (v) => v),
+              )}
+              ${this.field('Body', this.textarea(a, 'body', { rows: 6 }), true)}`
+            : isScript
+              ? this.field(
+                  'Script (bash)',
+                  this.textarea(a, 'script', {
+                    rows: Math.min(12, Math.max(3, (a.script ?? '').split('\n').length + 1)),
+                    mono: true,
+                  }),
+                  true,
+                )
+              : this.field('Instructions', this.textarea(a, 'instructions', { rows: 3 }), true)
         }
         ${
           a.type === 'manual-intervention'

@@ -23,6 +23,7 @@ import type { PkiMaterial } from './pki/pki.js';
 import { ProjectsModule } from './projects/projects.module.js';
 import { ReleasesModule } from './releases/releases.module.js';
 import type { SecretBox } from './secrets/secret-box.js';
+import { WebhooksModule } from './webhooks/webhooks.module.js';
 
 /** The server: one module per domain; the API key guard and the error filter apply to every route. */
 @Module({})
@@ -54,6 +55,7 @@ export class AppModule {
         HealthModule,
         LiveModule,
         AuditModule,
+        WebhooksModule,
       ],
       providers: [
         { provide: APP_GUARD, useClass: ApiKeyGuard },

@@ -253,7 +253,33 @@ export const AUDIT_ROUTES: Record<string, RouteAudit> = {
       `${safeText(c.result.kind ?? 'interruption')} answered ${safeText(c.body.result)}` +
       (c.result.stepName ? ` at step ${quoted(c.result.stepName)}` : ''),
   },
+  // A webhook's URL may carry a token in its query: the summary names its host only, never its secret.
+  'POST /api/webhooks': {
+    action: 'webhook.create',
+    resourceType: 'webhook',
+    summary: (c) => `webhook to ${hostOf(c.result.url)} for [${list(c.body.events)}]`,
+  },
+  'PATCH /api/webhooks/:id': {
+    action: 'webhook.update',
+    resourceType: 'webhook',
+    param: 'id',
+    summary: (c) => `webhook to ${hostOf(c.result.url)}: ${changed(c.body)}`,
+  },
+  'DELETE /api/webhooks/:id': {
+    action: 'webhook.delete',
+    resourceType: 'webhook',
+    param: 'id',
+    summary: () => 'deleted',
+  },
 };
+
+function hostOf(url: unknown): string {
+  try {
+    return safeText(new URL(String(url)).host);
+  } catch {
+    return 'an invalid URL';
+  }
+}
 
 const MUTATING = new Set(['POST', 'PUT', 'PATCH', 'DELETE']);
 export const isMutating = (method: string) => MUTATING.has(method.toUpperCase());

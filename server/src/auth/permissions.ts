@@ -110,6 +110,14 @@ export const ROUTE_PERMISSIONS: Readonly<Record<string, RouteRule | typeof PUBLI
   'DELETE /api/lifecycles/:id': rule('manage-lifecycles'),
   'GET /api/events': rule('read-events'),
 
+  // Webhooks: their URLs and secrets reach outside, so only an admin manages (and reads) them
+  'POST /api/webhooks': rule('manage-webhooks'),
+  'GET /api/webhooks': rule('manage-webhooks'),
+  'GET /api/webhooks/:id': rule('manage-webhooks'),
+  'PATCH /api/webhooks/:id': rule('manage-webhooks'),
+  'DELETE /api/webhooks/:id': rule('manage-webhooks'),
+  'GET /api/webhooks/:id/deliveries': rule('manage-webhooks'),
+
   // Health (no key)
   'GET /api/health': PUBLIC,
   'GET /api/health/ready': PUBLIC,
@@ -160,6 +168,7 @@ export const PERMISSION_VERBS: Readonly<Record<Permission, string>> = {
   'manage-keys': 'manage API keys',
   'manage-lifecycles': 'manage lifecycles',
   'read-events': 'read the audit log',
+  'manage-webhooks': 'manage webhooks',
 };
 
 /** A controller handler's route as the table spells it: `GET /api/deployments/:id`. */

@@ -74,6 +74,21 @@ const EnvSchema = z
       .number({ error: 'CUTTLE_MIN_FREE_DISK_MB must be a number' })
       .min(0, 'CUTTLE_MIN_FREE_DISK_MB must not be negative')
       .default(100),
+    /** Where email actions are sent: smtp:// or smtps:// (user and password in the URL); unset: they fail. */
+    CUTTLE_SMTP_URL: z
+      .string()
+      .regex(/^smtps?:\/\//, 'CUTTLE_SMTP_URL must be an smtp:// or smtps:// URL')
+      .optional()
+      .or(z.literal('').transform(() => undefined)),
+    /** The sender of email actions. */
+    CUTTLE_SMTP_FROM: z.string().min(3).default('cuttle@localhost'),
+    /** The first retry delay of a webhook delivery; it doubles on each failure up to an hour (tests shorten it). */
+    CUTTLE_WEBHOOK_RETRY_BASE_MS: z.coerce
+      .number({ error: 'CUTTLE_WEBHOOK_RETRY_BASE_MS must be a number of milliseconds' })
+      .int('CUTTLE_WEBHOOK_RETRY_BASE_MS must be a whole number')
+      .min(10, 'CUTTLE_WEBHOOK_RETRY_BASE_MS must be at least 10')
+      .max(3_600_000, 'CUTTLE_WEBHOOK_RETRY_BASE_MS must be at most 3600000')
+      .default(5000),
   })
   .refine((e) => e.CUTTLE_PORT !== e.CUTTLE_AGENT_PORT, {
     message: 'CUTTLE_PORT and CUTTLE_AGENT_PORT must differ',
@@ -102,13 +117,16 @@ export interface CuttleConfig {
   minFreeDiskBytes: number;
   /** CUTTLE_SECRETS_KEY, decoded; unset: the key file in `home` (secrets/secrets-key.ts). */
   secretsKey?: Buffer;
+  smtpUrl?: string;
+  smtpFrom: string;
+  webhookRetryBaseMs: number;
   version: string;
 }
 
 export class ConfigError extends Error {}
 
 /** Variables whose value a message never repeats (it would end up in a log). */
-const SECRET_VARS = new Set(['CUTTLE_SECRETS_KEY', 'CUTTLE_ADMIN_API_KEY']);
+const SECRET_VARS = new Set(['CUTTLE_SECRETS_KEY', 'CUTTLE_ADMIN_API_KEY', 'CUTTLE_SMTP_URL']);
 
 export { CUTTLE_VERSION };
 
@@ -148,6 +166,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CuttleConfig {
     healthCheckIntervalMs: Math.round(e.CUTTLE_HEALTH_CHECK_INTERVAL_SECONDS * 1000),
     minFreeDiskBytes: Math.round(e.CUTTLE_MIN_FREE_DISK_MB * 1024 * 1024),
     secretsKey: e.CUTTLE_SECRETS_KEY,
+    smtpUrl: e.CUTTLE_SMTP_URL,
+    smtpFrom: e.CUTTLE_SMTP_FROM,
+    webhookRetryBaseMs: e.CUTTLE_WEBHOOK_RETRY_BASE_MS,
     version: CUTTLE_VERSION,
   };
 }

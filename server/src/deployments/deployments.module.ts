@@ -4,6 +4,7 @@ import { LifecyclesModule } from '../lifecycles/lifecycles.module.js';
 import { MachinesModule } from '../machines/machines.module.js';
 import { ProjectsModule } from '../projects/projects.module.js';
 import { ReleasesModule } from '../releases/releases.module.js';
+import { WebhooksModule } from '../webhooks/webhooks.module.js';
 import { DeploymentEvents } from './deployment-events.js';
 import { DeploymentLogService } from './deployment-log.service.js';
 import { DeploymentRepository } from './deployment.repository.js';
@@ -17,7 +18,7 @@ import { RollbackOnFailure } from './rollback-on-failure.js';
 
 /** The deployment aggregate: deployments, their steps and target runs, interruptions, the log, and its repository. */
 @Module({
-  imports: [ReleasesModule, EnvironmentsModule, ProjectsModule, MachinesModule, LifecyclesModule],
+  imports: [ReleasesModule, EnvironmentsModule, ProjectsModule, MachinesModule, LifecyclesModule, WebhooksModule],
   providers: [
     DeploymentRepository,
     DeploymentEvents,

@@ -31,6 +31,7 @@ import type {
 import type { SubmitInterruptionDto } from './dto/submit-interruption.dto.js';
 import type { Step } from '#shared/process/index.js';
 import type { KeyScope } from '../auth/scope.js';
+import { WebhooksService } from '../webhooks/webhooks.service.js';
 
 export const RESULTS = {
   'manual-intervention': ['proceed', 'abort'],
@@ -56,6 +57,7 @@ export class InterruptionsService {
     private readonly log: DeploymentLogService,
     private readonly events: DeploymentEvents,
     private readonly machines: MachinesService,
+    private readonly webhooks: WebhooksService,
   ) {}
 
   /**
@@ -89,6 +91,7 @@ export class InterruptionsService {
       run.actions.map((a, i) => (i === index ? { ...a, state: 'running' as const } : a)),
     );
     await this.repo.markWaiting(tx, deploymentId);
+    await this.webhooks.enqueueInterruption(tx, id);
     return id;
   }
 
@@ -117,6 +120,7 @@ export class InterruptionsService {
       instructions: `${p.stepName} failed on ${p.run.machine_name}${p.error ? `: ${p.error}` : ''}. Retry it from action ${p.actionName ?? p.failedAt + 1}, skip this target, or abort the step.`,
     });
     await this.repo.markWaiting(tx, p.deploymentId);
+    await this.webhooks.enqueueInterruption(tx, id);
     return id;
   }
 
@@ -154,6 +158,7 @@ export class InterruptionsService {
       defaultResult: p.timeoutSeconds ? p.defaultResult : undefined,
     });
     await this.repo.markWaiting(tx, p.deploymentId);
+    await this.webhooks.enqueueInterruption(tx, id);
     return id;
   }
 
@@ -323,8 +328,9 @@ export class InterruptionsService {
           await this.repo.setTargetActions(tx, run.id, actions);
           if (await this.openManualIntervention(tx, dep.id, run, process)) {
             // The next action is another manual intervention: the target keeps waiting for a person.
-          } else if (run.machine_id && actions.some((a) => a.state === 'pending'))
-            // Its next actions run on its machine: it takes a lease again at the next round, first in its window.
+          } else if (actions.some((a) => a.state === 'pending'))
+            // Its next actions run on its machine (it takes a lease again at the next round, first in its window), or
+            // on the server (an email, sent at the next round).
             await this.repo.resumeTargetRun(tx, run.id, actions);
           else await this.repo.finishTargetRun(tx, run.id, 'success', { actions });
         } else {

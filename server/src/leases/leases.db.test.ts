@@ -12,6 +12,7 @@ import { DeploymentLogService } from '../deployments/deployment-log.service.js';
 import { DeploymentRepository } from '../deployments/deployment.repository.js';
 import { DeploymentSecrets } from '../deployments/deployment-secrets.js';
 import type { LeaseContext, TargetRunRow } from '../deployments/deployment.types.js';
+import { WebhooksService } from '../webhooks/webhooks.service.js';
 import { InterruptionsService } from '../deployments/interruptions.service.js';
 import { LiveEvents } from '../live/live-events.js';
 import { newKey, SecretBox } from '../secrets/secret-box.js';
@@ -33,7 +34,13 @@ beforeAll(async () => {
   const events = new DeploymentEvents();
   log = new DeploymentLogService(repo, secrets, new LiveEvents());
   // Interruptions are not what these tests exercise: machine names (all it asks of MachinesService) are not needed.
-  const interruptions = new InterruptionsService(repo, log, events, {} as MachinesService);
+  const interruptions = new InterruptionsService(
+    repo,
+    log,
+    events,
+    {} as MachinesService,
+    new WebhooksService(db.ds, box),
+  );
   leases = new LeasesService(repo, log, secrets, interruptions, events, config, winston.createLogger({ silent: true }));
 }, 60_000);
 

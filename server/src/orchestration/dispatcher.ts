@@ -27,6 +27,8 @@ import { LeasesService } from '../leases/leases.service.js';
 import { LOGGER, type Logger } from '../logging/logger.js';
 import { MachinesService } from '../machines/machines.service.js';
 import type { ReleaseEntity } from '../releases/release.entity.js';
+import { WebhooksService } from '../webhooks/webhooks.service.js';
+import { EmailActions, type EmailJob } from './email-actions.js';
 import { OffersService } from './offers.service.js';
 import { plan, type GateChange, type PlanInput } from './planner.js';
 
@@ -40,6 +42,11 @@ const STEP_TEXT: Record<string, string> = {
   skipped: 'skipped',
   cancelled: 'cancelled',
 };
+const OUTCOME_EVENT = {
+  success: 'deployment.succeeded',
+  failed: 'deployment.failed',
+  cancelled: 'deployment.cancelled',
+} as const;
 const SKIP_TEXT: Record<string, string> = {
   condition: 'its condition is not met',
   'no-targets': 'no targets',
@@ -75,6 +82,8 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     private readonly agents: AgentConnections,
     private readonly machines: MachinesService,
     private readonly events: DeploymentEvents,
+    private readonly webhooks: WebhooksService,
+    private readonly emails: EmailActions,
     @Inject(CONFIG) private readonly config: CuttleConfig,
     @Inject(LOGGER) logger: Logger,
   ) {
@@ -170,6 +179,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
     const offers: Array<{ leaseId: string; machineId: string }> = [];
     let prefetch = new Map<string, PackageRef[]>();
     let finished: 'success' | 'failed' | 'cancelled' | undefined;
+    const emails: EmailJob[] = [];
     await this.repo.transaction(async (tx) => {
       const d = await this.repo.lockOwnedDeployment(tx, id, this.config.nodeId);
       if (!d || !(ACTIVE_STATES as readonly string[]).includes(d.state)) return;
@@ -193,9 +203,19 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         lines.push(...(await this.interruptions.applyExpiredApprovals(tx, d, release.process)));
       }
       const { steps, runs, awaitsPerson: awaited, concurrentOnMachines } = await this.repo.readRound(tx, d);
+      const abandoned = await this.emails.failAbandoned(
+        tx,
+        runs,
+        steps.map((s) => s.name),
+      );
+      if (abandoned.length) {
+        lines.push(...abandoned);
+        this.kick(id);
+      }
       let awaitsPerson = awaited;
       if (d.state === 'queued') {
         await this.repo.startDeployment(tx, id);
+        await this.webhooks.enqueueDeployment(tx, 'deployment.started', id);
         d.state = 'executing';
       }
       const input: PlanInput = {
@@ -321,6 +341,14 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
         const run = runById.get(s.targetId)!;
         const step = steps[s.stepIndex];
         const firstPending = run.actions.find((a) => a.state === 'pending');
+        if (!run.machine_id && firstPending?.type === 'email') {
+          // An email is sent by the server after this round commits; its outcome settles the target run.
+          await this.repo.startTargetRun(tx, run.id);
+          const claimed = await this.emails.claim(tx, d, run, await this.offers.release(d.release_id, tx));
+          emails.push(claimed.job);
+          lines.push(claimed.line);
+          continue;
+        }
         if (!run.machine_id || firstPending?.type === 'manual-intervention') {
           // A step without target roles runs on the server, and a target whose next action is a manual intervention
           // waits for a person (holding its place in the window): both become interruptions.
@@ -394,6 +422,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       }
       if (decision.outcome) {
         await this.repo.finishDeployment(tx, id, decision.outcome);
+        await this.webhooks.enqueueDeployment(tx, OUTCOME_EVENT[decision.outcome], id);
         lines.push({
           level: decision.outcome === 'success' ? 'info' : decision.outcome === 'failed' ? 'error' : 'warn',
           text: `Deployment ${decision.outcome === 'success' ? 'succeeded' : decision.outcome}`,
@@ -406,6 +435,7 @@ export class Dispatcher implements OnApplicationBootstrap, OnApplicationShutdown
       await this.log.append(tx, id, lines);
     });
     const committed = performance.now();
+    for (const job of emails) void this.emails.send(job);
     // The deployment queued behind this one, and targets waiting for the machines it held, may go now.
     if (finished) {
       this.kickBlocked();

@@ -93,11 +93,11 @@ export class OffersService {
 
 /**
  * What a target's actions are on its agent, by index: the step's actions, then its health check (a script with its
- * own timeout, and its retries `intervalSeconds` apart). A manual intervention runs on no agent.
+ * own timeout, and its retries `intervalSeconds` apart). A manual intervention or an email runs on no agent.
  */
 function agentActions(step: Step, release: ReleaseFacts): Array<LeaseAction | null> {
   const list: Array<LeaseAction | null> = step.actions.map((a, index) =>
-    a.type === 'manual-intervention'
+    a.type === 'manual-intervention' || a.type === 'email'
       ? null
       : {
           index,

@@ -344,6 +344,7 @@ export const PERMISSIONS = [
   'manage-keys',
   'manage-lifecycles',
   'read-events',
+  'manage-webhooks',
 ] as const;
 export const PermissionSchema = z.enum(PERMISSIONS);
 const scopeOf = (what: string) =>
@@ -444,6 +445,39 @@ export const ProgressionSchema = open({
   allowedEnvironmentIds: z.array(id),
 });
 
+/** The events a webhook may subscribe to. */
+export const WEBHOOK_EVENTS = [
+  'deployment.started',
+  'deployment.succeeded',
+  'deployment.failed',
+  'deployment.cancelled',
+  'interruption.opened',
+] as const;
+export const WebhookEventSchema = z.enum(WEBHOOK_EVENTS);
+export const WebhookSchema = open({
+  id,
+  url: z.string().describe('http(s) URL each delivery is POSTed to'),
+  events: z.array(WebhookEventSchema),
+  disabled: z.boolean().describe('a disabled webhook gets no new deliveries'),
+  createdAt: time,
+});
+export const WEBHOOK_DELIVERY_STATES = ['pending', 'delivered', 'expired'] as const;
+export const WebhookDeliverySchema = open({
+  id: id.describe('also the X-Cuttle-Delivery header and the body\'s "id"'),
+  webhookId: id,
+  event: WebhookEventSchema,
+  payload: z.record(z.string(), z.unknown()).describe('the JSON body sent: {"id","event","at","data"}'),
+  status: z
+    .enum(WEBHOOK_DELIVERY_STATES)
+    .describe('pending: not accepted yet (retried with back-off); expired: no 2xx within 24 h'),
+  attempts: z.number().int(),
+  nextAttemptAt: maybeTime.describe('when pending: the next try'),
+  lastStatusCode: z.number().int().nullable(),
+  lastError: z.string().nullable(),
+  createdAt: time,
+  deliveredAt: maybeTime,
+});
+
 /** Every response schema by the name the OpenAPI document gives it (`#/components/schemas/<name>`). */
 export const API_SCHEMAS = {
   ErrorBody: ErrorBodySchema,
@@ -473,6 +507,8 @@ export const API_SCHEMAS = {
   Ready: ReadySchema,
   Lifecycle: LifecycleSchema,
   Progression: ProgressionSchema,
+  Webhook: WebhookSchema,
+  WebhookDelivery: WebhookDeliverySchema,
 } as const;
 export type ApiSchemaName = keyof typeof API_SCHEMAS;
 
@@ -512,3 +548,6 @@ export type Ready = z.infer<typeof ReadySchema>;
 export type LifecyclePhase = z.infer<typeof LifecyclePhaseSchema>;
 export type Lifecycle = z.infer<typeof LifecycleSchema>;
 export type Progression = z.infer<typeof ProgressionSchema>;
+export type WebhookEvent = z.infer<typeof WebhookEventSchema>;
+export type Webhook = z.infer<typeof WebhookSchema>;
+export type WebhookDelivery = z.infer<typeof WebhookDeliverySchema>;

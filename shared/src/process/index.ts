@@ -7,7 +7,11 @@ import { patternProblem, SUBSTITUTE_LIMITS } from '../packages/substitute-files.
 
 export const STEP_CONDITIONS = ['success', 'failure', 'always'] as const;
 export const START_TRIGGERS = ['afterPrevious', 'withPrevious'] as const;
-export const ACTION_TYPES = ['script', 'package', 'manual-intervention'] as const;
+export const ACTION_TYPES = ['script', 'package', 'manual-intervention', 'email'] as const;
+/** Action types the server itself runs (in a step without target roles); the others run on agents. */
+export const SERVER_ACTION_TYPES: readonly string[] = ['manual-intervention', 'email'];
+/** An email address, or a `#{Variable}` reference that the deployment resolves to one. */
+const EMAIL_RE = /^(?:[^\s@<>()",;:]+@[^\s@<>()",;:]+\.[^\s@<>()",;:]+|[^\s,;]*#\{[^}]+\}[^\s,;]*)$/;
 
 /**
  * The largest count a window or failure budget may be: far past any real step (the product is built for ten
@@ -136,6 +140,16 @@ export const ActionSchema = z
       )
       .max(SUBSTITUTE_LIMITS.patterns, `must have at most ${SUBSTITUTE_LIMITS.patterns} globs`)
       .optional(),
+    /** An email action's recipients, subject and body; `#{Name}` references are substituted when it is sent. */
+    to: z
+      .array(z.string({ error: 'must be email addresses' }).trim().regex(EMAIL_RE, 'must be email addresses'), {
+        error: 'must be a list of email addresses',
+      })
+      .min(1, 'must name at least one address')
+      .max(100, 'must name at most 100 addresses')
+      .optional(),
+    subject: z.string({ error: 'must be text' }).max(1000, 'must be at most 1000 characters').optional(),
+    body: z.string({ error: 'must be text' }).max(100_000, 'must be at most 100,000 characters').optional(),
   })
   .strict()
   .superRefine((a, ctx) => {
@@ -147,6 +161,15 @@ export const ActionSchema = z
       ctx.addIssue({ code: 'custom', path: ['script'], message: 'is required for a script action' });
     if (a.type === 'package' && !a.packageId)
       ctx.addIssue({ code: 'custom', path: ['packageId'], message: 'is required for a package action' });
+    if (a.type === 'email') {
+      if (!a.to) ctx.addIssue({ code: 'custom', path: ['to'], message: 'is required for an email action' });
+      if (!a.subject?.trim())
+        ctx.addIssue({ code: 'custom', path: ['subject'], message: 'is required for an email action' });
+      if (a.body === undefined)
+        ctx.addIssue({ code: 'custom', path: ['body'], message: 'is required for an email action' });
+    } else
+      for (const f of ['to', 'subject', 'body'] as const)
+        if (a[f] !== undefined) ctx.addIssue({ code: 'custom', path: [f], message: 'applies to email actions only' });
   });
 export type Action = z.infer<typeof ActionSchema>;
 
@@ -197,11 +220,18 @@ export const StepSchema = z
     });
     const onServer = !s.targetRoles?.length;
     s.actions.forEach((a, i) => {
-      if (onServer && a.type !== 'manual-intervention')
+      if (onServer && !SERVER_ACTION_TYPES.includes(a.type))
         ctx.addIssue({
           code: 'custom',
           path: ['actions', i, 'type'],
-          message: 'needs the step to have targetRoles (only manual-intervention runs on the server)',
+          message: 'needs the step to have targetRoles (only manual-intervention and email run on the server)',
+        });
+      // The server sends email once, for the step: a step with target roles runs its actions on each machine.
+      if (!onServer && a.type === 'email')
+        ctx.addIssue({
+          code: 'custom',
+          path: ['actions', i, 'type'],
+          message: 'email is sent by the server: put it in a step without targetRoles',
         });
     });
     if (onServer)

@@ -75,11 +75,34 @@ describe('deployment process validation', () => {
     ],
     [
       [{ name: 'A', targetRoles: ['web'], actions: [{ name: 'x', type: 'deploy-magic' }] }],
-      'steps[0].actions[0].type must be one of script, package, manual-intervention',
+      'steps[0].actions[0].type must be one of script, package, manual-intervention, email',
     ],
     [
       [{ name: 'A', actions: [script] }],
-      'steps[0].actions[0].type needs the step to have targetRoles (only manual-intervention runs on the server)',
+      'steps[0].actions[0].type needs the step to have targetRoles (only manual-intervention and email run on the server)',
+    ],
+    [
+      [{ name: 'A', actions: [{ name: 'm', type: 'email', to: ['not an address'], subject: 's', body: 'b' }] }],
+      'steps[0].actions[0].to[0] must be email addresses',
+    ],
+    [
+      [
+        {
+          name: 'A',
+          actions: [{ name: 'm', type: 'email', to: ['a@example.com'], subject: 'x'.repeat(1001), body: '' }],
+        },
+      ],
+      'steps[0].actions[0].subject must be at most 1000 characters',
+    ],
+    [
+      [
+        {
+          name: 'A',
+          targetRoles: ['web'],
+          actions: [{ name: 'm', type: 'email', to: ['a@b.io'], subject: 's', body: '' }],
+        },
+      ],
+      'steps[0].actions[0].type email is sent by the server: put it in a step without targetRoles',
     ],
     [
       [{ name: 'A', targetRoles: ['web'], actions: [script, script] }],
