@@ -13,6 +13,7 @@ import { KeyRoles1764118800000 } from './migrations/1764118800000-key-roles.js';
 import { AuditEvents1764122400000 } from './migrations/1764122400000-audit-events.js';
 import { Lifecycles1764126000000 } from './migrations/1764126000000-lifecycles.js';
 import { SecretsAtRest1764129600000 } from './migrations/1764129600000-secrets-at-rest.js';
+import { DayTwo1764136800000 } from './migrations/1764136800000-day-two.js';
 
 export const MIGRATIONS = [
   Initial1764086400000,
@@ -28,6 +29,7 @@ export const MIGRATIONS = [
   AuditEvents1764122400000,
   Lifecycles1764126000000,
   SecretsAtRest1764129600000,
+  DayTwo1764136800000,
 ];
 export const POOL_SIZE = 10;
 /**

@@ -14,6 +14,8 @@ import { InterruptionsController } from './interruptions.controller.js';
 import { InterruptionsService } from './interruptions.service.js';
 import { ProgressionController } from './progression.controller.js';
 import { RollbackOnFailure } from './rollback-on-failure.js';
+import { Scheduler } from './scheduler.js';
+import { TargetTriggers } from './target-triggers.js';
 
 /** The deployment aggregate: deployments, their steps and target runs, interruptions, the log, and its repository. */
 @Module({
@@ -26,6 +28,8 @@ import { RollbackOnFailure } from './rollback-on-failure.js';
     InterruptionsService,
     DeploymentsService,
     RollbackOnFailure,
+    Scheduler,
+    TargetTriggers,
   ],
   controllers: [DeploymentsController, InterruptionsController, ProgressionController],
   exports: [

@@ -24,9 +24,15 @@ import type { CreateTokenDto, RegisterDto, UpdateMachineDto } from './dto/machin
 import { MachineEntity } from './machine.entity.js';
 import { RegistrationTokenEntity } from './registration-token.entity.js';
 
-/** In-process events about machines; the agent gateway listens for revocations to drop connections at once. */
+/**
+ * In-process events about machines: the agent gateway listens for revocations to drop connections at once; target
+ * triggers listen for arrivals (registered, enabled, or given environments: `environmentIds` are those it arrived in).
+ */
 @Injectable()
-export class MachineEvents extends EventEmitter<{ revoked: [machineId: string] }> {}
+export class MachineEvents extends EventEmitter<{
+  revoked: [machineId: string];
+  arrived: [machineId: string, environmentIds: string[], how: string];
+}> {}
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 /** A machine not heard from for this many heartbeats is offline. */
@@ -118,6 +124,8 @@ export class MachinesService {
       lastSeenAt: iso(m.lastSeenAt),
       agentVersion: m.agentVersion,
       fingerprint: m.fingerprint,
+      ...(m.lastTriggerError ? { lastTriggerError: m.lastTriggerError } : {}),
+      ...(m.lastTriggerAt ? { lastTriggerAt: m.lastTriggerAt.toISOString() } : {}),
       createdAt: m.createdAt.toISOString(),
     };
   }
@@ -201,6 +209,7 @@ export class MachinesService {
       environmentIds,
       labels: machine.labels,
     });
+    this.events.emit('arrived', machine.id, environmentIds, 'registered');
     return {
       machineId: machine.id,
       certificate: signed.certificate,
@@ -347,6 +356,8 @@ export class MachinesService {
 
   async update(id: string, dto: UpdateMachineDto) {
     const m = await this.get(id);
+    const wasDisabled = m.disabled;
+    const hadEnvironments = new Set(m.environmentIds);
     if (dto.roles) m.roles = [...new Set(dto.roles)];
     if (dto.environmentIds)
       m.environmentIds = (await this.envs.resolve(dto.environmentIds, 'environmentIds')).map((e) => e.id);
@@ -354,7 +365,20 @@ export class MachinesService {
     if (dto.labels !== undefined) m.labels = labelMap(dto.labels); // replaced whole: {} clears them
     const saved = await this.repo.save(m);
     this.live.emit('machines');
+    // It arrives where it can now be deployed to and could not before: everywhere when enabled, else in the
+    // environments added.
+    if (!saved.disabled) {
+      const arrivedIn = wasDisabled ? saved.environmentIds : saved.environmentIds.filter((e) => !hadEnvironments.has(e));
+      if (arrivedIn.length)
+        this.events.emit('arrived', saved.id, arrivedIn, wasDisabled ? 'was enabled' : 'joined the environment');
+    }
     return saved;
+  }
+
+  /** What a target trigger did for a machine: `error` null when it deployed (or found nothing to do). */
+  async recordTrigger(id: string, error: string | null): Promise<void> {
+    await this.repo.update({ id }, { lastTriggerError: error, lastTriggerAt: new Date() });
+    this.live.emit('machines');
   }
 
   /** Revokes a machine: its certificate is refused from now on and its connection is dropped. */

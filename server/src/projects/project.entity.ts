@@ -20,6 +20,8 @@ export class ProjectEntity {
   @Column('boolean', { name: 'allow_concurrent_on_machines', default: false }) allowConcurrentOnMachines: boolean;
   /** The lifecycle its releases are promoted through, unless their channel has its own; null: no restriction. */
   @Column('uuid', { name: 'lifecycle_id', nullable: true }) lifecycleId: string | null;
+  /** A machine that arrives in an environment gets the environment's last successful release (target triggers). */
+  @Column('boolean', { name: 'auto_deploy_new_machines', default: false }) autoDeployNewMachines: boolean;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
 }
 
