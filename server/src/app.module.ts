@@ -22,6 +22,7 @@ import { PackagesModule } from './packages/packages.module.js';
 import type { PkiMaterial } from './pki/pki.js';
 import { ProjectsModule } from './projects/projects.module.js';
 import { ReleasesModule } from './releases/releases.module.js';
+import { RetentionModule } from './retention/retention.module.js';
 import type { SecretBox } from './secrets/secret-box.js';
 
 /** The server: one module per domain; the API key guard and the error filter apply to every route. */
@@ -54,6 +55,7 @@ export class AppModule {
         HealthModule,
         LiveModule,
         AuditModule,
+        RetentionModule,
       ],
       providers: [
         { provide: APP_GUARD, useClass: ApiKeyGuard },
