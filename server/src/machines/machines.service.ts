@@ -368,7 +368,9 @@ export class MachinesService {
     // It arrives where it can now be deployed to and could not before: everywhere when enabled, else in the
     // environments added.
     if (!saved.disabled) {
-      const arrivedIn = wasDisabled ? saved.environmentIds : saved.environmentIds.filter((e) => !hadEnvironments.has(e));
+      const arrivedIn = wasDisabled
+        ? saved.environmentIds
+        : saved.environmentIds.filter((e) => !hadEnvironments.has(e));
       if (arrivedIn.length)
         this.events.emit('arrived', saved.id, arrivedIn, wasDisabled ? 'was enabled' : 'joined the environment');
     }
