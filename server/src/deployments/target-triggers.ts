@@ -8,13 +8,13 @@ import { DeploymentRepository } from './deployment.repository.js';
 import { DeploymentsService } from './deployments.service.js';
 
 /**
- * Target triggers (`autoDeployNewMachines`): a machine that arrives in an environment (registers, is enabled, or is
- * given the environment) gets, for each project with the trigger on, the environment's last successful release of
+ * Target triggers (`autoDeployNewMachines`): a machine that arrives in an environment (its agent connects for the
+ * first time after registering, it is enabled, or it is given the environment) gets, for each project with the trigger on, the environment's last successful release of
  * the project, as a deployment limited to that machine (`trigger: new-machine`), when a step of that release targets
  * one of the machine's roles. It queues behind what runs there (one deployment at a time per project and
  * environment still holds). What could not be deployed is recorded on the machine (`lastTriggerError`) and logged.
  *
- * The node that saw the arrival (the request that made it) acts on it; a second arrival while the trigger's
+ * The node that saw the arrival (the first hello, or the request that made it) acts on it; a second arrival while the trigger's
  * deployment has not ended makes none (DeploymentsService.deployToNewMachine checks under the queue lock).
  */
 @Injectable()
@@ -57,6 +57,7 @@ export class TargetTriggers implements OnModuleInit, BeforeApplicationShutdown {
     const projects = await this.projects.withAutoDeploy();
     if (!projects.length) return;
     const machine = await this.machines.get(machineId);
+    if (machine.disabled) return;
     const errors: string[] = [];
     let acted = false;
     for (const project of projects)

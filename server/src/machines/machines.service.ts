@@ -209,7 +209,7 @@ export class MachinesService {
       environmentIds,
       labels: machine.labels,
     });
-    this.events.emit('arrived', machine.id, environmentIds, 'registered');
+
     return {
       machineId: machine.id,
       certificate: signed.certificate,
@@ -279,13 +279,22 @@ export class MachinesService {
       .map((x) => Object.assign(x, { labels: lookupOnly(x.labels) }));
   }
 
-  /** The machine's agent said hello on this node. */
+  /**
+   * The machine's agent said hello on this node. Its first hello ever is its arrival in its environments (see
+   * MachineEvents): a machine registers before its agent can take work, so target triggers wait for this.
+   */
   async markConnected(machineId: string, node: string, agentVersion: string): Promise<void> {
-    await this.repo.update(
-      { id: machineId },
-      { connectedNode: node, connectedAt: new Date(), lastSeenAt: new Date(), agentVersion },
+    // The joined row is the one before the update: its connected_at tells a first connection.
+    const rows = returned<{ first: boolean; environment_ids: string[] }>(
+      await this.repo.query(
+        `UPDATE machines m SET connected_node = $2, connected_at = now(), last_seen_at = now(), agent_version = $3
+         FROM machines old WHERE m.id = $1 AND old.id = m.id
+         RETURNING old.connected_at IS NULL AS first, m.environment_ids`,
+        [machineId, node, agentVersion],
+      ),
     );
     this.live.emit('machines');
+    if (rows[0]?.first) this.events.emit('arrived', machineId, rows[0].environment_ids, 'registered');
   }
 
   /** The machine's connection to this node closed (another node may hold a newer one: its mark stays). */
