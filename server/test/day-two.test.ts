@@ -5,10 +5,12 @@
  * a schedule surviving a restart). What ran where is read from files the scripts write in the agents' homes, as well
  * as from the API. Server retention is tested against the database (server/src/retention/retention.db.test.ts).
  */
+import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import {
   createProject,
+  ROOT,
   sleep,
   startAgent,
   startServer,
@@ -307,6 +309,50 @@ describe('scheduled deployments', () => {
     await srv.must('POST', `/api/deployments/${r.body.id}/cancel`);
     const d = await srv.must('GET', `/api/deployments/${r.body.id}`);
     expect(d).toMatchObject({ state: 'cancelled', error: 'cancelled before its scheduled time' });
+  });
+
+  // Invariant: the CLI schedules with --at (and --expires), says so, and with --wait waits for the time and then
+  // follows the deployment to its end (exit 0); `cuttle deployments --state scheduled` lists scheduled ones with their
+  // time; a malformed --at is bad usage (exit 2) naming it, before anything is asked of the server.
+  it('schedules from the CLI and lists scheduled deployments', async () => {
+    const key = (await srv.must('POST', '/api/api-keys', { name: 'cli-day-two', role: 'admin' })).key;
+    const ca = join(srv.dir, 'day-two-ca.crt');
+    writeFileSync(ca, srv.ca);
+    const cli = (args: string[]) =>
+      new Promise<{ code: number | null; stdout: string; stderr: string }>((resolve) => {
+        const p = spawn(process.execPath, ['bin/cuttle.js', ...args], {
+          cwd: ROOT,
+          env: {
+            ...process.env,
+            CUTTLE_SERVER: srv.base,
+            CUTTLE_API_KEY: key,
+            CUTTLE_CA_FILE: ca,
+            CUTTLE_CONFIG: join(srv.dir, 'none.json'),
+          },
+        });
+        let stdout = '';
+        let stderr = '';
+        p.stdout.on('data', (c) => (stdout += c));
+        p.stderr.on('data', (c) => (stderr += c));
+        p.on('close', (code) => resolve({ code, stdout, stderr }));
+      });
+    const base = ['deploy', '--project', 'Nightly', '--release', '1.0.0', '--environment', 'Live'];
+    const bad = await cli([...base, '--at', 'tonight']);
+    expect([bad.code, bad.stderr]).toEqual([2, expect.stringContaining('--at must be an ISO-8601 time')]);
+    const later = new Date(Date.now() + 3_600_000).toISOString();
+    const far = await cli([...base, '--at', later, '--expires', new Date(Date.now() + 7_200_000).toISOString()]);
+    expect([far.code, far.stderr]).toEqual([0, expect.stringContaining(`scheduled for ${later}`)]);
+    const listed = await cli(['deployments', '--project', 'Nightly', '--state', 'scheduled', '--json']);
+    expect(JSON.parse(listed.stdout)).toEqual([
+      expect.objectContaining({ id: far.stdout.trim(), state: 'scheduled', queueAt: later }),
+    ]);
+    const table = await cli(['deployments', '--project', 'Nightly', '--state', 'scheduled']);
+    expect(table.stdout).toContain(`at ${later}`);
+    await srv.must('POST', `/api/deployments/${far.stdout.trim()}/cancel`);
+    const soon = new Date(Date.now() + 2000).toISOString();
+    const waited = await cli([...base, '--at', soon, '--wait']);
+    expect(waited.stderr).toContain(`scheduled: queued at ${soon}`);
+    expect(waited.code).toBe(0);
   });
 
   // Invariant: a schedule lives in the database: a server stopped while a deployment is scheduled and started again
