@@ -101,6 +101,17 @@ function rollout(s: StepRun, exact = true): { batch: string; gate: string } {
 async function follow(api: CuttleClient, id: string): Promise<Deployment> {
   const tty = !!process.stderr.isTTY && !json;
   let d = await api.get<Deployment>(`/api/deployments/${id}`);
+  // A scheduled deployment has no steps laid out until its time: wait for it first, then show its progress.
+  if (d.state === 'scheduled') {
+    if (!json)
+      process.stderr.write(
+        `scheduled: queued at ${d.queueAt}${d.queueExpiresAt ? `, cancelled if not started by ${d.queueExpiresAt}` : ''}\n`,
+      );
+    while (d.state === 'scheduled') {
+      await sleep(1000);
+      d = await api.get<Deployment>(`/api/deployments/${id}`);
+    }
+  }
   const bars = tty
     ? new cliProgress.MultiBar(
         {
@@ -417,8 +428,16 @@ program
   .requiredOption('--environment <name>', 'environment name or id')
   .option('--wait', 'follow the deployment with progress until it ends; the exit code tells how it ended')
   .option('--guided-failure', 'wait for an operator on a failed target instead of failing the step')
+  .option('--at <time>', 'schedule it: queued at this ISO-8601 time (like 2026-12-24T18:00:00Z), scheduled until then')
+  .option('--expires <time>', 'cancel it if it has not started by this ISO-8601 time')
   .option('--json')
   .action(async (o) => {
+    for (const [option, v] of [
+      ['--at', o.at],
+      ['--expires', o.expires],
+    ] as const)
+      if (v !== undefined && Number.isNaN(Date.parse(v)))
+        throw new UsageError(`${option} must be an ISO-8601 time like 2026-12-24T18:00:00Z (got ${v})`);
     const api = client();
     const project = await findProject(api, o.project);
     const release = await findRelease(api, project.id, o.release);
@@ -426,13 +445,43 @@ program
       releaseId: release.id,
       environmentId: o.environment,
       ...(o.guidedFailure ? { guidedFailure: true } : {}),
+      ...(o.at ? { queueAt: o.at } : {}),
+      ...(o.expires ? { queueExpiresAt: o.expires } : {}),
     });
     if (!json)
-      process.stderr.write(`deploying ${project.name} ${release.version} to ${o.environment}: deployment ${dep.id}\n`);
+      process.stderr.write(
+        `${dep.state === 'scheduled' ? `scheduled for ${dep.queueAt}` : 'deploying'} ${project.name} ${release.version} to ${o.environment}: deployment ${dep.id}\n`,
+      );
     if (!o.wait) return out(dep.id, dep);
     const d = await follow(api, dep.id);
     out(`deployment ${d.id} ${d.state}`, d);
     process.exitCode = exitFor(d.state);
+  });
+
+program
+  .command('deployments')
+  .description('list deployments, newest first (scheduled ones with their time, trigger ones with their machine)')
+  .option('--project <name>', 'only this project (name, slug or id)')
+  .option('--environment <name>', 'only this environment (name or id)')
+  .option('--state <state>', 'only this state, like scheduled, queued, executing, failed')
+  .option('--limit <n>', 'at most this many', '50')
+  .option('--json')
+  .action(async (o) => {
+    const limit = Number(o.limit);
+    if (!Number.isInteger(limit) || limit < 1 || limit > 1000)
+      throw new UsageError(`--limit must be a whole number from 1 to 1000 (got ${o.limit})`);
+    const api = client();
+    const q = new URLSearchParams({ limit: String(limit) });
+    if (o.project) q.set('projectId', (await findProject(api, o.project)).id);
+    if (o.environment) q.set('environmentId', (await findEnvironment(api, o.environment, '--environment')).id);
+    if (o.state) q.set('state', o.state);
+    const list = await api.get<DeploymentSummary[]>(`/api/deployments?${q}`);
+    const rows = list.map((d) => ({
+      ...d,
+      note: d.queueAt && d.state === 'scheduled' ? `at ${d.queueAt}` : (d.error ?? ''),
+      by: d.trigger ? `trigger (${d.trigger})` : (d.createdBy?.name ?? ''),
+    }));
+    out(table(rows, ['id', 'state', 'createdAt', 'by', 'note']), list);
   });
 
 /** An environment by name or id. */

@@ -9,7 +9,7 @@ import { gridView } from './deployment-grid.js';
 import { interruptionsLoader, interruptionsView } from './deployment-interruptions.js';
 import { followLog, logView } from './deployment-log.js';
 import { DeploymentStore, FINISHED, type DeploymentState, type Steer } from './deployment-store.js';
-import { lookups, type Lookups } from './deployments.js';
+import { lookups, note, type Lookups } from './deployments.js';
 import { html, nothing } from './lit.js';
 import * as live from './live.js';
 import { can } from './me.js';
@@ -136,7 +136,7 @@ function header(s: DeploymentState, store: DeploymentStore, names: Lookups) {
                   deployment at a time per project and environment)</span
                 >`
               : nothing
-          }${
+          }${note(d)}${
             d.state === 'paused'
               ? html`<span class="small muted" data-testid="paused-since"
                   >${d.pausedAt ? html`since ${fmtTime(d.pausedAt)} (${elapsed(d.pausedAt, null)}): ` : nothing}no new

@@ -30,6 +30,22 @@ interface ListState {
   names: Lookups;
 }
 
+/** A scheduled deployment's time, a trigger's mark, and why one ended without running. */
+export const note = (d: Deployment) =>
+  html`${
+    d.state === 'scheduled' && d.queueAt
+      ? html`<span class="small muted dep-note" data-testid="scheduled-at" title=${d.queueAt}
+          >at ${fmtTime(d.queueAt)}${d.queueExpiresAt ? html`, expires ${fmtTime(d.queueExpiresAt)}` : ''}</span
+        >`
+      : ''
+  }${
+    d.trigger
+      ? html`<span class="tag dep-note" data-testid="trigger" title="made by a target trigger for a new machine"
+          >${d.trigger}</span
+        >`
+      : ''
+  }${d.error ? html`<div class="small muted" data-testid="deployment-error">${d.error}</div>` : ''}`;
+
 const row = (d: Deployment, names: Lookups) => {
   const rel = names.release(d.releaseId);
   const project = names.project(d.projectId ?? rel?.projectId);
@@ -39,7 +55,7 @@ const row = (d: Deployment, names: Lookups) => {
     <td>${names.env(d.environmentId)}</td>
     <td>
       <a href="#/deployments/${d.id}">${badge(d.state)}</a
-      >${d.queuedBehind ? html`<span class="small muted"> behind ${d.queuedBehind.slice(0, 8)}</span>` : ''}
+      >${d.queuedBehind ? html`<span class="small muted"> behind ${d.queuedBehind.slice(0, 8)}</span>` : ''}${note(d)}
     </td>
     <td>${fmtTime(d.createdAt)}</td>
     <td>${d.startedAt ? elapsed(d.startedAt, d.finishedAt) : '—'}</td>

@@ -177,7 +177,13 @@ export async function machinesView(root: HTMLElement) {
         ${badge(m.status)}${m.disabled ? html`<span class="badge state-cancelled" data-testid="machine-disabled">disabled</span>` : nothing}
       </td>
       <td title=${m.healthReason ?? ''}>
-        ${badge(m.health)}${m.healthReason ? html`<div class="muted small">${m.healthReason}</div>` : nothing}
+        ${badge(m.health)}${m.healthReason ? html`<div class="muted small">${m.healthReason}</div>` : nothing}${
+          m.lastTriggerError
+            ? html`<div class="small error-text" data-testid="machine-trigger-error" title=${m.lastTriggerAt ?? ''}>
+                target trigger failed: ${m.lastTriggerError}
+              </div>`
+            : nothing
+        }
       </td>
       <td>${m.roles.map((r) => html`<span class="tag">${r}</span>`)}</td>
       <td data-testid="machine-labels">${labelTags(m.labels)}</td>

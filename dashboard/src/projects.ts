@@ -91,6 +91,8 @@ interface DeployPanel {
   release: Release;
   environmentId: string;
   guided: boolean;
+  /** A `datetime-local` value (the browser's time zone): schedule it then (queueAt); empty: deploy now. */
+  at: string;
   preview: Preview | null;
   loading: boolean;
   busy: boolean;
@@ -182,7 +184,16 @@ export async function projectView(root: HTMLElement, id: string) {
 
   function openDeploy(r: Release) {
     store.set({
-      deploy: { release: r, environmentId: '', guided: false, preview: null, loading: false, busy: false, error: null },
+      deploy: {
+        release: r,
+        environmentId: '',
+        guided: false,
+        at: '',
+        preview: null,
+        loading: false,
+        busy: false,
+        error: null,
+      },
     });
     requestAnimationFrame(() =>
       root.querySelector('[data-testid="deploy-panel"]')?.scrollIntoView({ behavior: 'smooth', block: 'nearest' }),
@@ -215,6 +226,7 @@ export async function projectView(root: HTMLElement, id: string) {
         releaseId: d.release.id,
         environmentId: d.environmentId,
         guidedFailure: d.guided,
+        ...(d.at ? { queueAt: new Date(d.at).toISOString() } : {}),
       });
       location.hash = `#/deployments/${created.id}`;
     } catch (err) {
@@ -312,6 +324,14 @@ export async function projectView(root: HTMLElement, id: string) {
           />
           Guided failure (a failed target waits for retry, skip or abort)</label
         >
+        <label title="leave empty to deploy now; scheduled, it is queued at this time (your browser's time zone)"
+          >Start at (optional)
+          <input
+            type="datetime-local"
+            data-testid="deploy-at"
+            .value=${live(d.at)}
+            @change=${(e: Event) => setDeploy({ at: valueOf(e) })}
+        /></label>
       </div>
       <div data-testid="preview">
         ${d.loading ? html`<p class="muted">Loading preview…</p>` : d.preview ? previewView(d.preview) : nothing}
@@ -324,7 +344,7 @@ export async function projectView(root: HTMLElement, id: string) {
           ?disabled=${!d.preview || d.busy}
           @click=${() => void deploy()}
         >
-          Deploy
+          ${d.at ? 'Schedule' : 'Deploy'}
         </button>
         <button class="ghost" @click=${() => store.set({ deploy: null })}>Close</button>
       </div>

@@ -22,6 +22,7 @@ import { PackagesModule } from './packages/packages.module.js';
 import type { PkiMaterial } from './pki/pki.js';
 import { ProjectsModule } from './projects/projects.module.js';
 import { ReleasesModule } from './releases/releases.module.js';
+import { RetentionModule } from './retention/retention.module.js';
 import type { SecretBox } from './secrets/secret-box.js';
 import { WebhooksModule } from './webhooks/webhooks.module.js';
 
@@ -56,6 +57,7 @@ export class AppModule {
         LiveModule,
         AuditModule,
         WebhooksModule,
+        RetentionModule,
       ],
       providers: [
         { provide: APP_GUARD, useClass: ApiKeyGuard },

@@ -237,6 +237,8 @@ export class AgentGateway implements OnApplicationBootstrap, OnApplicationShutdo
         for (const gone of await this.leases.renew(machineId, running))
           send({ type: 'lease.cancel', leaseId: gone, reason: 'the lease expired while the agent was away' });
         await this.dispatcher.deliverPending([machineId]);
+        // Its health is known within seconds of connecting, not at the next scheduled round.
+        this.health.onArrival(machineId);
         return;
       }
       case 'lease.accepted': {

@@ -70,6 +70,13 @@ const EnvSchema = z
           });
         return key ?? undefined;
       }),
+    /** Deployments (and their logs) and audit events older than this many days are deleted; 0 keeps everything. */
+    CUTTLE_RETENTION_DAYS: z.coerce
+      .number({ error: 'CUTTLE_RETENTION_DAYS must be a number of days' })
+      .min(0, 'CUTTLE_RETENTION_DAYS must not be negative (0 keeps everything)')
+      .max(36_500, 'CUTTLE_RETENTION_DAYS must be at most 36500')
+      .default(90),
+    CUTTLE_RETENTION_INTERVAL_SECONDS: seconds('CUTTLE_RETENTION_INTERVAL_SECONDS', 3600, 10),
     CUTTLE_MIN_FREE_DISK_MB: z.coerce
       .number({ error: 'CUTTLE_MIN_FREE_DISK_MB must be a number' })
       .min(0, 'CUTTLE_MIN_FREE_DISK_MB must not be negative')
@@ -115,6 +122,9 @@ export interface CuttleConfig {
   ownershipTtlMs: number;
   healthCheckIntervalMs: number;
   minFreeDiskBytes: number;
+  /** Retention age in days (0: keep everything) and how often the sweep runs. */
+  retentionDays: number;
+  retentionIntervalMs: number;
   /** CUTTLE_SECRETS_KEY, decoded; unset: the key file in `home` (secrets/secrets-key.ts). */
   secretsKey?: Buffer;
   smtpUrl?: string;
@@ -169,6 +179,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): CuttleConfig {
     smtpUrl: e.CUTTLE_SMTP_URL,
     smtpFrom: e.CUTTLE_SMTP_FROM,
     webhookRetryBaseMs: e.CUTTLE_WEBHOOK_RETRY_BASE_MS,
+    retentionDays: e.CUTTLE_RETENTION_DAYS,
+    retentionIntervalMs: Math.round(e.CUTTLE_RETENTION_INTERVAL_SECONDS * 1000),
     version: CUTTLE_VERSION,
   };
 }

@@ -14,6 +14,7 @@ import { AuditEvents1764122400000 } from './migrations/1764122400000-audit-event
 import { Lifecycles1764126000000 } from './migrations/1764126000000-lifecycles.js';
 import { SecretsAtRest1764129600000 } from './migrations/1764129600000-secrets-at-rest.js';
 import { PackageVariables1764133200000 } from './migrations/1764133200000-package-variables.js';
+import { DayTwo1764136800000 } from './migrations/1764136800000-day-two.js';
 import { Webhooks1764140400000 } from './migrations/1764140400000-webhooks.js';
 
 export const MIGRATIONS = [
@@ -31,6 +32,7 @@ export const MIGRATIONS = [
   Lifecycles1764126000000,
   SecretsAtRest1764129600000,
   PackageVariables1764133200000,
+  DayTwo1764136800000,
   Webhooks1764140400000,
 ];
 export const POOL_SIZE = 10;

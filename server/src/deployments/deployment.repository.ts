@@ -134,13 +134,18 @@ export class DeploymentRepository {
       excluded: string[];
       ownerNode: string;
       ownershipTtlSeconds: number;
+      /** Scheduled: it waits `scheduled`, without an owner, until then (see `activateScheduled`). */
+      queueAt?: Date | null;
+      queueExpiresAt?: Date | null;
+      trigger?: { kind: 'new-machine'; machineId: string } | null;
     },
   ): Promise<string> {
     await this.lockQueue(tx, d.projectId, d.environmentId);
+    const scheduled = !!d.queueAt;
     const [row] = returned<{ id: string }>(
       await tx.query(
-        `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids, owner_node, owner_expires_at, rollback_on_failure, retry_of, rollback_of, created_by_key_id, created_by_name)
-         VALUES ($1, $2, $3, 'queued', $4, $5, $6, $7, now() + make_interval(secs => $8), $9, $10, $11, $12, $13) RETURNING id`,
+        `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids, owner_node, owner_expires_at, rollback_on_failure, retry_of, rollback_of, created_by_key_id, created_by_name, queue_at, queue_expires_at, trigger, trigger_machine_id)
+         VALUES ($1, $2, $3, $14, $4, $5, $6, $7, now() + make_interval(secs => $8), $9, $10, $11, $12, $13, $15, $16, $17, $18) RETURNING id`,
         [
           d.releaseId,
           d.projectId,
@@ -148,17 +153,137 @@ export class DeploymentRepository {
           d.guidedFailure,
           JSON.stringify(d.specific),
           JSON.stringify(d.excluded),
-          d.ownerNode,
+          scheduled ? null : d.ownerNode,
           d.ownershipTtlSeconds,
           d.rollbackOnFailure ?? false,
           d.retryOf ?? null,
           d.rollbackOf ?? null,
           d.createdBy?.id ?? null,
           d.createdBy?.name ?? null,
+          scheduled ? 'scheduled' : 'queued',
+          d.queueAt ?? null,
+          d.queueExpiresAt ?? null,
+          d.trigger?.kind ?? null,
+          d.trigger?.machineId ?? null,
         ],
       ),
     );
     return row.id;
+  }
+
+  // ------------------------------------------------------------------ scheduled deployments
+
+  /** Scheduled deployments whose time has come, oldest first. No lock: `activateScheduled` checks again. */
+  async dueScheduled(limit: number): Promise<Array<Pick<DeploymentRow, 'id' | 'project_id' | 'environment_id'>>> {
+    return this.ds.query(
+      `SELECT id, project_id, environment_id FROM deployments WHERE state = 'scheduled' AND queue_at <= now() ORDER BY queue_at LIMIT $1`,
+      [limit],
+    );
+  }
+
+  /** Deployments not started by their `queue_expires_at` (scheduled, or queued behind another). No lock. */
+  async expiredUnstarted(limit: number): Promise<Array<Pick<DeploymentRow, 'id' | 'project_id' | 'environment_id'>>> {
+    return this.ds.query(
+      `SELECT id, project_id, environment_id FROM deployments
+       WHERE queue_expires_at IS NOT NULL AND started_at IS NULL AND queue_expires_at <= now() AND state IN ('scheduled', 'queued')
+       ORDER BY queue_expires_at LIMIT $1`,
+      [limit],
+    );
+  }
+
+  /**
+   * A scheduled deployment joins the queue now: `queued`, owned by `node`, with a new place in its pair's queue (taken
+   * now, under the pair's queue lock the caller holds: it goes behind what was created while it waited, as if it were
+   * created at its time). The caller holds its row (level 1) and read it `scheduled`.
+   */
+  async activateScheduled(tx: EntityManager, id: string, node: string, ttlSeconds: number): Promise<void> {
+    await tx.query(
+      `UPDATE deployments SET state = 'queued', queue_seq = nextval('deployments_queue_seq'), owner_node = $2,
+         owner_expires_at = now() + make_interval(secs => $3)
+       WHERE id = $1 AND state = 'scheduled'`,
+      [id, node, ttlSeconds],
+    );
+  }
+
+  /** A deployment that never started ends `cancelled`, with why (`error`). The caller holds its row (level 1). */
+  async cancelUnstarted(tx: EntityManager, id: string, reason: string): Promise<void> {
+    await tx.query(
+      `UPDATE deployments SET state = 'cancelled', finished_at = now(), owner_node = NULL, error = $2
+       WHERE id = $1 AND started_at IS NULL AND state IN ('scheduled', 'queued', 'paused')`,
+      [id, reason],
+    );
+  }
+
+  // ------------------------------------------------------------------ target triggers
+
+  /**
+   * The release of the project's newest successful deployment to the environment, if any (what a new machine there
+   * gets). No lock: a finished deployment does not change.
+   */
+  async lastSuccessfulRelease(projectId: string, environmentId: string, db: Db = this.ds): Promise<string | undefined> {
+    const [row] = await db.query(
+      `SELECT release_id FROM deployments WHERE project_id = $1 AND environment_id = $2 AND state = 'success'
+       ORDER BY created_at DESC LIMIT 1`,
+      [projectId, environmentId],
+    );
+    return row?.release_id;
+  }
+
+  /** A trigger's deployment for this machine, project and environment that has not ended (scheduled or active). */
+  async pendingTriggered(
+    tx: EntityManager,
+    machineId: string,
+    projectId: string,
+    environmentId: string,
+  ): Promise<string | undefined> {
+    const [row] = await tx.query(
+      `SELECT id FROM deployments WHERE trigger_machine_id = $1 AND project_id = $2 AND environment_id = $3
+         AND state IN ('scheduled', ${ACTIVE_STATES_SQL}) LIMIT 1`,
+      [machineId, projectId, environmentId],
+    );
+    return row?.id;
+  }
+
+  // ------------------------------------------------------------------ retention
+
+  /**
+   * One batch of the retention sweep, in its own transaction: at most `limit` finished deployments created (and
+   * finished) before `cutoff`, oldest first, deleted with everything that hangs off them (steps, target runs, leases,
+   * interruptions, output variables, log lines and head: their foreign keys cascade). Kept whatever their age: per
+   * project and environment the newest finished deployment and the newest successful one (what a rollback or a target
+   * trigger deploys from), and any deployment an unfinished one retries or rolls back. Rows another transaction holds
+   * are skipped (SKIP LOCKED), and the sweep runs on one node at a time (`pg_try_advisory_xact_lock`): `null` when
+   * another node holds it. Returns what was deleted.
+   */
+  async deleteExpiredBatch(
+    cutoff: Date,
+    limit: number,
+  ): Promise<{ deployments: number; logLines: number; ids: string[] } | null> {
+    return this.transaction(async (tx) => {
+      const [lock] = await tx.query(`SELECT pg_try_advisory_xact_lock(hashtextextended('cuttle/retention', 0)) AS ok`);
+      if (!lock.ok) return null;
+      const rows: Array<{ id: string }> = await tx.query(
+        `SELECT d.id FROM deployments d
+         WHERE d.state IN ('success', 'failed', 'cancelled') AND d.created_at < $1 AND coalesce(d.finished_at, d.created_at) < $1
+           AND EXISTS (SELECT 1 FROM deployments n WHERE n.project_id = d.project_id AND n.environment_id = d.environment_id
+                       AND n.state IN ('success', 'failed', 'cancelled') AND (n.created_at, n.id) > (d.created_at, d.id))
+           AND (d.state <> 'success' OR EXISTS (SELECT 1 FROM deployments n WHERE n.project_id = d.project_id
+                AND n.environment_id = d.environment_id AND n.state = 'success' AND (n.created_at, n.id) > (d.created_at, d.id)))
+           AND NOT EXISTS (SELECT 1 FROM deployments a WHERE (a.retry_of = d.id OR a.rollback_of = d.id)
+                           AND a.state IN ('scheduled', ${ACTIVE_STATES_SQL}))
+         ORDER BY d.created_at LIMIT $2
+         FOR UPDATE OF d SKIP LOCKED`,
+        [cutoff, limit],
+      );
+      const ids = rows.map((r) => r.id);
+      if (!ids.length) return { deployments: 0, logLines: 0, ids };
+      const [lines] = await tx.query(
+        `WITH gone AS (DELETE FROM deployment_log WHERE deployment_id = ANY($1::uuid[]) RETURNING 1) SELECT count(*)::int AS n FROM gone`,
+        [ids],
+      );
+      const gone = returned(await tx.query(`DELETE FROM deployments WHERE id = ANY($1::uuid[]) RETURNING id`, [ids]));
+      return { deployments: gone.length, logLines: lines.n, ids };
+    });
   }
 
   /**

@@ -4,7 +4,11 @@ import type { RunState } from '../orchestration/planner.js';
 export const ACTIVE_STATES = ['queued', 'executing', 'waiting', 'paused', 'cancelling'] as const;
 /** ACTIVE_STATES as an SQL list, for `state IN (...)` (the partial indexes of active deployments use the same list). */
 export const ACTIVE_STATES_SQL = ACTIVE_STATES.map((s) => `'${s}'`).join(', ');
-export type DeploymentState = (typeof ACTIVE_STATES)[number] | 'success' | 'failed' | 'cancelled';
+/**
+ * `scheduled`: waiting for its `queue_at`; not active (it holds no place in the queue, no owner drives it) until the
+ * scheduler makes it `queued` (deployments/scheduler.ts).
+ */
+export type DeploymentState = (typeof ACTIVE_STATES)[number] | 'scheduled' | 'success' | 'failed' | 'cancelled';
 
 export interface DeploymentRow {
   id: string;
@@ -24,8 +28,15 @@ export interface DeploymentRow {
   paused_at: Date | null;
   specific_machine_ids: string[];
   excluded_machine_ids: string[];
+  /** Why it ended without running (a scheduled deployment past its expiry), or why a trigger's could not start. */
   error: string | null;
   owner_node: string | null;
+  /** A scheduled deployment: when it is queued, and when, not started by then, it is cancelled instead. */
+  queue_at: Date | null;
+  queue_expires_at: Date | null;
+  /** What made it, when not a person: `new-machine` (a target trigger), with the machine it was made for. */
+  trigger: 'new-machine' | null;
+  trigger_machine_id: string | null;
   /** Creation order per project and environment, as committed (see DeploymentRepository.insertDeployment). */
   queue_seq: string;
   created_at: Date;

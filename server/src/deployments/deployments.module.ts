@@ -15,6 +15,8 @@ import { InterruptionsController } from './interruptions.controller.js';
 import { InterruptionsService } from './interruptions.service.js';
 import { ProgressionController } from './progression.controller.js';
 import { RollbackOnFailure } from './rollback-on-failure.js';
+import { Scheduler } from './scheduler.js';
+import { TargetTriggers } from './target-triggers.js';
 
 /** The deployment aggregate: deployments, their steps and target runs, interruptions, the log, and its repository. */
 @Module({
@@ -27,6 +29,8 @@ import { RollbackOnFailure } from './rollback-on-failure.js';
     InterruptionsService,
     DeploymentsService,
     RollbackOnFailure,
+    Scheduler,
+    TargetTriggers,
   ],
   controllers: [DeploymentsController, InterruptionsController, ProgressionController],
   exports: [

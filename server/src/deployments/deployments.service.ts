@@ -65,6 +65,11 @@ interface NewDeployment {
   createdBy: Creator | null;
   /** Why it exists, logged after its first line. */
   lines?: LogEntryInput[];
+  /** Scheduled: queued at this time (laid out then), cancelled if not started by `queueExpiresAt`. */
+  queueAt?: Date;
+  queueExpiresAt?: Date;
+  /** Made by a target trigger for this machine. */
+  trigger?: { kind: 'new-machine'; machineId: string };
 }
 
 /** Who asked for a deployment: an API key's id and name. */
@@ -107,6 +112,50 @@ const createdBy = (d: DeploymentRow) => {
   return c ? { createdBy: c } : {};
 };
 
+/** Who a target trigger's deployments are created by: the system, not a key (no key has this id). */
+export const TRIGGER_CREATOR: Creator = { id: '00000000-0000-0000-0000-000000000000', name: 'trigger' };
+
+/** A deployment's schedule and trigger as the API shows them (each only when set). */
+function scheduleAndTrigger(d: DeploymentRow) {
+  return {
+    ...(d.queue_at ? { queueAt: iso(d.queue_at)! } : {}),
+    ...(d.queue_expires_at ? { queueExpiresAt: iso(d.queue_expires_at)! } : {}),
+    ...(d.trigger ? { trigger: d.trigger } : {}),
+    ...(d.trigger_machine_id ? { triggerMachineId: d.trigger_machine_id } : {}),
+  };
+}
+
+/** A clock a second behind ours is not "in the past": a client that asks for "now" must not be refused. */
+const SCHEDULE_SLACK_MS = 1_000;
+
+/**
+ * A deployment's schedule from its request: `queueAt` (ISO-8601, not in the past) and `queueExpiresAt` (after
+ * `queueAt`, or after now without one: a queued deployment not started by then is cancelled too). Refused naming the
+ * field.
+ */
+export function scheduleOf(
+  dto: Pick<CreateDeploymentDto, 'queueAt' | 'queueExpiresAt'>,
+  now = Date.now(),
+): { queueAt?: Date; queueExpiresAt?: Date } {
+  const parse = (field: 'queueAt' | 'queueExpiresAt') => {
+    const v = dto[field];
+    if (v === undefined || v === null) return undefined;
+    const t = typeof v === 'string' && /^\d{4}-\d{2}-\d{2}T/.test(v) ? new Date(v) : new Date(NaN);
+    if (Number.isNaN(t.getTime()))
+      throw invalid(`${field} must be an ISO-8601 time like 2026-12-24T18:00:00Z (got ${JSON.stringify(v)})`);
+    return t;
+  };
+  const queueAt = parse('queueAt');
+  const queueExpiresAt = parse('queueExpiresAt');
+  if (queueAt && queueAt.getTime() < now - SCHEDULE_SLACK_MS)
+    throw invalid(`queueAt must not be in the past (got ${queueAt.toISOString()})`);
+  if (queueExpiresAt && queueAt && queueExpiresAt.getTime() <= queueAt.getTime())
+    throw invalid(`queueExpiresAt must be after queueAt (got ${queueExpiresAt.toISOString()})`);
+  if (queueExpiresAt && queueExpiresAt.getTime() <= now)
+    throw invalid(`queueExpiresAt must be in the future (got ${queueExpiresAt.toISOString()})`);
+  return { ...(queueAt ? { queueAt } : {}), ...(queueExpiresAt ? { queueExpiresAt } : {}) };
+}
+
 @Injectable()
 export class DeploymentsService {
   /** This service's log lines carry `context: 'deployments'`. */
@@ -142,6 +191,7 @@ export class DeploymentsService {
     const project = await this.projects.get(release.projectId);
     const specific = (dto.specificMachineIds ?? []).map((s) => s.toLowerCase());
     const excluded = (dto.excludedMachineIds ?? []).map((s) => s.toLowerCase());
+    const schedule = scheduleOf(dto);
     const created = await this.repo.transaction(async (tx) => {
       // Only a deployment asked for is held to the lifecycle: a retry or a rollback goes where a release already went.
       const lifecycle = await this.lifecycles.of(release, tx);
@@ -163,13 +213,15 @@ export class DeploymentsService {
         specific,
         excluded,
         createdBy: by,
+        ...schedule,
       });
       return this.get(id, tx);
     });
-    this.logger.info('deployment created', {
+    this.logger.info(schedule.queueAt ? 'deployment scheduled' : 'deployment created', {
       deploymentId: created.id,
       release: release.version,
       environment: env.name,
+      ...(schedule.queueAt ? { queueAt: schedule.queueAt.toISOString() } : {}),
     });
     this.events.emit('changed', created.id);
     return created;
@@ -178,11 +230,11 @@ export class DeploymentsService {
   /**
    * Writes a new deployment in the caller's transaction, laid out as `create` describes (the plan fixed now), and
    * returns its id: its row (taking the project and environment's queue lock), its steps (those `settled` skipped
-   * at once), its target runs, and the first lines of its log.
+   * at once), its target runs, and the first lines of its log. A scheduled one (`queueAt`) is only its row and a
+   * line: it is laid out when its time comes (`activateScheduled`), on the machines there are then.
    */
   private async insertNew(tx: EntityManager, n: NewDeployment): Promise<string> {
     const { release, env } = n;
-    const steps = layoutDeployment(release.process, env.id, release.channelId, n.machines, n.layout);
     // The node that creates a deployment drives it (it holds the ownership lease from the first moment).
     const id = await this.repo.insertDeployment(tx, {
       releaseId: release.id,
@@ -197,7 +249,28 @@ export class DeploymentsService {
       excluded: n.excluded,
       ownerNode: this.config.nodeId,
       ownershipTtlSeconds: this.config.ownershipTtlMs / 1000,
+      queueAt: n.queueAt,
+      queueExpiresAt: n.queueExpiresAt,
+      trigger: n.trigger,
     });
+    if (n.queueAt) {
+      await this.log.append(tx, id, [
+        {
+          level: 'info',
+          text: `Scheduled: ${n.projectName} release ${release.version} to ${env.name} is queued at ${n.queueAt.toISOString()}${n.queueExpiresAt ? `, or cancelled if it has not started by ${n.queueExpiresAt.toISOString()}` : ''}`,
+        },
+        ...(n.lines ?? []),
+      ]);
+      return id;
+    }
+    await this.layOut(tx, id, n);
+    return id;
+  }
+
+  /** Lays out a deployment's plan (steps, target runs, the first lines of its log) under its row, in `tx`. */
+  private async layOut(tx: EntityManager, id: string, n: NewDeployment): Promise<void> {
+    const { release, env } = n;
+    const steps = layoutDeployment(release.process, env.id, release.channelId, n.machines, n.layout);
     const lines: LogEntryInput[] = [
       { level: 'info', text: `Deploying ${n.projectName} release ${release.version} to ${env.name}` },
       ...(n.lines ?? []),
@@ -269,7 +342,6 @@ export class DeploymentsService {
         text: `Queued behind deployment ${ahead}: deployments of ${n.projectName} to ${env.name} run one at a time, in the order they were created`,
       });
     await this.log.append(tx, id, lines);
-    return id;
   }
 
   /** What a deployment of this release to this environment would do, without running anything. */
@@ -372,6 +444,7 @@ export class DeploymentsService {
       ...(d.rolled_back_by ? { rolledBackBy: d.rolled_back_by } : {}),
       ...createdBy(d),
       ...(d.state === 'paused' && d.paused_at ? { pausedAt: iso(d.paused_at)! } : {}),
+      ...scheduleAndTrigger(d),
       specificMachineIds: d.specific_machine_ids,
       excludedMachineIds: d.excluded_machine_ids,
       error: d.error ?? undefined,
@@ -455,6 +528,8 @@ export class DeploymentsService {
       ...(d.retry_of ? { retryOf: d.retry_of } : {}),
       ...(d.rollback_of ? { rollbackOf: d.rollback_of } : {}),
       ...createdBy(d),
+      ...scheduleAndTrigger(d),
+      ...(d.error ? { error: d.error } : {}),
       createdAt: iso(d.created_at)!,
       startedAt: iso(d.started_at),
       finishedAt: iso(d.finished_at),
@@ -504,6 +579,13 @@ export class DeploymentsService {
       const d = await this.repo.lockDeployment(tx, id);
       if (!d) throw notFound(`deployment ${id} not found`);
       if (d.state === 'cancelling') return;
+      if (d.state === 'scheduled') {
+        // Nothing of it runs or is laid out yet: it ends now, no dispatcher round needed.
+        const reason = 'cancelled before its scheduled time';
+        await this.repo.cancelUnstarted(tx, id, reason);
+        await this.log.append(tx, id, [{ level: 'warn', text: `Deployment cancelled: ${reason}` }]);
+        return;
+      }
       if (!(ACTIVE_STATES as readonly string[]).includes(d.state))
         throw new DomainError('deployment_finished', `deployment ${id} has already finished (${d.state})`);
       await this.repo.setDeploymentState(tx, id, 'cancelling');
@@ -518,6 +600,152 @@ export class DeploymentsService {
       ]);
     });
     this.events.emit('changed', id);
+  }
+
+  /**
+   * A scheduled deployment whose time came joins the queue (the scheduler calls it on every node; once is all it
+   * takes): laid out on the machines deployable now, with a new place in its pair's queue. One whose expiry passed
+   * meanwhile (a server that was down), whose lifecycle no longer allows it, or whose machines are gone ends
+   * `cancelled` with the reason (`error` and its log). Lock order: the pair's queue lock (level 0), then its row
+   * (level 1), under which it must still be `scheduled`. Returns its state afterwards, or undefined when another
+   * node (or an operator's cancel) got there first.
+   */
+  async activateScheduled(id: string): Promise<'queued' | 'cancelled' | undefined> {
+    const pre = await this.repo.findDeployment(id);
+    if (!pre || pre.state !== 'scheduled') return undefined;
+    const [release, env, project] = await Promise.all([
+      this.releases.get(pre.release_id),
+      this.envs.get(pre.environment_id),
+      this.projects.get(pre.project_id),
+    ]);
+    const outcome = await this.repo.transaction(async (tx) => {
+      await this.repo.lockQueue(tx, pre.project_id, pre.environment_id);
+      const d = await this.repo.lockDeployment(tx, id);
+      if (!d || d.state !== 'scheduled') return undefined;
+      const cancel = async (reason: string) => {
+        await this.repo.cancelUnstarted(tx, id, reason);
+        await this.log.append(tx, id, [{ level: 'warn', text: `Deployment cancelled: ${reason}` }]);
+        return 'cancelled' as const;
+      };
+      if (d.queue_expires_at && d.queue_expires_at.getTime() <= Date.now())
+        return cancel(`not started by its expiry (queueExpiresAt ${d.queue_expires_at.toISOString()})`);
+      let machines: LayoutMachine[];
+      try {
+        const lifecycle = await this.lifecycles.of(release, tx);
+        if (lifecycle)
+          this.lifecycles.assertAllowed(
+            lifecycle,
+            release,
+            env,
+            (await this.repo.releaseHistory(release.id, tx)).succeeded,
+          );
+        machines = await this.machines.deployable(env.id, d.specific_machine_ids, d.excluded_machine_ids, tx);
+      } catch (e) {
+        if (e instanceof DomainError) return cancel(`it could not start at its scheduled time: ${e.message}`);
+        throw e;
+      }
+      await this.repo.activateScheduled(tx, id, this.config.nodeId, this.config.ownershipTtlMs / 1000);
+      await this.layOut(tx, id, {
+        release,
+        env,
+        projectName: project.name,
+        machines,
+        guidedFailure: d.guided_failure,
+        rollbackOnFailure: d.rollback_on_failure,
+        specific: d.specific_machine_ids,
+        excluded: d.excluded_machine_ids,
+        createdBy: creatorOf(d),
+        lines: [{ level: 'info', text: `Its scheduled time ${d.queue_at!.toISOString()} came: queued` }],
+      });
+      return 'queued' as const;
+    });
+    if (outcome) {
+      this.logger.info(outcome === 'queued' ? 'scheduled deployment queued' : 'scheduled deployment cancelled', {
+        deploymentId: id,
+      });
+      this.events.emit('changed', id);
+    }
+    return outcome;
+  }
+
+  /**
+   * A deployment not started by its `queueExpiresAt` (still scheduled, or queued behind another) ends `cancelled`
+   * with the reason. Under its row lock (level 1), so a dispatcher round that starts it and this cannot both win:
+   * whichever is second finds it started, or finished.
+   */
+  async expireUnstarted(id: string): Promise<boolean> {
+    const done = await this.repo.transaction(async (tx) => {
+      const d = await this.repo.lockDeployment(tx, id);
+      if (!d || d.started_at || !d.queue_expires_at || d.queue_expires_at.getTime() > Date.now()) return false;
+      if (d.state !== 'scheduled' && d.state !== 'queued') return false;
+      const reason = `not started by its expiry (queueExpiresAt ${d.queue_expires_at.toISOString()})`;
+      await this.repo.cancelUnstarted(tx, id, reason);
+      await this.log.append(tx, id, [{ level: 'warn', text: `Deployment cancelled: ${reason}` }]);
+      return true;
+    });
+    if (done) {
+      this.logger.info('deployment expired before it started', { deploymentId: id });
+      this.events.emit('changed', id);
+      this.events.emit('finished', id, 'cancelled');
+    }
+    return done;
+  }
+
+  /**
+   * A target trigger: deploys the environment's last successful release of the project to one machine that arrived
+   * there (`trigger: new-machine`, created by the system), queued behind what runs there like any deployment. Not held
+   * to the lifecycle (the release already went there). Undefined when there is nothing to deploy, or when a
+   * trigger's deployment for the same machine, project and environment has not ended yet (checked under the pair's
+   * queue lock, which creating one takes: two nodes or two events cannot both make one). Refusals (the machine left
+   * the environment, was disabled...) are DomainErrors for the caller to record.
+   */
+  async deployToNewMachine(t: {
+    machineId: string;
+    projectId: string;
+    environmentId: string;
+    releaseId: string;
+    reason: string;
+  }): Promise<Deployment | undefined> {
+    const [release, env, project] = await Promise.all([
+      this.releases.get(t.releaseId),
+      this.envs.get(t.environmentId),
+      this.projects.get(t.projectId),
+    ]);
+    const created = await this.repo.transaction(async (tx) => {
+      await this.repo.lockQueue(tx, t.projectId, t.environmentId);
+      if (await this.repo.pendingTriggered(tx, t.machineId, t.projectId, t.environmentId)) return undefined;
+      const machines = await this.machines.deployable(env.id, [t.machineId], [], tx);
+      if (!machines.length) throw invalid(`the machine is disabled or revoked: nothing to deploy to`);
+      const id = await this.insertNew(tx, {
+        release,
+        env,
+        projectName: project.name,
+        machines,
+        guidedFailure: env.guidedFailure,
+        rollbackOnFailure: false,
+        specific: [t.machineId],
+        excluded: [],
+        createdBy: TRIGGER_CREATOR,
+        trigger: { kind: 'new-machine', machineId: t.machineId },
+        lines: [
+          {
+            level: 'info',
+            machineId: t.machineId,
+            text: `Target trigger: ${machines[0].name} ${t.reason}; it gets release ${release.version}, the last deployed successfully to ${env.name}`,
+          },
+        ],
+      });
+      return this.get(id, tx);
+    });
+    if (created) {
+      this.logger.info('deployment created by a target trigger', {
+        deploymentId: created.id,
+        machineId: t.machineId,
+        release: release.version,
+      });
+      this.events.emit('changed', created.id);
+    }
+    return created;
   }
 
   /**

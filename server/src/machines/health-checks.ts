@@ -2,7 +2,8 @@
  * Machine health: every CUTTLE_HEALTH_CHECK_INTERVAL_SECONDS (and on demand) each node asks the agents connected to
  * it for a health report and measures the round trip. Healthy: the agent answered within 10 s and has at least
  * CUTTLE_MIN_FREE_DISK_MB free in its work folder. A machine no node holds a connection to is unhealthy ("not
- * connected").
+ * connected"). An agent is also checked when it connects (`onArrival`), so a machine's health is known within seconds
+ * of it coming online, not at the next round.
  */
 import { randomUUID } from 'node:crypto';
 import { Inject, Injectable, type OnApplicationBootstrap, type OnApplicationShutdown } from '@nestjs/common';
@@ -16,6 +17,10 @@ import { iso } from '../database/sql.js';
 import { MachinesService } from './machines.service.js';
 
 const REPORT_TIMEOUT_MS = 10_000;
+/** A machine connecting again within this long of a check that found it healthy is not checked again. */
+const ARRIVAL_RECHECK_MS = 30_000;
+/** Checks on connect in flight at once: a reconnect storm of thousands of agents is checked a few at a time. */
+const ARRIVAL_CONCURRENCY = 16;
 
 export type HealthResult = HealthCheck;
 
@@ -26,6 +31,10 @@ export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdo
     { machineId: string; sentAt: number; resolve: (r: AgentMessageOf<'health.report'> | null) => void }
   >();
   private timer?: NodeJS.Timeout;
+  /** Machines whose agents connected and wait for their check (in order), and how many such checks run. */
+  private arrivals = new Set<string>();
+  private arrivalsRunning = 0;
+  private stopped = false;
 
   /** This service's log lines carry `context: 'health'`. */
   private readonly log: Logger;
@@ -45,6 +54,8 @@ export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdo
   }
 
   onApplicationShutdown() {
+    this.stopped = true;
+    this.arrivals.clear();
     if (this.timer) clearInterval(this.timer);
     for (const p of this.pending.values()) p.resolve(null);
   }
@@ -55,6 +66,37 @@ export class HealthChecks implements OnApplicationBootstrap, OnApplicationShutdo
     if (!p || p.machineId !== machineId) return;
     this.pending.delete(msg.requestId);
     p.resolve(msg);
+  }
+
+  /**
+   * An agent said hello here: its machine is checked soon, unless it already waits for a check or was found healthy
+   * in the last 30 s (an agent reconnecting in a loop is not asked each time). At most 16 such checks run at once.
+   */
+  onArrival(machineId: string) {
+    if (this.stopped || this.arrivals.has(machineId)) return;
+    this.arrivals.add(machineId);
+    this.drainArrivals();
+  }
+
+  private drainArrivals() {
+    while (this.arrivalsRunning < ARRIVAL_CONCURRENCY && this.arrivals.size && !this.stopped) {
+      const id = this.arrivals.values().next().value as string;
+      this.arrivals.delete(id);
+      this.arrivalsRunning++;
+      void this.checkArrived(id)
+        .catch((e: Error) => this.log.warn('health check on connect failed', { machineId: id, error: e.message }))
+        .finally(() => {
+          this.arrivalsRunning--;
+          this.drainArrivals();
+        });
+    }
+  }
+
+  private async checkArrived(machineId: string) {
+    const m = await this.machines.get(machineId);
+    const recent = m.healthCheckedAt && Date.now() - m.healthCheckedAt.getTime() < ARRIVAL_RECHECK_MS;
+    if (recent && m.health === 'healthy') return;
+    if (this.agents.isConnected(machineId)) await this.check(machineId);
   }
 
   async checkAll() {

@@ -26,5 +26,8 @@ export class MachineEntity {
     transformer: { to: (v: number | null) => v, from: (v: string | null) => (v === null ? null : Number(v)) },
   })
   freeDiskBytes: number | null;
+  /** Why the last target trigger could not deploy to it (null once one did); when a trigger last acted for it. */
+  @Column('text', { name: 'last_trigger_error', nullable: true }) lastTriggerError: string | null;
+  @Column('timestamptz', { name: 'last_trigger_at', nullable: true }) lastTriggerAt: Date | null;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
 }

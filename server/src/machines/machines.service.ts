@@ -24,9 +24,15 @@ import type { CreateTokenDto, RegisterDto, UpdateMachineDto } from './dto/machin
 import { MachineEntity } from './machine.entity.js';
 import { RegistrationTokenEntity } from './registration-token.entity.js';
 
-/** In-process events about machines; the agent gateway listens for revocations to drop connections at once. */
+/**
+ * In-process events about machines: the agent gateway listens for revocations to drop connections at once; target
+ * triggers listen for arrivals (registered, enabled, or given environments: `environmentIds` are those it arrived in).
+ */
 @Injectable()
-export class MachineEvents extends EventEmitter<{ revoked: [machineId: string] }> {}
+export class MachineEvents extends EventEmitter<{
+  revoked: [machineId: string];
+  arrived: [machineId: string, environmentIds: string[], how: string];
+}> {}
 
 const sha256 = (s: string) => createHash('sha256').update(s).digest('hex');
 /** A machine not heard from for this many heartbeats is offline. */
@@ -118,6 +124,8 @@ export class MachinesService {
       lastSeenAt: iso(m.lastSeenAt),
       agentVersion: m.agentVersion,
       fingerprint: m.fingerprint,
+      ...(m.lastTriggerError ? { lastTriggerError: m.lastTriggerError } : {}),
+      ...(m.lastTriggerAt ? { lastTriggerAt: m.lastTriggerAt.toISOString() } : {}),
       createdAt: m.createdAt.toISOString(),
     };
   }
@@ -201,6 +209,7 @@ export class MachinesService {
       environmentIds,
       labels: machine.labels,
     });
+
     return {
       machineId: machine.id,
       certificate: signed.certificate,
@@ -270,13 +279,22 @@ export class MachinesService {
       .map((x) => Object.assign(x, { labels: lookupOnly(x.labels) }));
   }
 
-  /** The machine's agent said hello on this node. */
+  /**
+   * The machine's agent said hello on this node. Its first hello ever is its arrival in its environments (see
+   * MachineEvents): a machine registers before its agent can take work, so target triggers wait for this.
+   */
   async markConnected(machineId: string, node: string, agentVersion: string): Promise<void> {
-    await this.repo.update(
-      { id: machineId },
-      { connectedNode: node, connectedAt: new Date(), lastSeenAt: new Date(), agentVersion },
+    // The joined row is the one before the update: its connected_at tells a first connection.
+    const rows = returned<{ first: boolean; environment_ids: string[] }>(
+      await this.repo.query(
+        `UPDATE machines m SET connected_node = $2, connected_at = now(), last_seen_at = now(), agent_version = $3
+         FROM machines old WHERE m.id = $1 AND old.id = m.id
+         RETURNING old.connected_at IS NULL AS first, m.environment_ids`,
+        [machineId, node, agentVersion],
+      ),
     );
     this.live.emit('machines');
+    if (rows[0]?.first) this.events.emit('arrived', machineId, rows[0].environment_ids, 'registered');
   }
 
   /** The machine's connection to this node closed (another node may hold a newer one: its mark stays). */
@@ -347,6 +365,8 @@ export class MachinesService {
 
   async update(id: string, dto: UpdateMachineDto) {
     const m = await this.get(id);
+    const wasDisabled = m.disabled;
+    const hadEnvironments = new Set(m.environmentIds);
     if (dto.roles) m.roles = [...new Set(dto.roles)];
     if (dto.environmentIds)
       m.environmentIds = (await this.envs.resolve(dto.environmentIds, 'environmentIds')).map((e) => e.id);
@@ -354,7 +374,22 @@ export class MachinesService {
     if (dto.labels !== undefined) m.labels = labelMap(dto.labels); // replaced whole: {} clears them
     const saved = await this.repo.save(m);
     this.live.emit('machines');
+    // It arrives where it can now be deployed to and could not before: everywhere when enabled, else in the
+    // environments added.
+    if (!saved.disabled) {
+      const arrivedIn = wasDisabled
+        ? saved.environmentIds
+        : saved.environmentIds.filter((e) => !hadEnvironments.has(e));
+      if (arrivedIn.length)
+        this.events.emit('arrived', saved.id, arrivedIn, wasDisabled ? 'was enabled' : 'joined the environment');
+    }
     return saved;
+  }
+
+  /** What a target trigger did for a machine: `error` null when it deployed (or found nothing to do). */
+  async recordTrigger(id: string, error: string | null): Promise<void> {
+    await this.repo.update({ id }, { lastTriggerError: error, lastTriggerAt: new Date() });
+    this.live.emit('machines');
   }
 
   /** Revokes a machine: its certificate is refused from now on and its connection is dropped. */

@@ -22,6 +22,8 @@ export class ProjectEntity {
   @Column('uuid', { name: 'lifecycle_id', nullable: true }) lifecycleId: string | null;
   /** Installation folders of a package an agent keeps after a success (retention.keepReleases). */
   @Column('integer', { name: 'keep_releases', default: 3 }) keepReleases: number;
+  /** A machine that arrives in an environment gets the environment's last successful release (target triggers). */
+  @Column('boolean', { name: 'auto_deploy_new_machines', default: false }) autoDeployNewMachines: boolean;
   @CreateDateColumn({ name: 'created_at', type: 'timestamptz' }) createdAt: Date;
 }
 

@@ -41,6 +41,7 @@ export const toProjectDto = (p: ProjectEntity): Project => ({
   allowConcurrentOnMachines: p.allowConcurrentOnMachines,
   lifecycleId: p.lifecycleId,
   retention: { keepReleases: p.keepReleases },
+  autoDeployNewMachines: p.autoDeployNewMachines,
   createdAt: p.createdAt.toISOString(),
 });
 
@@ -97,6 +98,7 @@ export class ProjectsService {
           variables: [],
           defaultTimeoutSeconds: dto.defaultTimeoutSeconds ?? null,
           allowConcurrentOnMachines: dto.allowConcurrentOnMachines ?? false,
+          autoDeployNewMachines: dto.autoDeployNewMachines ?? false,
           lifecycleId,
         }),
       );
@@ -108,6 +110,11 @@ export class ProjectsService {
 
   list() {
     return this.repo.find({ order: { name: 'ASC' } });
+  }
+
+  /** The projects whose target trigger is on (autoDeployNewMachines). */
+  withAutoDeploy() {
+    return this.repo.find({ where: { autoDeployNewMachines: true }, order: { name: 'ASC' } });
   }
 
   /** By id, slug or name: the CLI and scripts may use any. */
@@ -130,6 +137,7 @@ export class ProjectsService {
     if (dto.description !== undefined) p.description = dto.description;
     if (dto.defaultTimeoutSeconds !== undefined) p.defaultTimeoutSeconds = dto.defaultTimeoutSeconds;
     if (typeof dto.allowConcurrentOnMachines === 'boolean') p.allowConcurrentOnMachines = dto.allowConcurrentOnMachines;
+    if (typeof dto.autoDeployNewMachines === 'boolean') p.autoDeployNewMachines = dto.autoDeployNewMachines;
     if (dto.lifecycleId !== undefined) p.lifecycleId = await this.lifecycles.resolveRef(dto.lifecycleId, 'lifecycleId');
     if (typeof dto.retention?.keepReleases === 'number') p.keepReleases = dto.retention.keepReleases;
     return this.repo.save(p);

@@ -18,6 +18,7 @@ const open = <T extends z.ZodRawShape>(shape: T) => z.object(shape);
 
 export const RunStateSchema = z.enum(['pending', 'running', 'success', 'failed', 'skipped', 'cancelled']);
 export const DeploymentStateSchema = z.enum([
+  'scheduled',
   'queued',
   'executing',
   'waiting',
@@ -65,6 +66,11 @@ export const MachineSchema = open({
   lastSeenAt: maybeTime,
   agentVersion: z.string().nullable(),
   fingerprint: z.string(),
+  lastTriggerError: z
+    .string()
+    .optional()
+    .describe('why the last target trigger (autoDeployNewMachines) could not deploy to it; absent once one did'),
+  lastTriggerAt: time.optional().describe('when a target trigger last acted for it'),
   createdAt: time,
 });
 
@@ -100,6 +106,9 @@ export const ProjectSchema = open({
   lifecycleId: id.nullable().describe("the lifecycle its releases are promoted through (a channel's own wins)"),
   /** What agents keep: the newest `keepReleases` installation folders of each package, after a success. */
   retention: open({ keepReleases: z.number().int() }),
+  autoDeployNewMachines: z
+    .boolean()
+    .describe("a machine that arrives in an environment gets that environment's last successful release"),
   createdAt: time,
 });
 export const ChannelSchema = open({
@@ -225,6 +234,13 @@ export const DeploymentSchema = open({
     .optional()
     .describe('the API key that asked for it (absent on deployments made before keys had roles)'),
   pausedAt: time.optional().describe('while paused: since when'),
+  queueAt: time.optional().describe('a scheduled deployment: when it is queued'),
+  queueExpiresAt: time.optional().describe('not started by then, it ends cancelled'),
+  trigger: z
+    .literal('new-machine')
+    .optional()
+    .describe('made by a target trigger (autoDeployNewMachines), not a person'),
+  triggerMachineId: id.optional().describe('the machine a target trigger made it for'),
   specificMachineIds: z.array(id),
   excludedMachineIds: z.array(id),
   error: z.string().optional(),
@@ -246,6 +262,14 @@ export const DeploymentSummarySchema = open({
   createdBy: open({ id, name: z.string() })
     .optional()
     .describe('the API key that asked for it (absent on deployments made before keys had roles)'),
+  queueAt: time.optional().describe('a scheduled deployment: when it is queued'),
+  queueExpiresAt: time.optional().describe('not started by then, it ends cancelled'),
+  trigger: z
+    .literal('new-machine')
+    .optional()
+    .describe('made by a target trigger (autoDeployNewMachines), not a person'),
+  triggerMachineId: id.optional().describe('the machine a target trigger made it for'),
+  error: z.string().optional().describe('why it ended without running (a scheduled one past its expiry)'),
   createdAt: time,
   startedAt: maybeTime,
   finishedAt: maybeTime,

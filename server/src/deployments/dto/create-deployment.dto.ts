@@ -35,4 +35,18 @@ export class CreateDeploymentDto {
   @IsOptional()
   @IsBoolean()
   rollbackOnFailure?: boolean;
+  /** Checked by the service (scheduleOf), which names the field: not in the past, before the expiry. */
+  @ApiPropertyOptional({
+    type: String,
+    description: 'ISO-8601 time: the deployment stays scheduled until then, then queues as usual',
+  })
+  @IsOptional()
+  @IsString()
+  @MaxLength(100)
+  queueAt?: string;
+  @ApiPropertyOptional({ type: String, description: 'ISO-8601 time: not started by then, it ends cancelled' })
+  @IsOptional()
+  @IsString()
+  @MaxLength(100)
+  queueExpiresAt?: string;
 }

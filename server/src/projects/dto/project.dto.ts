@@ -46,6 +46,11 @@ export class CreateProjectDto {
   @IsOptional()
   @IsBoolean()
   allowConcurrentOnMachines?: boolean;
+  /** A machine arriving in an environment gets the environment's last successful release (target triggers). */
+  @ApiPropertyOptional({ type: Boolean })
+  @IsOptional()
+  @IsBoolean()
+  autoDeployNewMachines?: boolean;
   /** A lifecycle's id or name; null removes it (every environment allowed). */
   @ApiPropertyOptional({ type: String, nullable: true, description: "a lifecycle's id or name; null removes it" })
   @IsOptional()
@@ -78,6 +83,11 @@ export class UpdateProjectDto {
   @IsOptional()
   @IsBoolean()
   allowConcurrentOnMachines?: boolean;
+  /** A machine arriving in an environment gets the environment's last successful release (target triggers). */
+  @ApiPropertyOptional({ type: Boolean })
+  @IsOptional()
+  @IsBoolean()
+  autoDeployNewMachines?: boolean;
   /** A lifecycle's id or name; null removes it (every environment allowed). */
   @ApiPropertyOptional({ type: String, nullable: true, description: "a lifecycle's id or name; null removes it" })
   @IsOptional()
