@@ -141,11 +141,13 @@ export class DeploymentRepository {
     },
   ): Promise<string> {
     await this.lockQueue(tx, d.projectId, d.environmentId);
+    // created_at is read now, under the queue's lock, not at the transaction's start: two deployments created at once
+    // then show the order they are queued in (queue_seq), which is the order they run in.
     const scheduled = !!d.queueAt;
     const [row] = returned<{ id: string }>(
       await tx.query(
-        `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids, owner_node, owner_expires_at, rollback_on_failure, retry_of, rollback_of, created_by_key_id, created_by_name, queue_at, queue_expires_at, trigger, trigger_machine_id)
-         VALUES ($1, $2, $3, $14, $4, $5, $6, $7, now() + make_interval(secs => $8), $9, $10, $11, $12, $13, $15, $16, $17, $18) RETURNING id`,
+        `INSERT INTO deployments (release_id, project_id, environment_id, state, guided_failure, specific_machine_ids, excluded_machine_ids, owner_node, owner_expires_at, rollback_on_failure, retry_of, rollback_of, created_by_key_id, created_by_name, queue_at, queue_expires_at, trigger, trigger_machine_id, created_at)
+         VALUES ($1, $2, $3, $14, $4, $5, $6, $7, now() + make_interval(secs => $8), $9, $10, $11, $12, $13, $15, $16, $17, $18, clock_timestamp()) RETURNING id`,
         [
           d.releaseId,
           d.projectId,
