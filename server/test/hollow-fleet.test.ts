@@ -5,12 +5,14 @@
  * with its one line, and nothing ran: no script's file, no installation folder, no deploy.sh's mark; the package is
  * in every agent's cache, verified.
  */
-import { createHash } from 'node:crypto';
-import { existsSync, readdirSync } from 'node:fs';
+import { createHash, generateKeyPairSync } from 'node:crypto';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createCsrPem, parseRegistrationToken } from '../../shared/src/pki/index.js';
 import { join } from 'node:path';
 import {
   createProject,
   makeTarGz,
+  startAgent,
   startFleet,
   startServer,
   stopAll,
@@ -104,4 +106,54 @@ it('runs a script step and a package step on every hollow target without running
     expect(readdirSync(fleet.workDir(name))).toEqual([]);
     expect(readdirSync(join(home, 'packages'))).toContain(`${sha256}.tar.gz`);
   }
+});
+
+// Agents registered before #19 hold RSA keys: one registered with an RSA request (as the older agent sent) still gets
+// its certificate, connects over mutual TLS with it, and runs a deployment; the new agents above hold ECDSA keys.
+it('keeps accepting agents with RSA keys next to ECDSA ones', async () => {
+  const { token } = await srv.must('POST', '/api/registration-tokens', {
+    environmentIds: [envId],
+    roles: ['old'],
+    maxUses: 1,
+  });
+  const name = 'rsa-agent';
+  const key = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey.export({
+    type: 'pkcs8',
+    format: 'pem',
+  }) as string;
+  const reg = await srv.must(
+    'POST',
+    '/api/agents/register',
+    { token, name, roles: ['old'], environmentIds: [envId], csr: createCsrPem(name, key) },
+    [201],
+    { key: null },
+  );
+  const home = join(srv.dir, `agent-${name}`); // where startAgent puts it: it finds the identity and uses it
+  mkdirSync(home, { recursive: true });
+  writeFileSync(join(home, 'agent.key'), key, { mode: 0o600 });
+  writeFileSync(join(home, 'agent.crt'), reg.certificate);
+  writeFileSync(join(home, 'ca.crt'), reg.caCertificate);
+  writeFileSync(
+    join(home, 'identity.json'),
+    JSON.stringify({
+      machineId: reg.machineId,
+      name,
+      serverUrl: srv.base,
+      agentUrl: reg.agentUrl,
+      caFingerprint: parseRegistrationToken(token)!.caFingerprint,
+    }),
+  );
+  startAgent(srv, { name, roles: ['old'], environments: ['Hollow'], token });
+  await waitOnline(srv, [name], 60_000);
+  // The fleet's agents' keys are ECDSA.
+  const { createPrivateKey } = await import('node:crypto');
+  expect(createPrivateKey(readFileSync(join(fleet.home(fleet.names[0]), 'agent.key'))).asymmetricKeyType).toBe('ec');
+  const p = await createProject(srv, 'Old', [
+    { name: 'Say', targetRoles: ['old'], actions: [{ name: 'Echo', type: 'script', script: 'echo rsa agent ran' }] },
+  ]);
+  const rel = await srv.must('POST', '/api/releases', { projectId: p.id, version: '1.0.0' });
+  const dep = await srv.must('POST', '/api/deployments', { releaseId: rel.id, environmentId: envId });
+  const d = await srv.waitDeployment(dep.id, 60_000);
+  expect(d.state).toBe('success');
+  expect((await srv.readLog(d.id)).some((e: any) => e.text === 'rsa agent ran')).toBe(true);
 });
