@@ -72,6 +72,13 @@ function sanList(hosts: string[]) {
 
 /** Stands in for the subject's key while forge builds the TBSCertificate; the real SubjectPublicKeyInfo replaces it. */
 const PLACEHOLDER_KEY = forge.pki.setRsaPublicKey(new forge.jsbn.BigInteger('3'), new forge.jsbn.BigInteger('3'));
+/** The CA certificate parsed once (forge's parsing is JavaScript), not at every registration. */
+let lastCa: { pem: string; cert: forge.pki.Certificate } | undefined;
+function caOf(pem: string): forge.pki.Certificate {
+  if (lastCa?.pem !== pem) lastCa = { pem, cert: forge.pki.certificateFromPem(pem) };
+  return lastCa.cert;
+}
+
 /** Where the SubjectPublicKeyInfo is in a TBSCertificate: version, serial, signature, issuer, validity, subject, key. */
 const TBS_SPKI = 6;
 
@@ -90,7 +97,7 @@ function issue(opts: {
   server: boolean;
   years: number;
 }): string {
-  const ca = forge.pki.certificateFromPem(opts.caCert);
+  const ca = caOf(opts.caCert);
   const ec = createPublicKey({ key: opts.spki, format: 'der', type: 'spki' }).asymmetricKeyType === 'ec';
   const cert = forge.pki.createCertificate();
   cert.publicKey = PLACEHOLDER_KEY;

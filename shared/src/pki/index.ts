@@ -3,7 +3,7 @@
  * the certificate's DER bytes as 64 lowercase hex digits (Node prints the same value as colon-separated upper case
  * in `getPeerCertificate().fingerprint256`; `normalizeFingerprint` turns that into this form).
  */
-import { createPrivateKey, createPublicKey, createSign, sign, X509Certificate } from 'node:crypto';
+import { createPrivateKey, createPublicKey, createSign, type KeyObject, sign, X509Certificate } from 'node:crypto';
 import forge from 'node-forge';
 
 export function normalizeFingerprint(f: string): string {
@@ -105,9 +105,16 @@ export function sha256AlgorithmAsn1(key: 'rsa' | 'ec'): forge.asn1.Asn1 {
   );
 }
 
+/** The last key parsed, by its PEM: the server signs every agent's certificate with the same CA key. */
+let lastKey: { pem: string; key: KeyObject } | undefined;
+function parsedKey(pem: string): KeyObject {
+  if (lastKey?.pem !== pem) lastKey = { pem, key: createPrivateKey(pem) };
+  return lastKey.key;
+}
+
 /** SEQUENCE { signed, algorithm, BIT STRING signature }: a certificate or a certification request, in DER. */
 export function signedAsn1Der(signed: forge.asn1.Asn1, keyPem: string): Buffer {
-  const key = createPrivateKey(keyPem);
+  const key = parsedKey(keyPem);
   const type = key.asymmetricKeyType === 'ec' ? 'ec' : 'rsa';
   const der = Buffer.from(asn1.toDer(signed).getBytes(), 'binary');
   // ECDSA's signature is DER (r, s), as X.509 wants it: node's default dsaEncoding.
