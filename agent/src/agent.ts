@@ -17,6 +17,7 @@ import { Journal } from './journal/journal.js';
 import { LeaseManager } from './leases/lease-manager.js';
 import type { AgentLogger } from './logger.js';
 import { DEFAULT_CACHE_MB, PackageStore } from './packages/package-store.js';
+import type { Runner } from './runner/runner.js';
 import { AGENT_VERSION } from './registration/register.js';
 
 /** Tries of one package download (see download()). */
@@ -36,8 +37,11 @@ export class Agent {
     private readonly home: AgentHome,
     private readonly id: Identity,
     private readonly log: AgentLogger,
-    /** `cacheMb`: the package cache's bound (least recently used archives go past it). */
-    opts: { cacheMb?: number } = {},
+    /**
+     * `cacheMb`: the package cache's bound (least recently used archives go past it). `runner`: what runs the actions
+     * (default: processes); only the fleet passes another one (the hollow runner), `run` never does.
+     */
+    opts: { cacheMb?: number; runner?: Runner } = {},
   ) {
     home.prepare();
     // An idle connection is closed here before the server's keep-alive timeout (AGENT_PORT_KEEP_ALIVE_MS) closes it:
@@ -65,6 +69,7 @@ export class Agent {
       download: (sha, dest, prefetch) => this.download(sha, dest, prefetch),
       logger: log,
       warmShells: true,
+      runner: opts.runner,
     });
     this.conn = new AgentConnection(
       id,

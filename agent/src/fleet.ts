@@ -4,6 +4,10 @@
  * --roles web --environments E --home DIR`. Each agent still has its own key, certificate, TLS connection, journal
  * and work folder (DIR/<name>); only the Node.js process is shared. For tests and benchmarks that need many targets
  * on one machine; in production run one agent per machine (`run`).
+ *
+ * `--hollow`: every agent gets the hollow runner (runner/hollow.ts): still the real agent, but a script succeeds at
+ * once with one log line and starts no process, and a package is downloaded and verified but not unpacked. A
+ * measuring instrument for the server's cost per target (`npm run fleet`, the scale benchmark); `run` cannot choose it.
  */
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -11,6 +15,7 @@ import { Agent } from './agent.js';
 import { AgentHome } from './identity.js';
 import { createAgentLogger } from './logger.js';
 import { registerWithRetry } from './registration/register.js';
+import { hollowRunner } from './runner/hollow.js';
 
 const list = (v: string) =>
   v
@@ -28,7 +33,8 @@ const program = new Command('cuttle-agent-fleet')
   .option('--roles <list>', 'roles', list, [])
   .option('--environments <list>', 'environments', list, [])
   .option('--concurrency <n>', 'registrations at once', (v) => Number(v), 8)
-  .option('--cache-mb <n>', "bound of each agent's package cache in megabytes (default 2048)", (v) => Number(v));
+  .option('--cache-mb <n>', "bound of each agent's package cache in megabytes (default 2048)", (v) => Number(v))
+  .option('--hollow', 'agents whose runner starts no process and unpacks nothing (a measuring instrument)', false);
 program.parse();
 const o = program.opts<{
   home: string;
@@ -41,6 +47,7 @@ const o = program.opts<{
   environments: string[];
   concurrency: number;
   cacheMb?: number;
+  hollow: boolean;
 }>();
 
 const log = createAgentLogger(undefined, `${o.prefix}-fleet`);
@@ -60,7 +67,10 @@ async function startOne(name: string) {
         undefined,
         20,
       );
-  const agent = new Agent(home, identity, log.child({ agent: name }), { cacheMb: o.cacheMb });
+  const agent = new Agent(home, identity, log.child({ agent: name }), {
+    cacheMb: o.cacheMb,
+    runner: o.hollow ? hollowRunner : undefined,
+  });
   agent.start((e) => log.error(`${name} stopped: ${e.message}`));
   agents.push(agent);
 }
@@ -71,7 +81,7 @@ await Promise.all(
     for (let n = queue.shift(); n; n = queue.shift()) await startOne(n);
   }),
 );
-log.info(`fleet of ${agents.length} agents running`);
+log.info(`fleet of ${agents.length} ${o.hollow ? 'hollow ' : ''}agents running`);
 
 let stopping = false;
 const stop = async () => {

@@ -20,13 +20,17 @@ import { runLatency } from './scenarios/latency.js';
 import { runLogs } from './scenarios/logs.js';
 import { runMakespanAndPeer } from './scenarios/makespan.js';
 import { runPackages } from './scenarios/packages.js';
+import { runScale } from './scenarios/scale.js';
 
 const program = new Command('bench')
   .option(
     '--scenarios <list>',
-    'makespan,peer,fleet,latency,logs,packages',
+    'makespan,peer,fleet,latency,logs,packages,scale',
     'makespan,peer,fleet,latency,logs,packages',
   )
+  .option('--scale <n>', 'hollow agents for the scale scenario', (v) => Number(v), 10_000)
+  .option('--scale-per-process <n>', 'hollow agents per fleet process (scale)', (v) => Number(v), 500)
+  .option('--scale-concurrency <n>', 'registrations at once per fleet process (scale)', (v) => Number(v), 8)
   .option('--makespan <list>', 'NxW pairs for makespan and peer', '20x5,100x25')
   .option('--size-mb <n>', 'package size for makespan and peer', (v) => Number(v), 1)
   .option('--sleep <s>', 'seconds each target sleeps', (v) => Number(v), 0.5)
@@ -46,6 +50,7 @@ if (o.quick)
   Object.assign(o, {
     makespan: '6x2',
     fleet: 50,
+    scale: 200,
     idleSeconds: 5,
     latencyTargets: 10,
     logAgents: 2,
@@ -73,6 +78,7 @@ try {
   if (scenarios.has('logs')) results.logs = await runLogs(o);
   if (scenarios.has('packages')) results.packages = await runPackages(o);
   if (scenarios.has('fleet')) results.fleet = await runFleet(o);
+  if (scenarios.has('scale')) results.scale = await runScale(o);
 } finally {
   stopAll();
   results.rows = rows;

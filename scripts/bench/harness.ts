@@ -31,6 +31,10 @@ export const ROOT = resolve(new URL('../../..', import.meta.url).pathname);
 /** The bench's flags (see bench.ts), with --quick's sizes applied. */
 export interface BenchOptions {
   scenarios: string;
+  /** scale: hollow agents, per fleet process, registrations at once per process. */
+  scale: number;
+  scalePerProcess: number;
+  scaleConcurrency: number;
   makespan: string;
   sizeMb: number;
   sleep: number;
@@ -188,8 +192,17 @@ export async function marked<T>(what: string, timed: () => Promise<T>): Promise<
   }
 }
 
-/** N agents in fleet processes of at most `perProcess`, registered with one token. */
-export async function fleet(s: Srv, n: number, role: string, perProcess = 50) {
+/**
+ * N agents in fleet processes of at most `perProcess`, registered with one token; `hollow`: with the hollow runner
+ * (no process started, nothing unpacked), `concurrency`: registrations at once per fleet process.
+ */
+export async function fleet(
+  s: Srv,
+  n: number,
+  role: string,
+  perProcess = 50,
+  opts: { hollow?: boolean; concurrency?: number } = {},
+) {
   const env = await s.api.post<Environment>('/api/environments', { name: `E-${role}` });
   const { token } = await s.api.post<RegistrationToken>('/api/registration-tokens', {
     environmentIds: [env.id],
@@ -247,6 +260,8 @@ export async function fleet(s: Srv, n: number, role: string, perProcess = 50) {
         role,
         '--environments',
         env.name,
+        ...(opts.hollow ? ['--hollow'] : []),
+        ...(opts.concurrency ? ['--concurrency', String(opts.concurrency)] : []),
       ],
       { CUTTLE_LOG_LEVEL: 'warn', CUTTLE_LOG_FORMAT: 'json' },
       join(s.work, `fleet-${role}-${first}.log`),

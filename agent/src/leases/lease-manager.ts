@@ -32,7 +32,7 @@ import { PackageInstaller } from '../packages/package-installer.js';
 import type { PackageStore } from '../packages/package-store.js';
 import { pruneInstallations } from '../packages/retention.js';
 import { substituteInFiles } from '../packages/substitute-files.js';
-import { runScript } from '../runner/process-group.js';
+import { processRunner, type Runner } from '../runner/runner.js';
 import { ShellReserve } from '../runner/warm-shell.js';
 
 const FLUSH_MS = 50;
@@ -81,6 +81,8 @@ export interface LeaseManagerDeps {
   killGraceMs?: number;
   /** Keep a shell started ahead for the next script (see warm-shell.ts): scripts start without a fork and exec. */
   warmShells?: boolean;
+  /** What runs the actions (default: processes; the fleet may choose the hollow runner, see runner/hollow.ts). */
+  runner?: Runner;
 }
 
 export class LeaseManager {
@@ -100,10 +102,13 @@ export class LeaseManager {
    */
   private corked?: AgentMessage[];
   private readonly shells?: ShellReserve;
+  private readonly runner: Runner;
 
   constructor(private readonly d: LeaseManagerDeps) {
-    this.installer = new PackageInstaller(d.packages, d.workDir, d.download, d.logger);
-    if (d.warmShells) this.shells = new ShellReserve(d.workDir);
+    this.runner = d.runner ?? processRunner;
+    this.installer = new PackageInstaller(d.packages, d.workDir, d.download, d.logger, this.runner.unpacksPackages);
+    // A warm shell is a process: only for a runner that starts processes.
+    if (d.warmShells && this.runner.kind === 'process') this.shells = new ShellReserve(d.workDir);
   }
 
   /** What the server's welcome says of packages: their bound on unpacked size. */
@@ -466,6 +471,8 @@ export class LeaseManager {
       // Substituted now, not on the server: output variables of earlier actions of this lease are known only here.
       const sub = substitute(text, (n) => vars.get(n));
       for (const u of sub.unknown) this.line(l, 'warn', `Unknown variable #{${u}} is left as written`, action.index);
+      // Nothing runs that would read the variables file: none is written.
+      if (this.runner.kind === 'hollow') return runIt(sub.text, cwd, remaining, '');
       // What get_cuttle_variable reads: a 0600 file in the agent's private script folder (in memory on Linux), named
       // in the environment, gone when the script ends. Written synchronously, as the script is (see runScript).
       mkdirSync(this.d.scriptDir, { recursive: true, mode: 0o700 });
@@ -484,7 +491,7 @@ export class LeaseManager {
       remaining: number | undefined,
       varsFile: string,
     ): Promise<ActionOutcome> => {
-      const r = await runScript({
+      const r = await this.runner.runScript({
         script: SCRIPT_PRELUDE + text,
         cwd,
         env: { ...env, CUTTLE_VARIABLES_FILE: varsFile },
@@ -545,6 +552,15 @@ export class LeaseManager {
           `Package cache: evicted ${e.sha256.slice(0, 12)}… (${e.bytes} bytes, least recently used) to stay within its bound`,
           action.index,
         );
+      if (!this.runner.unpacksPackages) {
+        this.line(
+          l,
+          'info',
+          `Package ${pkg.packageId} ${pkg.version} verified; not unpacked (hollow agent)`,
+          action.index,
+        );
+        return { state: 'success', exitCode: 0 };
+      }
       installed = await this.installer.install(got.path, pkg);
       (l.installs ??= []).push(installed.dir);
     } finally {

@@ -27,6 +27,8 @@ export class PackageInstaller {
     private readonly workDir: string,
     private readonly download: (sha256: string, dest: string, prefetch?: boolean) => Promise<void | string>,
     private readonly log: AgentLogger,
+    /** false (the hollow runner): a prefetch downloads and verifies, and unpacks nothing ahead. */
+    private readonly unpack = true,
   ) {}
 
   /** Staging folders left by an agent that stopped before a lease claimed them: nothing will ever use them. */
@@ -56,7 +58,7 @@ export class PackageInstaller {
       const unpin = this.store.pin(p.sha256);
       const staging = this.swept
         .then(() => this.store.ensure(p, (dest) => this.download(p.sha256, dest, true)))
-        .then((got) => stagePackage(got.path, this.workDir, p.packageId, this.maxUnpackedBytes))
+        .then((got) => (this.unpack ? stagePackage(got.path, this.workDir, p.packageId, this.maxUnpackedBytes) : null))
         .finally(unpin)
         .catch((e: Error) => {
           this.log.warn('package prefetch failed; the action will fetch it again', {

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import forge from 'node-forge';
-import { signSha256 } from '#shared/pki/index.js';
+import { createCsrPem, signSha256 } from '#shared/pki/index.js';
 import { CsrError, ensurePki, serial, signAgentCsr } from './pki.js';
 
 describe('certificates', () => {
@@ -42,6 +42,50 @@ describe('certificates', () => {
       expect(x.subject).toContain(`CN=web-${i}`);
       expect(x.publicKey.export({ type: 'spki', format: 'pem' })).toBe(publicKey);
     }
+  });
+
+  // New agents make ECDSA P-256 keys (createCsrPem, as the agent's registration does): the certificate issued for
+  // one verifies against the CA, names the agent, carries its key, signs only (no keyEncipherment), and works for
+  // client authentication with OpenSSL. RSA requests built the same way are accepted as before.
+  it.each([
+    ['ECDSA P-256', () => generateKeyPairSync('ec', { namedCurve: 'prime256v1' })],
+    ['ECDSA P-384', () => generateKeyPairSync('ec', { namedCurve: 'secp384r1' })],
+    ['RSA 2048', () => generateKeyPairSync('rsa', { modulusLength: 2048 })],
+  ])('issues a certificate for a %s request', (_name, make) => {
+    const pki = ensurePki(home, [], '127.0.0.1');
+    const ca = new X509Certificate(pki.caCert);
+    const { privateKey, publicKey } = make();
+    const csr = createCsrPem('web-ec', privateKey.export({ type: 'pkcs8', format: 'pem' }) as string);
+    const { certificate, fingerprint } = signAgentCsr(pki, csr, 'web-ec');
+    const x = new X509Certificate(certificate);
+    expect(x.verify(ca.publicKey)).toBe(true);
+    expect(x.checkIssued(ca)).toBe(true);
+    expect(x.subject).toContain('CN=web-ec');
+    expect(x.publicKey.export({ type: 'spki', format: 'pem' })).toBe(publicKey.export({ type: 'spki', format: 'pem' }));
+    expect(x.fingerprint256.replace(/:/g, '').toLowerCase()).toBe(fingerprint);
+    expect(x.keyUsage).toContain('1.3.6.1.5.5.7.3.2'); // extKeyUsage clientAuth
+    expect(x.ca).toBe(false);
+  });
+
+  // An ECDSA request signed with another key, an unknown curve, or a small RSA key is refused with the reason.
+  it('refuses ECDSA requests that do not verify and keys outside the rule', () => {
+    const pki = ensurePki(home, [], '127.0.0.1');
+    const a = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const b = generateKeyPairSync('ec', { namedCurve: 'prime256v1' });
+    const pemOf = (k: import('node:crypto').KeyObject) => k.export({ type: 'pkcs8', format: 'pem' }) as string;
+    // a's public key with b's signature: swap the signature of b's request into a's.
+    const good = createCsrPem('mallory', pemOf(a.privateKey));
+    const other = createCsrPem('mallory', pemOf(b.privateKey));
+    const bodyOf = (pem: string) => forge.asn1.fromDer(forge.pem.decode(pem)[0].body);
+    const forged = bodyOf(good);
+    (forged.value as forge.asn1.Asn1[])[2] = (bodyOf(other).value as forge.asn1.Asn1[])[2];
+    const forgedPem = forge.pem.encode({ type: 'CERTIFICATE REQUEST', body: forge.asn1.toDer(forged).getBytes() });
+    expect(() => signAgentCsr(pki, forgedPem, 'mallory')).toThrow(new CsrError('csr signature does not verify'));
+    const k = generateKeyPairSync('ec', { namedCurve: 'secp256k1' });
+    expect(() => signAgentCsr(pki, createCsrPem('x', pemOf(k.privateKey)), 'x')).toThrow(/must be ECDSA P-256/);
+    const small = generateKeyPairSync('rsa', { modulusLength: 1024 });
+    expect(() => signAgentCsr(pki, createCsrPem('x', pemOf(small.privateKey)), 'x')).toThrow(/RSA of at least 2048/);
+    expect(() => signAgentCsr(pki, 'not a csr', 'x')).toThrow(CsrError);
   });
 
   // A CSR whose signature does not match its key (tampered in transit, or forged) is refused.

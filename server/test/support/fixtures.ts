@@ -396,10 +396,13 @@ export class TestFleet {
   }
 }
 
-/** N real agents (own keys, certificates, TLS connections) in one process: `<prefix>-01` … */
+/**
+ * N real agents (own keys, certificates, TLS connections) in one process: `<prefix>-01` …; `hollow`: with the hollow
+ * runner (agent/src/runner/hollow.ts), which starts no process and unpacks nothing.
+ */
 export function startFleet(
   srv: TestServer,
-  o: { prefix: string; count: number; roles: string[]; environments: string[]; token: string },
+  o: { prefix: string; count: number; roles: string[]; environments: string[]; token: string; hollow?: boolean },
 ): TestFleet {
   const dir = join(srv.dir, `fleet-${o.prefix}`);
   mkdirSync(dir, { recursive: true });
@@ -422,6 +425,7 @@ export function startFleet(
       o.roles.join(','),
       '--environments',
       o.environments.join(','),
+      ...(o.hollow ? ['--hollow'] : []),
     ],
     { CUTTLE_LOG_FORMAT: 'json' },
     join(srv.dir, `fleet-${o.prefix}.log`),
