@@ -7,7 +7,7 @@
  */
 import { createHash, generateKeyPairSync } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { createCsrPem, parseRegistrationToken } from '../../shared/src/pki/index.js';
+import { createCsrPem, parseRegistrationToken } from '#shared/pki/index.js';
 import { join } from 'node:path';
 import {
   createProject,
